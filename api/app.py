@@ -1,0 +1,74 @@
+"""The aiohttp application: `create_app(config)` wires store, provider, engine and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from api import batch
+from api import keys as appkeys
+from api.auth import auth_middleware
+from api.errors import Envelope, error_middleware
+from dialer.clock import Clock, SystemClock
+from dialer.config import Config
+from dialer.providers import Provider, make_provider
+from dialer.scheduler import Engine
+from dialer.service import JobService
+from storage.store import Store
+
+log = structlog.get_logger("api")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    engine = request.app[appkeys.ENGINE]
+    return web.json_response(
+        {"ok": True, "engineRunning": engine.running, "liveCalls": engine.live_calls()}
+    )
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    provider: Provider | None = None,
+    store: Store | None = None,
+) -> web.Application:
+    """Build the app. The store, provider and engine start and stop with it (cleanup_ctx)."""
+    clock = clock or SystemClock()
+    envelopes: list[tuple[str, Envelope]] = []
+    public: tuple[str, ...] = ()
+    app = web.Application(
+        client_max_size=int(config.server.max_body_mb * 1024 * 1024),
+        middlewares=[error_middleware(envelopes), auth_middleware(public)],
+    )
+    app[appkeys.CONFIG] = config
+    app[appkeys.CLOCK] = clock
+    app.router.add_get("/healthz", healthz)
+    app.router.add_routes(batch.routes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        own_store = store is None
+        the_store = store or await Store.open(config.storage.path)
+        the_provider = provider or make_provider(config, clock)
+        await the_provider.start()
+        engine = Engine(config, the_store, the_provider, clock)
+        app[appkeys.STORE] = the_store
+        app[appkeys.ENGINE] = engine
+        app[appkeys.SERVICE] = JobService(config, the_store, engine, clock)
+        task = asyncio.create_task(engine.run(), name="engine")
+        try:
+            yield
+        finally:
+            engine.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await the_provider.close()
+            if own_store:
+                await the_store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,50 @@
+"""API-key authentication: `x-api-key: KEY` or `Authorization: Bearer KEY`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from api import keys as appkeys
+from api.errors import ApiError, Handler
+from dialer import keys
+
+PUBLIC_PREFIXES = ("/healthz",)
+
+
+def presented_key(request: web.Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def auth_middleware(public_prefixes: tuple[str, ...]) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(PUBLIC_PREFIXES + public_prefixes):
+            return await handler(request)
+        key = presented_key(request)
+        if key is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
+            )
+        row = await keys.authenticate(request.app[appkeys.STORE], key)
+        if row is None:
+            raise ApiError(401, "unauthorized", "Invalid or revoked API key")
+        request[appkeys.ORG] = row.organization_id
+        return await handler(request)
+
+    return middleware
+
+
+def organization(request: web.Request) -> str:
+    org: str = request[appkeys.ORG]
+    return org

@@ -1,0 +1,384 @@
+"""The /batch routes: create, list, detail, cancel, start, reschedule."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from api import keys as appkeys
+from api.auth import organization
+from api.errors import ApiError
+from dialer import intake, service
+from dialer.states import ContactStatus, JobStatus
+from storage.store import ContactRow, JobRow
+
+routes = web.RouteTableDef()
+
+MAX_JSON_BYTES = 8 * 1024 * 1024
+
+
+# ----------------------------------------------------------------- request models
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CreateFields(_Strict):
+    fromPhoneNumberId: StrictStr = Field(min_length=1, max_length=200)
+    name: StrictStr = Field(min_length=1, max_length=200)
+    description: StrictStr | None = Field(default=None, max_length=1000)
+    concurrentCallLimit: StrictInt = Field(default=5, ge=1, le=50)
+    maxAttempts: StrictInt = Field(default=3, ge=1, le=10)
+    scheduledStartTime: StrictStr | None = Field(default=None, max_length=100)
+    timezone: StrictStr = Field(default="UTC", max_length=100)
+
+
+class CreateJson(CreateFields):
+    contacts: list[Any]
+
+
+class RescheduleBody(_Strict):
+    scheduledStartTime: StrictStr = Field(min_length=1, max_length=100)
+    timezone: StrictStr | None = Field(default=None, max_length=100)
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown field '{where}'")
+        elif err["type"] == "missing":
+            problems.append(f"'{where}' is required")
+        else:
+            problems.append(f"'{where}': {err['msg']}")
+    return ApiError(400, "validation_error", "; ".join(problems))
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+        raise ApiError(413, "payload_too_large", "Request body is larger than 8 MB")
+    raw = await request.content.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise ApiError(413, "payload_too_large", "Request body is larger than 8 MB")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ApiError(400, "invalid_json", "Request body is not valid JSON") from None
+
+
+def query_int(
+    request: web.Request, name: str, default: int, low: int, high: int | None, code: str
+) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ApiError(400, code, f"{name} must be an integer {bound}")
+    return value
+
+
+# ----------------------------------------------------------------- responses
+
+
+def job_summary(job: JobRow, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "description": job.description,
+        "status": job.status,
+        "organizationId": job.organization_id,
+        "agentId": job.agent_id,
+        "fromPhoneNumberId": job.phone_number_id,
+        **service.progress(job, counts),
+        "scheduledStartTime": service.iso(job.scheduled_start_time),
+        "actualStartTime": service.iso(job.actual_start_time),
+        "completedAt": service.iso(job.completed_at),
+        "createdAt": service.iso(job.created_at),
+        "concurrentCallLimit": job.concurrent_call_limit,
+        "retryPolicy": retry_policy(job),
+        "statusReason": job.status_reason,
+    }
+
+
+def retry_policy(job: JobRow) -> dict[str, Any]:
+    return {
+        "maxAttempts": job.max_attempts,
+        "retryableStatuses": list(job.retry_statuses),
+        "retryDelaySeconds": job.retry_delay_seconds,
+        "backoffMultiplier": job.retry_backoff,
+    }
+
+
+def contact_json(c: ContactRow) -> dict[str, Any]:
+    return {
+        "id": f"contact_{c.id}",
+        "phoneNumber": c.phone,
+        "contactData": c.contact_data,
+        "status": c.status,
+        "errorCode": c.error_code,
+        "attemptCount": c.attempt_count,
+        "maxAttempts": c.max_attempts,
+        "lastAttemptAt": service.iso(c.last_attempt_at),
+        "nextRetryAt": service.iso(c.next_retry_at),
+        "completedAt": service.iso(c.completed_at),
+        "roomName": c.room_name,
+        "failureReason": c.failure_reason,
+        "callDuration": c.call_duration,
+    }
+
+
+# ----------------------------------------------------------------- handlers
+
+
+@routes.post("/batch/create")
+async def create_job(request: web.Request) -> web.Response:
+    svc = request.app[appkeys.SERVICE]
+    org = organization(request)
+    if request.content_type == "multipart/form-data":
+        fields, csv_bytes = await _read_multipart(request)
+        try:
+            form = CreateFields.model_validate(_coerce_form(fields))
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        if csv_bytes is None:
+            raise ApiError(400, "invalid_csv", "CSV file missing: send it in the 'file' field")
+        parsed = intake.parse_csv(csv_bytes)
+        mode = "csv"
+    elif request.content_type == "application/json":
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "validation_error", "Request body must be a JSON object")
+        try:
+            form = CreateJson.model_validate(body, strict=True)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        parsed = intake.parse_json_contacts(body["contacts"])
+        mode = "json"
+    else:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "Send multipart/form-data with a 'file' field, or application/json with 'contacts'",
+        )
+    created = await svc.create(
+        org,
+        service.CreateJob(
+            name=form.name,
+            description=form.description,
+            from_phone_number_id=form.fromPhoneNumberId,
+            concurrent_call_limit=form.concurrentCallLimit,
+            max_attempts=form.maxAttempts,
+            scheduled_start_time=form.scheduledStartTime,
+            timezone=form.timezone or "UTC",
+        ),
+        parsed,
+    )
+    job = created.job
+    body_out: dict[str, Any] = {
+        "success": True,
+        "batchJobId": job.id,
+        "totalContacts": created.total_contacts,
+        "estimatedDuration": created.estimated_duration,
+        "estimatedCost": created.estimated_cost,
+        "status": job.status,
+        "scheduledStartTime": service.iso(job.scheduled_start_time),
+        "message": (
+            f"Batch job created with {created.total_contacts} contacts"
+            + (
+                f", scheduled for {service.iso(job.scheduled_start_time)}"
+                if job.scheduled_start_time
+                else "; dialing starts now"
+            )
+        ),
+    }
+    if mode == "csv":
+        body_out.update(intake.invalid_report(parsed))
+    else:
+        body_out["duplicatesRemoved"] = parsed.duplicates
+    return web.json_response(body_out, status=201)
+
+
+_FORM_INTS = ("concurrentCallLimit", "maxAttempts")
+
+
+def _coerce_form(fields: dict[str, str]) -> dict[str, Any]:
+    """Form fields arrive as text: turn the integer ones into ints, empty optionals into None."""
+    data: dict[str, Any] = {}
+    for name, value in fields.items():
+        if value.strip() == "" and name in (
+            *_FORM_INTS,
+            "description",
+            "scheduledStartTime",
+            "timezone",
+        ):
+            continue
+        if name in _FORM_INTS:
+            try:
+                data[name] = int(value.strip())
+            except ValueError:
+                raise ApiError(400, "validation_error", f"'{name}' must be an integer") from None
+        else:
+            data[name] = value
+    return data
+
+
+async def _read_multipart(request: web.Request) -> tuple[dict[str, str], bytes | None]:
+    """Stream the multipart body: form fields as text, the CSV capped at 10 MB."""
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    csv_bytes: bytes | None = None
+    while True:
+        part = await reader.next()
+        if part is None:
+            break
+        if not isinstance(part, BodyPartReader):
+            raise ApiError(400, "invalid_csv", "Nested multipart bodies are not supported")
+        name = part.name or ""
+        if name == "file":
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await part.read_chunk(256 * 1024):
+                size += len(chunk)
+                if size > intake.MAX_CSV_BYTES:
+                    raise ApiError(413, "file_too_large", "CSV file is larger than 10 MB")
+                chunks.append(chunk)
+            csv_bytes = b"".join(chunks)
+        else:
+            value = await part.read(decode=True)
+            if len(value) > 10_000:
+                raise ApiError(400, "validation_error", f"Form field '{name[:50]}' is too long")
+            try:
+                fields[name] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ApiError(
+                    400, "validation_error", f"Form field '{name[:50]}' is not UTF-8"
+                ) from None
+    return fields, csv_bytes
+
+
+@routes.get("/batch/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    org = organization(request)
+    requested_org = request.query.get("organizationId")
+    if not requested_org:
+        raise ApiError(400, "missing_organization_id", "organizationId is required")
+    if requested_org != org:
+        raise ApiError(403, "forbidden", "This API key does not belong to that organization")
+    status = request.query.get("status") or None
+    if status is not None and status not in JobStatus.__members__.values():
+        raise ApiError(
+            400,
+            "invalid_status",
+            f"status must be one of: {', '.join(s.value for s in JobStatus)}",
+        )
+    page = query_int(request, "page", 1, 1, None, "invalid_page")
+    page_size = query_int(request, "pageSize", 20, 1, 100, "invalid_page_size")
+    jobs, total, counts = await request.app[appkeys.SERVICE].list(org, status, page, page_size)
+    return web.json_response(
+        {
+            "success": True,
+            "batchJobs": [job_summary(j, counts.get(j.id, {})) for j in jobs],
+            "total": total,
+            "page": page,
+            "pageSize": page_size,
+        }
+    )
+
+
+@routes.get("/batch/jobs/{batch_job_id}")
+async def job_detail(request: web.Request) -> web.Response:
+    org = organization(request)
+    job_id = request.match_info["batch_job_id"]
+    contact_status = request.query.get("contactStatus") or None
+    if contact_status is not None and contact_status not in ContactStatus.__members__.values():
+        raise ApiError(
+            400,
+            "invalid_contact_status",
+            f"contactStatus must be one of: {', '.join(s.value for s in ContactStatus)}",
+        )
+    page = query_int(request, "contactsPage", 1, 1, None, "invalid_page")
+    page_size = query_int(request, "contactsPageSize", 50, 1, 500, "invalid_page_size")
+    detail = await request.app[appkeys.SERVICE].detail(org, job_id, contact_status, page, page_size)
+    body = job_summary(detail.job, detail.counts)
+    body.update(
+        {
+            "statusBreakdown": detail.counts,
+            "estimatedCompletionTime": service.iso(detail.estimated_completion),
+            "contacts": [contact_json(c) for c in detail.contacts],
+            "contactsTotal": detail.contacts_total,
+            "contactsPage": page,
+            "contactsPageSize": page_size,
+            "contactsHasMore": page * page_size < detail.contacts_total,
+        }
+    )
+    return web.json_response(body)
+
+
+@routes.post("/batch/jobs/{batch_job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    job, cancelled = await request.app[appkeys.SERVICE].cancel(
+        organization(request), request.match_info["batch_job_id"]
+    )
+    return web.json_response(
+        {
+            "success": True,
+            "batchJobId": job.id,
+            "status": job.status,
+            "contactsCancelled": cancelled,
+            "message": f"Batch job cancelled; {cancelled} contacts will not be called. "
+            "Calls in progress finish normally.",
+        }
+    )
+
+
+@routes.post("/batch/jobs/{batch_job_id}/start")
+async def start_job(request: web.Request) -> web.Response:
+    job = await request.app[appkeys.SERVICE].start_now(
+        organization(request), request.match_info["batch_job_id"]
+    )
+    return web.json_response(
+        {
+            "success": True,
+            "batchJobId": job.id,
+            "status": job.status,
+            "actualStartTime": service.iso(job.actual_start_time),
+            "message": "Batch job started",
+        }
+    )
+
+
+@routes.patch("/batch/jobs/{batch_job_id}/reschedule")
+async def reschedule_job(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "validation_error", "Request body must be a JSON object")
+    try:
+        parsed = RescheduleBody.model_validate(body, strict=True)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    job = await request.app[appkeys.SERVICE].reschedule(
+        organization(request),
+        request.match_info["batch_job_id"],
+        parsed.scheduledStartTime,
+        parsed.timezone,
+    )
+    return web.json_response(
+        {
+            "success": True,
+            "batchJobId": job.id,
+            "status": job.status,
+            "scheduledStartTime": service.iso(job.scheduled_start_time),
+            "timezone": job.timezone,
+            "message": "Batch job rescheduled",
+        }
+    )

@@ -1,0 +1,93 @@
+"""Error envelopes, and the middleware that turns every failure into one.
+
+`/batch/...` routes answer `{"success": false, "error": "<message>", "code": "<code>"}`. Other
+route families (compatibility routes) register their own envelope by path prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from dialer.intake import IntakeError
+from dialer.service import ServiceError
+
+log = structlog.get_logger("api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# (status, code, message, details) -> response
+Envelope = Callable[[int, str, str, dict[str, Any]], web.Response]
+
+
+class ApiError(Exception):
+    """An error answered to the client as is."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def batch_envelope(status: int, code: str, message: str, details: dict[str, Any]) -> web.Response:
+    body: dict[str, Any] = {"success": False, "error": message, "code": code}
+    body.update(details)
+    return web.json_response(body, status=status)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_middleware(envelopes: list[tuple[str, Envelope]]) -> Any:
+    """Catch everything below and answer in the envelope of the route family."""
+
+    def envelope_for(path: str) -> Envelope:
+        for prefix, envelope in envelopes:
+            if path.startswith(prefix):
+                return envelope
+        return batch_envelope
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        envelope = envelope_for(request.path)
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return envelope(exc.status, exc.code, exc.message, exc.details)
+        except ServiceError as exc:
+            return envelope(exc.status, exc.code, exc.message, exc.details)
+        except IntakeError as exc:
+            status = 413 if exc.code == "file_too_large" else 400
+            return envelope(status, exc.code, exc.message, exc.details)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _HTTP_CODES.get(exc.status, "http_error")
+            if exc.status == 413 and request.content_type == "multipart/form-data":
+                code = "file_too_large"
+            message = exc.reason if exc.status != 404 else "Not found"
+            response = envelope(exc.status, code, message, {})
+            if exc.status == 405:
+                allow = exc.headers.get("Allow")
+                if allow:
+                    response.headers["Allow"] = allow
+            return response
+        except Exception:
+            log.exception("request_failed", method=request.method, path=request.path)
+            return envelope(500, "internal_error", "Internal server error", {})
+
+    return middleware

@@ -1,0 +1,18 @@
+"""Typed application and request keys."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dialer.clock import Clock
+from dialer.config import Config
+from dialer.scheduler import Engine
+from dialer.service import JobService
+from storage.store import Store
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+ENGINE = web.AppKey("engine", Engine)
+SERVICE = web.AppKey("service", JobService)
+CLOCK = web.AppKey("clock", Clock)
+ORG = "organization_id"  # request key set by the auth middleware

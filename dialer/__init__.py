@@ -1,0 +1,1 @@
+"""The dialing engine: scheduler, state machines, retry policy, intake, telephony providers."""

@@ -1,0 +1,207 @@
+"""The `dialer` command: serve, keys create|list|revoke."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from dialer import config as configmod
+from dialer import keys, logs
+from dialer.clock import SystemClock
+from storage.store import ApiKeyRow, Store
+
+log = structlog.get_logger("dialer")
+
+
+def default_config_path() -> str:
+    env = os.environ.get("DIALER_CONFIG")
+    if env:
+        return env
+    return "config.toml" if Path("config.toml").exists() else "config.example.toml"
+
+
+def _load(path: str) -> configmod.Config:
+    try:
+        return configmod.load(path)
+    except configmod.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# ------------------------------------------------------------------ serve
+
+
+def banner(config: configmod.Config, config_path: str) -> str:
+    host = config.server.host
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown_host}:{config.server.port}"
+    org = config.organizations[0].id if config.organizations else "ORG_ID"
+    number = next(
+        (p.id for p in config.phone_numbers if p.outbound_agent is not None), "PHONE_NUMBER_ID"
+    )
+    sample = Path("examples/contacts.csv")
+    return "\n".join(
+        [
+            f"batch dialer listening on {base} "
+            f"(telephony: {config.telephony.provider}, database: {config.storage.path})",
+            "",
+            "1. Create an API key (printed once, on the last line):",
+            f"   dialer keys create --org {org} --config {config_path}",
+            "2. Create a job from the sample CSV:",
+            f'   curl -s -X POST {base}/batch/create -H "x-api-key: $KEY" \\',
+            f"     -F file=@{sample} -F fromPhoneNumberId={number} -F name='First campaign'",
+            "3. Watch it:",
+            f'   curl -s {base}/batch/jobs/BATCH_JOB_ID -H "x-api-key: $KEY"',
+            "",
+        ]
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from api.app import create_app
+
+    config = _load(args.config)
+    if args.port is not None:
+        config = config.model_copy(
+            update={"server": config.server.model_copy(update={"port": args.port})}
+        )
+    logs.configure(args.log_level)
+    Path(config.storage.path).parent.mkdir(parents=True, exist_ok=True)
+    app = create_app(config)
+    print(banner(config, args.config), file=sys.stderr, flush=True)
+    web.run_app(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        print=None,
+        shutdown_timeout=config.engine.shutdown_grace_seconds + 5,
+        access_log=None,
+    )
+    return 0
+
+
+# ------------------------------------------------------------------ keys
+
+
+T = TypeVar("T")
+
+
+async def _with_store(path: str, work: Callable[[Store], Awaitable[T]]) -> T:
+    store = await Store.open(path)
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+def keys_create(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config.organization(args.org) is None:
+        known = ", ".join(o.id for o in config.organizations) or "none"
+        print(f"error: unknown organization {args.org!r} (configured: {known})", file=sys.stderr)
+        return 2
+    Path(config.storage.path).parent.mkdir(parents=True, exist_ok=True)
+
+    async def work(store: Store) -> tuple[str, str]:
+        row, plaintext = await keys.create_key(store, SystemClock(), args.org, args.name)
+        return row.id, plaintext
+
+    key_id, plaintext = asyncio.run(_with_store(config.storage.path, work))
+    print(f"created API key {key_id} for organization {args.org}; it is shown only once:")
+    print(plaintext)
+    return 0
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+
+    async def work(store: Store) -> list[ApiKeyRow]:
+        return await store.list_api_keys(args.org)
+
+    rows = asyncio.run(_with_store(config.storage.path, work))
+    print(f"{'id':<18} {'organization':<20} {'prefix':<12} {'created':<21} revoked")
+    for row in rows:
+        print(
+            f"{row.id:<18} {row.organization_id:<20} {row.prefix + '…':<12} "
+            f"{_when(row.created_at):<21} {_when(row.revoked_at)}"
+        )
+    return 0
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+
+    async def work(store: Store) -> bool:
+        return await store.revoke_api_key(args.key_id, SystemClock().now())
+
+    if asyncio.run(_with_store(config.storage.path, work)):
+        print(f"revoked {args.key_id}")
+        return 0
+    print(f"error: no active key {args.key_id!r}", file=sys.stderr)
+    return 1
+
+
+# ------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dialer", description="Batch outbound dialer")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            default=default_config_path(),
+            help="TOML config file (default: $DIALER_CONFIG, ./config.toml, ./config.example.toml)",
+        )
+
+    p_serve = sub.add_parser("serve", help="run the API and the dialing engine")
+    with_config(p_serve)
+    p_serve.add_argument("--port", type=int, default=None, help="override [server] port")
+    p_serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    p_serve.set_defaults(func=serve)
+
+    p_keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = p_keys.add_subparsers(dest="keys_command", required=True)
+    p_create = keys_sub.add_parser("create", help="create a key for an organization")
+    p_create.add_argument("--org", required=True)
+    p_create.add_argument("--name", default=None)
+    with_config(p_create)
+    p_create.set_defaults(func=keys_create)
+    p_list = keys_sub.add_parser("list", help="list keys (never their secret)")
+    p_list.add_argument("--org", default=None)
+    with_config(p_list)
+    p_list.set_defaults(func=keys_list)
+    p_revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    p_revoke.add_argument("key_id")
+    with_config(p_revoke)
+    p_revoke.set_defaults(func=keys_revoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""The TOML config: one file, every key defaulted except the tenants, unknown keys rejected."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dialer import states
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_mb: float = Field(default=12.0, gt=0)
+
+
+class StorageConfig(_Section):
+    path: str = "data/dialer.db"
+
+
+class EngineConfig(_Section):
+    max_concurrent_calls: int = Field(default=100, ge=1, le=10_000)
+    retry_delay_seconds: float = Field(default=300.0, ge=0)
+    retry_backoff: float = Field(default=2.0, ge=1.0)
+    default_call_seconds: float = Field(default=60.0, gt=0)
+    expected_answer_rate: float = Field(default=0.6, gt=0, le=1)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # How many "job cannot proceed" provider errors in a row fail a job.
+    provider_failure_limit: int = Field(default=3, ge=1)
+
+
+class PricingConfig(_Section):
+    usd_per_minute: float = Field(default=0.10, ge=0)
+
+
+class SimulatedRule(_Section):
+    prefix: str
+    outcome: Literal[
+        "completed",
+        "no_answer",
+        "busy",
+        "timeout",
+        "blocked",
+        "invalid_number",
+        "carrier_error",
+        "failed",
+    ]
+    sip_code: int | None = None
+    seconds: float | None = Field(default=None, ge=0)
+
+
+class SimulatedConfig(_Section):
+    call_seconds: float = Field(default=20.0, ge=0)
+    ring_seconds: float = Field(default=2.0, ge=0)
+    speed: PositiveFloat = 1.0
+    default_outcome: str | None = None
+    mix: dict[str, float] | None = None
+    seed: int = 0
+    rules: list[SimulatedRule] = Field(default_factory=list)
+    # Append one line per dial to this file (a ledger tests and operators can audit).
+    dial_log: str | None = None
+
+    @field_validator("default_outcome")
+    @classmethod
+    def _known_outcome(cls, value: str | None) -> str | None:
+        if value is not None and value not in states.CALL_OUTCOMES:
+            raise ValueError(f"unknown outcome {value!r}")
+        return value
+
+    @field_validator("mix")
+    @classmethod
+    def _known_mix(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        for outcome, weight in value.items():
+            if outcome not in states.CALL_OUTCOMES:
+                raise ValueError(f"unknown outcome {outcome!r} in mix")
+            if weight < 0:
+                raise ValueError(f"weight of {outcome!r} is negative")
+        if sum(value.values()) <= 0:
+            raise ValueError("mix weights add up to zero")
+        return value
+
+
+class LiveKitConfig(_Section):
+    url: str = ""
+    api_key: str = Field(default="", repr=False)
+    api_secret: str = Field(default="", repr=False)
+    ringing_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_call_seconds: float = Field(default=900.0, gt=0)
+    webhook_path: str = "/webhooks/livekit"
+    poll_interval_seconds: float = Field(default=15.0, gt=0)
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    def with_env(self) -> LiveKitConfig:
+        """Fill empty credentials from LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET."""
+        return self.model_copy(
+            update={
+                "url": self.url or os.environ.get("LIVEKIT_URL", ""),
+                "api_key": self.api_key or os.environ.get("LIVEKIT_API_KEY", ""),
+                "api_secret": self.api_secret or os.environ.get("LIVEKIT_API_SECRET", ""),
+            }
+        )
+
+
+class TelephonyConfig(_Section):
+    provider: Literal["simulated", "livekit"] = "simulated"
+    simulated: SimulatedConfig = SimulatedConfig()
+    livekit: LiveKitConfig = LiveKitConfig()
+
+
+class Organization(_Section):
+    id: str = Field(min_length=1)
+    name: str = ""
+    credits_usd: float | None = Field(default=None, ge=0)
+    max_concurrent_calls: int | None = Field(default=None, ge=1)
+
+
+class Agent(_Section):
+    id: str = Field(min_length=1)
+    organization: str
+    name: str = ""
+    livekit_agent_name: str = ""
+
+
+class PhoneNumber(_Section):
+    id: str = Field(min_length=1)
+    organization: str
+    number: str
+    provider: Literal["twilio", "vobiz", "sip_trunk"] = "sip_trunk"
+    sip_trunk_id: str = ""
+    outbound_agent: str | None = None
+    calls_per_second: float = Field(default=1.0, gt=0)
+
+    @field_validator("number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        from dialer import intake
+
+        problem = intake.e164_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    engine: EngineConfig = EngineConfig()
+    pricing: PricingConfig = PricingConfig()
+    telephony: TelephonyConfig = TelephonyConfig()
+    organizations: list[Organization] = Field(default_factory=list)
+    agents: list[Agent] = Field(default_factory=list)
+    phone_numbers: list[PhoneNumber] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        orgs = {o.id for o in self.organizations}
+        _unique("organizations", [o.id for o in self.organizations])
+        _unique("agents", [a.id for a in self.agents])
+        _unique("phone_numbers", [p.id for p in self.phone_numbers])
+        agents = {a.id: a for a in self.agents}
+        for agent in self.agents:
+            if agent.organization not in orgs:
+                raise ValueError(f"agents.{agent.id}.organization: unknown {agent.organization!r}")
+        for number in self.phone_numbers:
+            if number.organization not in orgs:
+                raise ValueError(
+                    f"phone_numbers.{number.id}.organization: unknown {number.organization!r}"
+                )
+            if number.outbound_agent is not None:
+                outbound = agents.get(number.outbound_agent)
+                if outbound is None or outbound.organization != number.organization:
+                    raise ValueError(
+                        f"phone_numbers.{number.id}.outbound_agent: unknown agent "
+                        f"{number.outbound_agent!r} in organization {number.organization!r}"
+                    )
+        return self
+
+    def organization(self, org_id: str) -> Organization | None:
+        return next((o for o in self.organizations if o.id == org_id), None)
+
+    def agent(self, agent_id: str) -> Agent | None:
+        return next((a for a in self.agents if a.id == agent_id), None)
+
+    def phone_number(self, number_id: str) -> PhoneNumber | None:
+        return next((p for p in self.phone_numbers if p.id == number_id), None)
+
+
+def _unique(section: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for item in ids:
+        if item in seen:
+            raise ValueError(f"{section}: id {item!r} appears twice")
+        seen.add(item)
+
+
+def parse(data: dict[str, Any]) -> Config:
+    """Validate a config mapping; errors name the offending key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown key")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    config = parse(data)
+    storage_path = Path(config.storage.path)
+    if config.storage.path != ":memory:" and not storage_path.is_absolute():
+        # Relative paths are relative to the config file, so the service finds the same database
+        # whatever directory it is started from.
+        resolved = (Path(path).resolve().parent / storage_path).as_posix()
+        config = config.model_copy(
+            update={"storage": config.storage.model_copy(update={"path": resolved})}
+        )
+    return config

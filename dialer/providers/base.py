@@ -1,0 +1,99 @@
+"""The provider interface, the call request/result types, and the SIP-code mapping table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dialer.states import ContactStatus
+
+
+@dataclass(frozen=True, slots=True)
+class DialRequest:
+    job_id: str
+    contact_id: int
+    attempt_no: int
+    room_name: str
+    to_number: str  # E.164
+    from_number: str  # E.164 caller number
+    sip_trunk_id: str
+    agent_name: str
+    contact_data: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0  # when the attempt was claimed (used when re-attaching)
+
+
+@dataclass(frozen=True, slots=True)
+class DialResult:
+    """How one call ended."""
+
+    status: ContactStatus
+    sip_code: int | None = None
+    reason: str | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    duration: int | None = None  # answered seconds
+    room_name: str | None = None
+    # The request never reached the provider: no call was placed, the attempt does not count.
+    not_placed: bool = False
+    # The job cannot proceed (rejected credentials, missing trunk): not the contact's fault.
+    job_fatal: bool = False
+    # The attempt was cut short (e.g. by a crash); retry it even if its status is not retryable.
+    retryable: bool = False
+
+
+class Provider(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        """Place one call and return when it has ended (or failed)."""
+        ...
+
+    async def resume(self, request: DialRequest) -> DialResult:
+        """A call found in `dialing` after a restart: re-attach if it is still live, else report.
+
+        Never dials again.
+        """
+        ...
+
+
+# SIP response code -> contact status. Documented in the README; keep the two in step.
+SIP_STATUS_TABLE: dict[int, ContactStatus] = {
+    486: ContactStatus.BUSY,
+    600: ContactStatus.BUSY,
+    480: ContactStatus.NO_ANSWER,
+    487: ContactStatus.NO_ANSWER,
+    408: ContactStatus.TIMEOUT,
+    504: ContactStatus.TIMEOUT,
+    404: ContactStatus.INVALID_NUMBER,
+    484: ContactStatus.INVALID_NUMBER,
+    604: ContactStatus.INVALID_NUMBER,
+    410: ContactStatus.INVALID_NUMBER,
+    403: ContactStatus.BLOCKED,
+    603: ContactStatus.BLOCKED,
+    607: ContactStatus.BLOCKED,
+    608: ContactStatus.BLOCKED,
+    500: ContactStatus.CARRIER_ERROR,
+    502: ContactStatus.CARRIER_ERROR,
+    503: ContactStatus.CARRIER_ERROR,
+}
+
+# A representative SIP code per outcome (used by the simulated provider).
+DEFAULT_SIP_CODE: dict[ContactStatus, int | None] = {
+    ContactStatus.COMPLETED: None,
+    ContactStatus.BUSY: 486,
+    ContactStatus.NO_ANSWER: 480,
+    ContactStatus.TIMEOUT: 408,
+    ContactStatus.INVALID_NUMBER: 404,
+    ContactStatus.BLOCKED: 603,
+    ContactStatus.CARRIER_ERROR: 503,
+    ContactStatus.FAILED: None,
+}
+
+
+def status_for_sip_code(code: int) -> ContactStatus:
+    """Map a SIP final response code to a contact status; unknown codes are `failed`."""
+    return SIP_STATUS_TABLE.get(code, ContactStatus.FAILED)

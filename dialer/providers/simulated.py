@@ -1,0 +1,112 @@
+"""The simulated provider: outcomes from number-prefix rules or a seeded random mix.
+
+Used for local runs, demos, tests and benchmarks. Time comes from the injected clock; `speed`
+divides every wait, so a job of thousands of contacts can run in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import IO
+
+from dialer.clock import Clock
+from dialer.config import SimulatedConfig, SimulatedRule
+from dialer.providers.base import DEFAULT_SIP_CODE, DialRequest, DialResult
+from dialer.states import ContactStatus
+
+
+class SimulatedProvider:
+    name = "simulated"
+
+    def __init__(self, config: SimulatedConfig, clock: Clock) -> None:
+        self._config = config
+        self._clock = clock
+        self._random = random.Random(config.seed)
+        # Longest prefix first, so a specific rule beats a general one.
+        self._rules = sorted(config.rules, key=lambda r: len(r.prefix), reverse=True)
+        self._ledger: IO[str] | None = None
+        self.dials = 0
+
+    async def start(self) -> None:
+        if self._config.dial_log:
+            path = Path(self._config.dial_log)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Opened once at start-up, before any call runs.
+            self._ledger = path.open("a", encoding="utf-8", buffering=1)  # noqa: ASYNC230
+
+    async def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def _outcome(self, number: str) -> tuple[ContactStatus, int | None, float | None]:
+        rule: SimulatedRule | None = next(
+            (r for r in self._rules if number.startswith(r.prefix)), None
+        )
+        if rule is not None:
+            status = ContactStatus(rule.outcome)
+            sip = rule.sip_code if rule.sip_code is not None else DEFAULT_SIP_CODE[status]
+            return status, sip, rule.seconds
+        if self._config.mix:
+            outcomes = list(self._config.mix)
+            weights = [self._config.mix[o] for o in outcomes]
+            status = ContactStatus(self._random.choices(outcomes, weights)[0])
+        else:
+            status = ContactStatus(self._config.default_outcome or ContactStatus.COMPLETED)
+        return status, DEFAULT_SIP_CODE[status], None
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        self.dials += 1
+        if self._ledger is not None:
+            # Written and flushed before the "call" starts: the ledger is the record of every
+            # dial that was placed, which the crash test audits for double dials.
+            self._ledger.write(
+                json.dumps(
+                    {
+                        "job": request.job_id,
+                        "contact": request.contact_id,
+                        "attempt": request.attempt_no,
+                        "to": request.to_number,
+                    }
+                )
+                + "\n"
+            )
+        status, sip_code, seconds = self._outcome(request.to_number)
+        speed = self._config.speed
+        ring = self._config.ring_seconds if status is not ContactStatus.NO_ANSWER else 0.0
+        if status is ContactStatus.COMPLETED:
+            talk = self._config.call_seconds if seconds is None else seconds
+            if ring:
+                await self._clock.sleep(ring / speed)
+            answered_at = self._clock.now()
+            if talk:
+                await self._clock.sleep(talk / speed)
+            return DialResult(
+                status=status,
+                answered_at=answered_at,
+                ended_at=self._clock.now(),
+                duration=round(talk),
+                room_name=request.room_name,
+            )
+        wait = seconds if seconds is not None else ring
+        if wait:
+            await self._clock.sleep(wait / speed)
+        return DialResult(
+            status=status,
+            sip_code=sip_code,
+            reason=f"simulated {status.value}",
+            ended_at=self._clock.now(),
+            room_name=request.room_name,
+        )
+
+    async def resume(self, request: DialRequest) -> DialResult:
+        # A simulated call does not outlive the process that "placed" it.
+        return DialResult(
+            status=ContactStatus.FAILED,
+            reason="interrupted",
+            ended_at=self._clock.now(),
+            room_name=request.room_name,
+            retryable=True,
+        )

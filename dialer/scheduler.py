@@ -1,0 +1,468 @@
+"""The dialing scheduler: one loop that claims contacts within every limit and records outcomes.
+
+Event-driven: the loop sleeps until it is woken (a job was created, started, cancelled or changed;
+a call ended) or until the next due time (a retry, a scheduled start, a rate-limit token). Each
+pass first records the outcomes of calls that ended (one transaction for all of them), then claims
+contacts for the jobs that have free slots (one transaction per job) and starts their calls.
+
+Limits, all enforced at once: per-job `concurrentCallLimit`, per-organization cap, the global
+`max_concurrent_calls`, and per caller number `calls_per_second` (token bucket). A slot is taken
+when a contact is claimed and given back only when its outcome is recorded, so it covers the whole
+call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+
+import structlog
+
+from dialer import retry
+from dialer.clock import Clock
+from dialer.config import Config
+from dialer.providers.base import DialRequest, DialResult, Provider
+from dialer.states import ContactStatus, JobStatus
+from storage.store import ClaimedContact, JobRow, Outcome, Store
+
+log = structlog.get_logger("dialer.scheduler")
+
+# After a dial that never reached the provider, wait this long before trying that job again.
+NOT_PLACED_BACKOFF_SECONDS = 10.0
+
+
+class TokenBucket:
+    """Calls-per-second limit of one caller number."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.updated = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def take(self, wanted: int, now: float) -> int:
+        self._refill(now)
+        granted = min(wanted, int(self.tokens + 1e-9))
+        self.tokens -= granted
+        return granted
+
+    def give_back(self, count: int) -> None:
+        self.tokens = min(self.capacity, self.tokens + count)
+
+    def next_token_at(self, now: float) -> float:
+        self._refill(now)
+        missing = 1.0 - self.tokens
+        return now if missing <= 0 else now + missing / self.rate
+
+
+@dataclass
+class RunningJob:
+    """What the scheduler keeps in memory about a job it dials for."""
+
+    row: JobRow
+    policy: retry.RetryPolicy
+    idle_until: float = 0.0  # no contact is ready before this time (math.inf: none left)
+    fatal_streak: int = 0
+
+
+@dataclass
+class LiveCall:
+    contact: ClaimedContact
+    job_id: str
+    organization_id: str
+    number_id: str
+    request: DialRequest
+    policy: retry.RetryPolicy
+    resumed: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def room_name(job_id: str, contact_id: int, attempt_no: int) -> str:
+    """Unique per attempt, and readable: job, contact and attempt can be seen in it."""
+    return f"{job_id}_c{contact_id}_a{attempt_no}_{secrets.token_hex(3)}"
+
+
+class Engine:
+    def __init__(self, config: Config, store: Store, provider: Provider, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.provider = provider
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._jobs: dict[str, RunningJob] = {}
+        self._jobs_dirty = True
+        self._next_scheduled: float | None = None
+        self._live: dict[int, LiveCall] = {}
+        self._live_job: Counter[str] = Counter()
+        self._live_org: Counter[str] = Counter()
+        self._done: list[tuple[LiveCall, DialResult]] = []
+        self._buckets: dict[str, TokenBucket] = {}
+        self._rr = 0
+        self.max_live_observed = 0
+        self.running = False
+        self.idle = asyncio.Event()  # set whenever the loop parks with nothing ready to do
+
+    # ------------------------------------------------------------ control
+
+    def notify(self) -> None:
+        """Something changed in the jobs table (created, started, cancelled...): look again."""
+        self._jobs_dirty = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop claiming; live calls get `shutdown_grace_seconds` to finish."""
+        self._stopping.set()
+        self._wake.set()
+
+    def live_calls(self, job_id: str | None = None) -> int:
+        return len(self._live) if job_id is None else self._live_job[job_id]
+
+    async def run(self) -> None:
+        """Run until `stop()`; then drain live calls for the grace period."""
+        self.running = True
+        try:
+            await self._reconcile()
+            while not self._stopping.is_set():
+                self._wake.clear()
+                await self._flush()
+                now = self.clock.now()
+                if self._jobs_dirty or (
+                    self._next_scheduled is not None and self._next_scheduled <= now
+                ):
+                    await self._activate(now)
+                next_due = await self._dispatch(now)
+                if self._wake.is_set() or self._done:
+                    continue
+                self.idle.set()
+                timeout = None if next_due is None else max(0.0, next_due - self.clock.now())
+                await self.clock.wait(self._wake, timeout)
+                self.idle.clear()
+            await self._drain()
+        finally:
+            self.running = False
+
+    async def _drain(self) -> None:
+        grace = self.config.engine.shutdown_grace_seconds
+        deadline = self.clock.now() + grace
+        log.info("engine_draining", live_calls=len(self._live), grace_seconds=grace)
+        while self._live or self._done:
+            self._wake.clear()
+            await self._flush()
+            remaining = deadline - self.clock.now()
+            if not self._live or remaining <= 0:
+                break
+            await self.clock.wait(self._wake, remaining)
+        await self._flush()
+        left = list(self._live.values())
+        for call in left:
+            if call.task is not None:
+                call.task.cancel()
+        for call in left:
+            if call.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call.task
+        if left:
+            # Their contacts stay in `dialing`: the next start reconciles them, never re-dials.
+            log.warning("engine_stopped_with_live_calls", live_calls=len(left))
+        log.info("engine_stopped")
+
+    # ------------------------------------------------------------ jobs
+
+    async def _activate(self, now: float) -> None:
+        """Start due jobs and refresh the set of jobs to dial for."""
+        self._jobs_dirty = False
+        startable = await self.store.jobs_in_status([JobStatus.PENDING, JobStatus.SCHEDULED])
+        due = [
+            j.id
+            for j in startable
+            if j.status == JobStatus.PENDING
+            or (j.scheduled_start_time is not None and j.scheduled_start_time <= now)
+        ]
+        if due:
+            for job_id in await self.store.start_jobs(
+                due, [JobStatus.PENDING, JobStatus.SCHEDULED], now
+            ):
+                log.info("job_started", job_id=job_id)
+        running = await self.store.jobs_in_status([JobStatus.RUNNING])
+        fresh: dict[str, RunningJob] = {}
+        for row in running:
+            known = self._jobs.get(row.id)
+            if known is not None:
+                known.row = row
+                known.policy = _policy(row)
+                fresh[row.id] = known
+            else:
+                fresh[row.id] = RunningJob(row=row, policy=_policy(row))
+        self._jobs = fresh
+        self._next_scheduled = await self.store.next_scheduled_start()
+
+    def wake_job(self, job_id: str) -> None:
+        """Contacts of this job became ready (e.g. re-queued): dial for it again."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.idle_until = 0.0
+        self.notify()
+
+    # ------------------------------------------------------------ dispatch
+
+    async def _dispatch(self, now: float) -> float | None:
+        """Claim and start calls within every limit; return when the loop should look again."""
+        next_due = self._next_scheduled
+        if self._stopping.is_set():
+            return next_due
+        ready = [j for j in self._jobs.values() if j.idle_until <= now]
+        for job in self._jobs.values():
+            if now < job.idle_until < math.inf:
+                next_due = _earliest(next_due, job.idle_until)
+        if not ready:
+            return next_due
+        start = self._rr % len(ready)
+        ready = ready[start:] + ready[:start]
+        self._rr += 1
+        global_cap = self.config.engine.max_concurrent_calls
+        for index, job in enumerate(ready):
+            global_free = global_cap - len(self._live)
+            if global_free <= 0:
+                break
+            # Fair share of the global slots among the jobs still to be served this pass.
+            share = math.ceil(global_free / (len(ready) - index))
+            org = self.config.organization(job.row.organization_id)
+            org_free = (
+                org.max_concurrent_calls - self._live_org[job.row.organization_id]
+                if org is not None and org.max_concurrent_calls is not None
+                else share
+            )
+            free = min(job.row.concurrent_call_limit - self._live_job[job.row.id], org_free, share)
+            if free <= 0:
+                continue
+            bucket = self._bucket(job.row.phone_number_id, now)
+            granted = bucket.take(free, now)
+            if granted == 0:
+                next_due = _earliest(next_due, bucket.next_token_at(now))
+                continue
+            claimed = await self.store.claim(job.row.id, granted, now, room_name)
+            if len(claimed) < granted:
+                bucket.give_back(granted - len(claimed))
+                await self._mark_idle(job, now)
+            for contact in claimed:
+                self._start_call(job, contact)
+            if claimed and bucket.tokens < 1:
+                next_due = _earliest(next_due, bucket.next_token_at(now))
+        return next_due
+
+    async def _mark_idle(self, job: RunningJob, now: float) -> None:
+        """The job has no contact ready now: sleep until its next retry is due, or finish it."""
+        due = await self.store.next_retry_due(job.row.id)
+        job.idle_until = due if due is not None else math.inf
+        if due is None and self._live_job[job.row.id] == 0:
+            for job_id in await self.store.complete_jobs_if_done([job.row.id], now):
+                self._job_finished(job_id)
+
+    def _bucket(self, number_id: str, now: float) -> TokenBucket:
+        bucket = self._buckets.get(number_id)
+        if bucket is None:
+            number = self.config.phone_number(number_id)
+            bucket = TokenBucket(number.calls_per_second if number else 1.0, now)
+            self._buckets[number_id] = bucket
+        return bucket
+
+    def _request(self, job: JobRow, contact: ClaimedContact) -> DialRequest:
+        number = self.config.phone_number(job.phone_number_id)
+        agent = self.config.agent(job.agent_id)
+        return DialRequest(
+            job_id=job.id,
+            contact_id=contact.id,
+            attempt_no=contact.attempt_no,
+            room_name=contact.room_name,
+            to_number=contact.phone,
+            from_number=number.number if number else "",
+            sip_trunk_id=number.sip_trunk_id if number else "",
+            agent_name=(agent.livekit_agent_name or agent.id) if agent else job.agent_id,
+            contact_data=contact.contact_data,
+            started_at=contact.started_at,
+        )
+
+    def _start_call(
+        self, job: RunningJob, contact: ClaimedContact, *, resumed: bool = False
+    ) -> None:
+        call = LiveCall(
+            contact=contact,
+            job_id=job.row.id,
+            organization_id=job.row.organization_id,
+            number_id=job.row.phone_number_id,
+            request=self._request(job.row, contact),
+            policy=job.policy,
+            resumed=resumed,
+        )
+        self._live[contact.id] = call
+        self._live_job[call.job_id] += 1
+        self._live_org[call.organization_id] += 1
+        self.max_live_observed = max(self.max_live_observed, len(self._live))
+        call.task = asyncio.create_task(self._call(call), name=f"call-{contact.id}")
+
+    async def _call(self, call: LiveCall) -> None:
+        structlog.contextvars.bind_contextvars(
+            job_id=call.job_id, contact_id=call.contact.id, attempt=call.contact.attempt_no
+        )
+        try:
+            if call.resumed:
+                result = await self.provider.resume(call.request)
+            else:
+                result = await self.provider.dial(call.request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a provider bug must not lose the attempt
+            log.exception("call_provider_error")
+            result = DialResult(
+                status=ContactStatus.FAILED,
+                reason=f"provider error: {type(exc).__name__}",
+                ended_at=self.clock.now(),
+            )
+        self._done.append((call, result))
+        self._wake.set()
+
+    # ------------------------------------------------------------ outcomes
+
+    async def _flush(self) -> None:
+        """Record every ended call in one transaction, then free their slots."""
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        now = self.clock.now()
+        outcomes = [self._outcome(call, result, now) for call, result in done]
+        completed, refused = await self.store.record_outcomes(outcomes, now)
+        for call, _ in done:
+            self._live.pop(call.contact.id, None)
+            self._live_job[call.job_id] -= 1
+            self._live_org[call.organization_id] -= 1
+        for (call, result), outcome in zip(done, outcomes, strict=True):
+            log.info(
+                "call_attempt_finished",
+                job_id=call.job_id,
+                contact_id=call.contact.id,
+                attempt=call.contact.attempt_no,
+                outcome=outcome.outcome,
+                sip_code=result.sip_code,
+                next_status=outcome.next_status,
+                reason=result.reason,
+                duration=result.duration,
+            )
+            job = self._jobs.get(call.job_id)
+            if job is None:
+                continue
+            if outcome.next_status == ContactStatus.QUEUED and outcome.next_retry_at is not None:
+                job.idle_until = min(job.idle_until, outcome.next_retry_at)
+            if result.not_placed:
+                job.idle_until = max(job.idle_until, now + NOT_PLACED_BACKOFF_SECONDS)
+            await self._count_fatal(job, result, now)
+        for o in refused:
+            log.error(
+                "call_outcome_refused",
+                job_id=o.job_id,
+                contact_id=o.contact_id,
+                attempt=o.attempt_no,
+                outcome=o.outcome,
+            )
+        for job_id in completed:
+            self._job_finished(job_id)
+
+    def _outcome(self, call: LiveCall, result: DialResult, now: float) -> Outcome:
+        charged = 0.0
+        if result.duration:
+            charged = result.duration / 60.0 * self.config.pricing.usd_per_minute
+        give_back = result.not_placed or result.job_fatal
+        next_retry_at: float | None
+        if result.not_placed:
+            # No call was placed: try again a little later, without spending an attempt.
+            status, next_retry_at = ContactStatus.QUEUED, now + NOT_PLACED_BACKOFF_SECONDS
+        elif result.job_fatal:
+            # Not the contact's fault: it goes back to where it was before this claim.
+            first = call.contact.attempt_no == 1
+            status = ContactStatus.PENDING if first else ContactStatus.QUEUED
+            next_retry_at = None if first else now
+        else:
+            decision = retry.decide(
+                result.status,
+                call.contact.attempt_no,
+                call.contact.max_attempts,
+                call.policy,
+                now,
+                force_retryable=result.retryable,
+            )
+            status, next_retry_at = decision.status, decision.next_retry_at
+        return Outcome(
+            contact_id=call.contact.id,
+            job_id=call.job_id,
+            organization_id=call.organization_id,
+            attempt_no=call.contact.attempt_no,
+            outcome=result.status.value,
+            next_status=status.value,
+            next_retry_at=next_retry_at,
+            sip_code=result.sip_code,
+            reason=result.reason,
+            answered_at=result.answered_at,
+            ended_at=result.ended_at or now,
+            duration=result.duration,
+            charged_usd=round(charged, 6),
+            give_back=give_back,
+        )
+
+    async def _count_fatal(self, job: RunningJob, result: DialResult, now: float) -> None:
+        if not result.job_fatal:
+            job.fatal_streak = 0
+            return
+        job.fatal_streak += 1
+        if job.fatal_streak >= self.config.engine.provider_failure_limit:
+            reason = result.reason or "provider rejected the call"
+            if await self.store.fail_job(job.row.id, reason, now):
+                log.error("job_failed", job_id=job.row.id, reason=reason)
+            self._job_finished(job.row.id)
+
+    def _job_finished(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+        log.info("job_finished", job_id=job_id)
+
+    # ------------------------------------------------------------ restart
+
+    async def _reconcile(self) -> None:
+        """Contacts left in `dialing` by a crash: ask the provider, never dial again blindly."""
+        left = await self.store.dialing_contacts()
+        if not left:
+            return
+        log.warning("reconciling_interrupted_calls", count=len(left))
+        rows: dict[str, JobRow | None] = {}
+        for contact in left:
+            if contact.job_id not in rows:
+                rows[contact.job_id] = await self.store.get_job_by_id(contact.job_id)
+            row = rows[contact.job_id]
+            if row is None:
+                continue
+            job = self._jobs.get(row.id) or RunningJob(row=row, policy=_policy(row))
+            self._start_call(job, contact, resumed=True)
+
+
+def _policy(row: JobRow) -> retry.RetryPolicy:
+    return retry.RetryPolicy(
+        max_attempts=row.max_attempts,
+        retry_statuses=row.retry_statuses,
+        delay_seconds=row.retry_delay_seconds,
+        backoff=row.retry_backoff,
+    )
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)

@@ -1,0 +1,103 @@
+"""SQLite connections, pragmas, named queries and migrations."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from functools import cache
+from importlib import resources
+
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA cache_size = -65536",
+)
+
+_BLOCK = re.compile(r"^-- ([a-z0-9_]+) --$", re.MULTILINE)
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class StorageError(Exception):
+    """A storage operation failed."""
+
+
+class TransitionError(StorageError):
+    """A state transition was asked from a state that does not allow it."""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open a connection in autocommit mode (transactions are explicit) with the pragmas set."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    for pragma in PRAGMAS:
+        db.execute(pragma)
+    return db
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """Split a `.sql` file of `-- name --` blocks into {name: statement}."""
+    parts = _BLOCK.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        statement = "\n".join(
+            line for line in body.strip().splitlines() if not line.lstrip().startswith("--")
+        ).strip()
+        if name in queries:
+            raise StorageError(f"query {name!r} is defined twice")
+        queries[name] = statement
+    return queries
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named queries of storage/queries.sql."""
+    return parse_queries(resources.files("storage").joinpath("queries.sql").read_text("utf-8"))
+
+
+def migrations() -> list[tuple[int, str]]:
+    """Numbered migrations in order: [(version, sql)]."""
+    found: list[tuple[int, str]] = []
+    for entry in resources.files("storage").joinpath("migrations").iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply the migrations the database has not seen yet; return the schema version."""
+    current = int(db.execute("PRAGMA user_version").fetchone()[0])
+    for version, sql in migrations():
+        if version <= current:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split_script(sql):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        current = version
+    return current
+
+
+def _split_script(sql: str) -> list[str]:
+    """Split a migration into statements (triggers contain `;` so use sqlite's own completeness)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()
+    ):
+        raise StorageError("migration ends with an incomplete statement")
+    return statements

@@ -1,0 +1,160 @@
+-- Named queries, parsed once by storage.queries. A block starts with a line `-- name --`.
+
+-- insert_job --
+INSERT INTO jobs (id, organization_id, name, description, status, agent_id, phone_number_id,
+                  concurrent_call_limit, max_attempts, retry_statuses, retry_delay_seconds,
+                  retry_backoff, timezone, scheduled_start_time, created_at, updated_at,
+                  total_contacts, estimated_cost_usd)
+VALUES (:id, :organization_id, :name, :description, :status, :agent_id, :phone_number_id,
+        :concurrent_call_limit, :max_attempts, :retry_statuses, :retry_delay_seconds,
+        :retry_backoff, :timezone, :scheduled_start_time, :created_at, :created_at,
+        :total_contacts, :estimated_cost_usd)
+
+-- insert_contact --
+INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)
+VALUES (?, ?, ?, ?, 'pending', ?, ?)
+
+-- get_job --
+SELECT * FROM jobs WHERE id = ? AND organization_id = ?
+
+-- get_job_any_org --
+SELECT * FROM jobs WHERE id = ?
+
+-- list_jobs --
+SELECT * FROM jobs
+WHERE organization_id = :org AND (:status IS NULL OR status = :status)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit OFFSET :offset
+
+-- count_jobs --
+SELECT count(*) FROM jobs WHERE organization_id = :org AND (:status IS NULL OR status = :status)
+
+-- job_status_counts --
+SELECT status, n FROM job_status_counts WHERE job_id = ?
+
+-- list_contacts --
+SELECT * FROM contacts
+WHERE job_id = :job_id AND (:status IS NULL OR status = :status)
+ORDER BY seq
+LIMIT :limit OFFSET :offset
+
+-- jobs_in_status --
+SELECT * FROM jobs WHERE status IN (SELECT value FROM json_each(?)) ORDER BY created_at, id
+
+-- next_scheduled_start --
+SELECT min(scheduled_start_time) FROM jobs WHERE status = 'scheduled'
+
+-- start_job --
+UPDATE jobs SET status = 'running', actual_start_time = coalesce(actual_start_time, :now),
+                updated_at = :now
+WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
+
+-- claim_contacts --
+-- Due retries first, then fresh contacts, each in upload order. One statement, so the guard on
+-- status and the update cannot be separated.
+UPDATE contacts
+SET status = 'dialing', attempt_count = attempt_count + 1, last_attempt_at = :now,
+    next_retry_at = NULL, updated_at = :now
+WHERE id IN (
+    SELECT id FROM (
+        SELECT id, 0 AS pri, next_retry_at AS k1, seq FROM contacts
+        WHERE job_id = :job_id AND status = 'queued' AND next_retry_at <= :now
+        UNION ALL
+        SELECT id, 1 AS pri, 0 AS k1, seq FROM contacts
+        WHERE job_id = :job_id AND status = 'pending'
+    )
+    ORDER BY pri, k1, seq
+    LIMIT :limit
+)
+RETURNING id, seq, phone, contact_data, attempt_count, max_attempts
+
+-- insert_attempt --
+INSERT INTO attempts (contact_id, job_id, attempt_no, room_name, started_at)
+VALUES (?, ?, ?, ?, ?)
+
+-- set_contact_room --
+UPDATE contacts SET room_name = ? WHERE id = ?
+
+-- finish_attempt --
+UPDATE attempts
+SET outcome = :outcome, sip_code = :sip_code, reason = :reason, answered_at = :answered_at,
+    ended_at = :ended_at, duration = :duration, charged_usd = :charged_usd
+WHERE contact_id = :contact_id AND attempt_no = :attempt_no AND outcome IS NULL
+
+-- finish_contact --
+UPDATE contacts
+SET status = :status, next_retry_at = :next_retry_at, completed_at = :completed_at,
+    error_code = :error_code, failure_reason = :failure_reason,
+    call_duration = coalesce(:duration, call_duration), updated_at = :now
+WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
+
+-- give_back_attempt --
+-- The dial never reached the provider: the attempt does not count.
+UPDATE contacts
+SET status = :status, attempt_count = attempt_count - 1, next_retry_at = :next_retry_at,
+    updated_at = :now
+WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
+
+-- add_spend --
+INSERT INTO organization_spend (organization_id, spent_usd) VALUES (?, ?)
+ON CONFLICT (organization_id) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd
+
+-- get_spend --
+SELECT coalesce((SELECT spent_usd FROM organization_spend WHERE organization_id = ?), 0)
+
+-- complete_job_if_done --
+UPDATE jobs SET status = 'completed', completed_at = :now, updated_at = :now
+WHERE id = :id AND status = 'running'
+  AND NOT EXISTS (
+      SELECT 1 FROM job_status_counts
+      WHERE job_id = :id AND status IN ('pending', 'queued', 'dialing') AND n > 0)
+
+-- cancel_job --
+UPDATE jobs SET status = 'cancelled', completed_at = :now, updated_at = :now
+WHERE id = :id AND organization_id = :org
+  AND status IN ('pending', 'scheduled', 'running', 'paused')
+
+-- cancel_contacts --
+UPDATE contacts SET status = 'cancelled', next_retry_at = NULL, completed_at = :now,
+                    updated_at = :now
+WHERE job_id = :id AND status IN ('pending', 'queued')
+
+-- fail_job --
+UPDATE jobs SET status = 'failed', status_reason = :reason, completed_at = :now, updated_at = :now
+WHERE id = :id AND status IN ('pending', 'scheduled', 'running', 'paused')
+
+-- reschedule_job --
+UPDATE jobs SET status = 'scheduled', scheduled_start_time = :when, timezone = :tz,
+                updated_at = :now
+WHERE id = :id AND organization_id = :org AND status IN ('pending', 'scheduled')
+
+-- next_retry_due --
+SELECT min(next_retry_at) FROM contacts WHERE job_id = ? AND status = 'queued'
+
+-- dialing_contacts --
+SELECT c.id, c.job_id, c.seq, c.phone, c.contact_data, c.attempt_count, c.max_attempts,
+       a.room_name, a.started_at
+FROM contacts c
+JOIN attempts a ON a.contact_id = c.id AND a.attempt_no = c.attempt_count AND a.outcome IS NULL
+WHERE c.status = 'dialing'
+ORDER BY c.job_id, c.seq
+
+-- average_call_seconds --
+SELECT avg(ended_at - started_at) FROM attempts
+WHERE job_id = ? AND outcome IS NOT NULL AND outcome <> 'not_placed' AND ended_at IS NOT NULL
+
+-- list_attempts --
+SELECT * FROM attempts WHERE contact_id = ? ORDER BY id
+
+-- insert_api_key --
+INSERT INTO api_keys (id, organization_id, key_hash, prefix, name, created_at)
+VALUES (?, ?, ?, ?, ?, ?)
+
+-- find_api_key --
+SELECT * FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL
+
+-- list_api_keys --
+SELECT * FROM api_keys WHERE (:org IS NULL OR organization_id = :org) ORDER BY created_at, id
+
+-- revoke_api_key --
+UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL

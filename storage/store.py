@@ -1,0 +1,667 @@
+"""The Store: one method per query, each transaction run whole on one database thread.
+
+All writes go through a single writer connection on a single thread, so every transaction is one
+hop off the event loop (group commit: a batch of claims or outcomes is one transaction). Reads for
+the API use a separate connection on its own thread; WAL lets them run while the writer works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from storage import db as dbmod
+from storage.db import TransitionError
+
+T = TypeVar("T")
+
+Q = dbmod.queries
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    id: str
+    organization_id: str
+    name: str
+    description: str | None
+    status: str
+    agent_id: str
+    phone_number_id: str
+    concurrent_call_limit: int
+    max_attempts: int
+    retry_statuses: Sequence[str]
+    retry_delay_seconds: float
+    retry_backoff: float
+    timezone: str
+    scheduled_start_time: float | None
+    created_at: float
+    estimated_cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewContact:
+    phone: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: str
+    organization_id: str
+    name: str
+    description: str | None
+    status: str
+    agent_id: str
+    phone_number_id: str
+    concurrent_call_limit: int
+    max_attempts: int
+    retry_statuses: tuple[str, ...]
+    retry_delay_seconds: float
+    retry_backoff: float
+    timezone: str
+    scheduled_start_time: float | None
+    actual_start_time: float | None
+    completed_at: float | None
+    created_at: float
+    updated_at: float
+    total_contacts: int
+    status_reason: str | None
+    estimated_cost_usd: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobRow:
+        values = dict(row)
+        values["retry_statuses"] = tuple(json.loads(values["retry_statuses"]))
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    id: int
+    job_id: str
+    seq: int
+    phone: str
+    contact_data: dict[str, Any]
+    status: str
+    attempt_count: int
+    max_attempts: int
+    last_attempt_at: float | None
+    next_retry_at: float | None
+    completed_at: float | None
+    error_code: str | None
+    failure_reason: str | None
+    room_name: str | None
+    call_duration: int | None
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ContactRow:
+        values = dict(row)
+        values["contact_data"] = json.loads(values["contact_data"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    id: int
+    contact_id: int
+    job_id: str
+    attempt_no: int
+    room_name: str
+    started_at: float
+    answered_at: float | None
+    ended_at: float | None
+    outcome: str | None
+    sip_code: int | None
+    reason: str | None
+    duration: int | None
+    charged_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedContact:
+    """A contact just moved to `dialing`, with the attempt row already written."""
+
+    id: int
+    job_id: str
+    seq: int
+    phone: str
+    contact_data: dict[str, Any]
+    attempt_no: int
+    max_attempts: int
+    room_name: str
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to record for one finished attempt (the next contact status is already decided)."""
+
+    contact_id: int
+    job_id: str
+    organization_id: str
+    attempt_no: int
+    outcome: str  # the call's result status, or 'not_placed'
+    next_status: str  # the contact's status after this attempt
+    next_retry_at: float | None
+    sip_code: int | None
+    reason: str | None
+    answered_at: float | None
+    ended_at: float | None
+    duration: int | None
+    charged_usd: float
+    give_back: bool = False  # the dial never happened: the attempt does not count
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    id: str
+    organization_id: str
+    key_hash: str
+    prefix: str
+    name: str | None
+    created_at: float
+    revoked_at: float | None
+
+
+RoomNamer = Callable[[str, int, int], str]
+
+
+class Store:
+    """Async facade over the SQLite database. Construct with `await Store.open(path)`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._memory = path == ":memory:"
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self._reader_pool = (
+            self._writer_pool
+            if self._memory
+            else ThreadPoolExecutor(1, thread_name_prefix="db-reader")
+        )
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: str) -> Store:
+        store = cls(path)
+        await store._start()
+        return store
+
+    async def _start(self) -> None:
+        def open_writer() -> sqlite3.Connection:
+            conn = dbmod.connect(self.path)
+            dbmod.migrate(conn)
+            return conn
+
+        self._writer = await self._run(self._writer_pool, open_writer)
+        if self._memory:
+            self._reader = self._writer
+        else:
+            self._reader = await self._run(self._reader_pool, lambda: dbmod.connect(self.path))
+
+    async def close(self) -> None:
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None
+        if reader is not None and reader is not writer:
+            await self._run(self._reader_pool, reader.close)
+        if writer is not None:
+            await self._run(self._writer_pool, writer.close)
+        self._writer_pool.shutdown(wait=True)
+        if self._reader_pool is not self._writer_pool:
+            self._reader_pool.shutdown(wait=True)
+
+    @staticmethod
+    async def _run(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(conn) as one IMMEDIATE transaction on the writer thread."""
+        conn = self._writer
+        if conn is None:
+            raise dbmod.StorageError("store is closed")
+
+        def tx() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        # Shielded: once a transaction is handed to the thread it runs to its end, and the
+        # caller learns its result even when the caller itself is being cancelled.
+        return await asyncio.shield(self._run(self._writer_pool, tx))
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(conn) in one read transaction (a consistent snapshot) on the reader thread."""
+        conn = self._reader
+        if conn is None:
+            raise dbmod.StorageError("store is closed")
+
+        def tx() -> T:
+            if self._memory:
+                return fn(conn)
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._run(self._reader_pool, tx)
+
+    # ----------------------------------------------------------------- jobs
+
+    async def create_job(self, job: NewJob, contacts: Sequence[NewContact]) -> None:
+        params = {
+            "id": job.id,
+            "organization_id": job.organization_id,
+            "name": job.name,
+            "description": job.description,
+            "status": job.status,
+            "agent_id": job.agent_id,
+            "phone_number_id": job.phone_number_id,
+            "concurrent_call_limit": job.concurrent_call_limit,
+            "max_attempts": job.max_attempts,
+            "retry_statuses": json.dumps(list(job.retry_statuses)),
+            "retry_delay_seconds": job.retry_delay_seconds,
+            "retry_backoff": job.retry_backoff,
+            "timezone": job.timezone,
+            "scheduled_start_time": job.scheduled_start_time,
+            "created_at": job.created_at,
+            "total_contacts": len(contacts),
+            "estimated_cost_usd": job.estimated_cost_usd,
+        }
+        rows = [
+            (
+                job.id,
+                seq,
+                c.phone,
+                json.dumps(c.data, ensure_ascii=False),
+                job.max_attempts,
+                job.created_at,
+            )
+            for seq, c in enumerate(contacts, start=1)
+        ]
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(Q()["insert_job"], params)
+            conn.executemany(Q()["insert_contact"], rows)
+            # The count rows for all statuses exist from the start, so breakdowns are complete.
+            conn.executemany(
+                "INSERT OR IGNORE INTO job_status_counts (job_id, status, n) VALUES (?, ?, 0)",
+                [(job.id, s) for s in CONTACT_STATUSES],
+            )
+
+        await self._write(tx)
+
+    async def get_job(self, organization_id: str, job_id: str) -> JobRow | None:
+        def q(conn: sqlite3.Connection) -> JobRow | None:
+            row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
+            return JobRow.from_row(row) if row else None
+
+        return await self._read(q)
+
+    async def get_job_by_id(self, job_id: str) -> JobRow | None:
+        """For the engine only: a job regardless of organization."""
+
+        def q(conn: sqlite3.Connection) -> JobRow | None:
+            row = conn.execute(Q()["get_job_any_org"], (job_id,)).fetchone()
+            return JobRow.from_row(row) if row else None
+
+        return await self._read(q)
+
+    async def list_jobs(
+        self, organization_id: str, status: str | None, limit: int, offset: int
+    ) -> tuple[list[JobRow], int, dict[str, dict[str, int]]]:
+        """A page of jobs (newest first), the total matching, and each job's status counts."""
+
+        def q(conn: sqlite3.Connection) -> tuple[list[JobRow], int, dict[str, dict[str, int]]]:
+            params = {"org": organization_id, "status": status, "limit": limit, "offset": offset}
+            jobs = [JobRow.from_row(r) for r in conn.execute(Q()["list_jobs"], params)]
+            total = int(conn.execute(Q()["count_jobs"], params).fetchone()[0])
+            counts = {j.id: _counts(conn, j.id) for j in jobs}
+            return jobs, total, counts
+
+        return await self._read(q)
+
+    async def job_detail(
+        self,
+        organization_id: str,
+        job_id: str,
+        contact_status: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[JobRow, dict[str, int], list[ContactRow], int, float | None] | None:
+        """Job, status counts, a page of contacts, the filtered total, average call seconds."""
+
+        def q(
+            conn: sqlite3.Connection,
+        ) -> tuple[JobRow, dict[str, int], list[ContactRow], int, float | None] | None:
+            row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
+            if row is None:
+                return None
+            job = JobRow.from_row(row)
+            counts = _counts(conn, job_id)
+            params = {"job_id": job_id, "status": contact_status, "limit": limit, "offset": offset}
+            contacts = [ContactRow.from_row(r) for r in conn.execute(Q()["list_contacts"], params)]
+            total = counts.get(contact_status, 0) if contact_status else job.total_contacts
+            avg = conn.execute(Q()["average_call_seconds"], (job_id,)).fetchone()[0]
+            return job, counts, contacts, total, avg
+
+        return await self._read(q)
+
+    async def status_counts(self, job_id: str) -> dict[str, int]:
+        return await self._read(lambda conn: _counts(conn, job_id))
+
+    async def list_contacts(
+        self, job_id: str, status: str | None, limit: int, offset: int
+    ) -> list[ContactRow]:
+        def q(conn: sqlite3.Connection) -> list[ContactRow]:
+            params = {"job_id": job_id, "status": status, "limit": limit, "offset": offset}
+            return [ContactRow.from_row(r) for r in conn.execute(Q()["list_contacts"], params)]
+
+        return await self._read(q)
+
+    async def list_attempts(self, contact_id: int) -> list[AttemptRow]:
+        def q(conn: sqlite3.Connection) -> list[AttemptRow]:
+            rows = conn.execute(Q()["list_attempts"], (contact_id,))
+            return [AttemptRow(**dict(r)) for r in rows]
+
+        return await self._read(q)
+
+    async def jobs_in_status(self, statuses: Iterable[str]) -> list[JobRow]:
+        wanted = json.dumps(list(statuses))
+        return await self._read(
+            lambda conn: [
+                JobRow.from_row(r) for r in conn.execute(Q()["jobs_in_status"], (wanted,))
+            ]
+        )
+
+    async def next_scheduled_start(self) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            value = conn.execute(Q()["next_scheduled_start"]).fetchone()[0]
+            return float(value) if value is not None else None
+
+        return await self._read(q)
+
+    async def start_jobs(
+        self, job_ids: Sequence[str], from_statuses: Sequence[str], now: float
+    ) -> list[str]:
+        """Move jobs to running; return those that moved."""
+        from_json = json.dumps(list(from_statuses))
+
+        def tx(conn: sqlite3.Connection) -> list[str]:
+            started = []
+            for job_id in job_ids:
+                cur = conn.execute(
+                    Q()["start_job"], {"id": job_id, "now": now, "from_statuses": from_json}
+                )
+                if cur.rowcount:
+                    started.append(job_id)
+            return started
+
+        return await self._write(tx)
+
+    async def cancel_job(self, organization_id: str, job_id: str, now: float) -> int:
+        """Cancel a job and its pending/queued contacts; return how many contacts were cancelled.
+
+        Raises TransitionError when the job exists but is already finished.
+        """
+
+        def tx(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                Q()["cancel_job"], {"id": job_id, "org": organization_id, "now": now}
+            )
+            if cur.rowcount == 0:
+                raise TransitionError(f"job {job_id} cannot be cancelled")
+            return conn.execute(Q()["cancel_contacts"], {"id": job_id, "now": now}).rowcount
+
+        return await self._write(tx)
+
+    async def fail_job(self, job_id: str, reason: str, now: float) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(Q()["fail_job"], {"id": job_id, "reason": reason, "now": now})
+            return cur.rowcount == 1
+
+        return await self._write(tx)
+
+    async def reschedule_job(
+        self, organization_id: str, job_id: str, when: float, timezone: str, now: float
+    ) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            params = {
+                "id": job_id,
+                "org": organization_id,
+                "when": when,
+                "tz": timezone,
+                "now": now,
+            }
+            if conn.execute(Q()["reschedule_job"], params).rowcount == 0:
+                raise TransitionError(f"job {job_id} cannot be rescheduled")
+
+        await self._write(tx)
+
+    async def complete_jobs_if_done(self, job_ids: Iterable[str], now: float) -> list[str]:
+        ids = list(job_ids)
+
+        def tx(conn: sqlite3.Connection) -> list[str]:
+            return [
+                j
+                for j in ids
+                if conn.execute(Q()["complete_job_if_done"], {"id": j, "now": now}).rowcount
+            ]
+
+        return await self._write(tx)
+
+    # ------------------------------------------------------------- dialing
+
+    async def claim(
+        self, job_id: str, limit: int, now: float, room_namer: RoomNamer
+    ) -> list[ClaimedContact]:
+        """Move up to `limit` ready contacts of a job to `dialing` and write their attempt rows.
+
+        Committed before anyone dials: after a crash these contacts are found in `dialing`.
+        """
+
+        def tx(conn: sqlite3.Connection) -> list[ClaimedContact]:
+            rows = conn.execute(
+                Q()["claim_contacts"], {"job_id": job_id, "now": now, "limit": limit}
+            ).fetchall()
+            claimed = [
+                ClaimedContact(
+                    id=r["id"],
+                    job_id=job_id,
+                    seq=r["seq"],
+                    phone=r["phone"],
+                    contact_data=json.loads(r["contact_data"]),
+                    attempt_no=r["attempt_count"],
+                    max_attempts=r["max_attempts"],
+                    room_name=room_namer(job_id, r["id"], r["attempt_count"]),
+                    started_at=now,
+                )
+                for r in rows
+            ]
+            claimed.sort(key=lambda c: c.seq)
+            conn.executemany(
+                Q()["insert_attempt"],
+                [(c.id, job_id, c.attempt_no, c.room_name, now) for c in claimed],
+            )
+            conn.executemany(Q()["set_contact_room"], [(c.room_name, c.id) for c in claimed])
+            return claimed
+
+        return await self._write(tx)
+
+    async def record_outcomes(
+        self, outcomes: Sequence[Outcome], now: float
+    ) -> tuple[list[str], list[Outcome]]:
+        """Record finished attempts in one transaction (group commit).
+
+        Returns the jobs that became completed and the outcomes that were refused because their
+        contact was not in `dialing` for that attempt (never overwritten; the caller logs them).
+        A retry decided for a job that was cancelled meanwhile becomes the final outcome instead.
+        """
+
+        def tx(conn: sqlite3.Connection) -> tuple[list[str], list[Outcome]]:
+            spend: dict[str, float] = {}
+            refused: list[Outcome] = []
+            job_ids = sorted({o.job_id for o in outcomes})
+            cancelled = {
+                j
+                for j in job_ids
+                if (row := conn.execute("SELECT status FROM jobs WHERE id = ?", (j,)).fetchone())
+                and row[0] == "cancelled"
+            }
+            for o in outcomes:
+                if o.job_id in cancelled and o.next_status in ("queued", "pending"):
+                    o = replace(
+                        o,
+                        next_status="cancelled" if o.give_back else o.outcome,
+                        next_retry_at=None,
+                        give_back=o.give_back,
+                    )
+                if o.give_back:
+                    cur = conn.execute(
+                        Q()["give_back_attempt"],
+                        {
+                            "contact_id": o.contact_id,
+                            "attempt_no": o.attempt_no,
+                            "status": o.next_status,
+                            "next_retry_at": o.next_retry_at,
+                            "now": now,
+                        },
+                    )
+                else:
+                    final = o.next_status not in ("queued", "pending")
+                    cur = conn.execute(
+                        Q()["finish_contact"],
+                        {
+                            "contact_id": o.contact_id,
+                            "attempt_no": o.attempt_no,
+                            "status": o.next_status,
+                            "next_retry_at": o.next_retry_at,
+                            "completed_at": (o.ended_at or now) if final else None,
+                            "error_code": str(o.sip_code) if o.sip_code is not None else None,
+                            "failure_reason": o.reason,
+                            "duration": o.duration,
+                            "now": now,
+                        },
+                    )
+                if cur.rowcount != 1:
+                    refused.append(o)
+                    continue
+                conn.execute(
+                    Q()["finish_attempt"],
+                    {
+                        "contact_id": o.contact_id,
+                        "attempt_no": o.attempt_no,
+                        "outcome": "not_placed" if o.give_back else o.outcome,
+                        "sip_code": o.sip_code,
+                        "reason": o.reason,
+                        "answered_at": o.answered_at,
+                        "ended_at": o.ended_at,
+                        "duration": o.duration,
+                        "charged_usd": o.charged_usd,
+                    },
+                )
+                if o.charged_usd:
+                    spend[o.organization_id] = spend.get(o.organization_id, 0.0) + o.charged_usd
+            conn.executemany(Q()["add_spend"], list(spend.items()))
+            completed = [
+                j
+                for j in job_ids
+                if conn.execute(Q()["complete_job_if_done"], {"id": j, "now": now}).rowcount
+            ]
+            return completed, refused
+
+        return await self._write(tx)
+
+    async def next_retry_due(self, job_id: str) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            value = conn.execute(Q()["next_retry_due"], (job_id,)).fetchone()[0]
+            return float(value) if value is not None else None
+
+        return await self._read(q)
+
+    async def dialing_contacts(self) -> list[ClaimedContact]:
+        """Contacts left in `dialing` (by a crash or a shutdown), with their open attempt."""
+
+        def q(conn: sqlite3.Connection) -> list[ClaimedContact]:
+            return [
+                ClaimedContact(
+                    id=r["id"],
+                    job_id=r["job_id"],
+                    seq=r["seq"],
+                    phone=r["phone"],
+                    contact_data=json.loads(r["contact_data"]),
+                    attempt_no=r["attempt_count"],
+                    max_attempts=r["max_attempts"],
+                    room_name=r["room_name"],
+                    started_at=r["started_at"],
+                )
+                for r in conn.execute(Q()["dialing_contacts"])
+            ]
+
+        return await self._write(q)
+
+    async def organization_spend(self, organization_id: str) -> float:
+        return await self._read(
+            lambda conn: float(conn.execute(Q()["get_spend"], (organization_id,)).fetchone()[0])
+        )
+
+    # ------------------------------------------------------------- api keys
+
+    async def insert_api_key(self, key: ApiKeyRow) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                Q()["insert_api_key"],
+                (key.id, key.organization_id, key.key_hash, key.prefix, key.name, key.created_at),
+            )
+        )
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRow | None:
+        def q(conn: sqlite3.Connection) -> ApiKeyRow | None:
+            row = conn.execute(Q()["find_api_key"], (key_hash,)).fetchone()
+            return ApiKeyRow(**dict(row)) if row else None
+
+        return await self._read(q)
+
+    async def list_api_keys(self, organization_id: str | None) -> list[ApiKeyRow]:
+        return await self._read(
+            lambda conn: [
+                ApiKeyRow(**dict(r))
+                for r in conn.execute(Q()["list_api_keys"], {"org": organization_id})
+            ]
+        )
+
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
+        return await self._write(
+            lambda conn: conn.execute(Q()["revoke_api_key"], (now, key_id)).rowcount == 1
+        )
+
+
+CONTACT_STATUSES = (
+    "pending",
+    "queued",
+    "dialing",
+    "completed",
+    "no_answer",
+    "busy",
+    "timeout",
+    "blocked",
+    "invalid_number",
+    "carrier_error",
+    "failed",
+    "cancelled",
+)
+
+
+def _counts(conn: sqlite3.Connection, job_id: str) -> dict[str, int]:
+    return {r["status"]: int(r["n"]) for r in conn.execute(Q()["job_status_counts"], (job_id,))}
