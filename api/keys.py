@@ -15,4 +15,4 @@ STORE = web.AppKey("store", Store)
 ENGINE = web.AppKey("engine", Engine)
 SERVICE = web.AppKey("service", JobService)
 CLOCK = web.AppKey("clock", Clock)
-ORG = "organization_id"  # request key set by the auth middleware
+ORG = web.RequestKey("organization_id", str)  # set by the auth middleware
