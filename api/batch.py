@@ -144,8 +144,11 @@ def contact_json(c: ContactRow) -> dict[str, Any]:
 async def create_job(request: web.Request) -> web.Response:
     svc = request.app[appkeys.SERVICE]
     org = organization(request)
-    if request.content_type == "multipart/form-data":
-        fields, csv_bytes = await _read_multipart(request)
+    if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        if request.content_type == "multipart/form-data":
+            fields, csv_bytes = await _read_multipart(request)
+        else:  # a form without a file part: fields only
+            fields, csv_bytes = {k: str(v) for k, v in (await request.post()).items()}, None
         try:
             form = CreateFields.model_validate(_coerce_form(fields))
         except ValidationError as exc:

@@ -1,0 +1,301 @@
+"""The scheduler through the API with a fake clock: retries, schedules, cancel, limits."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dialer.clock import Clock, FakeClock
+from dialer.providers.base import DialRequest, DialResult
+from dialer.providers.simulated import SimulatedProvider
+from tests.conftest import NUMBER, ORG, OTHER_ORG, Running, StartApp, make_config, wait_until
+
+
+def phones(n: int, start: int = 101) -> list[dict[str, Any]]:
+    return [{"phone": f"+1202555{start + i:04d}"} for i in range(n)]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+class CountingProvider(SimulatedProvider):
+    """The simulated provider, recording how many calls are live at once, per job and overall."""
+
+    def __init__(self, config: Any, clock: Clock) -> None:
+        super().__init__(config.telephony.simulated, clock)
+        self.clock_ = clock
+        self.live: Counter[str] = Counter()
+        self.max_live: Counter[str] = Counter()
+        self.max_total = 0
+        self.job_org: dict[str, str] = {}
+        self.max_org: Counter[str] = Counter()
+        self.dial_times: list[float] = []
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        self.dial_times.append(self.clock_.now())
+        self.live[request.job_id] += 1
+        self.max_live[request.job_id] = max(
+            self.max_live[request.job_id], self.live[request.job_id]
+        )
+        self.max_total = max(self.max_total, sum(self.live.values()))
+        for org in set(self.job_org.values()):
+            live = sum(n for j, n in self.live.items() if self.job_org.get(j) == org)
+            self.max_org[org] = max(self.max_org[org], live)
+        try:
+            return await super().dial(request)
+        finally:
+            self.live[request.job_id] -= 1
+
+
+async def run_until_done(running: Running, job_ids: list[str], step: float = 1.0) -> None:
+    """Advance the fake clock step by step until every job is finished."""
+
+    async def finished() -> bool:
+        for job_id in job_ids:
+            if (await running.detail(job_id))["status"] not in ("completed", "cancelled"):
+                return False
+        return True
+
+    for _ in range(10_000):
+        if await finished():
+            return
+        await running.clock.advance(step)
+        await wait_until(lambda: _parked(running))
+    raise AssertionError("jobs did not finish")
+
+
+async def _parked(running: Running) -> bool:
+    return running.engine.idle.is_set()
+
+
+async def test_busy_number_is_retried_with_backoff(start_app: StartApp, tmp_path: Path) -> None:
+    """A busy number is queued 300 s, then 600 s later, then ends busy after maxAttempts."""
+    config = make_config(
+        tmp_path, telephony={"simulated": {"rules": [{"prefix": "+1202555", "outcome": "busy"}]}}
+    )
+    running = await start_app(config)
+    created = await running.create_json(phones(1))
+    job_id = created["batchJobId"]
+
+    async def contact() -> dict[str, Any]:
+        contacts: list[dict[str, Any]] = (await running.detail(job_id))["contacts"]
+        return contacts[0]
+
+    async def attempts(n: int) -> bool:
+        c = await contact()
+        return bool(c["attemptCount"] == n and c["status"] != "dialing")
+
+    await wait_until(lambda: attempts(1))
+    first = await contact()
+    assert first["status"] == "queued"
+    assert parse(first["nextRetryAt"]) - parse(first["lastAttemptAt"]) == 300
+    await running.clock.advance(299)
+    await wait_until(lambda: _parked(running))
+    assert (await contact())["attemptCount"] == 1
+    await running.clock.advance(1)
+    await wait_until(lambda: attempts(2))
+    second = await contact()
+    assert second["status"] == "queued"
+    assert parse(second["nextRetryAt"]) - parse(second["lastAttemptAt"]) == 600
+    await running.clock.advance(600)
+    await wait_until(lambda: attempts(3))
+    body = await running.wait_status(job_id, "completed")
+    last = body["contacts"][0]
+    assert (last["status"], last["attemptCount"], last["errorCode"]) == ("busy", 3, "486")
+    history = await running.store.list_attempts(int(last["id"].removeprefix("contact_")))
+    assert [a.attempt_no for a in history] == [1, 2, 3]
+    assert all(a.outcome == "busy" and a.sip_code == 486 for a in history)
+    assert len({a.room_name for a in history}) == 3
+
+
+async def test_scheduled_job_starts_on_time(running: Running) -> None:
+    """A scheduled job waits for its time, then starts without polling."""
+    start = running.clock.now() + 3600
+    created = await running.create_json(phones(2), scheduledStartTime=iso(start))
+    job_id = created["batchJobId"]
+    assert created["status"] == "scheduled"
+    await running.clock.advance(3599)
+    await wait_until(lambda: _parked(running))
+    body = await running.detail(job_id)
+    assert body["status"] == "scheduled"
+    assert body["statusBreakdown"]["pending"] == 2
+    await running.clock.advance(1)
+    body = await running.wait_status(job_id, "completed")
+    assert body["actualStartTime"] == iso(start)
+
+
+async def test_start_now_and_reschedule(running: Running) -> None:
+    """A scheduled job can be rescheduled, then started now; finished jobs refuse both."""
+    created = await running.create_json(
+        phones(1), scheduledStartTime=iso(running.clock.now() + 3600)
+    )
+    job_id = created["batchJobId"]
+    path = f"/batch/jobs/{job_id}"
+    resp = await running.client.patch(
+        f"{path}/reschedule",
+        json={"scheduledStartTime": "2030-03-01T09:00:00", "timezone": "Europe/Paris"},
+        headers=running.headers(),
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["scheduledStartTime"] == "2030-03-01T08:00:00Z"
+    for bad, code in [
+        ({"scheduledStartTime": "2001-01-01T00:00:00Z"}, "past_scheduled_time"),
+        (
+            {"scheduledStartTime": "2030-01-01T00:00:00", "timezone": "Nowhere/X"},
+            "invalid_timezone",
+        ),
+        ({"scheduledStartTime": 5}, "validation_error"),
+        ({}, "validation_error"),
+    ]:
+        resp = await running.client.patch(f"{path}/reschedule", json=bad, headers=running.headers())
+        assert resp.status == 400
+        assert (await resp.json())["code"] == code
+    resp = await running.client.post(f"{path}/start", headers=running.headers())
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "running"
+    await running.wait_status(job_id, "completed")
+    resp = await running.client.post(f"{path}/start", headers=running.headers())
+    assert (resp.status, (await resp.json())["code"]) == (400, "job_not_startable")
+    resp = await running.client.patch(
+        f"{path}/reschedule",
+        json={"scheduledStartTime": "2031-01-01T00:00:00Z"},
+        headers=running.headers(),
+    )
+    assert (resp.status, (await resp.json())["code"]) == (400, "job_not_reschedulable")
+
+
+async def test_cancel_lets_live_calls_finish(start_app: StartApp, tmp_path: Path) -> None:
+    """Cancel stops new dials, cancels pending contacts, and records live calls when they end."""
+    config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}})
+    running = await start_app(config)
+    created = await running.create_json(phones(5), concurrentCallLimit=2)
+    job_id = created["batchJobId"]
+
+    async def two_dialing() -> bool:
+        return bool((await running.detail(job_id))["statusBreakdown"]["dialing"] == 2)
+
+    await wait_until(two_dialing)
+    resp = await running.client.post(f"/batch/jobs/{job_id}/cancel", headers=running.headers())
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert (body["status"], body["contactsCancelled"]) == ("cancelled", 3)
+    detail = await running.detail(job_id)
+    assert detail["statusBreakdown"]["cancelled"] == 3
+    assert detail["statusBreakdown"]["dialing"] == 2
+    await running.clock.advance(60)
+
+    async def recorded() -> bool:
+        return bool((await running.detail(job_id))["statusBreakdown"]["completed"] == 2)
+
+    await wait_until(recorded)
+    detail = await running.detail(job_id)
+    assert detail["status"] == "cancelled"
+    assert sum(detail["statusBreakdown"].values()) == 5
+    resp = await running.client.post(f"/batch/jobs/{job_id}/cancel", headers=running.headers())
+    assert (resp.status, (await resp.json())["code"]) == (400, "job_not_cancellable")
+
+
+async def test_job_concurrency_limit_holds_for_whole_calls(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """No job ever has more live calls than its concurrentCallLimit, and it uses all of them."""
+    config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 10}})
+    clock = FakeClock()
+    provider = CountingProvider(config, clock)
+    running = await start_app(config, provider=provider, clock=clock)
+    created = await running.create_json(phones(20), concurrentCallLimit=3)
+    await run_until_done(running, [created["batchJobId"]], step=5)
+    assert provider.max_live[created["batchJobId"]] == 3
+    # 20 calls of 10 s, 3 at a time: 7 waves; a slot is held until the call ends.
+    assert running.clock.now() - FakeClock().now() >= 70
+
+
+async def test_organization_and_global_caps(start_app: StartApp, tmp_path: Path) -> None:
+    """Per-organization and global caps hold at once across several jobs."""
+    config = make_config(
+        tmp_path,
+        engine={"max_concurrent_calls": 5},
+        organizations=[
+            {"id": ORG, "max_concurrent_calls": 3},
+            {"id": OTHER_ORG},
+        ],
+        telephony={"simulated": {"call_seconds": 10}},
+    )
+    clock = FakeClock()
+    provider = CountingProvider(config, clock)
+    running = await start_app(config, provider=provider, clock=clock)
+    a1 = (await running.create_json(phones(10), concurrentCallLimit=3))["batchJobId"]
+    a2 = (await running.create_json(phones(10, 300), concurrentCallLimit=3))["batchJobId"]
+    resp = await running.client.post(
+        "/batch/create",
+        json={
+            "fromPhoneNumberId": "num_b",
+            "name": "b",
+            "contacts": phones(10, 500),
+            "concurrentCallLimit": 10,
+        },
+        headers=running.headers(running.other_key),
+    )
+    b1 = (await resp.json())["batchJobId"]
+    provider.job_org.update({a1: ORG, a2: ORG, b1: OTHER_ORG})
+    await run_until_done(running, [a1, a2], step=5)
+    assert provider.max_org[ORG] == 3
+    assert provider.max_total == 5
+    assert max(provider.max_live[a1], provider.max_live[a2]) <= 3
+    assert provider.max_live[a1] >= 1 and provider.max_live[a2] >= 1
+
+
+async def test_calls_per_second_limit(start_app: StartApp, tmp_path: Path) -> None:
+    """Dials from one caller number never exceed its calls_per_second."""
+    config = make_config(tmp_path)
+    numbers = [p.model_dump() for p in config.phone_numbers]
+    numbers[0]["calls_per_second"] = 2
+    config = make_config(tmp_path, phone_numbers=numbers)
+    clock = FakeClock()
+    provider = CountingProvider(config, clock)
+    running = await start_app(config, provider=provider, clock=clock)
+    created = await running.create_json(phones(20), concurrentCallLimit=50)
+    await run_until_done(running, [created["batchJobId"]], step=0.25)
+    times = sorted(provider.dial_times)
+    assert len(times) == 20
+    # Token bucket of 2/s with a burst of 2: any window of one second holds at most 4 dials
+    # (a full bucket plus one second of refill); after the burst of 2, 18 dials at 2/s need 9 s
+    # from the bucket's start, which can precede the first recorded dial by one clock step.
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[i:] if u < t + 1.0) <= 4
+    assert times[-1] - times[0] >= 9 - 0.25
+
+
+async def test_jobs_share_global_slots_fairly(start_app: StartApp, tmp_path: Path) -> None:
+    """With one global slot, two running jobs take turns instead of one starving the other."""
+    config = make_config(
+        tmp_path,
+        engine={"max_concurrent_calls": 1},
+        telephony={"simulated": {"call_seconds": 10}},
+    )
+    clock = FakeClock()
+    provider = CountingProvider(config, clock)
+    running = await start_app(config, provider=provider, clock=clock)
+    first = (await running.create_json(phones(4)))["batchJobId"]
+    second = (await running.create_json(phones(4, 300)))["batchJobId"]
+    for _ in range(4):
+        await running.clock.advance(10)
+        await wait_until(lambda: _parked(running))
+    done = [(await running.detail(j))["statusBreakdown"]["completed"] for j in (first, second)]
+    assert min(done) >= 1, done
+    assert provider.max_total == 1
+
+
+async def test_number_without_jobs_is_untouched(running: Running) -> None:
+    """Jobs of one number do not consume another's rate-limit tokens (sanity of the fixture)."""
+    created = await running.create_json(phones(3))
+    body = await running.wait_status(created["batchJobId"], "completed")
+    assert body["fromPhoneNumberId"] == NUMBER
