@@ -47,7 +47,7 @@ async def job_count(running: Running) -> int:
 
 
 async def test_csv_upload_reports_invalid_rows_and_duplicates(running: Running) -> None:
-    """A CSV with a BOM, mixed-case header, bad rows and a duplicate creates a job of the good rows."""
+    """A CSV with a BOM, mixed-case header, bad rows and a duplicate keeps the good rows."""
     csv_text = (
         "\ufeffName,PHONE,plan\r\n"
         "Ada,+12025550101,gold\r\n"
