@@ -15,7 +15,9 @@ MAX_CSV_BYTES = 10 * 1024 * 1024
 MAX_REPORTED_INVALID = 100
 MAX_FIELD_CHARS = 10_000
 
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+# ASCII digits only and a full match: `\d` would accept other scripts' digits and `$` a trailing
+# newline, and either would reach the carrier as the number to dial.
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 class IntakeError(Exception):
@@ -45,7 +47,7 @@ class ParsedContacts:
 
 def e164_problem(value: str) -> str | None:
     """Why `value` is not a valid E.164 number, or None if it is."""
-    if not _E164.match(value):
+    if not _E164.fullmatch(value):
         return "not in E.164 format (+ then 2 to 15 digits, no spaces or punctuation)"
     try:
         parsed = phonenumbers.parse(value, None)
