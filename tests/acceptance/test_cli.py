@@ -1,0 +1,61 @@
+"""The `dialer` command: API keys and configuration errors."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.acceptance.conftest import dialer_cmd
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(dialer_cmd(*args), capture_output=True, text=True, cwd=cwd, check=False)
+
+
+def test_keys_create_list_revoke(service_factory: Any, tmp_path: Path) -> None:
+    """keys create prints the key alone on the last line; list never shows it; revoke works."""
+    svc = service_factory()
+    created = run("keys", "create", "--org", "org_demo", "--config", str(svc.config), cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("dk_") and " " not in key
+    listed = run("keys", "list", "--config", str(svc.config), cwd=tmp_path)
+    assert listed.returncode == 0
+    assert key not in listed.stdout
+    key_id = listed.stdout.strip().splitlines()[-1].split()[0]
+    assert key_id.startswith("key_")
+    stored = svc.db_rows("SELECT key_hash FROM api_keys")
+    assert key not in {r["key_hash"] for r in stored}
+    revoked = run("keys", "revoke", key_id, "--config", str(svc.config), cwd=tmp_path)
+    assert revoked.returncode == 0
+    again = run("keys", "revoke", key_id, "--config", str(svc.config), cwd=tmp_path)
+    assert again.returncode == 1
+
+
+def test_keys_create_rejects_unknown_organization(service_factory: Any, tmp_path: Path) -> None:
+    """Creating a key for an organization that is not configured fails clearly."""
+    svc = service_factory()
+    result = run("keys", "create", "--org", "nope", "--config", str(svc.config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown organization 'nope'" in result.stderr
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    """Unknown keys and wrong types stop the service at start-up with the key named."""
+    config = tmp_path / "bad.toml"
+    config.write_text('[engine]\nmax_concurent_calls = 5\n[server]\nport = "eighty"\n')
+    result = run("serve", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "engine.max_concurent_calls: unknown key" in result.stderr
+    assert "server.port" in result.stderr
+
+
+def test_example_config_starts_banner(tmp_path: Path) -> None:
+    """The shipped example config is valid (keys list works against it)."""
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "config.example.toml").read_text()
+    config = tmp_path / "config.toml"
+    config.write_text(text.replace('path = "data/dialer.db"', f'path = "{tmp_path / "x.db"}"'))
+    result = run("keys", "list", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr

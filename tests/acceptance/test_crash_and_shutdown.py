@@ -1,0 +1,123 @@
+"""Crash safety with the real process: kill -9 mid-job, restart, and SIGTERM drains."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+FINAL = ("completed", "busy", "failed", "no_answer", "cancelled")
+
+
+def contacts(n: int) -> list[dict[str, str]]:
+    # Every tenth number is busy (retried immediately, 3 attempts); the rest answer.
+    return [{"phone": f"+1202555{(190 if i % 10 == 0 else 0) + 1000 + i:04d}"} for i in range(n)]
+
+
+def job_status(svc: Any, job_id: str) -> dict[str, Any]:
+    status, body = svc.request("GET", f"/batch/jobs/{job_id}?contactsPageSize=1")
+    assert status == 200, body
+    result: dict[str, Any] = body
+    return result
+
+
+def test_kill_9_mid_job_never_dials_twice(service_factory: Any) -> None:
+    """After kill -9 and a restart, no attempt was dialed twice and every contact ends final."""
+    svc = service_factory(call_seconds=0.4)
+    svc.start()
+    svc.create_key()
+    status, created = svc.request(
+        "POST",
+        "/batch/create",
+        {
+            "fromPhoneNumberId": "phone_demo",
+            "name": "crash",
+            "contacts": contacts(120),
+            "concurrentCallLimit": 20,
+        },
+    )
+    assert status == 201, created
+    job_id = created["batchJobId"]
+    svc.wait(lambda: job_status(svc, job_id)["statusBreakdown"]["completed"] >= 30)
+    svc.wait(lambda: job_status(svc, job_id)["statusBreakdown"]["dialing"] > 0)
+    assert svc.kill(signal.SIGKILL) == -signal.SIGKILL
+
+    left_dialing = svc.db_rows("SELECT id, attempt_count FROM contacts WHERE status = 'dialing'")
+    assert left_dialing, "the kill should interrupt live calls"
+
+    svc.start()
+    svc.wait(lambda: job_status(svc, job_id)["status"] == "completed")
+
+    ledger = svc.ledger_entries()
+    dials = Counter((e["contact"], e["attempt"]) for e in ledger)
+    assert max(dials.values()) == 1, "an attempt was dialed twice"
+    rows = svc.db_rows("SELECT id, status, attempt_count FROM contacts")
+    assert len(rows) == 120
+    assert all(r["status"] in FINAL for r in rows)
+    per_contact = Counter(e["contact"] for e in ledger)
+    for row in rows:
+        # Every dial is a recorded attempt; an attempt may lack a dial (claimed, then killed).
+        assert per_contact[row["id"]] <= row["attempt_count"]
+    assert not svc.db_rows("SELECT id FROM attempts WHERE outcome IS NULL")
+    interrupted = svc.db_rows("SELECT contact_id FROM attempts WHERE reason = 'interrupted'")
+    assert {r["contact_id"] for r in interrupted} == {r["id"] for r in left_dialing}
+    detail = job_status(svc, job_id)
+    assert sum(detail["statusBreakdown"].values()) == 120
+    svc.kill(signal.SIGTERM)
+
+
+def test_sigterm_lets_live_calls_finish(service_factory: Any) -> None:
+    """SIGTERM stops new dials, lets live calls finish within the grace period, and exits 0."""
+    svc = service_factory(call_seconds=1.0, grace=10.0)
+    svc.start()
+    svc.create_key()
+    status, created = svc.request(
+        "POST",
+        "/batch/create",
+        {
+            "fromPhoneNumberId": "phone_demo",
+            "name": "drain",
+            "contacts": [{"phone": f"+1202555{1000 + i}"} for i in range(50)],
+            "concurrentCallLimit": 5,
+        },
+    )
+    assert status == 201, created
+    job_id = created["batchJobId"]
+    svc.wait(lambda: job_status(svc, job_id)["statusBreakdown"]["dialing"] == 5)
+    assert svc.kill(signal.SIGTERM) == 0
+    assert not svc.db_rows("SELECT id FROM contacts WHERE status = 'dialing'")
+    assert not svc.db_rows("SELECT id FROM attempts WHERE outcome IS NULL")
+    done = svc.db_rows("SELECT count(*) AS n FROM contacts WHERE status = 'completed'")[0]["n"]
+    pending = svc.db_rows("SELECT count(*) AS n FROM contacts WHERE status = 'pending'")[0]["n"]
+    assert done >= 5
+    assert done + pending == 50
+    assert len(svc.ledger_entries()) == done
+
+
+def test_restart_resumes_a_job(service_factory: Any) -> None:
+    """A job interrupted by a graceful stop carries on after the next start."""
+    svc = service_factory(call_seconds=0.2, grace=5.0)
+    svc.start()
+    svc.create_key()
+    status, created = svc.request(
+        "POST",
+        "/batch/create",
+        {
+            "fromPhoneNumberId": "phone_demo",
+            "name": "resume",
+            "contacts": [{"phone": f"+1202555{1000 + i}"} for i in range(40)],
+            "concurrentCallLimit": 4,
+        },
+    )
+    job_id = created["batchJobId"]
+    svc.wait(lambda: job_status(svc, job_id)["statusBreakdown"]["completed"] >= 4)
+    assert svc.kill(signal.SIGTERM) == 0
+    svc.start()
+    svc.wait(lambda: job_status(svc, job_id)["status"] == "completed")
+    assert job_status(svc, job_id)["successfulCalls"] == 40
+    assert len(svc.ledger_entries()) == 40
+    svc.kill(signal.SIGTERM)
