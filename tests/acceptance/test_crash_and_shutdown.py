@@ -113,6 +113,7 @@ def test_restart_resumes_a_job(service_factory: Any) -> None:
             "concurrentCallLimit": 4,
         },
     )
+    assert status == 201, created
     job_id = created["batchJobId"]
     svc.wait(lambda: job_status(svc, job_id)["statusBreakdown"]["completed"] >= 4)
     assert svc.kill(signal.SIGTERM) == 0
