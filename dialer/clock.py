@@ -57,9 +57,13 @@ class FakeClock:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
+        await self._timer(seconds)
+
+    def _timer(self, seconds: float) -> asyncio.Future[None]:
+        """A future that `advance` resolves `seconds` from now; on the clock as soon as made."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), fut))
-        await fut
+        return fut
 
     async def wait(self, event: asyncio.Event, timeout: float | None) -> bool:
         if event.is_set():
@@ -68,10 +72,10 @@ class FakeClock:
             return False
         waiter = asyncio.ensure_future(event.wait())
         tasks: set[asyncio.Future[object]] = {waiter}  # type: ignore[arg-type]
-        sleeper: asyncio.Future[None] | None = None
         if timeout is not None:
-            sleeper = asyncio.ensure_future(self.sleep(timeout))
-            tasks.add(sleeper)  # type: ignore[arg-type]
+            # Registered now, not in a task's first step: a test that advances the clock right
+            # after this call must already find the deadline (counted from this call).
+            tasks.add(self._timer(timeout))  # type: ignore[arg-type]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -1,0 +1,84 @@
+"""Scheduler helpers: the per-number token bucket and room names."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dialer.scheduler import TokenBucket, room_name
+from tests.unit.conftest import T0
+
+
+def drained(rate: float, at: float = T0) -> TokenBucket:
+    """A bucket of `rate` CPS whose every token was taken at time `at`."""
+    bucket = TokenBucket(rate, at)
+    bucket.take(1_000_000, at)
+    return bucket
+
+
+def test_bucket_starts_full_at_its_rate() -> None:
+    """A 5 CPS bucket grants a burst of 5, then nothing more in the same instant."""
+    bucket = TokenBucket(5, T0)
+    assert bucket.take(10, T0) == 5
+    assert bucket.take(1, T0) == 0
+
+
+def test_bucket_below_one_cps_still_holds_one_token() -> None:
+    """A 0.5 CPS number can dial once at once, then once every 2 s."""
+    assert TokenBucket(0.5, T0).take(3, T0) == 1
+    bucket = drained(0.5)
+    assert [bucket.take(1, T0 + t) for t in (1.9, 2.0, 2.1)] == [0, 1, 0]
+
+
+def test_bucket_refills_at_rate_and_caps_at_capacity() -> None:
+    """Tokens come back at `rate` per second but never beyond the burst size."""
+    bucket = drained(2)
+    assert bucket.take(5, T0 + 0.5) == 1
+    assert bucket.take(5, T0 + 1000) == 2
+
+
+def test_bucket_long_run_rate_is_respected() -> None:
+    """Greedy taking every 0.1 s for 10 s at 2 CPS grants the burst plus 2 per second."""
+    bucket = TokenBucket(2, T0)
+    granted = sum(bucket.take(100, T0 + step / 10) for step in range(101))
+    assert granted == 2 + 2 * 10
+
+
+def test_bucket_ignores_time_going_backwards() -> None:
+    """An earlier `now` than the last refill adds no tokens."""
+    bucket = drained(1, at=T0 + 10)
+    assert bucket.take(1, T0) == 0
+    assert bucket.take(1, T0 + 10.5) == 0
+    assert bucket.take(1, T0 + 11) == 1
+
+
+def test_bucket_give_back_restores_unused_tokens_up_to_capacity() -> None:
+    """Tokens taken but not used are returned, never above the capacity."""
+    bucket = drained(3)
+    bucket.give_back(2)
+    assert bucket.take(5, T0) == 2
+    bucket.give_back(10)
+    assert bucket.take(5, T0) == 3
+
+
+@pytest.mark.parametrize(("rate", "wait"), [(1.0, 1.0), (4.0, 0.25), (0.2, 5.0)])
+def test_bucket_next_token_at(rate: float, wait: float) -> None:
+    """When empty, the next token is 1/rate away; with a token available it is now."""
+    assert TokenBucket(rate, T0).next_token_at(T0) == T0
+    bucket = drained(rate)
+    assert bucket.next_token_at(T0) == pytest.approx(T0 + wait)
+    assert bucket.next_token_at(T0 + wait / 2) == pytest.approx(T0 + wait)
+
+
+def test_room_name_shows_job_contact_and_attempt() -> None:
+    """A room name starts with the job id, the contact id and the attempt number."""
+    name = room_name("batch_0123abcd", 42, 3)
+    assert re.fullmatch(r"batch_0123abcd_c42_a3_[0-9a-f]{6}", name)
+
+
+def test_room_names_are_unique_per_call() -> None:
+    """Different attempts differ, and even the same attempt named twice gets two rooms."""
+    names = [room_name("job", c, a) for c in (1, 2, 12) for a in (1, 2)]
+    names += [room_name("job", 1, 1) for _ in range(20)]
+    assert len(set(names)) == len(names)
