@@ -28,9 +28,12 @@ def default_config_path() -> str:
     return "config.toml" if Path("config.toml").exists() else "config.example.toml"
 
 
-def _load(path: str) -> configmod.Config:
+def _load(path: str, *, places_calls: bool = False) -> configmod.Config:
     try:
-        return configmod.load(path)
+        config = configmod.load(path)
+        if places_calls:
+            configmod.check_telephony(config)
+        return config
     except configmod.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -76,7 +79,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    config = _load(args.config)
+    config = _load(args.config, places_calls=True)
     if args.port is not None:
         config = config.model_copy(
             update={"server": config.server.model_copy(update={"port": args.port})}
@@ -178,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     p_serve.set_defaults(func=serve)
+
+    p_bench = sub.add_parser("bench", help="measure the engine (simulated provider, file DB)")
+    from dialer import bench
+
+    bench.add_arguments(p_bench)
+    p_bench.set_defaults(func=bench.main)
 
     p_keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = p_keys.add_subparsers(dest="keys_command", required=True)

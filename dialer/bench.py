@@ -1,0 +1,520 @@
+"""`dialer bench`: measure the engine on the simulated provider with a file database.
+
+Every figure is measured in the run. Scenarios (see README, Performance):
+  engine  one big job of instant answered calls, limits high; plus the plain-sqlite3 ceiling
+  pacing  concurrentCallLimit 50 with 0.2 s calls: makespan vs ceil(N/50) x 0.2 s
+  api     32 concurrent HTTP clients on detail and list while the engine works
+  ingest  POST /batch/create with a 10,000-row CSV, 5 times
+  scale   100 jobs x 10,000 contacts running at once: throughput and peak RSS
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing
+import os
+import resource
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dialer import config as configmod
+from dialer import intake, logs
+from dialer.clock import SystemClock
+from dialer.providers.simulated import SimulatedProvider
+from dialer.scheduler import Engine
+from dialer.service import CreateJob, JobService
+from dialer.states import TERMINAL_JOB_STATUSES
+from storage import db as dbmod
+from storage.store import Store
+
+ORG = "org_bench"
+NUMBER = "num_bench"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    engine_contacts: int = 20_000
+    pacing_contacts: int = 5_000
+    pacing_call_seconds: float = 0.2
+    api_seconds: float = 10.0
+    api_clients: int = 32
+    ingest_rows: int = 10_000
+    ingest_runs: int = 5
+    scale_jobs: int = 100
+    scale_contacts: int = 10_000
+
+
+QUICK = Sizes(
+    engine_contacts=500,
+    pacing_contacts=100,
+    pacing_call_seconds=0.05,
+    api_seconds=1.0,
+    api_clients=4,
+    ingest_rows=500,
+    ingest_runs=2,
+    scale_jobs=4,
+    scale_contacts=200,
+)
+
+
+def bench_config(
+    path: str, *, call_seconds: float = 0.0, max_calls: int = 1000
+) -> configmod.Config:
+    return configmod.parse(
+        {
+            "storage": {"path": path},
+            "engine": {"max_concurrent_calls": max_calls, "shutdown_grace_seconds": 5},
+            "telephony": {
+                "simulated": {
+                    "call_seconds": call_seconds,
+                    "ring_seconds": 0,
+                    "default_outcome": "completed",
+                }
+            },
+            "organizations": [{"id": ORG}],
+            "agents": [{"id": "agent_bench", "organization": ORG}],
+            "phone_numbers": [
+                {
+                    "id": NUMBER,
+                    "organization": ORG,
+                    "number": "+12025550100",
+                    "outbound_agent": "agent_bench",
+                    "calls_per_second": 1_000_000,
+                }
+            ],
+        }
+    )
+
+
+def numbers(n: int, offset: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """n distinct valid US numbers (+1 202 2xx xxxx ...)."""
+    out = []
+    for i in range(offset, offset + n):
+        phone = f"+1202{2000000 + i:07d}"
+        out.append((phone, {"phone": phone, "name": f"Contact {i}"}))
+    return out
+
+
+class Harness:
+    """Store + simulated provider + engine + service, in this process."""
+
+    def __init__(self, config: configmod.Config, *, autostart: bool = True) -> None:
+        self.config = config
+        self.clock = SystemClock()
+        self.autostart = autostart
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Harness:
+        self.store = await Store.open(self.config.storage.path)
+        self.provider = SimulatedProvider(self.config.telephony.simulated, self.clock)
+        await self.provider.start()
+        self.engine = Engine(self.config, self.store, self.provider, self.clock)
+        self.service = JobService(self.config, self.store, self.engine, self.clock)
+        if self.autostart:
+            self.start()
+        return self
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.engine.run())
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.engine.stop()
+        if self.task is not None:
+            await self.task
+        await self.provider.close()
+        await self.store.close()
+
+    async def create(self, contacts: int, limit: int, offset: int = 0) -> str:
+        parsed = intake.ParsedContacts(contacts=numbers(contacts, offset))
+        created = await self.service.create(
+            ORG,
+            CreateJob(
+                name="bench",
+                description=None,
+                from_phone_number_id=NUMBER,
+                concurrent_call_limit=limit,
+                max_attempts=1,
+                scheduled_start_time=None,
+                timezone="UTC",
+            ),
+            parsed,
+        )
+        return created.job.id
+
+    async def wait_done(self, job_ids: list[str]) -> None:
+        pending = set(job_ids)
+        while pending:
+            for job_id in list(pending):
+                job = await self.store.get_job_by_id(job_id)
+                if job is not None and job.status in TERMINAL_JOB_STATUSES:
+                    pending.discard(job_id)
+            if pending:
+                await asyncio.sleep(0.01)
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+async def scenario_engine(tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    n = sizes.engine_contacts
+    config = bench_config(str(tmp / "engine.db"))
+    async with Harness(config) as h:
+        started = time.perf_counter()
+        job_id = await h.create(n, limit=1000)
+        await h.wait_done([job_id])
+        elapsed = time.perf_counter() - started
+        counts = await h.store.status_counts(job_id)
+    assert counts.get("completed") == n, counts
+    ceiling = storage_ceiling(tmp / "ceiling.db", n)
+    rate = n / elapsed
+    return {
+        "scenario": "engine",
+        "contacts": n,
+        "seconds": round(elapsed, 3),
+        "contacts_per_second": round(rate),
+        "sqlite_ceiling_per_second": round(ceiling),
+        "ratio_to_ceiling": round(rate / ceiling, 3),
+        "target": ">= 10000 contacts/s",
+    }
+
+
+def storage_ceiling(path: Path, n: int, batch: int = 50) -> float:
+    """The same claim + finish transitions with plain sqlite3, in batches of 50."""
+    conn = dbmod.connect(str(path))
+    dbmod.migrate(conn)
+    q = dbmod.queries()
+    conn.execute(
+        "INSERT INTO jobs (id, organization_id, name, status, agent_id, phone_number_id,"
+        " concurrent_call_limit, max_attempts, retry_statuses, retry_delay_seconds,"
+        " retry_backoff, created_at, updated_at, total_contacts)"
+        " VALUES ('j', 'o', 'n', 'running', 'a', 'p', 50, 1, '[]', 0, 1, 0, 0, ?)",
+        (n,),
+    )
+    conn.execute("BEGIN")
+    conn.executemany(
+        q["insert_contact"],
+        [("j", i, phone, json.dumps(data), 1, 0.0) for i, (phone, data) in enumerate(numbers(n))],
+    )
+    conn.execute("COMMIT")
+    started = time.perf_counter()
+    done = 0
+    while done < n:
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        rows = conn.execute(q["claim_contacts"], {"job_id": "j", "now": now, "limit": batch})
+        ids = [r[0] for r in rows.fetchall()]
+        conn.executemany(q["insert_attempt"], [(cid, "j", 1, f"room{cid}", now) for cid in ids])
+        conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        for cid in ids:
+            conn.execute(
+                q["finish_contact"],
+                {
+                    "contact_id": cid,
+                    "attempt_no": 1,
+                    "status": "completed",
+                    "next_retry_at": None,
+                    "completed_at": now,
+                    "error_code": None,
+                    "failure_reason": None,
+                    "duration": 0,
+                    "now": now,
+                },
+            )
+            conn.execute(
+                q["finish_attempt"],
+                {
+                    "contact_id": cid,
+                    "attempt_no": 1,
+                    "outcome": "completed",
+                    "sip_code": None,
+                    "reason": None,
+                    "answered_at": now,
+                    "ended_at": now,
+                    "duration": 0,
+                    "charged_usd": 0.0,
+                },
+            )
+        conn.execute("COMMIT")
+        done += len(ids)
+        if not ids:
+            break
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return n / elapsed
+
+
+async def scenario_pacing(tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    n, limit, call = sizes.pacing_contacts, 50, sizes.pacing_call_seconds
+    config = bench_config(str(tmp / "pacing.db"), call_seconds=call)
+    async with Harness(config) as h:
+        job_id = await h.create(n, limit=limit)
+        started = time.perf_counter()
+        await h.wait_done([job_id])
+        makespan = time.perf_counter() - started
+        max_live = h.engine.max_live_observed
+    ideal = math.ceil(n / limit) * call
+    return {
+        "scenario": "pacing",
+        "contacts": n,
+        "concurrent_call_limit": limit,
+        "call_seconds": call,
+        "makespan_seconds": round(makespan, 3),
+        "ideal_seconds": round(ideal, 3),
+        "efficiency": round(ideal / makespan, 4),
+        "max_concurrency": max_live,
+        "target": "efficiency >= 0.97; max concurrency exactly 50",
+    }
+
+
+async def scenario_ingest(tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    from aiohttp import ClientSession, FormData
+
+    rows = "phone,name,account\n" + "".join(
+        f"{phone},{data['name']},A{i}\n"
+        for i, (phone, data) in enumerate(numbers(sizes.ingest_rows))
+    )
+    async with served(bench_config(str(tmp / "ingest.db"))) as (base, key, _):
+        timings = []
+        async with ClientSession() as session:
+            for _ in range(sizes.ingest_runs):
+                form = FormData()
+                form.add_field("file", rows.encode(), filename="c.csv", content_type="text/csv")
+                form.add_field("fromPhoneNumberId", NUMBER)
+                form.add_field("name", "ingest")
+                form.add_field("scheduledStartTime", "2100-01-01T00:00:00Z")
+                started = time.perf_counter()
+                async with session.post(
+                    f"{base}/batch/create", data=form, headers={"x-api-key": key}
+                ) as resp:
+                    body = await resp.json()
+                timings.append(time.perf_counter() - started)
+                assert resp.status == 201, body
+    return {
+        "scenario": "ingest",
+        "rows": sizes.ingest_rows,
+        "runs": sizes.ingest_runs,
+        "median_seconds": round(statistics.median(timings), 4),
+        "max_seconds": round(max(timings), 4),
+        "target": "median <= 0.5 s",
+    }
+
+
+async def scenario_api(tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    config = bench_config(str(tmp / "api.db"))
+    async with served(config) as (base, key, service):
+        # Enough instant calls to keep the engine busy for the whole measurement.
+        busy_contacts = max(sizes.engine_contacts, 20_000)
+        jobs = []
+        for i in range(12):
+            jobs.append(await service.create_raw(busy_contacts // 2, offset=i * busy_contacts))
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            pending = pool.apply_async(
+                _api_client, (base, key, jobs[0], sizes.api_clients, sizes.api_seconds)
+            )
+            result: dict[str, Any] = await asyncio.to_thread(pending.get)
+        processed = 0
+        for job_id in jobs:
+            processed += (await service.harness.store.status_counts(job_id)).get("completed", 0)
+    result.update(
+        {
+            "scenario": "api",
+            "engine_contacts_done_meanwhile": processed,
+            "target": "p99 <= 25 ms",
+        }
+    )
+    return result
+
+
+def _api_client(base: str, key: str, job_id: str, clients: int, seconds: float) -> dict[str, Any]:
+    """Runs in a separate process: `clients` concurrent loops on detail and list."""
+    from aiohttp import ClientSession, TCPConnector
+
+    async def run() -> dict[str, Any]:
+        latencies: list[float] = []
+        errors = 0
+        deadline = time.perf_counter() + seconds
+        headers = {"x-api-key": key}
+        urls = [
+            f"{base}/batch/jobs/{job_id}?contactsPageSize=50",
+            f"{base}/batch/jobs?organizationId={ORG}",
+        ]
+
+        async def worker(i: int) -> None:
+            nonlocal errors
+            n = i
+            async with ClientSession(connector=TCPConnector(limit=1)) as session:
+                while time.perf_counter() < deadline:
+                    n += 1
+                    started = time.perf_counter()
+                    async with session.get(urls[n % 2], headers=headers) as resp:
+                        await resp.read()
+                        if resp.status != 200:
+                            errors += 1
+                    latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+        elapsed = time.perf_counter() - started
+        latencies.sort()
+        return {
+            "clients": clients,
+            "seconds": round(elapsed, 2),
+            "requests": len(latencies),
+            "errors": errors,
+            "requests_per_second": round(len(latencies) / elapsed),
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+        }
+
+    return asyncio.run(run())
+
+
+def _scale_child(tmp: str, sizes: Sizes, queue: Any) -> None:
+    logs.configure("warning", json=True)
+    queue.put(asyncio.run(_scale(Path(tmp), sizes)))
+
+
+async def _scale(tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    config = bench_config(str(tmp / "scale.db"))
+    total = sizes.scale_jobs * sizes.scale_contacts
+    async with Harness(config, autostart=False) as h:
+        jobs = []
+        for i in range(sizes.scale_jobs):
+            jobs.append(
+                await h.create(sizes.scale_contacts, limit=50, offset=i * sizes.scale_contacts)
+            )
+        started = time.perf_counter()
+        h.start()
+        await h.wait_done(jobs)
+        elapsed = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "scenario": "scale",
+        "jobs": sizes.scale_jobs,
+        "contacts": total,
+        "seconds": round(elapsed, 2),
+        "contacts_per_second": round(total / elapsed),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "target": ">= 80% of engine throughput; peak RSS <= 300 MB",
+    }
+
+
+async def scenario_scale(tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    # A child process, so that its peak RSS is the scenario's alone.
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_scale_child, args=(str(tmp), sizes, queue))
+    proc.start()
+    result: dict[str, Any] = await asyncio.to_thread(queue.get)
+    proc.join()
+    return result
+
+
+# ------------------------------------------------------------------ serving
+
+
+class _Served:
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+
+    async def create_raw(self, contacts: int, offset: int) -> str:
+        return await self.harness.create(contacts, limit=1000, offset=offset)
+
+
+class served:
+    """The real app on 127.0.0.1 with an API key; yields (base_url, key, helper)."""
+
+    def __init__(self, config: configmod.Config) -> None:
+        self.config = config
+
+    async def __aenter__(self) -> tuple[str, str, _Served]:
+        from aiohttp import web
+
+        from api import keys as appkeys
+        from api.app import create_app
+        from dialer import keys
+
+        app = create_app(self.config)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        store = app[appkeys.STORE]
+        _, key = await keys.create_key(store, SystemClock(), ORG)
+        harness = Harness(self.config)
+        harness.store = store
+        harness.engine = app[appkeys.ENGINE]
+        harness.service = app[appkeys.SERVICE]
+        return f"http://127.0.0.1:{port}", key, _Served(harness)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+# ------------------------------------------------------------------ command
+
+SCENARIOS: dict[str, Callable[[Path, Sizes], Awaitable[dict[str, Any]]]] = {
+    "engine": scenario_engine,
+    "pacing": scenario_pacing,
+    "api": scenario_api,
+    "ingest": scenario_ingest,
+    "scale": scenario_scale,
+}
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "platform": sys.platform,
+    }
+
+
+def format_row(result: dict[str, Any]) -> str:
+    fields = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("scenario", "target"))
+    return f"{result['scenario']:<8} {fields}\n{'':<8} target: {result['target']}"
+
+
+async def run(names: list[str], sizes: Sizes, as_json: bool) -> list[dict[str, Any]]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="dialer-bench-") as tmp:
+        for name in names:
+            result = await SCENARIOS[name](Path(tmp), sizes)
+            results.append(result)
+            print(json.dumps(result) if as_json else format_row(result), flush=True)
+    return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object per scenario")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="run only these (repeatable); default: all",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+
+
+def main(args: argparse.Namespace) -> int:
+    logs.configure("warning", json=True)
+    names = args.scenario or list(SCENARIOS)
+    sizes = QUICK if args.quick else Sizes()
+    if not args.json:
+        print(f"machine: {json.dumps(machine())}", flush=True)
+    asyncio.run(run(names, sizes, args.json))
+    return 0
