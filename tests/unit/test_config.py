@@ -62,7 +62,7 @@ def test_empty_config_gets_every_default() -> None:
     assert config.engine.retry_delay_seconds == 300.0
     assert config.engine.retry_backoff == 2.0
     assert config.telephony.provider == "simulated"
-    assert config.organizations == config.agents == config.phone_numbers == []
+    assert (config.organizations, config.agents, config.phone_numbers) == ([], [], [])
 
 
 def test_given_values_override_defaults_and_lookups_find_tenants() -> None:

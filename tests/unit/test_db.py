@@ -1,0 +1,177 @@
+"""SQLite plumbing: named queries, numbered migrations, pragmas."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storage import db as dbmod
+
+TABLES = {"jobs", "contacts", "attempts", "job_status_counts", "organization_spend", "api_keys"}
+TRIGGERS = {"contacts_count_insert", "contacts_count_update"}
+STORE_SOURCE = Path(dbmod.__file__).with_name("store.py")
+
+
+@pytest.fixture
+def conn() -> Iterator[sqlite3.Connection]:
+    """A fresh in-memory database with the pragmas set and no schema."""
+    connection = dbmod.connect(":memory:")
+    yield connection
+    connection.close()
+
+
+def schema(connection: sqlite3.Connection) -> list[tuple[str, str, str | None]]:
+    """Every schema object: (type, name, sql), sorted."""
+    rows = connection.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+    return [tuple(r) for r in rows]
+
+
+def names(connection: sqlite3.Connection, kind: str) -> set[str]:
+    """Names of the schema objects of one kind (table, trigger, index)."""
+    rows = connection.execute("SELECT name FROM sqlite_master WHERE type = ?", (kind,))
+    return {r[0] for r in rows}
+
+
+# ------------------------------------------------------------------ parse_queries
+
+
+def test_parse_queries_splits_named_blocks() -> None:
+    """Each `-- name --` line starts a statement that runs until the next block."""
+    text = "-- a file comment\n\n-- first --\nSELECT 1\n\n-- second_q --\nUPDATE t\nSET x = 1\n"
+    assert dbmod.parse_queries(text) == {"first": "SELECT 1", "second_q": "UPDATE t\nSET x = 1"}
+
+
+def test_parse_queries_drops_comment_lines_inside_blocks() -> None:
+    """Comment lines in a block are documentation, not part of the statement."""
+    text = "-- q --\n-- explains the query\nSELECT 1\n  -- indented note\nFROM t\n"
+    assert dbmod.parse_queries(text) == {"q": "SELECT 1\nFROM t"}
+
+
+def test_parse_queries_rejects_a_name_defined_twice() -> None:
+    """Two blocks with one name are an error, not a silent override."""
+    with pytest.raises(dbmod.StorageError, match="'q' is defined twice"):
+        dbmod.parse_queries("-- q --\nSELECT 1\n-- q --\nSELECT 2\n")
+
+
+def test_parse_queries_of_text_without_blocks_is_empty() -> None:
+    """A file of only comments defines no query."""
+    assert dbmod.parse_queries("-- just a comment\n") == {}
+
+
+def test_every_named_query_compiles_against_the_schema(conn: sqlite3.Connection) -> None:
+    """Each query in queries.sql is valid SQL for the migrated schema (tables, columns exist)."""
+    dbmod.migrate(conn)
+    queries = dbmod.queries()
+    assert queries
+    for name, sql in queries.items():
+        assert sql, name
+        named = set(re.findall(r"(?<!:):([a-z_]+)", sql))
+        params: dict[str, None] | tuple[None, ...] = (
+            dict.fromkeys(named) if named else (None,) * sql.count("?")
+        )
+        try:
+            conn.execute("EXPLAIN " + sql, params)
+        except sqlite3.Error as exc:
+            pytest.fail(f"query {name!r} does not compile: {exc}")
+
+
+def test_every_query_the_store_uses_exists() -> None:
+    """store.py only asks for query names that queries.sql defines."""
+    used = set(re.findall(r'Q\(\)\["([a-z0-9_]+)"\]', STORE_SOURCE.read_text("utf-8")))
+    assert used
+    assert used - set(dbmod.queries()) == set()
+
+
+# ------------------------------------------------------------------ migrations
+
+
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    """Migration files are 0001, 0002, ... in order."""
+    versions = [v for v, _ in dbmod.migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+def test_migrate_fresh_db_creates_tables_and_triggers(conn: sqlite3.Connection) -> None:
+    """A fresh database gets every table and the status-count triggers, at the latest version."""
+    version = dbmod.migrate(conn)
+    assert version == dbmod.migrations()[-1][0]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == version
+    assert names(conn, "table") >= TABLES
+    assert names(conn, "trigger") >= TRIGGERS
+
+
+def test_migrate_twice_is_a_no_op(conn: sqlite3.Connection) -> None:
+    """Running migrate again changes nothing and reports the same version."""
+    first = dbmod.migrate(conn)
+    before = schema(conn)
+    assert dbmod.migrate(conn) == first
+    assert schema(conn) == before
+
+
+def test_failed_migration_rolls_back_whole(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration that fails half way leaves no trace and the version where it was."""
+    steps = [
+        (1, "CREATE TABLE a (x INTEGER);"),
+        (2, "CREATE TABLE b (x INTEGER);\nCREATE TABLE oops (;\n"),
+    ]
+    monkeypatch.setattr(dbmod, "migrations", lambda: steps)
+    with pytest.raises(sqlite3.OperationalError):
+        dbmod.migrate(conn)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert names(conn, "table") == {"a"}
+
+
+def test_migration_with_incomplete_statement_is_refused(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration whose last statement has no terminating ';' is an error, not half-applied."""
+    monkeypatch.setattr(dbmod, "migrations", lambda: [(1, "CREATE TABLE a (x INTEGER)\n")])
+    with pytest.raises(dbmod.StorageError, match="incomplete statement"):
+        dbmod.migrate(conn)
+    assert names(conn, "table") == set()
+
+
+def test_status_count_triggers_follow_contact_changes(conn: sqlite3.Connection) -> None:
+    """Inserting and updating contacts keeps job_status_counts exact, per job and status."""
+    dbmod.migrate(conn)
+    conn.execute(
+        "INSERT INTO jobs (id, organization_id, name, status, agent_id, phone_number_id,"
+        " concurrent_call_limit, max_attempts, retry_statuses, retry_delay_seconds, retry_backoff,"
+        " created_at, updated_at, total_contacts) VALUES"
+        " ('j', 'o', 'n', 'running', 'a', 'p', 1, 3, '[]', 300, 2, 0, 0, 2)"
+    )
+    insert = (
+        "INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)"
+    )
+    conn.execute(insert + " VALUES ('j', 1, '+1', '{}', 'pending', 3, 0)")
+    conn.execute(insert + " VALUES ('j', 2, '+2', '{}', 'pending', 3, 0)")
+    conn.execute("UPDATE contacts SET status = 'dialing' WHERE seq = 1")
+    conn.execute("UPDATE contacts SET status = 'dialing' WHERE seq = 1")  # no change: no count
+    conn.execute("UPDATE contacts SET attempt_count = 1 WHERE seq = 1")  # not a status change
+    counts = dict(
+        conn.execute("SELECT status, n FROM job_status_counts WHERE job_id = 'j'").fetchall()
+    )
+    assert counts == {"pending": 1, "dialing": 1}
+
+
+def test_connect_sets_wal_and_foreign_keys(tmp_path: Path) -> None:
+    """A file database is opened in WAL mode with foreign keys enforced, in autocommit."""
+    connection = dbmod.connect(str(tmp_path / "p.db"))
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert connection.isolation_level is None
+        dbmod.migrate(connection)
+        with pytest.raises(sqlite3.IntegrityError):
+            connection.execute(
+                "INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts,"
+                " updated_at) VALUES ('no_such_job', 1, '+1', '{}', 'pending', 3, 0)"
+            )
+    finally:
+        connection.close()

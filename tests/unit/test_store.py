@@ -1,0 +1,436 @@
+"""The Store on a real (temporary) SQLite file: jobs, claims, outcomes, cancel, API keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.db import StorageError, TransitionError
+from storage.store import ApiKeyRow, ClaimedContact, ContactRow, NewContact, Outcome, Store
+from tests.unit.conftest import ORG, T0, namer, new_contacts, new_job, outcome_for, running_job
+
+
+async def contacts_of(store: Store, job_id: str = "job_1") -> list[ContactRow]:
+    """All contacts of a job in upload order."""
+    return await store.list_contacts(job_id, None, 1000, 0)
+
+
+async def nonzero_counts(store: Store, job_id: str = "job_1") -> dict[str, int]:
+    """The job's status breakdown, checked to sum to total_contacts, without the zero entries."""
+    counts = await store.status_counts(job_id)
+    job = await store.get_job_by_id(job_id)
+    assert job is not None
+    assert sum(counts.values()) == job.total_contacts
+    return {status: n for status, n in counts.items() if n}
+
+
+async def claim(
+    store: Store, limit: int, now: float = T0, job_id: str = "job_1"
+) -> list[ClaimedContact]:
+    """Claim up to `limit` contacts of the job with the deterministic room namer."""
+    return await store.claim(job_id, limit, now, namer)
+
+
+async def record(
+    store: Store, *outcomes: Outcome, now: float = T0 + 60
+) -> tuple[list[str], list[Outcome]]:
+    """Record outcomes in one group commit; return (completed jobs, refused outcomes)."""
+    return await store.record_outcomes(outcomes, now)
+
+
+# ------------------------------------------------------------------ create
+
+
+async def test_create_job_stores_job_and_contacts_in_upload_order(store: Store) -> None:
+    """A created job has its fields, total and contacts (pending, data intact) in upload order."""
+    items = [
+        NewContact("+12025550101", {"phone": "+12025550101", "name": "Zoë 😀"}),
+        *new_contacts(2),
+    ]
+    await store.create_job(new_job(description="d"), items)
+    job = await store.get_job(ORG, "job_1")
+    assert job is not None
+    assert (job.status, job.total_contacts, job.description) == ("pending", 3, "d")
+    assert job.retry_statuses == ("no_answer", "busy", "timeout", "carrier_error")
+    contacts = await contacts_of(store)
+    assert [c.phone for c in contacts] == [i.phone for i in items]
+    assert [c.seq for c in contacts] == [1, 2, 3]
+    assert contacts[0].contact_data == {"phone": "+12025550101", "name": "Zoë 😀"}
+    assert {(c.status, c.attempt_count, c.max_attempts) for c in contacts} == {("pending", 0, 3)}
+
+
+async def test_new_job_breakdown_lists_every_status(store: Store) -> None:
+    """The breakdown of a new job has an entry for every contact status, pending = total."""
+    await store.create_job(new_job(), new_contacts(4))
+    counts = await store.status_counts("job_1")
+    assert len(counts) == 12
+    assert await nonzero_counts(store) == {"pending": 4}
+
+
+async def test_job_of_another_organization_is_not_found(store: Store) -> None:
+    """get_job is scoped to the organization."""
+    await store.create_job(new_job(), new_contacts(1))
+    assert await store.get_job("org_other", "job_1") is None
+
+
+# ------------------------------------------------------------------ claim
+
+
+async def test_claim_marks_dialing_and_writes_attempt_rows(store: Store) -> None:
+    """A claim moves contacts to dialing, counts the attempt and writes its row before any dial."""
+    await running_job(store, 3)
+    claimed = await claim(store, 2, now=T0 + 5)
+    assert [(c.seq, c.attempt_no, c.started_at) for c in claimed] == [
+        (1, 1, T0 + 5),
+        (2, 1, T0 + 5),
+    ]
+    assert [c.room_name for c in claimed] == [namer("job_1", c.id, 1) for c in claimed]
+    contacts = await contacts_of(store)
+    assert [(c.status, c.attempt_count) for c in contacts] == [
+        ("dialing", 1),
+        ("dialing", 1),
+        ("pending", 0),
+    ]
+    assert contacts[0].last_attempt_at == T0 + 5
+    assert contacts[0].room_name == claimed[0].room_name
+    attempts = await store.list_attempts(claimed[0].id)
+    assert [(a.attempt_no, a.room_name, a.started_at, a.outcome) for a in attempts] == [
+        (1, claimed[0].room_name, T0 + 5, None)
+    ]
+    assert await nonzero_counts(store) == {"dialing": 2, "pending": 1}
+
+
+async def test_claim_respects_limit_and_stops_when_nothing_is_ready(store: Store) -> None:
+    """Claims take at most `limit`, in upload order, and nothing once all are dialing."""
+    await running_job(store, 3)
+    assert [c.seq for c in await claim(store, 1)] == [1]
+    assert [c.seq for c in await claim(store, 5)] == [2, 3]
+    assert await claim(store, 5) == []
+
+
+async def test_claimed_contacts_are_left_for_reconciliation(store: Store) -> None:
+    """dialing_contacts lists what is live with its room and start, as a restart needs it."""
+    await running_job(store, 2)
+    claimed = await claim(store, 1)
+    assert await store.dialing_contacts() == claimed
+
+
+async def test_claim_takes_due_retries_before_fresh_contacts(store: Store) -> None:
+    """Due retries go first (earliest due first), then fresh contacts; retries not due wait."""
+    await running_job(store, 4)
+    first, second = await claim(store, 2)
+    await record(
+        store,
+        outcome_for(first, "no_answer", "queued", next_retry_at=T0 + 400),
+        outcome_for(second, "busy", "queued", next_retry_at=T0 + 300),
+    )
+    assert await store.next_retry_due("job_1") == T0 + 300
+    assert [c.seq for c in await claim(store, 1, now=T0 + 100)] == [3]  # no retry due yet
+    retry = await claim(store, 1, now=T0 + 500)
+    assert [(c.seq, c.attempt_no) for c in retry] == [(2, 2)]  # due earlier than seq 1
+    assert [(c.seq, c.attempt_no) for c in await claim(store, 2, now=T0 + 500)] == [(1, 2), (4, 1)]
+    assert await store.next_retry_due("job_1") is None
+
+
+async def test_claim_for_a_job_that_is_not_running_claims_nothing(store: Store) -> None:
+    """A job that has not been started has its contacts left alone."""
+    await store.create_job(new_job(), new_contacts(2))
+    assert await claim(store, 2) == []
+    assert await nonzero_counts(store) == {"pending": 2}
+
+
+# ------------------------------------------------------------------ outcomes
+
+
+async def test_final_outcome_is_recorded_on_contact_and_attempt(store: Store) -> None:
+    """A completed call closes the contact and its attempt row with every call fact."""
+    await running_job(store, 2)
+    (claimed,) = await claim(store, 1)
+    done = outcome_for(
+        claimed, "completed", sip_code=200, answered_at=T0 + 3, ended_at=T0 + 45, duration=42
+    )
+    assert await record(store, done) == ([], [])
+    (contact, _) = await contacts_of(store)
+    assert (contact.status, contact.completed_at, contact.call_duration) == (
+        "completed",
+        T0 + 45,
+        42,
+    )
+    assert contact.error_code == "200"
+    (attempt,) = await store.list_attempts(claimed.id)
+    assert (
+        attempt.outcome,
+        attempt.sip_code,
+        attempt.answered_at,
+        attempt.ended_at,
+        attempt.duration,
+    ) == (
+        "completed",
+        200,
+        T0 + 3,
+        T0 + 45,
+        42,
+    )
+
+
+async def test_retry_outcome_queues_contact_and_keeps_history(store: Store) -> None:
+    """A retried outcome queues the contact with nextRetryAt; its attempt row keeps the outcome."""
+    await running_job(store, 1)
+    (claimed,) = await claim(store, 1)
+    await record(
+        store, outcome_for(claimed, "busy", "queued", next_retry_at=T0 + 300, sip_code=486)
+    )
+    (contact,) = await contacts_of(store)
+    assert (contact.status, contact.next_retry_at, contact.completed_at) == (
+        "queued",
+        T0 + 300,
+        None,
+    )
+    (again,) = await claim(store, 1, now=T0 + 300)
+    await record(store, outcome_for(again, "completed"))
+    attempts = await store.list_attempts(claimed.id)
+    assert [(a.attempt_no, a.outcome, a.sip_code) for a in attempts] == [
+        (1, "busy", 486),
+        (2, "completed", None),
+    ]
+
+
+async def test_outcome_for_contact_not_dialing_is_refused(store: Store) -> None:
+    """An outcome for a contact that was never claimed is refused and changes nothing."""
+    await running_job(store, 2)
+    (claimed,) = await claim(store, 1)
+    ghost = outcome_for(claimed, "completed", contact_id=claimed.id + 1)
+    assert await record(store, ghost) == ([], [ghost])
+    assert [c.status for c in await contacts_of(store)] == ["dialing", "pending"]
+
+
+async def test_outcome_for_another_attempt_is_refused(store: Store) -> None:
+    """An outcome naming an attempt other than the live one is refused."""
+    await running_job(store, 1)
+    (claimed,) = await claim(store, 1)
+    stale = outcome_for(claimed, "busy", attempt_no=claimed.attempt_no + 1)
+    assert (await record(store, stale))[1] == [stale]
+    (contact,) = await contacts_of(store)
+    assert contact.status == "dialing"
+    assert [a.outcome for a in await store.list_attempts(claimed.id)] == [None]
+
+
+async def test_second_outcome_never_overwrites_the_first(store: Store) -> None:
+    """Recording an attempt twice refuses the second; contact and attempt keep the first."""
+    await running_job(store, 1)
+    (claimed,) = await claim(store, 1)
+    await record(store, outcome_for(claimed, "no_answer", sip_code=480))
+    late = outcome_for(claimed, "completed", sip_code=200)
+    assert (await record(store, late))[1] == [late]
+    (contact,) = await contacts_of(store)
+    assert (contact.status, contact.error_code) == ("no_answer", "480")
+    assert [(a.outcome, a.sip_code) for a in await store.list_attempts(claimed.id)] == [
+        ("no_answer", 480)
+    ]
+
+
+async def test_refused_outcome_does_not_block_the_rest_of_the_batch(store: Store) -> None:
+    """In one group commit, a refused outcome is reported while the others are recorded."""
+    await running_job(store, 2)
+    a, b = await claim(store, 2)
+    bad = outcome_for(a, "busy", attempt_no=7)
+    assert (await record(store, bad, outcome_for(b, "completed")))[1] == [bad]
+    assert [c.status for c in await contacts_of(store)] == ["dialing", "completed"]
+
+
+async def test_counts_add_up_through_every_transition(store: Store) -> None:
+    """Through claims, retries and final outcomes the breakdown always sums to the total."""
+    await running_job(store, 5)
+    assert await nonzero_counts(store) == {"pending": 5}
+    c1, c2, c3 = await claim(store, 3)
+    assert await nonzero_counts(store) == {"pending": 2, "dialing": 3}
+    await record(
+        store,
+        outcome_for(c1, "completed"),
+        outcome_for(c2, "no_answer", "queued", next_retry_at=T0 + 10),
+        outcome_for(c3, "invalid_number"),
+    )
+    assert await nonzero_counts(store) == {
+        "pending": 2,
+        "completed": 1,
+        "queued": 1,
+        "invalid_number": 1,
+    }
+    await claim(store, 3, now=T0 + 10)
+    assert await nonzero_counts(store) == {"dialing": 3, "completed": 1, "invalid_number": 1}
+
+
+async def test_spend_is_added_per_organization(store: Store) -> None:
+    """Charged amounts of recorded attempts add up in the organization's spend."""
+    await running_job(store, 2)
+    a, b = await claim(store, 2)
+    await record(
+        store,
+        outcome_for(a, "completed", charged_usd=0.25),
+        outcome_for(b, "completed", charged_usd=0.5),
+    )
+    assert await store.organization_spend(ORG) == pytest.approx(0.75)
+    assert await store.organization_spend("org_other") == 0.0
+
+
+# ------------------------------------------------------------------ give back
+
+
+async def test_give_back_returns_the_attempt(store: Store) -> None:
+    """A dial that never reached the provider does not count: attempt_count goes back down."""
+    await running_job(store, 1)
+    (claimed,) = await claim(store, 1)
+    back = outcome_for(claimed, "failed", "queued", next_retry_at=T0 + 10, give_back=True)
+    assert await record(store, back) == ([], [])
+    (contact,) = await contacts_of(store)
+    assert (contact.status, contact.attempt_count, contact.next_retry_at) == ("queued", 0, T0 + 10)
+    (again,) = await claim(store, 1, now=T0 + 10)
+    assert again.attempt_no == 1
+    attempts = await store.list_attempts(claimed.id)
+    assert [(a.attempt_no, a.outcome) for a in attempts] == [(1, "not_placed"), (1, None)]
+
+
+# ------------------------------------------------------------------ cancel
+
+
+async def test_cancel_cancels_pending_and_queued_but_not_dialing(store: Store) -> None:
+    """Cancel ends pending/queued contacts; a live call stays dialing and its outcome is kept."""
+    await running_job(store, 4)
+    live, retrying = await claim(store, 2)
+    await record(store, outcome_for(retrying, "busy", "queued", next_retry_at=T0 + 300))
+    assert await store.cancel_job(ORG, "job_1", T0 + 100) == 3
+    job = await store.get_job(ORG, "job_1")
+    assert job is not None and (job.status, job.completed_at) == ("cancelled", T0 + 100)
+    assert [c.status for c in await contacts_of(store)] == [
+        "dialing",
+        "cancelled",
+        "cancelled",
+        "cancelled",
+    ]
+    assert await nonzero_counts(store) == {"dialing": 1, "cancelled": 3}
+    assert await claim(store, 5, now=T0 + 400) == []
+    assert await record(store, outcome_for(live, "completed")) == ([], [])
+    assert await nonzero_counts(store) == {"completed": 1, "cancelled": 3}
+    job = await store.get_job(ORG, "job_1")
+    assert job is not None and job.status == "cancelled"
+
+
+async def test_second_cancel_raises_transition_error(store: Store) -> None:
+    """Cancelling an already cancelled job is a TransitionError, not a silent success."""
+    await running_job(store, 1)
+    await store.cancel_job(ORG, "job_1", T0)
+    with pytest.raises(TransitionError):
+        await store.cancel_job(ORG, "job_1", T0 + 1)
+
+
+async def test_cancel_by_another_organization_changes_nothing(store: Store) -> None:
+    """Another organization cannot cancel the job."""
+    await running_job(store, 1)
+    with pytest.raises(TransitionError):
+        await store.cancel_job("org_other", "job_1", T0)
+    assert await nonzero_counts(store) == {"pending": 1}
+
+
+async def test_retry_decided_after_cancel_becomes_the_final_outcome(store: Store) -> None:
+    """A live call whose job was cancelled is not queued again: its outcome is final."""
+    await running_job(store, 2)
+    (claimed,) = await claim(store, 1)
+    await store.cancel_job(ORG, "job_1", T0 + 10)
+    await record(
+        store, outcome_for(claimed, "no_answer", "queued", next_retry_at=T0 + 300, ended_at=T0 + 30)
+    )
+    contact = (await contacts_of(store))[0]
+    assert (contact.status, contact.next_retry_at, contact.completed_at) == (
+        "no_answer",
+        None,
+        T0 + 30,
+    )
+    assert await nonzero_counts(store) == {"no_answer": 1, "cancelled": 1}
+
+
+async def test_give_back_after_cancel_cancels_the_contact(store: Store) -> None:
+    """A dial that never happened for a cancelled job leaves the contact cancelled, uncounted."""
+    await running_job(store, 1)
+    (claimed,) = await claim(store, 1)
+    await store.cancel_job(ORG, "job_1", T0 + 10)
+    await record(
+        store, outcome_for(claimed, "failed", "queued", next_retry_at=T0 + 20, give_back=True)
+    )
+    (contact,) = await contacts_of(store)
+    assert (contact.status, contact.attempt_count, contact.next_retry_at) == ("cancelled", 0, None)
+
+
+# ------------------------------------------------------------------ completion
+
+
+async def test_job_completes_when_its_last_open_contact_closes(store: Store) -> None:
+    """The job is completed by the outcome that closes its last contact, and only then."""
+    await running_job(store, 2)
+    a, b = await claim(store, 2)
+    assert await store.complete_jobs_if_done(["job_1"], T0 + 1) == []
+    assert await record(store, outcome_for(a, "completed"), now=T0 + 50) == ([], [])
+    assert await record(store, outcome_for(b, "blocked"), now=T0 + 70) == (["job_1"], [])
+    job = await store.get_job(ORG, "job_1")
+    assert job is not None and (job.status, job.completed_at) == ("completed", T0 + 70)
+    assert await store.complete_jobs_if_done(["job_1"], T0 + 80) == []
+
+
+async def test_queued_retry_keeps_the_job_open(store: Store) -> None:
+    """A contact waiting for its retry keeps the job running."""
+    await running_job(store, 1)
+    (claimed,) = await claim(store, 1)
+    assert await record(store, outcome_for(claimed, "busy", "queued", next_retry_at=T0 + 300)) == (
+        [],
+        [],
+    )
+    assert await store.complete_jobs_if_done(["job_1"], T0 + 100) == []
+    job = await store.get_job(ORG, "job_1")
+    assert job is not None and job.status == "running"
+
+
+async def test_complete_jobs_if_done_only_completes_running_jobs_with_nothing_open(
+    store: Store,
+) -> None:
+    """Only a running job without pending/queued/dialing contacts is completed, once."""
+    await store.create_job(new_job("empty_running", status="running"), [])
+    await store.create_job(new_job("empty_pending"), [])
+    await running_job(store, 1, job_id="open_running")
+    jobs = ["empty_running", "empty_pending", "open_running"]
+    assert await store.complete_jobs_if_done(jobs, T0 + 5) == ["empty_running"]
+    job = await store.get_job(ORG, "empty_running")
+    assert job is not None and (job.status, job.completed_at) == ("completed", T0 + 5)
+    assert await store.complete_jobs_if_done(jobs, T0 + 6) == []
+
+
+# ------------------------------------------------------------------ api keys
+
+
+def api_key(key_id: str, org: str = ORG) -> ApiKeyRow:
+    """An unrevoked API key row whose hash is derived from its id."""
+    return ApiKeyRow(key_id, org, f"hash-{key_id}", "dk_abc", None, T0, None)
+
+
+async def test_api_keys_insert_find_revoke(store: Store) -> None:
+    """A key is found by its hash until revoked; revoking twice reports False."""
+    await store.insert_api_key(api_key("k1"))
+    assert await store.find_api_key("hash-k1") == api_key("k1")
+    assert await store.find_api_key("hash-unknown") is None
+    assert await store.revoke_api_key("k1", T0 + 5) is True
+    assert await store.find_api_key("hash-k1") is None
+    assert await store.revoke_api_key("k1", T0 + 6) is False
+    (listed,) = await store.list_api_keys(ORG)
+    assert listed.revoked_at == T0 + 5
+
+
+async def test_api_keys_are_listed_per_organization(store: Store) -> None:
+    """list_api_keys filters by organization, or lists all with None."""
+    for key in (api_key("k1"), api_key("k2", "org_b"), api_key("k3")):
+        await store.insert_api_key(key)
+    assert [k.id for k in await store.list_api_keys(ORG)] == ["k1", "k3"]
+    assert [k.id for k in await store.list_api_keys(None)] == ["k1", "k2", "k3"]
+
+
+async def test_closed_store_refuses_work(store: Store) -> None:
+    """After close, calls fail with StorageError instead of touching a closed connection."""
+    await store.close()
+    with pytest.raises(StorageError, match="closed"):
+        await store.status_counts("job_1")
