@@ -28,10 +28,10 @@ def cost_usd(contacts: int, call_seconds: float, usd_per_minute: float) -> float
 
 def format_duration(seconds: float) -> str:
     """'45 seconds', '15 minutes', '2 hours 5 minutes'."""
-    if seconds < 60:
-        n = max(1, math.ceil(seconds)) if seconds > 0 else 0
-        return f"{n} second{'s' if n != 1 else ''}"
-    minutes = math.ceil(seconds / 60)
+    whole = math.ceil(max(0.0, seconds))  # rounded up first, so 59.5 s reads "1 minute"
+    if whole < 60:
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    minutes = math.ceil(whole / 60)
     if minutes < 120:
         return f"{minutes} minute{'s' if minutes != 1 else ''}"
     hours, rest = divmod(minutes, 60)

@@ -70,13 +70,17 @@ def parse_csv(data: bytes) -> ParsedContacts:
         raise IntakeError("invalid_csv", "CSV file contains NUL bytes (is it a binary file?)")
     if not text.strip():
         raise IntakeError("invalid_csv", "CSV file is empty")
-    first_line = text.lstrip("\r\n").split("\n", 1)[0]
+    first_line = next((line for line in text.splitlines() if line.strip(" \t,;")), "")
     delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
-    except (csv.Error, StopIteration) as exc:
+        while not any(cell.strip() for cell in header):  # blank lines before the header
+            header = next(reader)
+    except csv.Error as exc:
         raise IntakeError("invalid_csv", f"CSV header cannot be read: {exc}") from None
+    except StopIteration:
+        raise IntakeError("invalid_csv", "CSV has no header row") from None
     columns = [h.strip() for h in header]
     phone_index = next((i for i, c in enumerate(columns) if c.lower() == "phone"), None)
     if phone_index is None:

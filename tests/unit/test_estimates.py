@@ -44,10 +44,12 @@ def test_cost_is_every_contact_answered_once_for_a_full_call() -> None:
     ("seconds", "text"),
     [
         (0, "0 seconds"),
+        (-3, "0 seconds"),
         (0.2, "1 second"),
         (1, "1 second"),
         (45, "45 seconds"),
         (44.1, "45 seconds"),
+        (59.5, "1 minute"),
         (60, "1 minute"),
         (61, "2 minutes"),
         (15 * 60, "15 minutes"),

@@ -157,6 +157,14 @@ def test_csv_surrounding_whitespace_is_trimmed() -> None:
     assert result.contacts == [(VALID, {"phone": VALID, "name": "Ann"})]
 
 
+@pytest.mark.parametrize("prefix", ["\n", "\r\n\r\n", "  \n;;\n"], ids=["lf", "crlf", "spaces"])
+def test_csv_blank_lines_before_the_header_are_skipped(prefix: str) -> None:
+    """Blank lines above the header do not hide the phone column; rows count from the header."""
+    result = intake.parse_csv(csv_bytes(f"{prefix}phone;name", f"{VALID};Ann", "bad;Bob"))
+    assert result.contacts == [(VALID, {"phone": VALID, "name": "Ann"})]
+    assert [r.row for r in result.invalid] == [3]
+
+
 def test_csv_blank_lines_are_skipped_but_row_numbers_stay_true() -> None:
     """Blank lines are not contacts, and invalid rows after them keep their real line number."""
     result = intake.parse_csv(csv_bytes("phone", VALID, "", ",", "bad"))
@@ -252,6 +260,7 @@ def test_csv_missing_phone_column(header: str) -> None:
     [
         b"",
         b"\n\r\n  \n",
+        b",,\n , ,\n",
         "phone,name\n+12025550101,Zo\xeb\n".encode("latin-1"),
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00",
         b"phone\n+12025550101\x00\n",
@@ -262,6 +271,7 @@ def test_csv_missing_phone_column(header: str) -> None:
     ids=[
         "empty",
         "blank",
+        "only-delimiters",
         "latin1",
         "binary",
         "nul",
