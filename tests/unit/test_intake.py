@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import pytest
@@ -28,9 +27,8 @@ def json_error(items: list[Any]) -> intake.IntakeError:
     return caught.value
 
 
-@cache
 def csv_of(count: int) -> bytes:
-    """A CSV with `count` distinct valid numbers (cached: building it is the slow part)."""
+    """A CSV with `count` distinct valid numbers."""
     return csv_bytes("phone", *phones(count))
 
 

@@ -102,6 +102,7 @@ async def test_claim_marks_dialing_and_writes_attempt_rows(store: Store) -> None
 async def test_claim_respects_limit_and_stops_when_nothing_is_ready(store: Store) -> None:
     """Claims take at most `limit`, in upload order, and nothing once all are dialing."""
     await running_job(store, 3)
+    assert await claim(store, 0) == []
     assert [c.seq for c in await claim(store, 1)] == [1]
     assert [c.seq for c in await claim(store, 5)] == [2, 3]
     assert await claim(store, 5) == []
