@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import batch
+from api import batch, webhooks
 from api import keys as appkeys
 from api.auth import auth_middleware
 from api.errors import Envelope, error_middleware
 from dialer.clock import Clock, SystemClock
-from dialer.config import Config
+from dialer.config import Config, check_telephony
 from dialer.providers import Provider, make_provider
+from dialer.providers.base import WebhookSink
 from dialer.scheduler import Engine
 from dialer.service import JobService
 from storage.store import Store
@@ -39,8 +40,18 @@ def create_app(
 ) -> web.Application:
     """Build the app. The store, provider and engine start and stop with it (cleanup_ctx)."""
     clock = clock or SystemClock()
+    if provider is None:
+        check_telephony(config)
     envelopes: list[tuple[str, Envelope]] = []
     public: tuple[str, ...] = ()
+    webhook_path = config.telephony.livekit.webhook_path
+    takes_webhooks = (
+        isinstance(provider, WebhookSink)
+        if provider is not None
+        else config.telephony.provider == "livekit"
+    )
+    if takes_webhooks:
+        public += (webhook_path,)  # authenticated by its signature, not an API key
     app = web.Application(
         client_max_size=int(config.server.max_body_mb * 1024 * 1024),
         middlewares=[error_middleware(envelopes), auth_middleware(public)],
@@ -49,6 +60,8 @@ def create_app(
     app[appkeys.CLOCK] = clock
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(batch.routes)
+    if takes_webhooks:
+        app.router.add_post(webhook_path, webhooks.livekit)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None

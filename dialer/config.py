@@ -225,6 +225,33 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
 
 
+def check_telephony(config: Config) -> None:
+    """Start-up checks for the chosen telephony provider; a ConfigError names what is missing.
+
+    Kept out of `load` so that commands that place no calls (`dialer keys ...`) still work.
+    """
+    if config.telephony.provider != "livekit":
+        return
+    livekit = config.telephony.livekit.with_env()
+    missing = [
+        f"telephony.livekit.{key} (or env {env})"
+        for key, env, value in (
+            ("url", "LIVEKIT_URL", livekit.url),
+            ("api_key", "LIVEKIT_API_KEY", livekit.api_key),
+            ("api_secret", "LIVEKIT_API_SECRET", livekit.api_secret),
+        )
+        if not value
+    ]
+    missing += [
+        f"phone_numbers.{n.id}.sip_trunk_id" for n in config.phone_numbers if not n.sip_trunk_id
+    ]
+    if missing:
+        raise ConfigError(
+            'telephony provider "livekit" needs:\n  '
+            + "\n  ".join(f"{m}: not set" for m in missing)
+        )
+
+
 def load(path: str | Path) -> Config:
     """Read and validate a TOML config file."""
     try:

@@ -13,7 +13,9 @@ def make_provider(config: Config, clock: Clock) -> Provider:
         from dialer.providers.simulated import SimulatedProvider
 
         return SimulatedProvider(config.telephony.simulated, clock)
-    raise NotImplementedError("the livekit provider is not available yet")
+    from dialer.providers.livekit import LiveKitProvider
+
+    return LiveKitProvider(config.telephony.livekit.with_env(), clock)
 
 
 __all__ = ["DialRequest", "DialResult", "Provider", "make_provider", "status_for_sip_code"]

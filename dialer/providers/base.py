@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from dialer.states import ContactStatus
 
@@ -57,6 +57,19 @@ class Provider(Protocol):
 
         Never dials again.
         """
+        ...
+
+
+class WebhookRejected(Exception):
+    """The webhook's signature or body hash does not verify."""
+
+
+@runtime_checkable
+class WebhookSink(Protocol):
+    """A provider that learns about calls from signed webhooks (served without an API key)."""
+
+    def receive_webhook(self, body: str, authorization: str) -> str:
+        """Verify and apply one webhook; raise WebhookRejected if it does not verify."""
         ...
 
 
