@@ -136,12 +136,14 @@ class FakeLiveKit:
         self.default = Callee.answers()
         self.rooms: dict[str, FakeRoom] = {}
         self.dials: list[api.CreateSIPParticipantRequest] = []
+        self.dispatches: list[api.CreateAgentDispatchRequest] = []
         self.deleted: list[str] = []
         self.request_ids: list[str] = []
         self.calls: list[str] = []  # "Service/Method" of every authenticated request
         self.webhook_url: str | None = None
         self.webhooks_enabled = True  # False: events are dropped (a lost webhook)
         self.webhook_statuses: list[int] = []
+        self.sent: list[api.WebhookEvent] = []  # events posted to the engine, in order
         self.url = ""
         self._ids = itertools.count(1)
         self._queue: asyncio.Queue[api.WebhookEvent] = asyncio.Queue()
@@ -296,6 +298,7 @@ class FakeLiveKit:
     async def _create_dispatch(self, req: Any, claims: dict[str, Any]) -> Message:
         room = self._room(req.room)
         room.dispatches.append(req)
+        self.dispatches.append(req)
         agent = api.ParticipantInfo(
             sid=f"PA_{next(self._ids)}",
             identity=f"agent-{req.agent_name}",
@@ -450,5 +453,6 @@ class FakeLiveKit:
                 if self.webhook_url is not None:
                     with contextlib.suppress(aiohttp.ClientError):
                         self.webhook_statuses.append(await self.post_webhook(event))
+                        self.sent.append(event)
             finally:
                 self._queue.task_done()

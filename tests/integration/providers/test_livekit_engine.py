@@ -1,0 +1,268 @@
+"""The engine on LiveKit: jobs through the HTTP API, calls on the fake LiveKit, webhooks back."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from livekit import api
+
+from dialer import config as configmod
+from dialer.clock import FakeClock
+from dialer.providers.base import DialRequest
+from dialer.providers.livekit import LiveKitProvider
+from tests.conftest import NUMBER, ORG, Running, StartApp, make_config, wait_until
+from tests.fake_livekit import API_KEY, API_SECRET, TRUNK, Callee, FakeLiveKit
+from tests.integration.providers.conftest import answered, parked, until
+
+WEBHOOK_PATH = "/webhooks/livekit"
+
+
+def livekit_app_config(
+    tmp_path: Path, url: str, *, trunk: str = TRUNK, **livekit: Any
+) -> configmod.Config:
+    return make_config(
+        tmp_path,
+        telephony={
+            "provider": "livekit",
+            "livekit": {
+                "url": url,
+                "api_key": API_KEY,
+                "api_secret": API_SECRET,
+                "poll_interval_seconds": 600.0,
+                **livekit,
+            },
+        },
+        phone_numbers=[
+            {
+                "id": NUMBER,
+                "organization": ORG,
+                "number": "+12025550100",
+                "sip_trunk_id": trunk,
+                "outbound_agent": "agent_a",
+                "calls_per_second": 1000,
+            }
+        ],
+    )
+
+
+async def start_on_fake(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, config: configmod.Config
+) -> Running:
+    running = await start_app(config, clock=clock)
+    fake.webhook_url = str(running.client.make_url(WEBHOOK_PATH))
+    return running
+
+
+def provider_of(running: Running) -> LiveKitProvider:
+    provider = running.engine.provider
+    assert isinstance(provider, LiveKitProvider)
+    return provider
+
+
+async def test_job_reaches_every_outcome_through_livekit(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Callees that answer, are busy, decline, ring out and fail end per the table, dialed once."""
+    script = {
+        "+12025550131": Callee.answers(talk_seconds=20),
+        "+12025550132": Callee.fails(486),
+        "+12025550133": Callee.fails(603),
+        "+12025550134": Callee.rings_out(),
+        "+12025550135": Callee.fails(503),
+        "+12025550136": Callee.fails(488),
+    }
+    fake.numbers.update(script)
+    running = await start_on_fake(start_app, fake, clock, livekit_app_config(tmp_path, fake.url))
+    created = await running.create_json(
+        [{"phone": n, "name": f"callee {i}"} for i, n in enumerate(script)],
+        maxAttempts=1,
+        concurrentCallLimit=10,
+    )
+    await until(lambda: len(fake.dials) == len(script))
+    await until(lambda: fake.room_of("+12025550134") is not None)  # ringing
+    await answered(provider_of(running), _request_for(running, "+12025550131"))
+    await clock.advance(30)  # the answered call talks 20 s; the ring-out is cancelled at 30 s
+    body = await running.wait_status(created["batchJobId"], "completed")
+
+    contacts = {c["phoneNumber"]: c for c in body["contacts"]}
+    outcomes = {n: (c["status"], c["errorCode"], c["callDuration"]) for n, c in contacts.items()}
+    assert outcomes == {
+        "+12025550131": ("completed", None, 20),
+        "+12025550132": ("busy", "486", None),
+        "+12025550133": ("blocked", "603", None),
+        "+12025550134": ("no_answer", None, None),
+        "+12025550135": ("carrier_error", "503", None),
+        "+12025550136": ("failed", "488", None),
+    }
+    assert contacts["+12025550132"]["failureReason"] == "SIP 486 Busy Here"
+    assert contacts["+12025550134"]["failureReason"] == "no answer within 30 s (ring-out)"
+    assert body["successfulCalls"] == 1 and body["failedCalls"] == 5
+    assert Counter(d.sip_call_to for d in fake.dials) == Counter(list(script))
+    metadata = [json.loads(d.metadata) for d in fake.dispatches]
+    assert {m["contactData"]["name"] for m in metadata} == {f"callee {i}" for i in range(6)}
+    assert {m["jobId"] for m in metadata} == {created["batchJobId"]}
+    assert all(d.agent_name == "agent-a" for d in fake.dispatches)
+    assert fake.rooms == {}
+    assert sorted(fake.deleted) == sorted(c["roomName"] for c in contacts.values())
+
+
+def _request_for(running: Running, phone: str) -> DialRequest:
+    calls = provider_of(running).calls.values()
+    return next(c.request for c in calls if c.request.to_number == phone)
+
+
+async def test_webhook_route_is_public_signed_and_idempotent(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The webhook needs no API key, answers 401 to a bad signature, and applies an event once."""
+    fake.numbers["+12025550141"] = Callee.answers()
+    running = await start_on_fake(start_app, fake, clock, livekit_app_config(tmp_path, fake.url))
+    created = await running.create_json([{"phone": "+12025550141"}])
+    await until(lambda: bool(provider_of(running).calls))
+    request = _request_for(running, "+12025550141")
+    await answered(provider_of(running), request)
+    await fake.webhooks_delivered()
+    fake.webhooks_enabled = False
+    await clock.advance(12)
+    fake.hang_up(request.room_name)  # we deliver the event by hand below
+    fake.webhooks_enabled = True
+    left = api.WebhookEvent(
+        event="participant_left",
+        id="EV_hangup",
+        created_at=int(clock.now()),
+        room=api.Room(name=request.room_name),
+        participant=api.ParticipantInfo(
+            identity=provider_of(running).calls[request.room_name].identity,
+            disconnect_reason=api.DisconnectReason.CLIENT_INITIATED,
+        ),
+    )
+    client = running.client
+    forged = FakeLiveKit(clock, api_secret="not-the-secret-not-the-secret-00")
+    body = json_format.MessageToJson(left, indent=0)
+    assert await fake.post_webhook(left, authorization=forged.sign(body)) == 401
+    assert await fake.post_webhook(left, authorization="") == 401
+    resp = await client.post(WEBHOOK_PATH, data="{}", headers={"x-api-key": running.key})
+    assert resp.status == 401  # an API key is no signature
+    detail = await running.detail(created["batchJobId"])
+    assert detail["contacts"][0]["status"] == "dialing"
+    assert running.engine.live_calls() == 1
+
+    stray = api.WebhookEvent(event="room_finished", id="EV_stray", room=api.Room(name="nope"))
+    assert await fake.post_webhook(stray) == 200
+    assert await fake.post_webhook(left) == 200
+    body = await running.wait_status(created["batchJobId"], "completed")
+    assert body["contacts"][0]["callDuration"] == 12
+    assert await fake.post_webhook(left) == 200  # the same event again: nothing changes
+    assert await running.detail(created["batchJobId"]) == body
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"api_secret": "not-the-secret-not-the-secret-00"}, "rejected the API credentials"),
+        ({"trunk": "ST_missing"}, "SIP trunk not found"),
+    ],
+)
+async def test_provider_rejections_fail_the_job_and_leave_contacts(
+    start_app: StartApp,
+    fake: FakeLiveKit,
+    clock: FakeClock,
+    tmp_path: Path,
+    overrides: dict[str, Any],
+    reason: str,
+) -> None:
+    """Bad credentials or a missing trunk fail the job after a few tries; contacts stay pending."""
+    config = livekit_app_config(tmp_path, fake.url, **overrides)
+    running = await start_on_fake(start_app, fake, clock, config)
+    phones = [f"+1202555015{i}" for i in range(5)]
+    created = await running.create_json([{"phone": p} for p in phones], concurrentCallLimit=1)
+    body = await running.wait_status(created["batchJobId"], "failed")
+    assert reason in body["statusReason"]
+    assert body["statusBreakdown"]["pending"] == 5
+    assert all(c["attemptCount"] == 0 for c in body["contacts"])
+    assert len(fake.dials) == (3 if "trunk" in overrides else 0)
+
+
+async def test_unreachable_livekit_does_not_spend_attempts(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """When LiveKit cannot be reached the contact is re-queued with its attempts untouched."""
+    await fake.close()  # nothing listens on its port any more
+    running = await start_on_fake(start_app, fake, clock, livekit_app_config(tmp_path, fake.url))
+    created = await running.create_json([{"phone": "+12025550161"}])
+    job_id = created["batchJobId"]
+
+    async def requeued() -> bool:
+        contact = (await running.detail(job_id))["contacts"][0]
+        return bool(contact["status"] == "queued")
+
+    await wait_until(requeued)
+    contact = (await running.detail(job_id))["contacts"][0]
+    assert contact["attemptCount"] == 0
+    [attempt] = await running.store.list_attempts(int(contact["id"].removeprefix("contact_")))
+    assert attempt.outcome == "not_placed"
+    assert attempt.reason is not None and "LiveKit unreachable" in attempt.reason
+
+
+async def _interrupt_live_call(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, config: configmod.Config
+) -> tuple[str, str]:
+    """Start a job whose one call is answered, then stop the app mid-call (job id, room)."""
+    fake.numbers["+12025550171"] = Callee.answers()
+    first = await start_on_fake(start_app, fake, clock, config)
+    created = await first.create_json([{"phone": "+12025550171"}])
+    await until(lambda: bool(provider_of(first).calls))
+    request = _request_for(first, "+12025550171")
+    await answered(provider_of(first), request)
+    await first.client.close()
+    assert request.room_name in fake.rooms  # the call goes on in LiveKit
+    return created["batchJobId"], request.room_name
+
+
+async def test_restart_reattaches_to_a_live_call(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """After a restart, a call still in its room is followed to its end and never re-dialed."""
+    config = livekit_app_config(tmp_path, fake.url)
+    job_id, room = await _interrupt_live_call(start_app, fake, clock, config)
+    second = await start_on_fake(start_app, fake, clock, config)
+    await until(lambda: room in provider_of(second).calls)
+    await parked(clock)
+    await clock.advance(25)
+    fake.hang_up(room)
+    body = await second.wait_status(job_id, "completed")
+    contact = body["contacts"][0]
+    assert (contact["status"], contact["callDuration"], contact["attemptCount"]) == (
+        "completed",
+        25,
+        1,
+    )
+    assert len(fake.dials) == 1
+    assert room in fake.deleted
+
+
+async def test_restart_with_the_room_gone_records_interrupted_and_retries_per_policy(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """After a restart a gone room records the attempt interrupted; its retry waits its turn."""
+    config = livekit_app_config(tmp_path, fake.url)
+    job_id, room = await _interrupt_live_call(start_app, fake, clock, config)
+    fake.forget_room(room)
+    second = await start_on_fake(start_app, fake, clock, config)
+
+    async def queued() -> bool:
+        return bool((await second.detail(job_id))["contacts"][0]["status"] == "queued")
+
+    await wait_until(queued)
+    contact = (await second.detail(job_id))["contacts"][0]
+    assert contact["failureReason"] == "interrupted"
+    assert contact["attemptCount"] == 1
+    assert contact["nextRetryAt"] is not None
+    assert len(fake.dials) == 1  # not re-dialed on the spot
+    await clock.advance(300)  # the retry delay of the default policy
+    await until(lambda: len(fake.dials) == 2)

@@ -1,0 +1,118 @@
+"""LiveKit provider logic without a network: error classification and start-up checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from livekit import api
+
+from api.app import create_app
+from dialer import config as configmod
+from dialer.config import LiveKitConfig
+from dialer.providers.livekit import classify
+from dialer.states import ContactStatus
+from tests.conftest import make_config
+
+CONFIG = LiveKitConfig(url="http://lk", api_key="k", api_secret="s", ringing_timeout_seconds=30)
+
+
+def twirp(code: str, status: int, **meta: str) -> api.ServerError:
+    return api.ServerError(code, "msg", status=status, metadata=meta)
+
+
+def test_sip_code_in_metadata_wins_over_the_twirp_code() -> None:
+    """A SIP code LiveKit attached decides the status, whatever Twirp code carries it."""
+    error = twirp("permission_denied", 403, sip_status_code="603", sip_status="Decline")
+    result = classify(error, dial_sent=True, config=CONFIG)
+    assert (result.status, result.sip_code, result.reason) == (
+        ContactStatus.BLOCKED,
+        603,
+        "SIP 603 Decline",
+    )
+    assert not result.job_fatal
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "flags"),
+    [
+        (twirp("canceled", 408), ContactStatus.NO_ANSWER, {}),
+        (twirp("deadline_exceeded", 408), ContactStatus.TIMEOUT, {}),
+        (TimeoutError(), ContactStatus.TIMEOUT, {}),
+        (twirp("unauthenticated", 401), ContactStatus.FAILED, {"job_fatal": True}),
+        (twirp("permission_denied", 403), ContactStatus.FAILED, {"job_fatal": True}),
+        (twirp("not_found", 404), ContactStatus.FAILED, {"job_fatal": True}),
+        (twirp("unavailable", 503), ContactStatus.FAILED, {"retryable": True}),
+        (twirp("invalid_argument", 400), ContactStatus.FAILED, {}),
+        (aiohttp.ServerDisconnectedError(), ContactStatus.FAILED, {"retryable": True}),
+    ],
+)
+def test_dial_errors_map_to_outcomes(
+    error: BaseException, status: ContactStatus, flags: dict[str, Any]
+) -> None:
+    """Errors of a dial that was sent map to the status and flags the design asks for."""
+    result = classify(error, dial_sent=True, config=CONFIG)
+    assert result.status is status
+    assert result.sip_code is None
+    assert result.reason
+    assert not result.not_placed
+    assert result.job_fatal == flags.get("job_fatal", False)
+    assert result.retryable == flags.get("retryable", False)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [TimeoutError(), aiohttp.ServerDisconnectedError(), twirp("internal", 500)],
+)
+def test_dispatch_failures_place_no_call(error: BaseException) -> None:
+    """Transport trouble or a LiveKit 5xx before the dial was sent gives the attempt back."""
+    result = classify(error, dial_sent=False, config=CONFIG)
+    assert result.not_placed and not result.job_fatal
+
+
+def test_refused_dispatch_is_job_fatal() -> None:
+    """A dispatch LiveKit refuses (4xx) is a configuration problem, not the contact's."""
+    result = classify(twirp("invalid_argument", 400), dial_sent=False, config=CONFIG)
+    assert result.job_fatal and not result.not_placed
+
+
+def test_unexpected_errors_are_not_swallowed() -> None:
+    """An error that is not LiveKit's or the network's is raised again (a bug must show)."""
+    with pytest.raises(KeyError):
+        classify(KeyError("x"), dial_sent=True, config=CONFIG)
+
+
+def livekit_config(**livekit: Any) -> configmod.Config:
+    return make_config(telephony={"provider": "livekit", "livekit": livekit})
+
+
+def test_livekit_without_credentials_is_a_start_up_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """provider = "livekit" without url/key/secret (file or env) names each missing setting."""
+    for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    config = livekit_config()
+    with pytest.raises(configmod.ConfigError) as err:
+        configmod.check_telephony(config)
+    for missing in ("telephony.livekit.url", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        assert missing in str(err.value)
+    with pytest.raises(configmod.ConfigError):
+        create_app(config)
+
+
+def test_credentials_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET fill what the file leaves empty."""
+    monkeypatch.setenv("LIVEKIT_URL", "wss://project.livekit.cloud")
+    monkeypatch.setenv("LIVEKIT_API_KEY", "key")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "secret")
+    config = livekit_config()
+    with pytest.raises(configmod.ConfigError) as err:
+        configmod.check_telephony(config)  # the test config has numbers without a trunk
+    assert "telephony.livekit" not in str(err.value)
+    assert "phone_numbers.num_noagent.sip_trunk_id" in str(err.value)
+    assert config.telephony.livekit.with_env().url == "wss://project.livekit.cloud"
+
+
+def test_simulated_provider_needs_no_livekit_settings() -> None:
+    """The start-up check only applies when the livekit provider is chosen."""
+    configmod.check_telephony(make_config())
