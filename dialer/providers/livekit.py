@@ -183,6 +183,7 @@ class LiveKitProvider:
     def __init__(self, config: LiveKitConfig, clock: Clock) -> None:
         self._config = config
         self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
         self._lk: api.LiveKitAPI | None = None
         self._receiver = api.WebhookReceiver(api.TokenVerifier(config.api_key, config.api_secret))
         self._calls: dict[str, LiveCall] = {}
@@ -196,11 +197,17 @@ class LiveKitProvider:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._config.request_timeout_seconds),
+            # One connection per request: a pooled connection the server has already closed
+            # would turn a dial into "sent or not?". No limit: every live call holds one.
+            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+        )
         self._lk = api.LiveKitAPI(
             self._config.url,
             self._config.api_key,
             self._config.api_secret,
-            timeout=aiohttp.ClientTimeout(total=self._config.request_timeout_seconds),
+            session=self._session,
             # On LiveKit Cloud a timed-out blocking dial is otherwise replayed against another
             # region: a second call to the same person.
             failover=False,
@@ -211,6 +218,9 @@ class LiveKitProvider:
         if self._lk is not None:
             await self._lk.aclose()
             self._lk = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     @property
     def lk(self) -> api.LiveKitAPI:
@@ -325,6 +335,7 @@ class LiveKitProvider:
         """
         request = call.request
         ring, longest = self._config.ringing_timeout_seconds, self._config.max_call_seconds
+        hard_stop = False
         while not call.ended.is_set():
             now = self._clock.now()
             deadline = (
@@ -334,7 +345,7 @@ class LiveKitProvider:
             )
             if now >= deadline:
                 log.warning("call_max_duration_reached", room=request.room_name)
-                call.end(now, f"max_call_seconds ({longest:g} s) reached")
+                hard_stop = call.end(now, f"max_call_seconds ({longest:g} s) reached")
                 break
             wait = min(self._config.poll_interval_seconds, deadline - now)
             if await self._clock.wait(call.ended, wait):
@@ -356,7 +367,6 @@ class LiveKitProvider:
             )
         answered_at = call.answered_at
         ended_at = min(max(ended_at, answered_at), self._clock.now())
-        hard_stop = call.end_reason is not None and call.end_reason.startswith("max_call")
         return DialResult(
             status=ContactStatus.COMPLETED,
             reason=call.end_reason if hard_stop else None,
