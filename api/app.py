@@ -12,6 +12,8 @@ from aiohttp import web
 from api import batch, webhooks
 from api import keys as appkeys
 from api.auth import auth_middleware
+from api.compat import setup as setup_compat
+from api.controls import setup as setup_controls
 from api.errors import Envelope, error_middleware
 from dialer.clock import Clock, SystemClock
 from dialer.config import Config, check_telephony
@@ -60,6 +62,8 @@ def create_app(
     app[appkeys.CLOCK] = clock
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(batch.routes)
+    setup_compat(app, envelopes)
+    setup_controls(app)
     if takes_webhooks:
         app.router.add_post(webhook_path, webhooks.livekit)
 

@@ -107,6 +107,8 @@ def job_summary(job: JobRow, counts: dict[str, int]) -> dict[str, Any]:
         "concurrentCallLimit": job.concurrent_call_limit,
         "retryPolicy": retry_policy(job),
         "statusReason": job.status_reason,
+        "pauseReason": job.status_reason if job.status == JobStatus.PAUSED else None,
+        "retryRounds": job.retry_rounds,
     }
 
 

@@ -42,6 +42,12 @@ class EngineConfig(_Section):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     # How many "job cannot proceed" provider errors in a row fail a job.
     provider_failure_limit: int = Field(default=3, ge=1)
+    # Automatic pause: when at least `auto_pause_min_attempts` attempts of a job ended within
+    # `auto_pause_window_seconds` and at least `auto_pause_failure_ratio` of them ended
+    # carrier_error or failed, the job pauses itself. 0 attempts turns it off.
+    auto_pause_min_attempts: int = Field(default=10, ge=0)
+    auto_pause_window_seconds: float = Field(default=120.0, gt=0)
+    auto_pause_failure_ratio: float = Field(default=0.5, gt=0, le=1)
 
 
 class PricingConfig(_Section):

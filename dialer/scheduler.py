@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from dialer import retry
+from dialer import autopause, retry
 from dialer.clock import Clock
 from dialer.config import Config
 from dialer.providers.base import DialRequest, DialResult, Provider
@@ -111,6 +111,13 @@ class Engine:
         self.max_live_observed = 0
         self.running = False
         self.idle = asyncio.Event()  # set whenever the loop parks with nothing ready to do
+        self._progress = asyncio.Event()
+        self._failure_windows: dict[str, autopause.FailureWindow] = {}
+        self._auto_pause = autopause.AutoPauseRule(
+            min_attempts=config.engine.auto_pause_min_attempts,
+            window_seconds=config.engine.auto_pause_window_seconds,
+            failure_ratio=config.engine.auto_pause_failure_ratio,
+        )
 
     # ------------------------------------------------------------ control
 
@@ -118,6 +125,20 @@ class Engine:
         """Something changed in the jobs table (created, started, cancelled...): look again."""
         self._jobs_dirty = True
         self._wake.set()
+        self._progressed()
+
+    def progress_event(self) -> asyncio.Event:
+        """An event set at the next change of any job's counts or status (for live progress)."""
+        return self._progress
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    def job_resumed(self, job_id: str) -> None:
+        """An operator resumed or retried the job: forget its recent failures, dial for it."""
+        self._failure_windows.pop(job_id, None)
+        self.wake_job(job_id)
 
     def stop(self) -> None:
         """Stop claiming; live calls get `shutdown_grace_seconds` to finish."""
@@ -204,6 +225,7 @@ class Engine:
             else:
                 fresh[row.id] = RunningJob(row=row, policy=_policy(row))
         self._jobs = fresh
+        self._failure_windows = {j: w for j, w in self._failure_windows.items() if j in fresh}
         self._next_scheduled = await self.store.next_scheduled_start()
 
     def wake_job(self, job_id: str) -> None:
@@ -256,6 +278,8 @@ class Engine:
                 await self._mark_idle(job, now)
             for contact in claimed:
                 self._start_call(job, contact)
+            if claimed:
+                self._progressed()
             if claimed and bucket.tokens < 1:
                 next_due = _earliest(next_due, bucket.next_token_at(now))
         return next_due
@@ -345,6 +369,7 @@ class Engine:
             self._live.pop(call.contact.id, None)
             self._live_job[call.job_id] -= 1
             self._live_org[call.organization_id] -= 1
+        self._progressed()
         for (call, result), outcome in zip(done, outcomes, strict=True):
             log.info(
                 "call_attempt_finished",
@@ -365,6 +390,9 @@ class Engine:
             if result.not_placed:
                 job.idle_until = max(job.idle_until, now + NOT_PLACED_BACKOFF_SECONDS)
             await self._count_fatal(job, result, now)
+            # Calls cut short by a restart say nothing about the carrier: not counted.
+            if not (result.not_placed or result.job_fatal or result.retryable):
+                await self._watch_failures(job, result.status, now)
         for o in refused:
             log.error(
                 "call_outcome_refused",
@@ -428,8 +456,28 @@ class Engine:
                 log.error("job_failed", job_id=job.row.id, reason=reason)
             self._job_finished(job.row.id)
 
+    async def _watch_failures(self, job: RunningJob, outcome: ContactStatus, now: float) -> None:
+        """Pause the job when most of its recent attempts failed for carrier/provider reasons."""
+        job_id = job.row.id
+        if job_id not in self._jobs:  # failed or paused by an earlier outcome of this batch
+            return
+        window = self._failure_windows.get(job_id)
+        if window is None:
+            window = self._failure_windows[job_id] = autopause.FailureWindow(self._auto_pause)
+        reason = window.record(outcome, now)
+        if reason is None:
+            return
+        if await self.store.pause_job(job_id, reason, now, [JobStatus.RUNNING]):
+            log.warning("job_auto_paused", job_id=job_id, reason=reason)
+        # Paused (or no longer running): stop dialing for it; live calls finish and are recorded.
+        self._jobs.pop(job_id, None)
+        self._failure_windows.pop(job_id, None)
+        self._progressed()
+
     def _job_finished(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
+        self._failure_windows.pop(job_id, None)
+        self._progressed()
         log.info("job_finished", job_id=job_id)
 
     # ------------------------------------------------------------ restart

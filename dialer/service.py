@@ -1,4 +1,5 @@
-"""Job operations for the API: create, inspect, list, cancel, start, reschedule.
+"""Job operations for the API: create, inspect, list, cancel, start, reschedule, pause, resume,
+retry, live progress and export.
 
 Every method takes the caller's organization and never touches another organization's jobs.
 Errors are `ServiceError`s carrying the API error code.
@@ -6,20 +7,20 @@ Errors are `ServiceError`s carrying the API error code.
 
 from __future__ import annotations
 
-import math
 import secrets
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dialer import estimates, intake, states
+from dialer import estimates, export, intake, states
 from dialer.clock import Clock
 from dialer.config import Config
 from dialer.scheduler import Engine
 from dialer.states import ContactStatus, JobStatus
 from storage.db import TransitionError
-from storage.store import ContactRow, JobRow, NewContact, NewJob, Store
+from storage.store import ContactRow, JobDetailRow, JobRow, NewContact, NewJob, Store
 
 
 class ServiceError(Exception):
@@ -37,6 +38,9 @@ class ServiceError(Exception):
 
 def not_found(job_id: str) -> ServiceError:
     return ServiceError(404, "job_not_found", f"Batch job {job_id!r} not found")
+
+
+MANUAL_PAUSE_REASON = "Paused by operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,18 +209,16 @@ class JobService:
         )
         if found is None:
             raise not_found(job_id)
-        job, counts, contacts, total, avg = found
         return Detail(
-            job=job,
-            counts=full_breakdown(counts),
-            contacts=contacts,
-            contacts_total=total,
-            estimated_completion=self._estimated_completion(job, counts, avg),
+            job=found.job,
+            counts=full_breakdown(found.counts),
+            contacts=found.contacts,
+            contacts_total=found.contacts_total,
+            estimated_completion=self._estimated_completion(found),
         )
 
-    def _estimated_completion(
-        self, job: JobRow, counts: dict[str, int], avg_call: float | None
-    ) -> float | None:
+    def _estimated_completion(self, found: JobDetailRow) -> float | None:
+        job, counts, avg_call = found.job, found.counts, found.average_call_seconds
         if job.status in states.TERMINAL_JOB_STATUSES:
             return job.completed_at if job.status == JobStatus.COMPLETED else None
         now = self.clock.now()
@@ -231,7 +233,11 @@ class JobService:
             job.concurrent_call_limit,
             call_seconds,
         )
-        return start + remaining
+        finish = start + remaining
+        if found.last_retry_due is not None:
+            # A queued retry cannot finish before it is due.
+            finish = max(finish, found.last_retry_due + call_seconds)
+        return finish
 
     async def list(
         self, org_id: str, status: str | None, page: int, page_size: int
@@ -289,6 +295,83 @@ class JobService:
         self.engine.notify()
         return await self.get(org_id, job_id)
 
+    # ------------------------------------------------------------ job controls
+
+    async def pause(self, org_id: str, job_id: str, reason: str | None) -> JobRow:
+        """Stop dialing for a job; its live calls finish and are recorded. Idempotent."""
+        job = await self.get(org_id, job_id)
+        if job.status == JobStatus.PAUSED:
+            return job
+        paused = await self.store.pause_job(
+            job_id,
+            reason or MANUAL_PAUSE_REASON,
+            self.clock.now(),
+            states.PAUSABLE_JOB_STATUSES,
+            organization_id=org_id,
+        )
+        job = await self.get(org_id, job_id)
+        if not paused and job.status != JobStatus.PAUSED:
+            raise ServiceError(
+                400,
+                "job_not_pausable",
+                f"Batch job is {job.status}; only pending, scheduled or running jobs can be paused",
+            )
+        self.engine.notify()
+        return job
+
+    async def resume(self, org_id: str, job_id: str) -> JobRow:
+        """Let a paused job dial again. Resuming an active job that is not paused is a no-op."""
+        job = await self.get(org_id, job_id)
+        resumed = job.status == JobStatus.PAUSED and await self.store.resume_job(
+            org_id, job_id, self.clock.now()
+        )
+        job = await self.get(org_id, job_id)
+        if resumed:
+            self.engine.job_resumed(job_id)
+        elif job.status not in states.PAUSABLE_JOB_STATUSES:
+            raise ServiceError(
+                400,
+                "job_not_resumable",
+                f"Batch job is {job.status}; only paused jobs can be resumed",
+            )
+        return job
+
+    async def retry(
+        self, org_id: str, job_id: str, statuses: Sequence[str] | None, attempts: int
+    ) -> tuple[JobRow, int, tuple[str, ...]]:
+        """Re-queue contacts that ended in `statuses` (default: the job's retryable ones).
+
+        Returns the job, how many contacts were re-queued, and the statuses used.
+        """
+        job = await self.get(org_id, job_id)
+        wanted = tuple(statuses) if statuses else job.retry_statuses
+        try:
+            requeued = await self.store.retry_contacts(
+                org_id, job_id, wanted, attempts, self.clock.now(), states.RETRYABLE_JOB_STATUSES
+            )
+        except TransitionError:
+            raise ServiceError(
+                400,
+                "job_not_retryable",
+                f"Batch job is {job.status}; only running, paused, completed or failed jobs "
+                "can be retried",
+            ) from None
+        if requeued:
+            self.engine.job_resumed(job_id)
+        return await self.get(org_id, job_id), requeued, wanted
+
+    async def snapshot(self, org_id: str, job_id: str) -> tuple[JobRow, dict[str, int]]:
+        """The job and its contact status counts, read together."""
+        found = await self.store.job_with_counts(org_id, job_id)
+        if found is None:
+            raise not_found(job_id)
+        return found
+
+    async def export_csv(self, org_id: str, job_id: str) -> tuple[JobRow, AsyncIterator[bytes]]:
+        """The job and its contacts as CSV chunks (read page by page, never all at once)."""
+        job = await self.get(org_id, job_id)
+        return job, export.csv_chunks(self.store, job.id)
+
 
 def full_breakdown(counts: dict[str, int]) -> dict[str, int]:
     """All 12 contact statuses, zeros included, in the documented order."""
@@ -305,12 +388,3 @@ def progress(job: JobRow, counts: dict[str, int]) -> dict[str, int]:
         "successfulCalls": successful,
         "failedCalls": failed,
     }
-
-
-def pages(total: int, page: int, size: int) -> bool:
-    """Whether there is a page after `page`."""
-    return page * size < total if total else False
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b) if b else 0

@@ -64,3 +64,9 @@ ACTIVE_JOB_STATUSES = frozenset(
     {JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING, JobStatus.PAUSED}
 )
 TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+# Jobs an operator may pause (a paused job dials no one until it is resumed).
+PAUSABLE_JOB_STATUSES = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING})
+# Jobs whose failed contacts an operator may put back in the queue for another round.
+RETRYABLE_JOB_STATUSES = frozenset(
+    {JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.COMPLETED, JobStatus.FAILED}
+)

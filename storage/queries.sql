@@ -51,11 +51,12 @@ WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
 
 -- claim_contacts --
 -- Due retries first, then fresh contacts, each in upload order. One statement, so the guard on
--- status and the update cannot be separated.
+-- status and the update cannot be separated. Only for a running job: a job paused (or cancelled)
+-- after the scheduler chose it claims no one.
 UPDATE contacts
 SET status = 'dialing', attempt_count = attempt_count + 1, last_attempt_at = :now,
     next_retry_at = NULL, updated_at = :now
-WHERE id IN (
+WHERE (SELECT status FROM jobs WHERE id = :job_id) = 'running' AND id IN (
     SELECT id FROM (
         SELECT id, 0 AS pri, next_retry_at AS k1, seq FROM contacts
         WHERE job_id = :job_id AND status = 'queued' AND next_retry_at <= :now
@@ -110,7 +111,7 @@ WHERE id = :id AND status = 'running'
       WHERE job_id = :id AND status IN ('pending', 'queued', 'dialing') AND n > 0)
 
 -- cancel_job --
-UPDATE jobs SET status = 'cancelled', completed_at = :now, updated_at = :now
+UPDATE jobs SET status = 'cancelled', status_reason = NULL, completed_at = :now, updated_at = :now
 WHERE id = :id AND organization_id = :org
   AND status IN ('pending', 'scheduled', 'running', 'paused')
 
@@ -139,6 +140,9 @@ JOIN attempts a ON a.contact_id = c.id AND a.attempt_no = c.attempt_count AND a.
 WHERE c.status = 'dialing'
 ORDER BY c.job_id, c.seq
 
+-- last_retry_due --
+SELECT max(next_retry_at) FROM contacts WHERE job_id = ? AND status = 'queued'
+
 -- average_call_seconds --
 SELECT avg(ended_at - started_at) FROM attempts
 WHERE job_id = ? AND outcome IS NOT NULL AND outcome <> 'not_placed' AND ended_at IS NOT NULL
@@ -158,3 +162,73 @@ SELECT * FROM api_keys WHERE (:org IS NULL OR organization_id = :org) ORDER BY c
 
 -- revoke_api_key --
 UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL
+
+-- pause_job --
+UPDATE jobs SET status = 'paused', status_reason = :reason, updated_at = :now
+WHERE id = :id AND (:org IS NULL OR organization_id = :org)
+  AND status IN (SELECT value FROM json_each(:from_statuses))
+
+-- resume_job --
+-- Back to where the job would be had it not been paused: running once it has started, else
+-- waiting for its scheduled start (or starting now).
+UPDATE jobs
+SET status = CASE
+        WHEN actual_start_time IS NOT NULL THEN 'running'
+        WHEN scheduled_start_time > :now THEN 'scheduled'
+        ELSE 'pending'
+    END,
+    status_reason = NULL, updated_at = :now
+WHERE id = :id AND organization_id = :org AND status = 'paused'
+
+-- retry_contacts --
+-- Another round for contacts that ended in one of :statuses: due now, with :attempts more
+-- attempts than they have made (never fewer than they had). Their attempt rows stay as they are.
+UPDATE contacts
+SET status = 'queued', next_retry_at = :now, completed_at = NULL,
+    max_attempts = max(max_attempts, attempt_count + :attempts), updated_at = :now
+WHERE job_id = :job_id AND status IN (SELECT value FROM json_each(:statuses))
+
+-- restart_job_for_retry --
+-- A paused job stays paused (the operator resumes it); any other runs again.
+UPDATE jobs
+SET status = CASE status WHEN 'paused' THEN 'paused' ELSE 'running' END,
+    status_reason = CASE status WHEN 'paused' THEN status_reason END,
+    actual_start_time = coalesce(actual_start_time, :now),
+    completed_at = NULL, retry_rounds = retry_rounds + 1, updated_at = :now
+WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
+
+-- list_calls --
+-- Contacts with their latest placed attempt, in upload order. Filters: statuses (JSON array or
+-- NULL), external id (the contact's external_id field, else its contact_id), seq after.
+SELECT c.*, a.started_at AS call_started_at, a.answered_at AS call_answered_at,
+       a.ended_at AS call_ended_at
+FROM contacts c
+LEFT JOIN attempts a ON a.id = (
+    SELECT max(id) FROM attempts
+    WHERE contact_id = c.id AND (outcome IS NULL OR outcome <> 'not_placed'))
+WHERE c.job_id = :job_id AND c.seq > :after_seq
+  AND (:statuses IS NULL OR c.status IN (SELECT value FROM json_each(:statuses)))
+  AND (:external_id IS NULL OR CAST(coalesce(json_extract(c.contact_data, '$.external_id'),
+                                             json_extract(c.contact_data, '$.contact_id'))
+                                    AS TEXT) = :external_id)
+ORDER BY c.seq
+LIMIT :limit OFFSET :offset
+
+-- count_calls --
+SELECT count(*) FROM contacts c
+WHERE c.job_id = :job_id
+  AND (:statuses IS NULL OR c.status IN (SELECT value FROM json_each(:statuses)))
+  AND (:external_id IS NULL OR CAST(coalesce(json_extract(c.contact_data, '$.external_id'),
+                                             json_extract(c.contact_data, '$.contact_id'))
+                                    AS TEXT) = :external_id)
+
+-- count_dispatched --
+-- Contacts with at least one call placed (a given-back claim does not count).
+SELECT count(*) FROM contacts WHERE job_id = ? AND attempt_count > 0
+
+-- contact_field_names --
+-- Every key of the contacts' data, in the order they first appear.
+SELECT j.key FROM contacts c, json_each(c.contact_data) j
+WHERE c.job_id = ?
+GROUP BY j.key
+ORDER BY min(c.seq), min(j.id)

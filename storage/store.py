@@ -72,6 +72,7 @@ class JobRow:
     total_contacts: int
     status_reason: str | None
     estimated_cost_usd: float
+    retry_rounds: int = 0  # operator retry rounds (migration 0002)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRow:
@@ -104,6 +105,44 @@ class ContactRow:
         values = dict(row)
         values["contact_data"] = json.loads(values["contact_data"])
         return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetailRow:
+    job: JobRow
+    counts: dict[str, int]
+    contacts: list[ContactRow]
+    contacts_total: int
+    average_call_seconds: float | None
+    last_retry_due: float | None  # the latest nextRetryAt of the job's queued contacts
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow:
+    """A contact with the times of its latest placed attempt (None before any)."""
+
+    contact: ContactRow
+    started_at: float | None
+    answered_at: float | None
+    ended_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> CallRow:
+        values = dict(row)
+        started = values.pop("call_started_at")
+        answered = values.pop("call_answered_at")
+        ended = values.pop("call_ended_at")
+        values["contact_data"] = json.loads(values["contact_data"])
+        return cls(ContactRow(**values), started, answered, ended)
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Which contacts `Store.list_calls` returns."""
+
+    statuses: Sequence[str] | None = None
+    external_id: str | None = None
+    after_seq: int = 0  # keyset paging: only contacts after this upload position
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,12 +378,10 @@ class Store:
         contact_status: str | None,
         limit: int,
         offset: int,
-    ) -> tuple[JobRow, dict[str, int], list[ContactRow], int, float | None] | None:
-        """Job, status counts, a page of contacts, the filtered total, average call seconds."""
+    ) -> JobDetailRow | None:
+        """Job, status counts, a page of contacts, the filtered total, timing facts."""
 
-        def q(
-            conn: sqlite3.Connection,
-        ) -> tuple[JobRow, dict[str, int], list[ContactRow], int, float | None] | None:
+        def q(conn: sqlite3.Connection) -> JobDetailRow | None:
             row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
             if row is None:
                 return None
@@ -353,10 +390,73 @@ class Store:
             params = {"job_id": job_id, "status": contact_status, "limit": limit, "offset": offset}
             contacts = [ContactRow.from_row(r) for r in conn.execute(Q()["list_contacts"], params)]
             total = counts.get(contact_status, 0) if contact_status else job.total_contacts
-            avg = conn.execute(Q()["average_call_seconds"], (job_id,)).fetchone()[0]
-            return job, counts, contacts, total, avg
+            return JobDetailRow(
+                job=job,
+                counts=counts,
+                contacts=contacts,
+                contacts_total=total,
+                average_call_seconds=conn.execute(
+                    Q()["average_call_seconds"], (job_id,)
+                ).fetchone()[0],
+                last_retry_due=conn.execute(Q()["last_retry_due"], (job_id,)).fetchone()[0],
+            )
 
         return await self._read(q)
+
+    async def job_with_counts(
+        self, organization_id: str, job_id: str
+    ) -> tuple[JobRow, dict[str, int]] | None:
+        """A job and its status counts, read together."""
+
+        def q(conn: sqlite3.Connection) -> tuple[JobRow, dict[str, int]] | None:
+            row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
+            return (JobRow.from_row(row), _counts(conn, job_id)) if row else None
+
+        return await self._read(q)
+
+    async def batch_overview(
+        self, organization_id: str, job_id: str
+    ) -> tuple[JobRow, dict[str, int], int, list[ContactRow]] | None:
+        """A job, its status counts, how many contacts were dialed, and all its contacts."""
+
+        def q(
+            conn: sqlite3.Connection,
+        ) -> tuple[JobRow, dict[str, int], int, list[ContactRow]] | None:
+            row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
+            if row is None:
+                return None
+            dispatched = int(conn.execute(Q()["count_dispatched"], (job_id,)).fetchone()[0])
+            params = {"job_id": job_id, "status": None, "limit": -1, "offset": 0}
+            contacts = [ContactRow.from_row(r) for r in conn.execute(Q()["list_contacts"], params)]
+            return JobRow.from_row(row), _counts(conn, job_id), dispatched, contacts
+
+        return await self._read(q)
+
+    async def list_calls(
+        self, job_id: str, where: CallFilter, limit: int, offset: int = 0, *, count: bool = False
+    ) -> tuple[list[CallRow], int | None]:
+        """A page of contacts with their latest attempt; the filtered total when `count`."""
+        params = {
+            "job_id": job_id,
+            "statuses": None if where.statuses is None else json.dumps(list(where.statuses)),
+            "external_id": where.external_id,
+            "after_seq": where.after_seq,
+            "limit": limit,
+            "offset": offset,
+        }
+
+        def q(conn: sqlite3.Connection) -> tuple[list[CallRow], int | None]:
+            rows = [CallRow.from_row(r) for r in conn.execute(Q()["list_calls"], params)]
+            total = int(conn.execute(Q()["count_calls"], params).fetchone()[0]) if count else None
+            return rows, total
+
+        return await self._read(q)
+
+    async def contact_field_names(self, job_id: str) -> list[str]:
+        """Every field name in the job's contact data, in order of first appearance."""
+        return await self._read(
+            lambda conn: [r[0] for r in conn.execute(Q()["contact_field_names"], (job_id,))]
+        )
 
     async def status_counts(self, job_id: str) -> dict[str, int]:
         return await self._read(lambda conn: _counts(conn, job_id))
@@ -448,6 +548,66 @@ class Store:
                 raise TransitionError(f"job {job_id} cannot be rescheduled")
 
         await self._write(tx)
+
+    async def pause_job(
+        self,
+        job_id: str,
+        reason: str,
+        now: float,
+        from_statuses: Iterable[str],
+        organization_id: str | None = None,
+    ) -> bool:
+        """Pause a job in one of `from_statuses` (of that organization, when given)."""
+        params = {
+            "id": job_id,
+            "org": organization_id,
+            "reason": reason,
+            "now": now,
+            "from_statuses": json.dumps(list(from_statuses)),
+        }
+        return await self._write(lambda conn: conn.execute(Q()["pause_job"], params).rowcount == 1)
+
+    async def resume_job(self, organization_id: str, job_id: str, now: float) -> bool:
+        """Resume a paused job; False when it is not paused."""
+        params = {"id": job_id, "org": organization_id, "now": now}
+        return await self._write(lambda conn: conn.execute(Q()["resume_job"], params).rowcount == 1)
+
+    async def retry_contacts(
+        self,
+        organization_id: str,
+        job_id: str,
+        statuses: Sequence[str],
+        attempts: int,
+        now: float,
+        job_statuses: Iterable[str],
+    ) -> int:
+        """Re-queue the job's contacts in `statuses` for another round; return how many.
+
+        Raises TransitionError when the job is not in one of `job_statuses`. When any contact was
+        re-queued the job counts one more retry round and runs again (a paused job stays paused).
+        """
+        allowed = json.dumps(list(job_statuses))
+
+        def tx(conn: sqlite3.Connection) -> int:
+            row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
+            if row is None or row["status"] not in json.loads(allowed):
+                raise TransitionError(f"job {job_id} cannot be retried")
+            requeued = conn.execute(
+                Q()["retry_contacts"],
+                {
+                    "job_id": job_id,
+                    "statuses": json.dumps(list(statuses)),
+                    "attempts": attempts,
+                    "now": now,
+                },
+            ).rowcount
+            if requeued:
+                params = {"id": job_id, "now": now, "from_statuses": allowed}
+                if conn.execute(Q()["restart_job_for_retry"], params).rowcount != 1:
+                    raise TransitionError(f"job {job_id} cannot be retried")
+            return requeued
+
+        return await self._write(tx)
 
     async def complete_jobs_if_done(self, job_ids: Iterable[str], now: float) -> list[str]:
         ids = list(job_ids)

@@ -496,7 +496,11 @@ class LiveKitProvider:
             reason = "room_finished"
         else:
             return "ignored"
-        at = float(event.created_at) if event.created_at else self._clock.now()
+        now = self._clock.now()
+        # `created_at` has whole seconds: a webhook that arrives within that second is timed
+        # finer by now; a late one (queued, retried) by when LiveKit says the call ended.
+        created = float(event.created_at) if event.created_at else now
+        at = now if now - created < 1 else created
         if not call.end(at, reason):
             return "duplicate"
         log.info("webhook_call_ended", room=room, webhook_event=event.event, reason=reason)

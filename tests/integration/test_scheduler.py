@@ -96,6 +96,8 @@ async def test_busy_number_is_retried_with_backoff(start_app: StartApp, tmp_path
     first = await contact()
     assert first["status"] == "queued"
     assert parse(first["nextRetryAt"]) - parse(first["lastAttemptAt"]) == 300
+    estimate = (await running.detail(job_id))["estimatedCompletionTime"]
+    assert parse(estimate) > parse(first["nextRetryAt"])
     await running.clock.advance(299)
     await wait_until(lambda: _parked(running))
     assert (await contact())["attemptCount"] == 1

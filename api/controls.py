@@ -1,0 +1,229 @@
+"""Job controls: pause, resume, retry, CSV export, and live progress as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from api import keys as appkeys
+from api.auth import organization
+from api.batch import read_json, validation_error
+from api.errors import ApiError
+from dialer import service, states
+from dialer.states import JobStatus
+from storage.store import JobRow
+
+routes = web.RouteTableDef()
+
+# Live progress: at most one snapshot per this many seconds per stream (changes in between are
+# folded into the next one), and a comment line when nothing changed for a while so that
+# proxies keep the connection open. Wall-clock pacing of the stream, not job time.
+EVENT_MIN_INTERVAL_SECONDS = 0.25
+EVENT_KEEPALIVE_SECONDS = 15.0
+
+# Set when the app shuts down: open event streams end, so shutdown does not wait on them.
+STREAMS_CLOSING = web.AppKey("event_streams_closing", asyncio.Event)
+
+RETRY_STATUSES = sorted(states.FAILURE_STATUSES)
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+class PauseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    reason: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+
+
+class RetryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    statuses: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
+    extraAttempts: StrictInt = Field(default=1, ge=1, le=10)
+
+
+def setup(app: web.Application) -> None:
+    """Add the control routes and end open event streams at shutdown."""
+    app[STREAMS_CLOSING] = asyncio.Event()
+    app.router.add_routes(routes)
+
+    async def close_streams(app: web.Application) -> None:
+        app[STREAMS_CLOSING].set()
+
+    app.on_shutdown.append(close_streams)
+
+
+async def optional_body(request: web.Request, model: type[Body]) -> Body:
+    """The JSON object body validated into `model`; no body at all means every default."""
+    body: Any = {}
+    if request.can_read_body:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "validation_error", "Request body must be a JSON object")
+    try:
+        return model.model_validate(body, strict=True)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def control_json(job: JobRow, message: str) -> dict[str, Any]:
+    return {
+        "success": True,
+        "batchJobId": job.id,
+        "status": job.status,
+        "pauseReason": pause_reason(job),
+        "message": message,
+    }
+
+
+def pause_reason(job: JobRow) -> str | None:
+    return job.status_reason if job.status == JobStatus.PAUSED else None
+
+
+@routes.post("/batch/jobs/{batch_job_id}/pause")
+async def pause_job(request: web.Request) -> web.Response:
+    body = await optional_body(request, PauseBody)
+    job = await request.app[appkeys.SERVICE].pause(
+        organization(request), request.match_info["batch_job_id"], body.reason
+    )
+    return web.json_response(
+        control_json(job, "Batch job paused; calls in progress finish normally")
+    )
+
+
+@routes.post("/batch/jobs/{batch_job_id}/resume")
+async def resume_job(request: web.Request) -> web.Response:
+    job = await request.app[appkeys.SERVICE].resume(
+        organization(request), request.match_info["batch_job_id"]
+    )
+    return web.json_response(control_json(job, "Batch job resumed"))
+
+
+@routes.post("/batch/jobs/{batch_job_id}/retry")
+async def retry_job(request: web.Request) -> web.Response:
+    body = await optional_body(request, RetryBody)
+    unknown = [s for s in body.statuses or () if s not in states.FAILURE_STATUSES]
+    if unknown:
+        raise ApiError(
+            400,
+            "invalid_retry_status",
+            f"Cannot retry contacts in status {unknown[0][:40]!r}; statuses must be among: "
+            + ", ".join(RETRY_STATUSES),
+        )
+    job, requeued, statuses = await request.app[appkeys.SERVICE].retry(
+        organization(request), request.match_info["batch_job_id"], body.statuses, body.extraAttempts
+    )
+    body_out = control_json(
+        job,
+        f"{requeued} contacts re-queued for another round"
+        if requeued
+        else "No contact ended in these statuses; nothing to retry",
+    )
+    body_out.update(
+        {"contactsRequeued": requeued, "statuses": statuses, "retryRounds": job.retry_rounds}
+    )
+    return web.json_response(body_out)
+
+
+@routes.get("/batch/jobs/{batch_job_id}/export")
+async def export_job(request: web.Request) -> web.StreamResponse:
+    job, chunks = await request.app[appkeys.SERVICE].export_csv(
+        organization(request), request.match_info["batch_job_id"]
+    )
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{job.id}.csv"',
+        }
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    async for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+# ----------------------------------------------------------------- live progress
+
+
+def progress_event(job: JobRow, counts: dict[str, int]) -> dict[str, Any]:
+    """One snapshot, all from one read (statusBreakdown.dialing is the number of live calls)."""
+    return {
+        "batchJobId": job.id,
+        "status": job.status,
+        "pauseReason": pause_reason(job),
+        "statusReason": job.status_reason,
+        **service.progress(job, counts),
+        "statusBreakdown": service.full_breakdown(counts),
+        "completedAt": service.iso(job.completed_at),
+    }
+
+
+def sse(event: str, event_id: int, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\nid: {event_id}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def pace(seconds: float) -> None:
+    """Hold the next event back until the stream's minimum interval has passed."""
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+
+
+async def _first(*events: asyncio.Event, timeout: float) -> bool:
+    """Wait until one of the events is set or the timeout passes; True if one was set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return bool(done)
+
+
+@routes.get("/batch/jobs/{batch_job_id}/events")
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """A `progress` event now and whenever the job's counts or status change (throttled), an
+    `end` event when the job is completed, failed or cancelled; then the stream closes."""
+    svc = request.app[appkeys.SERVICE]
+    engine = request.app[appkeys.ENGINE]
+    closing = request.app[STREAMS_CLOSING]
+    org, job_id = organization(request), request.match_info["batch_job_id"]
+    loop = asyncio.get_running_loop()
+    # Taken before each read, so a change made while we read or write is never missed.
+    changed = engine.progress_event()
+    job, counts = await svc.snapshot(org, job_id)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    sent: dict[str, Any] | None = None
+    sent_at = -EVENT_MIN_INTERVAL_SECONDS
+    event_id = 0
+    with contextlib.suppress(ConnectionError):
+        while True:
+            data = progress_event(job, counts)
+            final = job.status in states.TERMINAL_JOB_STATUSES
+            if final or data != sent:
+                event_id += 1
+                await response.write(sse("end" if final else "progress", event_id, data))
+                sent, sent_at = data, loop.time()
+            if final:
+                break
+            if not await _first(changed, closing, timeout=EVENT_KEEPALIVE_SECONDS):
+                await response.write(b": keep-alive\n\n")
+                continue
+            if closing.is_set():
+                break
+            await pace(sent_at + EVENT_MIN_INTERVAL_SECONDS - loop.time())
+            changed = engine.progress_event()
+            job, counts = await svc.snapshot(org, job_id)
+        await response.write_eof()
+    return response

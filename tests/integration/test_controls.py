@@ -1,0 +1,563 @@
+"""Job controls through the HTTP API: pause, resume, retry, automatic pause, export, live events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+
+from api import controls
+from dialer import export
+from storage.store import CallFilter, CallRow, Store
+from tests.conftest import ORG, Running, StartApp, make_config, wait_until
+
+CONTROLS = ("pause", "resume", "retry")
+
+
+def phones(n: int, start: int = 101, prefix: str = "+1202555") -> list[dict[str, Any]]:
+    return [{"phone": f"{prefix}{start + i:04d}"} for i in range(n)]
+
+
+async def post(running: Running, path: str, body: Any = None, key: str | None = None) -> Any:
+    resp = await running.client.post(path, json=body, headers=running.headers(key))
+    return resp.status, await resp.json()
+
+
+async def breakdown_is(running: Running, job_id: str, **expected: int) -> bool:
+    counts = (await running.detail(job_id))["statusBreakdown"]
+    return all(counts[status] == n for status, n in expected.items())
+
+
+async def simulated(
+    start_app: StartApp,
+    tmp_path: Path,
+    outcomes: dict[str, str] | None = None,
+    engine: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Running:
+    """An app whose numbers starting with a prefix of `outcomes` end in that outcome (the rest
+    are answered), with other simulated-provider `settings` (call_seconds...)."""
+    rules = [{"prefix": prefix, "outcome": o} for prefix, o in (outcomes or {}).items()]
+    config = make_config(
+        tmp_path, engine=engine or {}, telephony={"simulated": {**settings, "rules": rules}}
+    )
+    return await start_app(config)
+
+
+async def slow_calls(start_app: StartApp, tmp_path: Path) -> Running:
+    """An app whose answered calls last 60 s of fake time."""
+    return await simulated(start_app, tmp_path, call_seconds=60)
+
+
+# ----------------------------------------------------------------- pause / resume
+
+
+async def test_paused_job_dials_no_one_and_live_calls_are_recorded(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Pausing stops new dials; live calls finish and are recorded; resume dials the rest."""
+    running = await slow_calls(start_app, tmp_path)
+    job_id = (await running.create_json(phones(5), concurrentCallLimit=2))["batchJobId"]
+    await wait_until(lambda: calls_in_progress(running, job_id, 2))
+
+    status, body = await post(running, f"/batch/jobs/{job_id}/pause", {"reason": "agent update"})
+    assert status == 200, body
+    assert (body["status"], body["pauseReason"]) == ("paused", "agent update")
+    await running.clock.advance(60)
+    await wait_until(lambda: breakdown_is(running, job_id, completed=2, dialing=0))
+    await wait_until(lambda: _engine_idle(running))
+    detail = await running.detail(job_id)
+    assert detail["status"] == "paused"
+    assert detail["pauseReason"] == "agent update"
+    assert detail["statusBreakdown"]["pending"] == 3
+    assert running.engine.live_calls(job_id) == 0
+
+    status, body = await post(running, f"/batch/jobs/{job_id}/resume")
+    assert (status, body["status"], body["pauseReason"]) == (200, "running", None)
+    await wait_until(lambda: calls_in_progress(running, job_id, 2))
+    for _ in range(2):
+        await running.clock.advance(60)
+        await wait_until(lambda: _engine_idle(running))
+    detail = await running.wait_status(job_id, "completed")
+    assert detail["statusBreakdown"]["completed"] == 5
+
+
+async def _engine_idle(running: Running) -> bool:
+    return running.engine.idle.is_set()
+
+
+async def calls_in_progress(running: Running, job_id: str, n: int) -> bool:
+    """n contacts dialing, and their calls are waiting on the fake clock (safe to advance)."""
+    return (
+        await breakdown_is(running, job_id, dialing=n)
+        and running.engine.idle.is_set()
+        and running.clock.next_deadline is not None
+    )
+
+
+async def test_pause_and_resume_are_idempotent(start_app: StartApp, tmp_path: Path) -> None:
+    """Pausing a paused job keeps its reason; resuming a running job is a no-op; both 200."""
+    running = await slow_calls(start_app, tmp_path)
+    job_id = (await running.create_json(phones(3)))["batchJobId"]
+    assert (await post(running, f"/batch/jobs/{job_id}/pause"))[1]["pauseReason"] == (
+        "Paused by operator"
+    )
+    status, body = await post(running, f"/batch/jobs/{job_id}/pause", {"reason": "other"})
+    assert (status, body["status"], body["pauseReason"]) == (200, "paused", "Paused by operator")
+    assert (await post(running, f"/batch/jobs/{job_id}/resume"))[1]["status"] == "running"
+    status, body = await post(running, f"/batch/jobs/{job_id}/resume")
+    assert (status, body["status"]) == (200, "running")
+
+
+async def test_paused_is_a_status_in_list_and_detail(running: Running) -> None:
+    """A paused job is listed under status=paused and shows paused with its reason in detail."""
+    job_id = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    other = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    await post(running, f"/batch/jobs/{job_id}/pause", {"reason": "holiday"})
+    resp = await running.client.get(
+        "/batch/jobs", params={"organizationId": ORG, "status": "paused"}, headers=running.headers()
+    )
+    listed = await resp.json()
+    assert [j["id"] for j in listed["batchJobs"]] == [job_id]
+    assert listed["batchJobs"][0]["pauseReason"] == "holiday"
+    assert (await running.detail(other))["pauseReason"] is None
+
+
+async def test_resume_of_a_job_paused_before_its_start_waits_for_the_schedule(
+    running: Running,
+) -> None:
+    """A scheduled job paused before its start goes back to scheduled, and starts on time."""
+    job_id = (await running.create_json(phones(1), scheduledStartTime="2026-01-01T01:00:00Z"))[
+        "batchJobId"
+    ]
+    await post(running, f"/batch/jobs/{job_id}/pause")
+    await running.clock.advance(7200)
+    await wait_until(lambda: _engine_idle(running))
+    assert (await running.detail(job_id))["status"] == "paused"
+    _, body = await post(running, f"/batch/jobs/{job_id}/resume")
+    assert body["status"] == "pending"  # its start time has passed: it starts now
+    await running.wait_status(job_id, "completed")
+
+    later = (await running.create_json(phones(1, 201), scheduledStartTime="2026-01-02T00:00:00Z"))[
+        "batchJobId"
+    ]
+    await post(running, f"/batch/jobs/{later}/pause")
+    _, body = await post(running, f"/batch/jobs/{later}/resume")
+    assert body["status"] == "scheduled"
+
+
+async def test_controls_on_jobs_in_the_wrong_state_are_400(running: Running) -> None:
+    """Finished jobs cannot be paused or resumed, cancelled or unstarted ones not retried."""
+    done = (await running.create_json(phones(1)))["batchJobId"]
+    await running.wait_status(done, "completed")
+    assert await post(running, f"/batch/jobs/{done}/pause") == (400, _error("job_not_pausable"))
+    assert await post(running, f"/batch/jobs/{done}/resume") == (400, _error("job_not_resumable"))
+
+    scheduled = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    assert await post(running, f"/batch/jobs/{scheduled}/retry") == (
+        400,
+        _error("job_not_retryable"),
+    )
+    await post(running, f"/batch/jobs/{scheduled}/cancel")
+    assert await post(running, f"/batch/jobs/{scheduled}/retry") == (
+        400,
+        _error("job_not_retryable"),
+    )
+
+
+class _error(dict[str, Any]):
+    """Matches a /batch error body with this code (any message)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code=code)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, dict)
+            and other.get("success") is False
+            and other.get("code") == self["code"]
+            and isinstance(other.get("error"), str)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("action", [*CONTROLS, "export", "events"])
+async def test_controls_answer_404_for_unknown_and_foreign_jobs(
+    running: Running, action: str
+) -> None:
+    """Every control answers 404 job_not_found for an unknown job and another org's job."""
+    foreign = (
+        await running.create_json(phones(1), key=running.other_key, fromPhoneNumberId="num_b")
+    )["batchJobId"]
+    for job_id in ("batch_nope", foreign):
+        path = f"/batch/jobs/{job_id}/{action}"
+        if action in CONTROLS:
+            resp = await running.client.post(path, headers=running.headers())
+        else:
+            resp = await running.client.get(path, headers=running.headers())
+        assert (resp.status, (await resp.json())["code"]) == (404, "job_not_found")
+
+
+async def test_control_bodies_are_validated(running: Running) -> None:
+    """Unknown fields, bad types and unknown statuses are 400 with a code, and change nothing."""
+    job_id = (await running.create_json(phones(1)))["batchJobId"]
+    await running.wait_status(job_id, "completed")
+    for path, body, code in (
+        ("pause", {"why": "x"}, "validation_error"),
+        ("pause", {"reason": 5}, "validation_error"),
+        ("retry", {"statuses": "busy"}, "validation_error"),
+        ("retry", {"statuses": []}, "validation_error"),
+        ("retry", {"extraAttempts": 0}, "validation_error"),
+        ("retry", {"statuses": ["completed"]}, "invalid_retry_status"),
+        ("retry", {"statuses": ["busy", "bogus"]}, "invalid_retry_status"),
+        ("retry", [1], "validation_error"),
+    ):
+        assert await post(running, f"/batch/jobs/{job_id}/{path}", body) == (400, _error(code))
+    resp = await running.client.post(
+        f"/batch/jobs/{job_id}/retry", data=b"{not json", headers=running.headers()
+    )
+    assert (resp.status, (await resp.json())["code"]) == (400, "invalid_json")
+    detail = await running.detail(job_id)
+    assert (detail["status"], detail["retryRounds"]) == ("completed", 0)
+
+
+# ----------------------------------------------------------------- retry
+
+
+async def test_retry_requeues_failed_contacts_and_keeps_their_history(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Retry re-queues busy contacts for one more attempt; the job runs again; history is kept."""
+    running = await simulated(
+        start_app, tmp_path, {"+1202555010": "busy", "+1202555020": "invalid_number"}
+    )
+    contacts = phones(2, 101) + phones(1, 201) + phones(1, 301)
+    job_id = (await running.create_json(contacts, maxAttempts=1))["batchJobId"]
+    await running.wait_status(job_id, "completed")
+
+    status, body = await post(running, f"/batch/jobs/{job_id}/retry")
+    assert status == 200, body
+    assert body["contactsRequeued"] == 2  # busy is retryable; invalid_number is not
+    assert body["statuses"] == ["no_answer", "busy", "timeout", "carrier_error"]
+    assert (body["status"], body["retryRounds"]) == ("running", 1)
+    detail = await running.wait_status(job_id, "completed")
+    assert detail["statusBreakdown"]["busy"] == 2
+    busy = [c for c in detail["contacts"] if c["status"] == "busy"]
+    assert {(c["attemptCount"], c["maxAttempts"]) for c in busy} == {(2, 2)}
+    attempts = await running.store.list_attempts(int(busy[0]["id"].removeprefix("contact_")))
+    assert [(a.attempt_no, a.outcome) for a in attempts] == [(1, "busy"), (2, "busy")]
+
+    status, body = await post(
+        running, f"/batch/jobs/{job_id}/retry", {"statuses": ["invalid_number"], "extraAttempts": 2}
+    )
+    assert (status, body["contactsRequeued"], body["retryRounds"]) == (200, 1, 2)
+    detail = await running.wait_status(job_id, "completed")
+    invalid = [c for c in detail["contacts"] if c["status"] == "invalid_number"]
+    assert [(c["attemptCount"], c["maxAttempts"]) for c in invalid] == [(2, 3)]
+
+    # Nothing left in those statuses: nothing to do, and the finished job stays as it is.
+    _, body = await post(running, f"/batch/jobs/{job_id}/retry", {"statuses": ["failed"]})
+    assert (body["contactsRequeued"], body["status"], body["retryRounds"]) == (0, "completed", 2)
+
+
+async def test_retry_of_a_paused_job_requeues_but_keeps_it_paused(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Retrying a paused job re-queues its failed contacts; they are dialed once it resumes."""
+    running = await simulated(start_app, tmp_path, {"+1202555010": "no_answer"}, call_seconds=60)
+    contacts = phones(1, 101) + phones(1, 201)
+    job_id = (await running.create_json(contacts, maxAttempts=1, concurrentCallLimit=2))[
+        "batchJobId"
+    ]
+    await wait_until(lambda: breakdown_is(running, job_id, no_answer=1))
+    await wait_until(lambda: calls_in_progress(running, job_id, 1))
+    await post(running, f"/batch/jobs/{job_id}/pause")
+    status, body = await post(running, f"/batch/jobs/{job_id}/retry")
+    assert (status, body["contactsRequeued"], body["status"]) == (200, 1, "paused")
+    assert body["pauseReason"] == "Paused by operator"
+    await running.clock.advance(60)
+    await wait_until(lambda: breakdown_is(running, job_id, completed=1, queued=1))
+    await wait_until(lambda: _engine_idle(running))
+    assert (await running.detail(job_id))["status"] == "paused"
+
+    await post(running, f"/batch/jobs/{job_id}/resume")
+    detail = await running.wait_status(job_id, "completed")
+    assert (detail["statusBreakdown"]["no_answer"], detail["retryRounds"]) == (1, 1)
+
+
+# ----------------------------------------------------------------- automatic pause
+
+
+async def test_job_pauses_itself_when_most_recent_attempts_fail_at_the_carrier(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Ten carrier errors in a row pause the job with a pauseReason; the rest are not dialed."""
+    running = await simulated(start_app, tmp_path, {"+1202555": "carrier_error"})
+    job_id = (await running.create_json(phones(30), concurrentCallLimit=1))["batchJobId"]
+    detail = await running.wait_status(job_id, "paused")
+    assert detail["pauseReason"].startswith("Automatic pause: 10 of the last 10 attempts")
+    await wait_until(lambda: _engine_idle(running))
+    detail = await running.detail(job_id)
+    assert detail["status"] == "paused"
+    assert detail["statusBreakdown"]["pending"] == 20
+    assert detail["statusBreakdown"]["queued"] == 10  # carrier_error is retried later
+
+    # Resumed, it starts afresh: ten more failures before it pauses again.
+    _, body = await post(running, f"/batch/jobs/{job_id}/resume")
+    assert body["status"] == "running"
+    detail = await running.wait_status(job_id, "paused")
+    assert detail["statusBreakdown"]["pending"] == 10
+
+
+async def test_answered_calls_keep_a_job_with_some_carrier_errors_running(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Fewer than half of the recent attempts failing at the carrier does not pause the job."""
+    running = await simulated(start_app, tmp_path, {"+1202555020": "carrier_error"})
+    answered, failing = phones(11, 101), phones(9, 201)
+    # Answered, then alternating: at no point are half of the attempts carrier errors.
+    contacts = answered[:1] + [c for pair in zip(answered[1:], failing, strict=False) for c in pair]
+    job_id = (await running.create_json(contacts, concurrentCallLimit=1, maxAttempts=1))[
+        "batchJobId"
+    ]
+    detail = await running.wait_status(job_id, "completed", "paused")
+    assert detail["status"] == "completed"
+    assert detail["statusBreakdown"]["carrier_error"] == 9
+
+
+async def test_auto_pause_can_be_turned_off(start_app: StartApp, tmp_path: Path) -> None:
+    """With auto_pause_min_attempts = 0 a job of carrier errors runs to completion."""
+    running = await simulated(
+        start_app, tmp_path, {"+1202555": "carrier_error"}, {"auto_pause_min_attempts": 0}
+    )
+    job_id = (await running.create_json(phones(12), maxAttempts=1))["batchJobId"]
+    detail = await running.wait_status(job_id, "completed", "paused")
+    assert (detail["status"], detail["statusBreakdown"]["carrier_error"]) == ("completed", 12)
+
+
+# ----------------------------------------------------------------- export
+
+
+def parse_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+async def test_export_has_every_contact_with_outcome_and_custom_fields(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """The CSV has one row per contact: final status, attempts, SIP code, reason, custom fields."""
+    running = await simulated(start_app, tmp_path, {"+1202555020": "busy"}, call_seconds=30)
+    contacts = [
+        {"phone": "+12025550101", "name": "Ada", "plan": "pro", "status": "vip"},
+        {"phone": "+12025550201", "name": "Bob", "notes": {"tier": 2}},
+    ]
+    job_id = (await running.create_json(contacts, maxAttempts=1))["batchJobId"]
+    await wait_until(lambda: breakdown_is(running, job_id, busy=1))
+    await wait_until(lambda: calls_in_progress(running, job_id, 1))
+    await running.clock.advance(30)
+    await running.wait_status(job_id, "completed")
+
+    resp = await running.client.get(f"/batch/jobs/{job_id}/export", headers=running.headers())
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert resp.headers["Content-Disposition"] == f'attachment; filename="{job_id}.csv"'
+    assert resp.headers["Transfer-Encoding"] == "chunked"
+    text = await resp.text()
+    header = text.splitlines()[0].split(",")
+    assert header == [*export.COLUMNS, "name", "plan", "data.status", "notes"]
+    rows = parse_csv(text)
+    assert len(rows) == 2
+    ada, bob = rows
+    assert ada["phone"] == "+12025550101"
+    assert (ada["status"], ada["attempts"], ada["max_attempts"]) == ("completed", "1", "1")
+    assert (ada["duration_seconds"], ada["sip_code"], ada["reason"]) == ("30", "", "")
+    assert ada["last_call_started_at"] == "2026-01-01T00:00:00Z"
+    assert ada["last_call_ended_at"] == ada["completed_at"] == "2026-01-01T00:00:30Z"
+    assert (ada["name"], ada["plan"], ada["data.status"], ada["notes"]) == ("Ada", "pro", "vip", "")
+    assert (bob["status"], bob["sip_code"], bob["reason"]) == ("busy", "486", "simulated busy")
+    assert (bob["name"], bob["plan"], bob["notes"]) == ("Bob", "", '{"tier": 2}')
+    assert bob["contact_id"].startswith("contact_")
+
+
+async def test_export_reads_contacts_page_by_page(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export never asks the store for more than one page of contacts at a time."""
+    monkeypatch.setattr(export, "PAGE_SIZE", 7)
+    pages: list[int] = []
+    real = Store.list_calls
+
+    async def spy(
+        self: Store, job_id: str, where: CallFilter, limit: int, offset: int = 0, **kw: Any
+    ) -> tuple[list[CallRow], int | None]:
+        found = await real(self, job_id, where, limit, offset, **kw)
+        pages.append(len(found[0]))
+        assert limit == 7
+        return found
+
+    monkeypatch.setattr(Store, "list_calls", spy)
+    job_id = (await running.create_json(phones(20)))["batchJobId"]
+    await running.wait_status(job_id, "completed")
+    resp = await running.client.get(f"/batch/jobs/{job_id}/export", headers=running.headers())
+    rows = parse_csv(await resp.text())
+    assert [r["phone"] for r in rows] == [c["phone"] for c in phones(20)]
+    assert pages == [7, 7, 6]
+
+
+async def test_export_of_ten_thousand_contacts_streams_every_row(running: Running) -> None:
+    """A 10,000-contact job exports 10,000 rows, in upload order, as a chunked stream."""
+    contacts = [{"phone": f"+1212555{i:04d}", "ref": str(i)} for i in range(10_000)]
+    job_id = (await running.create_json(contacts, scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    resp = await running.client.get(f"/batch/jobs/{job_id}/export", headers=running.headers())
+    assert resp.headers["Transfer-Encoding"] == "chunked"
+    chunks = 0
+    lines = 0
+    async for chunk in resp.content.iter_any():
+        chunks += 1
+        lines += chunk.count(b"\r\n")
+    assert lines == 10_001
+    assert chunks > 1
+
+
+# ----------------------------------------------------------------- live events
+
+
+async def read_events(resp: ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Parse a text/event-stream body into (event, data) pairs until the server closes it."""
+    event, data = "message", ""
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            data = line.removeprefix("data: ")
+        elif line == "" and data:
+            yield event, json.loads(data)
+            event, data = "message", ""
+
+
+async def drive_clock(running: Running) -> None:
+    """Whenever the engine is parked, move the fake clock to the next deadline (until cancelled)."""
+    while True:
+        await wait_until(lambda: _engine_idle(running))
+        deadline = running.clock.next_deadline
+        if deadline is None:
+            await asyncio.sleep(0.005)
+        else:
+            await running.clock.advance(deadline - running.clock.now())
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_events_follow_a_job_from_start_to_finish(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress snapshots arrive as counts change, then an end event, then the stream closes."""
+    monkeypatch.setattr(controls, "EVENT_MIN_INTERVAL_SECONDS", 0.0)
+    running = await slow_calls(start_app, tmp_path)
+    created = await running.create_json(
+        phones(4), concurrentCallLimit=2, scheduledStartTime="2026-01-01T00:01:00Z"
+    )
+    job_id = created["batchJobId"]
+    resp = await running.client.get(f"/batch/jobs/{job_id}/events", headers=running.headers())
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    seen: list[tuple[str, dict[str, Any]]] = []
+    driver: asyncio.Task[None] | None = None
+    try:
+        async for event, data in read_events(resp):
+            seen.append((event, data))
+            if driver is None:  # the first snapshot is in: now let the job run
+                driver = asyncio.create_task(drive_clock(running))
+    finally:
+        if driver is not None:
+            await stop(driver)
+    assert resp.content.at_eof()
+    assert seen[0][0] == "progress" and seen[0][1]["status"] == "scheduled"
+    assert [e for e, _ in seen[:-1]] == ["progress"] * (len(seen) - 1)
+    final_event, final = seen[-1]
+    assert final_event == "end"
+    assert (final["status"], final["successfulCalls"], final["contactsProcessed"]) == (
+        "completed",
+        4,
+        4,
+    )
+    assert final["completedAt"] == "2026-01-01T00:03:00Z"
+    for _, data in seen:
+        assert sum(data["statusBreakdown"].values()) == data["totalContacts"] == 4
+    assert any(d["status"] == "running" and d["statusBreakdown"]["dialing"] == 2 for _, d in seen)
+    assert len({json.dumps(d, sort_keys=True) for _, d in seen}) == len(seen)  # no repeats
+
+
+async def test_events_report_pause_and_cancel(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream shows the job paused with its reason, then cancelled as its end event."""
+    monkeypatch.setattr(controls, "EVENT_MIN_INTERVAL_SECONDS", 0.0)
+    job_id = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    resp = await running.client.get(f"/batch/jobs/{job_id}/events", headers=running.headers())
+    statuses: list[tuple[str, str | None]] = []
+    async for _, data in read_events(resp):
+        statuses.append((data["status"], data["pauseReason"]))
+        if len(statuses) == 1:
+            await post(running, f"/batch/jobs/{job_id}/pause", {"reason": "lunch"})
+        elif data["status"] == "paused":
+            await post(running, f"/batch/jobs/{job_id}/cancel")
+    assert statuses == [("scheduled", None), ("paused", "lunch"), ("cancelled", None)]
+
+
+async def test_events_of_a_finished_job_are_one_end_event(running: Running) -> None:
+    """Following a job that already ended gives its final snapshot once, then the stream closes."""
+    job_id = (await running.create_json(phones(2)))["batchJobId"]
+    await running.wait_status(job_id, "completed")
+    resp = await running.client.get(f"/batch/jobs/{job_id}/events", headers=running.headers())
+    seen = [event async for event in read_events(resp)]
+    assert [e for e, _ in seen] == ["end"]
+    assert seen[0][1]["successfulCalls"] == 2
+
+
+async def test_events_are_paced(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes closer together than the minimum interval wait for it (and are folded into one)."""
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(controls, "pace", record)
+    running = await slow_calls(start_app, tmp_path)
+    job_id = (await running.create_json(phones(6), concurrentCallLimit=2))["batchJobId"]
+    resp = await running.client.get(f"/batch/jobs/{job_id}/events", headers=running.headers())
+    driver = asyncio.create_task(drive_clock(running))
+    try:
+        seen = [event async for event in read_events(resp)]
+    finally:
+        await stop(driver)
+    assert seen[-1][0] == "end"
+    assert len(waits) >= len(seen) - 1
+    assert all(w <= controls.EVENT_MIN_INTERVAL_SECONDS for w in waits)
+    assert any(w > 0 for w in waits)
