@@ -18,6 +18,8 @@ from storage.store import ContactRow, JobRow
 routes = web.RouteTableDef()
 
 MAX_JSON_BYTES = 8 * 1024 * 1024
+# Highest page number accepted (beyond it SQLite offsets would overflow long before).
+MAX_PAGE = 1_000_000_000
 
 
 # ----------------------------------------------------------------- request models
@@ -74,17 +76,22 @@ async def read_json(request: web.Request) -> Any:
 def query_int(
     request: web.Request, name: str, default: int, low: int, high: int | None, code: str
 ) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ApiError(400, code, f"{name} must be an integer {bound}")
+    """A bounded integer query parameter; absent or empty means `default`."""
+    raw = request.query.get(name, "")
+    top = MAX_PAGE if high is None else high
+    value = default if raw == "" else bounded_int(raw, low, top)
+    if value is None:
+        raise ApiError(400, code, f"{name} must be an integer between {low} and {top}")
     return value
+
+
+def bounded_int(raw: str, low: int, high: int) -> int | None:
+    """`raw` as an int within [low, high]: ASCII digits only (no sign, spaces, `_` or other
+    scripts' digits), else None. Past 10 digits it is out of range anyway: never converted."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
 
 
 # ----------------------------------------------------------------- responses
@@ -239,6 +246,13 @@ def _coerce_form(fields: dict[str, str]) -> dict[str, Any]:
 
 async def _read_multipart(request: web.Request) -> tuple[dict[str, str], bytes | None]:
     """Stream the multipart body: form fields as text, the CSV capped at 10 MB."""
+    try:
+        return await _read_parts(request)
+    except ValueError:  # aiohttp's multipart reader: no boundary, broken framing or headers
+        raise ApiError(400, "invalid_csv", "Malformed multipart/form-data body") from None
+
+
+async def _read_parts(request: web.Request) -> tuple[dict[str, str], bytes | None]:
     reader = await request.multipart()
     fields: dict[str, str] = {}
     csv_bytes: bytes | None = None

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from api import keys as appkeys
 from api.auth import organization
+from api.batch import bounded_int
 from api.errors import ApiError, Envelope
 from dialer import config as configmod
 from dialer import service
@@ -31,7 +32,7 @@ CALL_BATCHES_PREFIX = "/api/v1/public/call-batches/"
 # ----------------------------------------------------------------- status tables
 
 # get-batch-call-by-id.txt: job status -> batch `status`. The vendor has no paused status; a
-# paused job is not finished, so it reports in_progress.
+# paused job is not finished, so it reports in_progress (pending if it never started).
 BATCH_STATUS: dict[JobStatus, str] = {
     JobStatus.PENDING: "pending",
     JobStatus.SCHEDULED: "pending",
@@ -41,6 +42,14 @@ BATCH_STATUS: dict[JobStatus, str] = {
     JobStatus.FAILED: "failed",
     JobStatus.CANCELLED: "cancelled",
 }
+
+
+def batch_status(job: JobRow) -> str:
+    """The vendor's batch status; a job paused before it ever started is still `pending`."""
+    if job.status == JobStatus.PAUSED and job.actual_start_time is None:
+        return "pending"
+    return BATCH_STATUS[JobStatus(job.status)]
+
 
 # get-batch-call-by-id.txt: contact status -> recipient `status` (same vocabulary as the batch).
 RECIPIENT_STATUS: dict[ContactStatus, str] = {
@@ -209,7 +218,7 @@ def batch_call_json(
             job.scheduled_start_time or job.actual_start_time or job.created_at
         ),
         "last_updated_at_unix": int(job.updated_at),
-        "status": BATCH_STATUS[JobStatus(job.status)],
+        "status": batch_status(job),
         "agent_name": agent_name(config, job.agent_id),
         "recipients": [recipient_json(job, c) for c in contacts],
         "phone_number_id": job.phone_number_id,
@@ -222,7 +231,8 @@ def batch_call_json(
         "total_calls_dispatched": dispatched,
         "total_calls_scheduled": job.total_contacts,
         "total_calls_finished": progress["contactsProcessed"],
-        "retry_count": job.retry_rounds,
+        # Retries attempted: every dial of a contact after its first.
+        "retry_count": sum(max(c.attempt_count - 1, 0) for c in contacts),
     }
 
 
@@ -243,11 +253,14 @@ async def get_batch_call(request: web.Request) -> web.Response:
 
 def external_id(contact: ContactRow) -> str | None:
     """The client's own id for the contact: its `external_id` field, else its `contact_id`."""
-    data = contact.contact_data
-    value = data.get("external_id")
-    if value is None:
-        value = data.get("contact_id")
-    return None if value is None else str(value)
+    for field in ("external_id", "contact_id"):
+        value = contact.contact_data.get(field)
+        # Only text and integers are ids (the same rule as the store's external_id filter).
+        if isinstance(value, str) and value != "":
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    return None
 
 
 def contact_name(contact: ContactRow) -> str | None:
@@ -278,13 +291,8 @@ def _invalid(problem: str) -> ApiError:
 
 def _query_int(request: web.Request, name: str, default: int, high: int) -> int:
     raw = request.query.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= high:
+    value = default if raw == "" else bounded_int(raw, 1, high)
+    if value is None:
         raise _invalid(f"{name} must be an integer between 1 and {high}")
     return value
 

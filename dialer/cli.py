@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -48,6 +49,27 @@ def _when(ts: float | None) -> str:
 # ------------------------------------------------------------------ serve
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would type it here: relative to the current directory if inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def command_name() -> str:
+    """How to run this command again from here (`.venv/bin/dialer` when it is not on PATH)."""
+    argv0 = Path(sys.argv[0])
+    on_path = shutil.which("dialer")
+    if argv0.name != "dialer" or (on_path and Path(on_path).resolve() == argv0.resolve()):
+        return "dialer"
+    return _shown(argv0)
+
+
+# The sample contact list shipped in the repository (next to the packages).
+SAMPLE_CSV = Path(__file__).resolve().parents[1] / "examples" / "contacts.csv"
+
+
 def banner(config: configmod.Config, config_path: str) -> str:
     host = config.server.host
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -56,14 +78,15 @@ def banner(config: configmod.Config, config_path: str) -> str:
     number = next(
         (p.id for p in config.phone_numbers if p.outbound_agent is not None), "PHONE_NUMBER_ID"
     )
-    sample = Path("examples/contacts.csv")
+    sample = _shown(SAMPLE_CSV) if SAMPLE_CSV.exists() else "contacts.csv"
+    config_shown = _shown(Path(config_path))
     return "\n".join(
         [
             f"batch dialer listening on {base} "
             f"(telephony: {config.telephony.provider}, database: {config.storage.path})",
             "",
             "1. Create an API key (printed once, on the last line):",
-            f"   dialer keys create --org {org} --config {config_path}",
+            f"   KEY=$({command_name()} keys create --org {org} --config {config_shown} | tail -1)",
             "2. Create a job from the sample CSV:",
             f'   curl -s -X POST {base}/batch/create -H "x-api-key: $KEY" \\',
             f"     -F file=@{sample} -F fromPhoneNumberId={number} -F name='First campaign'",

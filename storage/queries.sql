@@ -199,7 +199,7 @@ WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
 
 -- list_calls --
 -- Contacts with their latest placed attempt, in upload order. Filters: statuses (JSON array or
--- NULL), external id (the contact's external_id field, else its contact_id), seq after.
+-- NULL), external id (see the contact_external_ids view), seq after.
 SELECT c.*, a.started_at AS call_started_at, a.answered_at AS call_answered_at,
        a.ended_at AS call_ended_at
 FROM contacts c
@@ -208,9 +208,9 @@ LEFT JOIN attempts a ON a.id = (
     WHERE contact_id = c.id AND (outcome IS NULL OR outcome <> 'not_placed'))
 WHERE c.job_id = :job_id AND c.seq > :after_seq
   AND (:statuses IS NULL OR c.status IN (SELECT value FROM json_each(:statuses)))
-  AND (:external_id IS NULL OR CAST(coalesce(json_extract(c.contact_data, '$.external_id'),
-                                             json_extract(c.contact_data, '$.contact_id'))
-                                    AS TEXT) = :external_id)
+  AND (:external_id IS NULL OR c.id IN (
+        SELECT id FROM contact_external_ids
+        WHERE job_id = :job_id AND external_id = :external_id))
 ORDER BY c.seq
 LIMIT :limit OFFSET :offset
 
@@ -218,9 +218,9 @@ LIMIT :limit OFFSET :offset
 SELECT count(*) FROM contacts c
 WHERE c.job_id = :job_id
   AND (:statuses IS NULL OR c.status IN (SELECT value FROM json_each(:statuses)))
-  AND (:external_id IS NULL OR CAST(coalesce(json_extract(c.contact_data, '$.external_id'),
-                                             json_extract(c.contact_data, '$.contact_id'))
-                                    AS TEXT) = :external_id)
+  AND (:external_id IS NULL OR c.id IN (
+        SELECT id FROM contact_external_ids
+        WHERE job_id = :job_id AND external_id = :external_id))
 
 -- count_dispatched --
 -- Contacts with at least one call placed (a given-back claim does not count).

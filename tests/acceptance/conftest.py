@@ -152,6 +152,32 @@ class Service:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def request_multipart(self, path: str, fields: dict[str, str], csv: bytes) -> tuple[int, Any]:
+        """POST a form with a CSV in its `file` part, as `curl -F file=@...` does."""
+        boundary = "----dialer-test-boundary"
+        head = '--{}\r\nContent-Disposition: form-data; name="{}"\r\n\r\n'
+        parts = [(head.format(boundary, k) + f"{v}\r\n").encode() for k, v in fields.items()]
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="c.csv"\r\n'
+            "Content-Type: text/csv\r\n\r\n".encode()
+            + csv
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        req = urllib.request.Request(
+            self.url(path),
+            data=b"".join(parts),
+            method="POST",
+            headers={
+                "x-api-key": self.key,
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
     def db_rows(self, sql: str, *params: Any) -> list[sqlite3.Row]:
         conn = sqlite3.connect(self.db)
         conn.row_factory = sqlite3.Row

@@ -59,3 +59,33 @@ def test_example_config_starts_banner(tmp_path: Path) -> None:
     config.write_text(text.replace('path = "data/dialer.db"', f'path = "{tmp_path / "x.db"}"'))
     result = run("keys", "list", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_serve_banner_commands_work_with_the_example_config(
+    service_factory: Any, tmp_path: Path
+) -> None:
+    """The start-up banner's key command and sample-CSV create, run as printed, make a job."""
+    repo = Path(__file__).resolve().parents[2]
+    svc = service_factory()
+    text = (repo / "config.example.toml").read_text()
+    text = text.replace('path = "data/dialer.db"', f'path = "{svc.db}"')
+    svc.config.write_text(text.replace("port = 8080", f"port = {svc.port}"))
+    svc.start()
+    banner = svc.log.read_text()
+    key_line = next(line for line in banner.splitlines() if "keys create" in line)
+    assert "--org org_demo" in key_line and key_line.strip().startswith("KEY=$(")
+    key_args = key_line.split("keys create", 1)[1].split("|")[0].split()
+    created = run("keys", "create", *key_args, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    svc.key = created.stdout.strip().splitlines()[-1]
+    curl = banner[banner.index("curl -s -X POST") :].split("3.")[0]
+    sample = Path(curl.split("file=@", 1)[1].split()[0])
+    assert sample.is_file()
+    assert "fromPhoneNumberId=phone_demo" in curl
+    status, body = svc.request_multipart(
+        "/batch/create",
+        {"fromPhoneNumberId": "phone_demo", "name": "First campaign"},
+        sample.read_bytes(),
+    )
+    assert status == 201, body
+    assert body["totalContacts"] == 7 and body["invalidCount"] == 1

@@ -249,7 +249,10 @@ def test_example_config_in_repo_root_loads() -> None:
     assert config.storage.path == (REPO_ROOT / "data" / "dialer.db").as_posix()
     demo = config.phone_number("phone_demo")
     assert demo is not None and demo.outbound_agent == "agent_demo"
-    assert [o.id for o in config.organizations] == ["org_demo"]
+    assert [o.id for o in config.organizations] == ["org_demo", "org_acme"]
+    assert config.organization("org_demo").credits_usd is None  # a 10,000-contact demo job fits
+    no_agent = config.phone_number("phone_no_agent")
+    assert no_agent is not None and no_agent.outbound_agent is None
 
 
 def test_livekit_credentials_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
