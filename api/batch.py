@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from api import keys as appkeys
@@ -248,7 +249,7 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, str], bytes |
     """Stream the multipart body: form fields as text, the CSV capped at 10 MB."""
     try:
         return await _read_parts(request)
-    except ValueError:  # aiohttp's multipart reader: no boundary, broken framing or headers
+    except (ValueError, HttpProcessingError):  # no boundary, broken framing or part headers
         raise ApiError(400, "invalid_csv", "Malformed multipart/form-data body") from None
 
 

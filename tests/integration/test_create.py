@@ -212,6 +212,25 @@ async def test_malformed_json_and_wrong_media_type(running: Running) -> None:
     assert (await resp.json())["code"] == "unsupported_media_type"
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"garbage"),
+        ("multipart/form-data; boundary=xyz", b"garbage"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nbroken header line\r\n\r\nx\r\n--xyz--"),
+    ],
+)
+async def test_malformed_multipart_is_invalid_csv(
+    running: Running, content_type: str, body: bytes
+) -> None:
+    """A multipart body without a boundary or with broken framing is 400 invalid_csv, no job."""
+    headers = {**running.headers(), "Content-Type": content_type}
+    resp = await running.client.post("/batch/create", data=body, headers=headers)
+    assert resp.status == 400
+    assert (await resp.json())["code"] == "invalid_csv"
+    assert await job_count(running) == 0
+
+
 async def test_multipart_without_file_is_invalid_csv(running: Running) -> None:
     """A multipart request without the file field is invalid_csv."""
     data = FormData()

@@ -259,6 +259,8 @@ async def test_detail_contacts_paging_and_filter(running: Running) -> None:
     ("params", "code"),
     [
         ({"contactsPage": "0"}, "invalid_page"),
+        ({"contactsPage": "9223372036854775808"}, "invalid_page"),
+        ({"contactsPageSize": " 5"}, "invalid_page_size"),
         ({"contactsPageSize": "501"}, "invalid_page_size"),
         ({"contactsPageSize": "0"}, "invalid_page_size"),
         ({"contactStatus": "ringing"}, "invalid_contact_status"),
