@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
@@ -86,9 +87,14 @@ class LiveCall:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+# Room-name suffixes need uniqueness, not secrecy: a fast generator seeded from the OS.
+_suffixes = random.Random(secrets.randbits(64))
+
+
 def room_name(job_id: str, contact_id: int, attempt_no: int) -> str:
-    """Unique per attempt, and readable: job, contact and attempt can be seen in it."""
-    return f"{job_id}_c{contact_id}_a{attempt_no}_{secrets.token_hex(3)}"
+    """Unique per attempt, and readable: job, contact and attempt can be seen in it. The random
+    suffix keeps a given-back attempt's number from naming a room that may still exist."""
+    return f"{job_id}_c{contact_id}_a{attempt_no}_{_suffixes.getrandbits(24):06x}"
 
 
 class Engine:
@@ -238,7 +244,12 @@ class Engine:
     # ------------------------------------------------------------ dispatch
 
     async def _dispatch(self, now: float) -> float | None:
-        """Claim and start calls within every limit; return when the loop should look again."""
+        """Claim and start calls within every limit; return when the loop should look again.
+
+        One pass plans how many contacts each ready job may start (round-robin, a fair share of
+        the global slots, the organization's and the job's own caps, the caller number's
+        tokens), then claims for all of them in one transaction.
+        """
         next_due = self._next_scheduled
         if self._stopping.is_set():
             return next_due
@@ -251,16 +262,18 @@ class Engine:
         start = self._rr % len(ready)
         ready = ready[start:] + ready[:start]
         self._rr += 1
-        global_cap = self.config.engine.max_concurrent_calls
+        global_free = self.config.engine.max_concurrent_calls - len(self._live)
+        planned_org: Counter[str] = Counter()
+        plan: dict[str, tuple[RunningJob, TokenBucket, int]] = {}
         for index, job in enumerate(ready):
-            global_free = global_cap - len(self._live)
             if global_free <= 0:
                 break
             # Fair share of the global slots among the jobs still to be served this pass.
             share = math.ceil(global_free / (len(ready) - index))
-            org = self.config.organization(job.row.organization_id)
+            org_id = job.row.organization_id
+            org = self.config.organization(org_id)
             org_free = (
-                org.max_concurrent_calls - self._live_org[job.row.organization_id]
+                org.max_concurrent_calls - self._live_org[org_id] - planned_org[org_id]
                 if org is not None and org.max_concurrent_calls is not None
                 else share
             )
@@ -272,25 +285,30 @@ class Engine:
             if granted == 0:
                 next_due = _earliest(next_due, bucket.next_token_at(now))
                 continue
-            claimed = await self.store.claim(job.row.id, granted, now, room_name)
-            if len(claimed) < granted:
-                bucket.give_back(granted - len(claimed))
-                await self._mark_idle(job, now)
-            for contact in claimed:
+            plan[job.row.id] = (job, bucket, granted)
+            planned_org[org_id] += granted
+            global_free -= granted
+        if not plan:
+            return next_due
+        claims = await self.store.claim(
+            {job_id: granted for job_id, (_, _, granted) in plan.items()}, now, room_name
+        )
+        for job_id, (job, bucket, granted) in plan.items():
+            got = claims[job_id]
+            for contact in got.contacts:
                 self._start_call(job, contact)
-            if claimed:
-                self._progressed()
-            if claimed and bucket.tokens < 1:
+            if got.short:
+                bucket.give_back(granted - len(got.contacts))
+                # Nothing more is ready now: sleep until its next retry is due, or it is done.
+                job.idle_until = got.next_retry_due if got.next_retry_due is not None else math.inf
+                if got.completed:
+                    self._job_finished(job_id)
+                # Slots it left unused may serve a job this pass capped to its share.
+                self._wake.set()
+            elif bucket.tokens < 1:
                 next_due = _earliest(next_due, bucket.next_token_at(now))
+        self._progressed()
         return next_due
-
-    async def _mark_idle(self, job: RunningJob, now: float) -> None:
-        """The job has no contact ready now: sleep until its next retry is due, or finish it."""
-        due = await self.store.next_retry_due(job.row.id)
-        job.idle_until = due if due is not None else math.inf
-        if due is None and self._live_job[job.row.id] == 0:
-            for job_id in await self.store.complete_jobs_if_done([job.row.id], now):
-                self._job_finished(job_id)
 
     def _bucket(self, number_id: str, now: float) -> TokenBucket:
         bucket = self._buckets.get(number_id)
@@ -442,6 +460,7 @@ class Engine:
             ended_at=result.ended_at or now,
             duration=result.duration,
             charged_usd=round(charged, 6),
+            started_at=call.contact.started_at,
             give_back=give_back,
         )
 

@@ -218,7 +218,7 @@ class JobService:
         )
 
     def _estimated_completion(self, found: JobDetailRow) -> float | None:
-        job, counts, avg_call = found.job, found.counts, found.average_call_seconds
+        job, counts, avg_call = found.job, found.counts, found.job.average_call_seconds
         if job.status in states.TERMINAL_JOB_STATUSES:
             return job.completed_at if job.status == JobStatus.COMPLETED else None
         now = self.clock.now()

@@ -33,8 +33,14 @@ SELECT count(*) FROM jobs WHERE organization_id = :org AND (:status IS NULL OR s
 SELECT status, n FROM job_status_counts WHERE job_id = ?
 
 -- list_contacts --
-SELECT * FROM contacts
-WHERE job_id = :job_id AND (:status IS NULL OR status = :status)
+-- In upload order. Two shapes, so that each reads its index in order (job_id, seq) or
+-- (job_id, status, seq) and stops after the page instead of filtering the whole job.
+SELECT * FROM contacts WHERE job_id = :job_id
+ORDER BY seq
+LIMIT :limit OFFSET :offset
+
+-- list_contacts_in_status --
+SELECT * FROM contacts WHERE job_id = :job_id AND status = :status
 ORDER BY seq
 LIMIT :limit OFFSET :offset
 
@@ -50,23 +56,24 @@ UPDATE jobs SET status = 'running', actual_start_time = coalesce(actual_start_ti
 WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
 
 -- claim_contacts --
--- Due retries first, then fresh contacts, each in upload order. One statement, so the guard on
--- status and the update cannot be separated. Only for a running job: a job paused (or cancelled)
--- after the scheduler chose it claims no one.
+-- Due retries first (in due order), then fresh contacts in upload order; each part reads its
+-- index in order and stops at :limit, so a claim costs the same in a job of any size. One
+-- statement, so the guard on status and the update cannot be separated. Only for a running job:
+-- a job paused (or cancelled) after the scheduler chose it claims no one. Within a job contact
+-- ids grow with seq, so `id` breaks ties of next_retry_at in upload order.
 UPDATE contacts
 SET status = 'dialing', attempt_count = attempt_count + 1, last_attempt_at = :now,
     next_retry_at = NULL, updated_at = :now
 WHERE (SELECT status FROM jobs WHERE id = :job_id) = 'running' AND id IN (
     SELECT id FROM (
-        SELECT id, 0 AS pri, next_retry_at AS k1, seq FROM contacts
+        SELECT id FROM contacts
         WHERE job_id = :job_id AND status = 'queued' AND next_retry_at <= :now
-        UNION ALL
-        SELECT id, 1 AS pri, 0 AS k1, seq FROM contacts
-        WHERE job_id = :job_id AND status = 'pending'
-    )
-    ORDER BY pri, k1, seq
-    LIMIT :limit
-)
+        ORDER BY next_retry_at, id LIMIT :limit)
+    UNION ALL
+    SELECT id FROM (
+        SELECT id FROM contacts WHERE job_id = :job_id AND status = 'pending'
+        ORDER BY seq LIMIT :limit)
+    LIMIT :limit)
 RETURNING id, seq, phone, contact_data, attempt_count, max_attempts
 
 -- insert_attempt --
@@ -143,9 +150,9 @@ ORDER BY c.job_id, c.seq
 -- last_retry_due --
 SELECT max(next_retry_at) FROM contacts WHERE job_id = ? AND status = 'queued'
 
--- average_call_seconds --
-SELECT avg(ended_at - started_at) FROM attempts
-WHERE job_id = ? AND outcome IS NOT NULL AND outcome <> 'not_placed' AND ended_at IS NOT NULL
+-- add_call_stats --
+-- Running totals of ended attempts: the observed average call length without a scan.
+UPDATE jobs SET calls_ended = calls_ended + ?, call_seconds = call_seconds + ? WHERE id = ?
 
 -- list_attempts --
 SELECT * FROM attempts WHERE contact_id = ? ORDER BY id

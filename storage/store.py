@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -73,6 +73,13 @@ class JobRow:
     status_reason: str | None
     estimated_cost_usd: float
     retry_rounds: int = 0  # operator retry rounds (migration 0002)
+    calls_ended: int = 0  # attempts that ended (migration 0003)
+    call_seconds: float = 0.0  # their total slot time, claim to end
+
+    @property
+    def average_call_seconds(self) -> float | None:
+        """The observed average slot time of the job's ended attempts (None before any)."""
+        return self.call_seconds / self.calls_ended if self.calls_ended else None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRow:
@@ -113,7 +120,6 @@ class JobDetailRow:
     counts: dict[str, int]
     contacts: list[ContactRow]
     contacts_total: int
-    average_call_seconds: float | None
     last_retry_due: float | None  # the latest nextRetryAt of the job's queued contacts
 
 
@@ -178,6 +184,16 @@ class ClaimedContact:
 
 
 @dataclass(frozen=True, slots=True)
+class JobClaim:
+    """What one job got from `Store.claim`."""
+
+    contacts: list[ClaimedContact]
+    short: bool  # fewer contacts were ready than wanted: nothing more is ready now
+    next_retry_due: float | None  # when short: the earliest queued retry (None: none queued)
+    completed: bool  # when short: nothing was left open, the job is now completed
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What to record for one finished attempt (the next contact status is already decided)."""
 
@@ -194,6 +210,7 @@ class Outcome:
     ended_at: float | None
     duration: int | None
     charged_usd: float
+    started_at: float  # when the attempt was claimed (the call's slot was taken)
     give_back: bool = False  # the dial never happened: the attempt does not count
 
 
@@ -388,16 +405,13 @@ class Store:
             job = JobRow.from_row(row)
             counts = _counts(conn, job_id)
             params = {"job_id": job_id, "status": contact_status, "limit": limit, "offset": offset}
-            contacts = [ContactRow.from_row(r) for r in conn.execute(Q()["list_contacts"], params)]
+            contacts = _contact_page(conn, params)
             total = counts.get(contact_status, 0) if contact_status else job.total_contacts
             return JobDetailRow(
                 job=job,
                 counts=counts,
                 contacts=contacts,
                 contacts_total=total,
-                average_call_seconds=conn.execute(
-                    Q()["average_call_seconds"], (job_id,)
-                ).fetchone()[0],
                 last_retry_due=conn.execute(Q()["last_retry_due"], (job_id,)).fetchone()[0],
             )
 
@@ -427,7 +441,7 @@ class Store:
                 return None
             dispatched = int(conn.execute(Q()["count_dispatched"], (job_id,)).fetchone()[0])
             params = {"job_id": job_id, "status": None, "limit": -1, "offset": 0}
-            contacts = [ContactRow.from_row(r) for r in conn.execute(Q()["list_contacts"], params)]
+            contacts = _contact_page(conn, params)
             return JobRow.from_row(row), _counts(conn, job_id), dispatched, contacts
 
         return await self._read(q)
@@ -466,7 +480,7 @@ class Store:
     ) -> list[ContactRow]:
         def q(conn: sqlite3.Connection) -> list[ContactRow]:
             params = {"job_id": job_id, "status": status, "limit": limit, "offset": offset}
-            return [ContactRow.from_row(r) for r in conn.execute(Q()["list_contacts"], params)]
+            return _contact_page(conn, params)
 
         return await self._read(q)
 
@@ -624,38 +638,52 @@ class Store:
     # ------------------------------------------------------------- dialing
 
     async def claim(
-        self, job_id: str, limit: int, now: float, room_namer: RoomNamer
-    ) -> list[ClaimedContact]:
-        """Move up to `limit` ready contacts of a job to `dialing` and write their attempt rows.
+        self, wanted: Mapping[str, int], now: float, room_namer: RoomNamer
+    ) -> dict[str, JobClaim]:
+        """For each job, move up to `wanted[job]` ready contacts to `dialing` and write their
+        attempt rows: all jobs in one transaction, committed before anyone dials (after a crash
+        these contacts are found in `dialing`).
 
-        Committed before anyone dials: after a crash these contacts are found in `dialing`.
+        A job that had fewer ready contacts than wanted learns, in the same transaction, when its
+        next retry is due; with none queued it is completed if nothing else is open.
         """
 
-        def tx(conn: sqlite3.Connection) -> list[ClaimedContact]:
-            rows = conn.execute(
-                Q()["claim_contacts"], {"job_id": job_id, "now": now, "limit": limit}
-            ).fetchall()
-            claimed = [
-                ClaimedContact(
-                    id=r["id"],
-                    job_id=job_id,
-                    seq=r["seq"],
-                    phone=r["phone"],
-                    contact_data=json.loads(r["contact_data"]),
-                    attempt_no=r["attempt_count"],
-                    max_attempts=r["max_attempts"],
-                    room_name=room_namer(job_id, r["id"], r["attempt_count"]),
-                    started_at=now,
-                )
-                for r in rows
-            ]
-            claimed.sort(key=lambda c: c.seq)
-            conn.executemany(
-                Q()["insert_attempt"],
-                [(c.id, job_id, c.attempt_no, c.room_name, now) for c in claimed],
-            )
-            conn.executemany(Q()["set_contact_room"], [(c.room_name, c.id) for c in claimed])
-            return claimed
+        def tx(conn: sqlite3.Connection) -> dict[str, JobClaim]:
+            result: dict[str, JobClaim] = {}
+            attempts: list[tuple[int, str, int, str, float]] = []
+            for job_id, limit in wanted.items():
+                rows = conn.execute(
+                    Q()["claim_contacts"], {"job_id": job_id, "now": now, "limit": limit}
+                ).fetchall()
+                claimed = [
+                    ClaimedContact(
+                        id=r[0],
+                        job_id=job_id,
+                        seq=r[1],
+                        phone=r[2],
+                        contact_data=json.loads(r[3]),
+                        attempt_no=r[4],
+                        max_attempts=r[5],
+                        room_name=room_namer(job_id, r[0], r[4]),
+                        started_at=now,
+                    )
+                    for r in rows
+                ]
+                claimed.sort(key=lambda c: c.seq)
+                attempts.extend((c.id, job_id, c.attempt_no, c.room_name, now) for c in claimed)
+                due: float | None = None
+                completed = False
+                if len(claimed) < limit:
+                    due = conn.execute(Q()["next_retry_due"], (job_id,)).fetchone()[0]
+                    completed = due is None and bool(
+                        conn.execute(
+                            Q()["complete_job_if_done"], {"id": job_id, "now": now}
+                        ).rowcount
+                    )
+                result[job_id] = JobClaim(claimed, len(claimed) < limit, due, completed)
+            conn.executemany(Q()["insert_attempt"], attempts)
+            conn.executemany(Q()["set_contact_room"], [(a[3], a[0]) for a in attempts])
+            return result
 
         return await self._write(tx)
 
@@ -670,8 +698,6 @@ class Store:
         """
 
         def tx(conn: sqlite3.Connection) -> tuple[list[str], list[Outcome]]:
-            spend: dict[str, float] = {}
-            refused: list[Outcome] = []
             job_ids = sorted({o.job_id for o in outcomes})
             cancelled = {
                 j
@@ -679,46 +705,11 @@ class Store:
                 if (row := conn.execute("SELECT status FROM jobs WHERE id = ?", (j,)).fetchone())
                 and row[0] == "cancelled"
             }
-            for o in outcomes:
-                if o.job_id in cancelled and o.next_status in ("queued", "pending"):
-                    o = replace(
-                        o,
-                        next_status="cancelled" if o.give_back else o.outcome,
-                        next_retry_at=None,
-                        give_back=o.give_back,
-                    )
-                if o.give_back:
-                    cur = conn.execute(
-                        Q()["give_back_attempt"],
-                        {
-                            "contact_id": o.contact_id,
-                            "attempt_no": o.attempt_no,
-                            "status": o.next_status,
-                            "next_retry_at": o.next_retry_at,
-                            "now": now,
-                        },
-                    )
-                else:
-                    final = o.next_status not in ("queued", "pending")
-                    cur = conn.execute(
-                        Q()["finish_contact"],
-                        {
-                            "contact_id": o.contact_id,
-                            "attempt_no": o.attempt_no,
-                            "status": o.next_status,
-                            "next_retry_at": o.next_retry_at,
-                            "completed_at": (o.ended_at or now) if final else None,
-                            "error_code": str(o.sip_code) if o.sip_code is not None else None,
-                            "failure_reason": o.reason,
-                            "duration": o.duration,
-                            "now": now,
-                        },
-                    )
-                if cur.rowcount != 1:
-                    refused.append(o)
-                    continue
-                conn.execute(
-                    Q()["finish_attempt"],
+            settled = [_settle_for_cancelled(o) if o.job_id in cancelled else o for o in outcomes]
+            accepted, refused = _transition_contacts(conn, settled, now)
+            conn.executemany(
+                Q()["finish_attempt"],
+                [
                     {
                         "contact_id": o.contact_id,
                         "attempt_no": o.attempt_no,
@@ -729,11 +720,23 @@ class Store:
                         "ended_at": o.ended_at,
                         "duration": o.duration,
                         "charged_usd": o.charged_usd,
-                    },
-                )
+                    }
+                    for o in accepted
+                ],
+            )
+            spend: dict[str, float] = {}
+            calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]
+            for o in accepted:
                 if o.charged_usd:
                     spend[o.organization_id] = spend.get(o.organization_id, 0.0) + o.charged_usd
+                if not o.give_back and o.ended_at is not None:
+                    stats = calls.setdefault(o.job_id, [0, 0.0])
+                    stats[0] += 1
+                    stats[1] += max(0.0, o.ended_at - o.started_at)
             conn.executemany(Q()["add_spend"], list(spend.items()))
+            conn.executemany(
+                Q()["add_call_stats"], [(n, secs, job) for job, (n, secs) in calls.items()]
+            )
             completed = [
                 j
                 for j in job_ids
@@ -823,5 +826,76 @@ CONTACT_STATUSES = (
 )
 
 
+def _contact_page(conn: sqlite3.Connection, params: dict[str, Any]) -> list[ContactRow]:
+    """A page of a job's contacts in upload order, of one status when params["status"]."""
+    query = Q()["list_contacts" if params["status"] is None else "list_contacts_in_status"]
+    return [ContactRow.from_row(r) for r in conn.execute(query, params)]
+
+
 def _counts(conn: sqlite3.Connection, job_id: str) -> dict[str, int]:
     return {r["status"]: int(r["n"]) for r in conn.execute(Q()["job_status_counts"], (job_id,))}
+
+
+def _settle_for_cancelled(o: Outcome) -> Outcome:
+    """A retry decided for a job that was cancelled meanwhile becomes the final outcome."""
+    if o.next_status not in ("queued", "pending"):
+        return o
+    return replace(o, next_status="cancelled" if o.give_back else o.outcome, next_retry_at=None)
+
+
+def _contact_params(o: Outcome, now: float) -> dict[str, Any]:
+    if o.give_back:
+        return {
+            "contact_id": o.contact_id,
+            "attempt_no": o.attempt_no,
+            "status": o.next_status,
+            "next_retry_at": o.next_retry_at,
+            "now": now,
+        }
+    final = o.next_status not in ("queued", "pending")
+    return {
+        "contact_id": o.contact_id,
+        "attempt_no": o.attempt_no,
+        "status": o.next_status,
+        "next_retry_at": o.next_retry_at,
+        "completed_at": (o.ended_at or now) if final else None,
+        "error_code": str(o.sip_code) if o.sip_code is not None else None,
+        "failure_reason": o.reason,
+        "duration": o.duration,
+        "now": now,
+    }
+
+
+def _transition_contacts(
+    conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float
+) -> tuple[list[Outcome], list[Outcome]]:
+    """Apply each outcome's guarded contact transition; return (accepted, refused).
+
+    The usual case, every contact still `dialing` that attempt, is two batched statements; if
+    any guard refuses, the batch is undone and the outcomes are applied one by one to find out
+    which (never overwritten: the refused ones are only reported).
+    """
+    finishes = [o for o in outcomes if not o.give_back]
+    give_backs = [o for o in outcomes if o.give_back]
+    conn.execute("SAVEPOINT transitions")
+    changed = 0
+    if finishes:
+        changed += conn.executemany(
+            Q()["finish_contact"], [_contact_params(o, now) for o in finishes]
+        ).rowcount
+    if give_backs:
+        changed += conn.executemany(
+            Q()["give_back_attempt"], [_contact_params(o, now) for o in give_backs]
+        ).rowcount
+    if changed == len(outcomes):
+        conn.execute("RELEASE transitions")
+        return list(outcomes), []
+    conn.execute("ROLLBACK TO transitions")
+    conn.execute("RELEASE transitions")
+    accepted: list[Outcome] = []
+    refused: list[Outcome] = []
+    for o in outcomes:
+        query = Q()["give_back_attempt" if o.give_back else "finish_contact"]
+        ok = conn.execute(query, _contact_params(o, now)).rowcount == 1
+        (accepted if ok else refused).append(o)
+    return accepted, refused

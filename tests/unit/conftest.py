@@ -86,6 +86,7 @@ def outcome_for(
         ended_at=ended_at,
         duration=None,
         charged_usd=0.0,
+        started_at=contact.started_at,
     )
     return replace(result, **overrides)
 

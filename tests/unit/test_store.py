@@ -27,7 +27,7 @@ async def claim(
     store: Store, limit: int, now: float = T0, job_id: str = "job_1"
 ) -> list[ClaimedContact]:
     """Claim up to `limit` contacts of the job with the deterministic room namer."""
-    return await store.claim(job_id, limit, now, namer)
+    return (await store.claim({job_id: limit}, now, namer))[job_id].contacts
 
 
 async def record(
