@@ -113,6 +113,7 @@ class Engine:
         self._live_org: Counter[str] = Counter()
         self._done: list[tuple[LiveCall, DialResult]] = []
         self._buckets: dict[str, TokenBucket] = {}
+        self._callers: dict[str, tuple[str, str, str]] = {}
         self._rr = 0
         self.max_live_observed = 0
         self.running = False
@@ -318,18 +319,30 @@ class Engine:
             self._buckets[number_id] = bucket
         return bucket
 
+    def _caller(self, job: JobRow) -> tuple[str, str, str]:
+        """(caller number, SIP trunk, agent name) of a job, looked up once per job."""
+        found = self._callers.get(job.id)
+        if found is None:
+            number = self.config.phone_number(job.phone_number_id)
+            agent = self.config.agent(job.agent_id)
+            found = self._callers[job.id] = (
+                number.number if number else "",
+                number.sip_trunk_id if number else "",
+                (agent.livekit_agent_name or agent.id) if agent else job.agent_id,
+            )
+        return found
+
     def _request(self, job: JobRow, contact: ClaimedContact) -> DialRequest:
-        number = self.config.phone_number(job.phone_number_id)
-        agent = self.config.agent(job.agent_id)
+        from_number, sip_trunk_id, agent_name = self._caller(job)
         return DialRequest(
             job_id=job.id,
             contact_id=contact.id,
             attempt_no=contact.attempt_no,
             room_name=contact.room_name,
             to_number=contact.phone,
-            from_number=number.number if number else "",
-            sip_trunk_id=number.sip_trunk_id if number else "",
-            agent_name=(agent.livekit_agent_name or agent.id) if agent else job.agent_id,
+            from_number=from_number,
+            sip_trunk_id=sip_trunk_id,
+            agent_name=agent_name,
             contact_data=contact.contact_data,
             started_at=contact.started_at,
         )
@@ -496,6 +509,7 @@ class Engine:
     def _job_finished(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
         self._failure_windows.pop(job_id, None)
+        self._callers.pop(job_id, None)
         self._progressed()
         log.info("job_finished", job_id=job_id)
 

@@ -44,6 +44,10 @@ SELECT * FROM contacts WHERE job_id = :job_id AND status = :status
 ORDER BY seq
 LIMIT :limit OFFSET :offset
 
+-- count_jobs_in_status --
+SELECT count(*) FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN (SELECT value FROM json_each(:statuses))
+
 -- jobs_in_status --
 SELECT * FROM jobs WHERE status IN (SELECT value FROM json_each(?)) ORDER BY created_at, id
 

@@ -491,6 +491,13 @@ class Store:
 
         return await self._read(q)
 
+    async def count_jobs_in_status(self, job_ids: Iterable[str], statuses: Iterable[str]) -> int:
+        """How many of these jobs are in one of these statuses."""
+        params = {"ids": json.dumps(list(job_ids)), "statuses": json.dumps(list(statuses))}
+        return await self._read(
+            lambda conn: int(conn.execute(Q()["count_jobs_in_status"], params).fetchone()[0])
+        )
+
     async def jobs_in_status(self, statuses: Iterable[str]) -> list[JobRow]:
         wanted = json.dumps(list(statuses))
         return await self._read(
