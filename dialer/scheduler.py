@@ -28,7 +28,7 @@ from dialer.clock import Clock
 from dialer.config import Config
 from dialer.providers.base import DialRequest, DialResult, Provider
 from dialer.states import ContactStatus, JobStatus
-from storage.store import ClaimedContact, JobRow, Outcome, Store
+from storage.store import ClaimedContact, JobRow, JobVerdict, Outcome, Store
 
 log = structlog.get_logger("dialer.scheduler")
 
@@ -162,13 +162,12 @@ class Engine:
             await self._reconcile()
             while not self._stopping.is_set():
                 self._wake.clear()
-                await self._flush()
                 now = self.clock.now()
                 if self._jobs_dirty or (
                     self._next_scheduled is not None and self._next_scheduled <= now
                 ):
                     await self._activate(now)
-                next_due = await self._dispatch(now)
+                next_due = await self._cycle(now)
                 if self._wake.is_set() or self._done:
                     continue
                 self.idle.set()
@@ -185,12 +184,12 @@ class Engine:
         log.info("engine_draining", live_calls=len(self._live), grace_seconds=grace)
         while self._live or self._done:
             self._wake.clear()
-            await self._flush()
+            await self._cycle(self.clock.now())
             remaining = deadline - self.clock.now()
             if not self._live or remaining <= 0:
                 break
             await self.clock.wait(self._wake, remaining)
-        await self._flush()
+        await self._cycle(self.clock.now())
         left = list(self._live.values())
         for call in left:
             if call.task is not None:
@@ -244,28 +243,77 @@ class Engine:
 
     # ------------------------------------------------------------ dispatch
 
-    async def _dispatch(self, now: float) -> float | None:
-        """Claim and start calls within every limit; return when the loop should look again.
+    async def _cycle(self, now: float) -> float | None:
+        """Record the calls that ended and claim contacts for the free slots, in one
+        transaction; start the claimed calls. Return when the loop should look again.
 
-        One pass plans how many contacts each ready job may start (round-robin, a fair share of
-        the global slots, the organization's and the job's own caps, the caller number's
-        tokens), then claims for all of them in one transaction.
+        The ended calls' slots are free before the plan is made: those calls are over, and the
+        transaction that records them is the one that claims their successors, so neither the
+        live calls nor any committed state ever exceed a limit.
+        """
+        done, self._done = self._done, []
+        outcomes = [self._outcome(call, result, now) for call, result in done]
+        for call, _ in done:
+            self._live.pop(call.contact.id, None)
+            self._live_job[call.job_id] -= 1
+            self._live_org[call.organization_id] -= 1
+        verdicts = self._judge(done, outcomes, now)
+        plan, next_due = self._plan(now)
+        if not (outcomes or plan):
+            return next_due
+        result = await self.store.cycle(
+            outcomes,
+            verdicts,
+            {job_id: granted for job_id, (_, _, granted) in plan.items()},
+            now,
+            room_name,
+        )
+        for job_id, (job, bucket, granted) in plan.items():
+            got = result.claims[job_id]
+            for contact in got.contacts:
+                self._start_call(job, contact)
+            if got.short:
+                bucket.give_back(granted - len(got.contacts))
+                # Nothing more is ready now: sleep until its next retry is due, or it is done.
+                job.idle_until = got.next_retry_due if got.next_retry_due is not None else math.inf
+                # Slots it left unused may serve a job this pass capped to its share.
+                self._wake.set()
+            elif bucket.tokens < 1:
+                next_due = _earliest(next_due, bucket.next_token_at(now))
+        self._log_outcomes(done, outcomes, result.refused)
+        for verdict in result.verdicts:
+            if verdict.status == JobStatus.FAILED:
+                log.error("job_failed", job_id=verdict.job_id, reason=verdict.reason)
+            else:
+                log.warning("job_auto_paused", job_id=verdict.job_id, reason=verdict.reason)
+        for job_id in result.completed:
+            self._job_finished(job_id)
+        self._progressed()
+        return next_due
+
+    def _plan(
+        self, now: float
+    ) -> tuple[dict[str, tuple[RunningJob, TokenBucket, int]], float | None]:
+        """How many contacts each ready job may start now, and when to look again.
+
+        Round-robin over the ready jobs, each within a fair share of the global slots, its
+        organization's and its own caps, and its caller number's tokens (taken here).
         """
         next_due = self._next_scheduled
+        plan: dict[str, tuple[RunningJob, TokenBucket, int]] = {}
         if self._stopping.is_set():
-            return next_due
+            return plan, next_due
         ready = [j for j in self._jobs.values() if j.idle_until <= now]
         for job in self._jobs.values():
             if now < job.idle_until < math.inf:
                 next_due = _earliest(next_due, job.idle_until)
         if not ready:
-            return next_due
+            return plan, next_due
         start = self._rr % len(ready)
         ready = ready[start:] + ready[:start]
         self._rr += 1
         global_free = self.config.engine.max_concurrent_calls - len(self._live)
         planned_org: Counter[str] = Counter()
-        plan: dict[str, tuple[RunningJob, TokenBucket, int]] = {}
         for index, job in enumerate(ready):
             if global_free <= 0:
                 break
@@ -289,27 +337,7 @@ class Engine:
             plan[job.row.id] = (job, bucket, granted)
             planned_org[org_id] += granted
             global_free -= granted
-        if not plan:
-            return next_due
-        claims = await self.store.claim(
-            {job_id: granted for job_id, (_, _, granted) in plan.items()}, now, room_name
-        )
-        for job_id, (job, bucket, granted) in plan.items():
-            got = claims[job_id]
-            for contact in got.contacts:
-                self._start_call(job, contact)
-            if got.short:
-                bucket.give_back(granted - len(got.contacts))
-                # Nothing more is ready now: sleep until its next retry is due, or it is done.
-                job.idle_until = got.next_retry_due if got.next_retry_due is not None else math.inf
-                if got.completed:
-                    self._job_finished(job_id)
-                # Slots it left unused may serve a job this pass capped to its share.
-                self._wake.set()
-            elif bucket.tokens < 1:
-                next_due = _earliest(next_due, bucket.next_token_at(now))
-        self._progressed()
-        return next_due
+        return plan, next_due
 
     def _bucket(self, number_id: str, now: float) -> TokenBucket:
         bucket = self._buckets.get(number_id)
@@ -388,19 +416,38 @@ class Engine:
 
     # ------------------------------------------------------------ outcomes
 
-    async def _flush(self) -> None:
-        """Record every ended call in one transaction, then free their slots."""
-        if not self._done:
-            return
-        done, self._done = self._done, []
-        now = self.clock.now()
-        outcomes = [self._outcome(call, result, now) for call, result in done]
-        completed, refused = await self.store.record_outcomes(outcomes, now)
-        for call, _ in done:
-            self._live.pop(call.contact.id, None)
-            self._live_job[call.job_id] -= 1
-            self._live_org[call.organization_id] -= 1
-        self._progressed()
+    def _judge(
+        self, done: list[tuple[LiveCall, DialResult]], outcomes: list[Outcome], now: float
+    ) -> list[JobVerdict]:
+        """What the ended calls say about their jobs, before the next claims are planned: when
+        each job has a contact ready again, and which jobs must stop (failed: the provider
+        rejects its calls; paused: most of its recent attempts failed at the carrier)."""
+        verdicts: list[JobVerdict] = []
+        for (call, result), outcome in zip(done, outcomes, strict=True):
+            job = self._jobs.get(call.job_id)
+            if job is None:  # not dialing for it (finished, paused, or stopped just now)
+                continue
+            if outcome.next_status == ContactStatus.QUEUED and outcome.next_retry_at is not None:
+                job.idle_until = min(job.idle_until, outcome.next_retry_at)
+            if result.not_placed:
+                job.idle_until = max(job.idle_until, now + NOT_PLACED_BACKOFF_SECONDS)
+            verdict = self._count_fatal(job, result)
+            # Calls cut short by a restart say nothing about the carrier: not counted.
+            if verdict is None and not (result.not_placed or result.job_fatal or result.retryable):
+                verdict = self._watch_failures(job, result.status, now)
+            if verdict is not None:
+                verdicts.append(verdict)
+                # Stop dialing for it; its live calls finish and are recorded.
+                self._jobs.pop(job.row.id, None)
+                self._failure_windows.pop(job.row.id, None)
+        return verdicts
+
+    def _log_outcomes(
+        self,
+        done: list[tuple[LiveCall, DialResult]],
+        outcomes: list[Outcome],
+        refused: list[Outcome],
+    ) -> None:
         for (call, result), outcome in zip(done, outcomes, strict=True):
             log.info(
                 "call_attempt_finished",
@@ -413,17 +460,6 @@ class Engine:
                 reason=result.reason,
                 duration=result.duration,
             )
-            job = self._jobs.get(call.job_id)
-            if job is None:
-                continue
-            if outcome.next_status == ContactStatus.QUEUED and outcome.next_retry_at is not None:
-                job.idle_until = min(job.idle_until, outcome.next_retry_at)
-            if result.not_placed:
-                job.idle_until = max(job.idle_until, now + NOT_PLACED_BACKOFF_SECONDS)
-            await self._count_fatal(job, result, now)
-            # Calls cut short by a restart say nothing about the carrier: not counted.
-            if not (result.not_placed or result.job_fatal or result.retryable):
-                await self._watch_failures(job, result.status, now)
         for o in refused:
             log.error(
                 "call_outcome_refused",
@@ -432,8 +468,6 @@ class Engine:
                 attempt=o.attempt_no,
                 outcome=o.outcome,
             )
-        for job_id in completed:
-            self._job_finished(job_id)
 
     def _outcome(self, call: LiveCall, result: DialResult, now: float) -> Outcome:
         charged = 0.0
@@ -477,34 +511,27 @@ class Engine:
             give_back=give_back,
         )
 
-    async def _count_fatal(self, job: RunningJob, result: DialResult, now: float) -> None:
+    def _count_fatal(self, job: RunningJob, result: DialResult) -> JobVerdict | None:
+        """Provider errors that are not the contacts' fault, in a row, fail the job."""
         if not result.job_fatal:
             job.fatal_streak = 0
-            return
+            return None
         job.fatal_streak += 1
-        if job.fatal_streak >= self.config.engine.provider_failure_limit:
-            reason = result.reason or "provider rejected the call"
-            if await self.store.fail_job(job.row.id, reason, now):
-                log.error("job_failed", job_id=job.row.id, reason=reason)
-            self._job_finished(job.row.id)
+        if job.fatal_streak < self.config.engine.provider_failure_limit:
+            return None
+        return JobVerdict(
+            job.row.id, JobStatus.FAILED, result.reason or "provider rejected the call"
+        )
 
-    async def _watch_failures(self, job: RunningJob, outcome: ContactStatus, now: float) -> None:
+    def _watch_failures(
+        self, job: RunningJob, outcome: ContactStatus, now: float
+    ) -> JobVerdict | None:
         """Pause the job when most of its recent attempts failed for carrier/provider reasons."""
-        job_id = job.row.id
-        if job_id not in self._jobs:  # failed or paused by an earlier outcome of this batch
-            return
-        window = self._failure_windows.get(job_id)
+        window = self._failure_windows.get(job.row.id)
         if window is None:
-            window = self._failure_windows[job_id] = autopause.FailureWindow(self._auto_pause)
+            window = self._failure_windows[job.row.id] = autopause.FailureWindow(self._auto_pause)
         reason = window.record(outcome, now)
-        if reason is None:
-            return
-        if await self.store.pause_job(job_id, reason, now, [JobStatus.RUNNING]):
-            log.warning("job_auto_paused", job_id=job_id, reason=reason)
-        # Paused (or no longer running): stop dialing for it; live calls finish and are recorded.
-        self._jobs.pop(job_id, None)
-        self._failure_windows.pop(job_id, None)
-        self._progressed()
+        return None if reason is None else JobVerdict(job.row.id, JobStatus.PAUSED, reason)
 
     def _job_finished(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)

@@ -194,6 +194,16 @@ class JobClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class JobVerdict:
+    """The engine's decision to stop a running job: `failed` (it cannot proceed) or `paused`
+    (most of its recent attempts failed at the carrier), with the reason shown to users."""
+
+    job_id: str
+    status: str  # "failed" | "paused"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What to record for one finished attempt (the next contact status is already decided)."""
 
@@ -212,6 +222,14 @@ class Outcome:
     charged_usd: float
     started_at: float  # when the attempt was claimed (the call's slot was taken)
     give_back: bool = False  # the dial never happened: the attempt does not count
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    completed: list[str]  # jobs that became completed
+    refused: list[Outcome]  # outcomes whose contact was not `dialing` that attempt
+    claims: dict[str, JobClaim]
+    verdicts: list[JobVerdict]  # the verdicts that took effect
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,114 +662,42 @@ class Store:
 
     # ------------------------------------------------------------- dialing
 
+    async def cycle(
+        self,
+        outcomes: Sequence[Outcome],
+        verdicts: Sequence[JobVerdict],
+        wanted: Mapping[str, int],
+        now: float,
+        room_namer: RoomNamer,
+    ) -> CycleResult:
+        """One scheduler cycle in one transaction (group commit): record the finished attempts,
+        fail or pause the jobs the engine judged, then claim contacts for the free slots.
+
+        Claims are committed before anyone dials: after a crash they are found in `dialing`.
+        """
+
+        def tx(conn: sqlite3.Connection) -> CycleResult:
+            completed, refused = _record(conn, outcomes, now)
+            applied = [v for v in verdicts if _apply_verdict(conn, v, now)]
+            claims = _claim(conn, wanted, now, room_namer)
+            completed += [j for j, c in claims.items() if c.completed and j not in completed]
+            return CycleResult(completed, refused, claims, applied)
+
+        return await self._write(tx)
+
     async def claim(
         self, wanted: Mapping[str, int], now: float, room_namer: RoomNamer
     ) -> dict[str, JobClaim]:
-        """For each job, move up to `wanted[job]` ready contacts to `dialing` and write their
-        attempt rows: all jobs in one transaction, committed before anyone dials (after a crash
-        these contacts are found in `dialing`).
-
-        A job that had fewer ready contacts than wanted learns, in the same transaction, when its
-        next retry is due; with none queued it is completed if nothing else is open.
-        """
-
-        def tx(conn: sqlite3.Connection) -> dict[str, JobClaim]:
-            result: dict[str, JobClaim] = {}
-            attempts: list[tuple[int, str, int, str, float]] = []
-            for job_id, limit in wanted.items():
-                rows = conn.execute(
-                    Q()["claim_contacts"], {"job_id": job_id, "now": now, "limit": limit}
-                ).fetchall()
-                claimed = [
-                    ClaimedContact(
-                        id=r[0],
-                        job_id=job_id,
-                        seq=r[1],
-                        phone=r[2],
-                        contact_data=json.loads(r[3]),
-                        attempt_no=r[4],
-                        max_attempts=r[5],
-                        room_name=room_namer(job_id, r[0], r[4]),
-                        started_at=now,
-                    )
-                    for r in rows
-                ]
-                claimed.sort(key=lambda c: c.seq)
-                attempts.extend((c.id, job_id, c.attempt_no, c.room_name, now) for c in claimed)
-                due: float | None = None
-                completed = False
-                if len(claimed) < limit:
-                    due = conn.execute(Q()["next_retry_due"], (job_id,)).fetchone()[0]
-                    completed = due is None and bool(
-                        conn.execute(
-                            Q()["complete_job_if_done"], {"id": job_id, "now": now}
-                        ).rowcount
-                    )
-                result[job_id] = JobClaim(claimed, len(claimed) < limit, due, completed)
-            conn.executemany(Q()["insert_attempt"], attempts)
-            conn.executemany(Q()["set_contact_room"], [(a[3], a[0]) for a in attempts])
-            return result
-
-        return await self._write(tx)
+        """For each job, move up to `wanted[job]` ready contacts to `dialing` (see `cycle`)."""
+        return (await self.cycle((), (), wanted, now, room_namer)).claims
 
     async def record_outcomes(
         self, outcomes: Sequence[Outcome], now: float
     ) -> tuple[list[str], list[Outcome]]:
-        """Record finished attempts in one transaction (group commit).
-
-        Returns the jobs that became completed and the outcomes that were refused because their
-        contact was not in `dialing` for that attempt (never overwritten; the caller logs them).
-        A retry decided for a job that was cancelled meanwhile becomes the final outcome instead.
-        """
-
-        def tx(conn: sqlite3.Connection) -> tuple[list[str], list[Outcome]]:
-            job_ids = sorted({o.job_id for o in outcomes})
-            cancelled = {
-                j
-                for j in job_ids
-                if (row := conn.execute("SELECT status FROM jobs WHERE id = ?", (j,)).fetchone())
-                and row[0] == "cancelled"
-            }
-            settled = [_settle_for_cancelled(o) if o.job_id in cancelled else o for o in outcomes]
-            accepted, refused = _transition_contacts(conn, settled, now)
-            conn.executemany(
-                Q()["finish_attempt"],
-                [
-                    {
-                        "contact_id": o.contact_id,
-                        "attempt_no": o.attempt_no,
-                        "outcome": "not_placed" if o.give_back else o.outcome,
-                        "sip_code": o.sip_code,
-                        "reason": o.reason,
-                        "answered_at": o.answered_at,
-                        "ended_at": o.ended_at,
-                        "duration": o.duration,
-                        "charged_usd": o.charged_usd,
-                    }
-                    for o in accepted
-                ],
-            )
-            spend: dict[str, float] = {}
-            calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]
-            for o in accepted:
-                if o.charged_usd:
-                    spend[o.organization_id] = spend.get(o.organization_id, 0.0) + o.charged_usd
-                if not o.give_back and o.ended_at is not None:
-                    stats = calls.setdefault(o.job_id, [0, 0.0])
-                    stats[0] += 1
-                    stats[1] += max(0.0, o.ended_at - o.started_at)
-            conn.executemany(Q()["add_spend"], list(spend.items()))
-            conn.executemany(
-                Q()["add_call_stats"], [(n, secs, job) for job, (n, secs) in calls.items()]
-            )
-            completed = [
-                j
-                for j in job_ids
-                if conn.execute(Q()["complete_job_if_done"], {"id": j, "now": now}).rowcount
-            ]
-            return completed, refused
-
-        return await self._write(tx)
+        """Record finished attempts (see `cycle`); return the jobs that became completed and
+        the outcomes refused because their contact was not in `dialing` for that attempt."""
+        result = await self.cycle(outcomes, (), {}, now, _no_rooms)
+        return result.completed, result.refused
 
     async def next_retry_due(self, job_id: str) -> float | None:
         def q(conn: sqlite3.Connection) -> float | None:
@@ -841,6 +787,122 @@ def _contact_page(conn: sqlite3.Connection, params: dict[str, Any]) -> list[Cont
 
 def _counts(conn: sqlite3.Connection, job_id: str) -> dict[str, int]:
     return {r["status"]: int(r["n"]) for r in conn.execute(Q()["job_status_counts"], (job_id,))}
+
+
+def _no_rooms(job_id: str, contact_id: int, attempt_no: int) -> str:
+    raise AssertionError("no claims were asked for")
+
+
+def _claim(
+    conn: sqlite3.Connection, wanted: Mapping[str, int], now: float, room_namer: RoomNamer
+) -> dict[str, JobClaim]:
+    """Claim up to `wanted[job]` ready contacts per job and write their attempt rows.
+
+    A job that had fewer ready contacts than wanted learns when its next retry is due; with none
+    queued it is completed if nothing else is open.
+    """
+    result: dict[str, JobClaim] = {}
+    attempts: list[tuple[int, str, int, str, float]] = []
+    for job_id, limit in wanted.items():
+        rows = conn.execute(
+            Q()["claim_contacts"], {"job_id": job_id, "now": now, "limit": limit}
+        ).fetchall()
+        claimed = [
+            ClaimedContact(
+                id=r[0],
+                job_id=job_id,
+                seq=r[1],
+                phone=r[2],
+                contact_data=json.loads(r[3]),
+                attempt_no=r[4],
+                max_attempts=r[5],
+                room_name=room_namer(job_id, r[0], r[4]),
+                started_at=now,
+            )
+            for r in rows
+        ]
+        claimed.sort(key=lambda c: c.seq)
+        attempts.extend((c.id, job_id, c.attempt_no, c.room_name, now) for c in claimed)
+        due: float | None = None
+        completed = False
+        if len(claimed) < limit:
+            due = conn.execute(Q()["next_retry_due"], (job_id,)).fetchone()[0]
+            completed = due is None and bool(
+                conn.execute(Q()["complete_job_if_done"], {"id": job_id, "now": now}).rowcount
+            )
+        result[job_id] = JobClaim(claimed, len(claimed) < limit, due, completed)
+    conn.executemany(Q()["insert_attempt"], attempts)
+    conn.executemany(Q()["set_contact_room"], [(a[3], a[0]) for a in attempts])
+    return result
+
+
+def _record(
+    conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float
+) -> tuple[list[str], list[Outcome]]:
+    """Record finished attempts; return (jobs that became completed, refused outcomes).
+
+    A retry decided for a job that was cancelled meanwhile becomes the final outcome instead.
+    """
+    if not outcomes:
+        return [], []
+    job_ids = sorted({o.job_id for o in outcomes})
+    cancelled = {
+        j
+        for j in job_ids
+        if (row := conn.execute("SELECT status FROM jobs WHERE id = ?", (j,)).fetchone())
+        and row[0] == "cancelled"
+    }
+    settled = [_settle_for_cancelled(o) if o.job_id in cancelled else o for o in outcomes]
+    accepted, refused = _transition_contacts(conn, settled, now)
+    conn.executemany(
+        Q()["finish_attempt"],
+        [
+            {
+                "contact_id": o.contact_id,
+                "attempt_no": o.attempt_no,
+                "outcome": "not_placed" if o.give_back else o.outcome,
+                "sip_code": o.sip_code,
+                "reason": o.reason,
+                "answered_at": o.answered_at,
+                "ended_at": o.ended_at,
+                "duration": o.duration,
+                "charged_usd": o.charged_usd,
+            }
+            for o in accepted
+        ],
+    )
+    spend: dict[str, float] = {}
+    calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]
+    for o in accepted:
+        if o.charged_usd:
+            spend[o.organization_id] = spend.get(o.organization_id, 0.0) + o.charged_usd
+        if not o.give_back and o.ended_at is not None:
+            stats = calls.setdefault(o.job_id, [0, 0.0])
+            stats[0] += 1
+            stats[1] += max(0.0, o.ended_at - o.started_at)
+    conn.executemany(Q()["add_spend"], list(spend.items()))
+    conn.executemany(Q()["add_call_stats"], [(n, secs, job) for job, (n, secs) in calls.items()])
+    completed = [
+        j
+        for j in job_ids
+        if conn.execute(Q()["complete_job_if_done"], {"id": j, "now": now}).rowcount
+    ]
+    return completed, refused
+
+
+def _apply_verdict(conn: sqlite3.Connection, verdict: JobVerdict, now: float) -> bool:
+    """Fail or pause a job the engine judged; False when it was no longer in a state for it."""
+    if verdict.status == "failed":
+        params = {"id": verdict.job_id, "reason": verdict.reason, "now": now}
+        return conn.execute(Q()["fail_job"], params).rowcount == 1
+    params = {
+        "id": verdict.job_id,
+        "org": None,
+        "reason": verdict.reason,
+        "now": now,
+        "from_statuses": '["running"]',
+    }
+    return conn.execute(Q()["pause_job"], params).rowcount == 1
 
 
 def _settle_for_cancelled(o: Outcome) -> Outcome:
