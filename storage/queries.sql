@@ -59,39 +59,61 @@ UPDATE jobs SET status = 'running', actual_start_time = coalesce(actual_start_ti
                 updated_at = :now
 WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
 
--- claim_contacts --
--- Due retries first (in due order), then fresh contacts in upload order; each part reads its
--- index in order and stops at :limit, so a claim costs the same in a job of any size. One
--- statement, so the guard on status and the update cannot be separated. Only for a running job:
--- a job paused (or cancelled) after the scheduler chose it claims no one. Within a job contact
--- ids grow with seq, so `id` breaks ties of next_retry_at in upload order.
-UPDATE contacts
-SET status = 'dialing', attempt_count = attempt_count + 1, last_attempt_at = :now,
-    next_retry_at = NULL, updated_at = :now
-WHERE (SELECT status FROM jobs WHERE id = :job_id) = 'running' AND id IN (
-    SELECT id FROM (
-        SELECT id FROM contacts
+-- pick_contacts --
+-- The contacts a claim takes for one job, as one JSON array [[id, next attempt no], ...]: due
+-- retries first (in due order), then fresh contacts in upload order. Each part reads its index
+-- in order and stops at :limit, so a claim costs the same in a job of any size. Only for a
+-- running job: a job paused (or cancelled) after the scheduler chose it claims no one. Within a
+-- job contact ids grow with seq, so `id` breaks ties of next_retry_at in upload order.
+SELECT json_group_array(json_array(id, attempt_count + 1)) FROM (
+    SELECT id, attempt_count FROM (
+        SELECT id, attempt_count FROM contacts
         WHERE job_id = :job_id AND status = 'queued' AND next_retry_at <= :now
         ORDER BY next_retry_at, id LIMIT :limit)
     UNION ALL
-    SELECT id FROM (
-        SELECT id FROM contacts WHERE job_id = :job_id AND status = 'pending'
+    SELECT id, attempt_count FROM (
+        SELECT id, attempt_count FROM contacts WHERE job_id = :job_id AND status = 'pending'
         ORDER BY seq LIMIT :limit)
     LIMIT :limit)
-RETURNING id, seq, phone, contact_data, attempt_count, max_attempts
+WHERE (SELECT status FROM jobs WHERE id = :job_id) = 'running'
 
--- insert_attempt --
+-- create_claim_batch --
+CREATE TEMP TABLE IF NOT EXISTS claim_batch (
+    contact_id INTEGER PRIMARY KEY,
+    job_id     TEXT NOT NULL,
+    attempt_no INTEGER NOT NULL,
+    room_name  TEXT NOT NULL
+)
+
+-- clear_claim_batch --
+DELETE FROM temp.claim_batch
+
+-- load_claim_batch --
+-- [[contact id, job id, attempt no, room name], ...]
+INSERT INTO temp.claim_batch
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)
+
+-- claim_batch --
+-- pending/queued -> dialing for every picked contact, guarded on its status and attempt count.
+-- (`id IN` so that the batch drives the update: a join would scan the contacts.)
+UPDATE contacts
+SET status = 'dialing', attempt_count = attempt_count + 1, last_attempt_at = :now,
+    next_retry_at = NULL, updated_at = :now,
+    room_name = (SELECT room_name FROM temp.claim_batch AS b WHERE b.contact_id = contacts.id)
+WHERE id IN (SELECT contact_id FROM temp.claim_batch)
+  AND status IN ('pending', 'queued')
+  AND attempt_count + 1 = (SELECT attempt_no FROM temp.claim_batch AS b
+                           WHERE b.contact_id = contacts.id)
+
+-- insert_claimed_attempts --
 INSERT INTO attempts (contact_id, job_id, attempt_no, room_name, started_at)
-VALUES (?, ?, ?, ?, ?)
+SELECT contact_id, job_id, attempt_no, room_name, :now FROM temp.claim_batch
 
--- set_contact_room --
-UPDATE contacts SET room_name = ? WHERE id = ?
-
--- finish_attempt --
-UPDATE attempts
-SET outcome = :outcome, sip_code = :sip_code, reason = :reason, answered_at = :answered_at,
-    ended_at = :ended_at, duration = :duration, charged_usd = :charged_usd
-WHERE contact_id = :contact_id AND attempt_no = :attempt_no AND outcome IS NULL
+-- claimed_contacts --
+-- The claimed contacts as one JSON array [[id, seq, phone, data, attempt no, max attempts], ...]
+SELECT json_group_array(json_array(c.id, c.seq, c.phone, json(c.contact_data), c.attempt_count,
+                                   c.max_attempts))
+FROM temp.claim_batch AS b JOIN contacts AS c ON c.id = b.contact_id
 
 -- finish_contact --
 UPDATE contacts
@@ -106,6 +128,86 @@ UPDATE contacts
 SET status = :status, attempt_count = attempt_count - 1, next_retry_at = :next_retry_at,
     updated_at = :now
 WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
+
+-- create_outcome_batch --
+-- The outcomes of one cycle, loaded with one statement so that the whole batch is applied by a
+-- few set-based statements: a statement per row would hand the GIL back and forth with the
+-- event loop once per row, which under load costs far more than the SQL itself.
+CREATE TEMP TABLE IF NOT EXISTS outcome_batch (
+    contact_id     INTEGER PRIMARY KEY,
+    job_id         TEXT NOT NULL,
+    attempt_no     INTEGER NOT NULL,
+    give_back      INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    next_retry_at  REAL,
+    completed_at   REAL,
+    error_code     TEXT,
+    reason         TEXT,
+    duration       INTEGER,
+    outcome        TEXT NOT NULL,
+    sip_code       INTEGER,
+    answered_at    REAL,
+    ended_at       REAL,
+    charged_usd    REAL NOT NULL
+)
+
+-- clear_outcome_batch --
+DELETE FROM temp.outcome_batch
+
+-- load_outcome_batch --
+INSERT INTO temp.outcome_batch
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+       value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11,
+       value ->> 12, value ->> 13, value ->> 14
+FROM json_each(?)
+
+-- finish_contacts_batch --
+-- Guarded like finish_contact: only a contact still dialing that very attempt changes.
+UPDATE contacts
+SET status = b.status, next_retry_at = b.next_retry_at, completed_at = b.completed_at,
+    error_code = b.error_code, failure_reason = b.reason,
+    call_duration = coalesce(b.duration, contacts.call_duration), updated_at = :now
+FROM temp.outcome_batch AS b
+WHERE contacts.id = b.contact_id AND b.give_back = 0
+  AND contacts.status = 'dialing' AND contacts.attempt_count = b.attempt_no
+
+-- give_back_batch --
+UPDATE contacts
+SET status = b.status, attempt_count = contacts.attempt_count - 1,
+    next_retry_at = b.next_retry_at, updated_at = :now
+FROM temp.outcome_batch AS b
+WHERE contacts.id = b.contact_id AND b.give_back = 1
+  AND contacts.status = 'dialing' AND contacts.attempt_count = b.attempt_no
+
+-- finish_attempts_batch --
+UPDATE attempts
+SET outcome = b.outcome, sip_code = b.sip_code, reason = b.reason,
+    answered_at = b.answered_at, ended_at = b.ended_at, duration = b.duration,
+    charged_usd = b.charged_usd
+FROM temp.outcome_batch AS b
+WHERE attempts.contact_id = b.contact_id AND attempts.attempt_no = b.attempt_no
+  AND attempts.outcome IS NULL
+
+-- forget_outcome --
+DELETE FROM temp.outcome_batch WHERE contact_id = ?
+
+-- cancelled_jobs --
+SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND status = 'cancelled'
+
+-- add_call_stats_batch --
+-- [[job_id, attempts ended, their seconds], ...]
+UPDATE jobs SET calls_ended = calls_ended + b.n, call_seconds = call_seconds + b.secs
+FROM (SELECT value ->> 0 AS job_id, value ->> 1 AS n, value ->> 2 AS secs FROM json_each(?)) AS b
+WHERE jobs.id = b.job_id
+
+-- complete_jobs_if_done --
+-- complete_job_if_done for a JSON array of job ids; returns those completed.
+UPDATE jobs SET status = 'completed', completed_at = :now, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running'
+  AND NOT EXISTS (
+      SELECT 1 FROM job_status_counts c
+      WHERE c.job_id = jobs.id AND c.status IN ('pending', 'queued', 'dialing') AND c.n > 0)
+RETURNING id
 
 -- add_spend --
 INSERT INTO organization_spend (organization_id, spent_usd) VALUES (?, ?)
@@ -154,9 +256,6 @@ ORDER BY c.job_id, c.seq
 -- last_retry_due --
 SELECT max(next_retry_at) FROM contacts WHERE job_id = ? AND status = 'queued'
 
--- add_call_stats --
--- Running totals of ended attempts: the observed average call length without a scan.
-UPDATE jobs SET calls_ended = calls_ended + ?, call_seconds = call_seconds + ? WHERE id = ?
 
 -- list_attempts --
 SELECT * FROM attempts WHERE contact_id = ? ORDER BY id

@@ -271,6 +271,9 @@ class Store:
         def open_writer() -> sqlite3.Connection:
             conn = dbmod.connect(self.path)
             dbmod.migrate(conn)
+            # The writer's scratch tables: per connection, never written to the database file.
+            conn.execute(Q()["create_outcome_batch"])
+            conn.execute(Q()["create_claim_batch"])
             return conn
 
         self._writer = await self._run(self._writer_pool, open_writer)
@@ -798,41 +801,55 @@ def _claim(
 ) -> dict[str, JobClaim]:
     """Claim up to `wanted[job]` ready contacts per job and write their attempt rows.
 
-    A job that had fewer ready contacts than wanted learns when its next retry is due; with none
-    queued it is completed if nothing else is open.
+    One small pick per job, then a handful of set-based statements for all of them. A job that
+    had fewer ready contacts than wanted learns when its next retry is due; with none queued it
+    is completed if nothing else is open.
     """
-    result: dict[str, JobClaim] = {}
-    attempts: list[tuple[int, str, int, str, float]] = []
+    picked: dict[str, list[list[Any]]] = {}
+    batch: list[list[Any]] = []
     for job_id, limit in wanted.items():
-        rows = conn.execute(
-            Q()["claim_contacts"], {"job_id": job_id, "now": now, "limit": limit}
-        ).fetchall()
-        claimed = [
-            ClaimedContact(
-                id=r[0],
-                job_id=job_id,
-                seq=r[1],
-                phone=r[2],
-                contact_data=json.loads(r[3]),
-                attempt_no=r[4],
-                max_attempts=r[5],
-                room_name=room_namer(job_id, r[0], r[4]),
-                started_at=now,
+        params = {"job_id": job_id, "now": now, "limit": limit}
+        picks = json.loads(conn.execute(Q()["pick_contacts"], params).fetchone()[0] or "[]")
+        picked[job_id] = picks
+        batch.extend(
+            [cid, job_id, attempt, room_namer(job_id, cid, attempt)] for cid, attempt in picks
+        )
+    claimed: dict[str, list[ClaimedContact]] = {job_id: [] for job_id in wanted}
+    if batch:
+        conn.execute(Q()["clear_claim_batch"])
+        conn.execute(Q()["load_claim_batch"], (json.dumps(batch),))
+        moved = conn.execute(Q()["claim_batch"], {"now": now}).rowcount
+        if moved != len(batch):  # cannot happen inside this transaction: the picks are fresh
+            raise TransitionError(f"claimed {moved} of {len(batch)} picked contacts")
+        conn.execute(Q()["insert_claimed_attempts"], {"now": now})
+        rooms = {row[0]: row[3] for row in batch}
+        jobs = {row[0]: row[1] for row in batch}
+        rows = json.loads(conn.execute(Q()["claimed_contacts"]).fetchone()[0])
+        for cid, seq, phone, data, attempt, max_attempts in rows:
+            claimed[jobs[cid]].append(
+                ClaimedContact(
+                    id=cid,
+                    job_id=jobs[cid],
+                    seq=seq,
+                    phone=phone,
+                    contact_data=data,
+                    attempt_no=attempt,
+                    max_attempts=max_attempts,
+                    room_name=rooms[cid],
+                    started_at=now,
+                )
             )
-            for r in rows
-        ]
-        claimed.sort(key=lambda c: c.seq)
-        attempts.extend((c.id, job_id, c.attempt_no, c.room_name, now) for c in claimed)
+    result: dict[str, JobClaim] = {}
+    for job_id, limit in wanted.items():
+        contacts = sorted(claimed[job_id], key=lambda c: c.seq)
         due: float | None = None
         completed = False
-        if len(claimed) < limit:
+        if len(contacts) < limit:
             due = conn.execute(Q()["next_retry_due"], (job_id,)).fetchone()[0]
             completed = due is None and bool(
                 conn.execute(Q()["complete_job_if_done"], {"id": job_id, "now": now}).rowcount
             )
-        result[job_id] = JobClaim(claimed, len(claimed) < limit, due, completed)
-    conn.executemany(Q()["insert_attempt"], attempts)
-    conn.executemany(Q()["set_contact_room"], [(a[3], a[0]) for a in attempts])
+        result[job_id] = JobClaim(contacts, len(contacts) < limit, due, completed)
     return result
 
 
@@ -846,31 +863,11 @@ def _record(
     if not outcomes:
         return [], []
     job_ids = sorted({o.job_id for o in outcomes})
-    cancelled = {
-        j
-        for j in job_ids
-        if (row := conn.execute("SELECT status FROM jobs WHERE id = ?", (j,)).fetchone())
-        and row[0] == "cancelled"
-    }
+    cancelled = {r[0] for r in conn.execute(Q()["cancelled_jobs"], (json.dumps(job_ids),))}
     settled = [_settle_for_cancelled(o) if o.job_id in cancelled else o for o in outcomes]
     accepted, refused = _transition_contacts(conn, settled, now)
-    conn.executemany(
-        Q()["finish_attempt"],
-        [
-            {
-                "contact_id": o.contact_id,
-                "attempt_no": o.attempt_no,
-                "outcome": "not_placed" if o.give_back else o.outcome,
-                "sip_code": o.sip_code,
-                "reason": o.reason,
-                "answered_at": o.answered_at,
-                "ended_at": o.ended_at,
-                "duration": o.duration,
-                "charged_usd": o.charged_usd,
-            }
-            for o in accepted
-        ],
-    )
+    conn.execute(Q()["finish_attempts_batch"])
+    conn.execute(Q()["clear_outcome_batch"])
     spend: dict[str, float] = {}
     calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]
     for o in accepted:
@@ -881,12 +878,12 @@ def _record(
             stats[0] += 1
             stats[1] += max(0.0, o.ended_at - o.started_at)
     conn.executemany(Q()["add_spend"], list(spend.items()))
-    conn.executemany(Q()["add_call_stats"], [(n, secs, job) for job, (n, secs) in calls.items()])
-    completed = [
-        j
-        for j in job_ids
-        if conn.execute(Q()["complete_job_if_done"], {"id": j, "now": now}).rowcount
-    ]
+    conn.execute(
+        Q()["add_call_stats_batch"],
+        (json.dumps([[job, n, secs] for job, (n, secs) in calls.items()]),),
+    )
+    params = {"ids": json.dumps(job_ids), "now": now}
+    completed = [r[0] for r in conn.execute(Q()["complete_jobs_if_done"], params)]
     return completed, refused
 
 
@@ -912,50 +909,44 @@ def _settle_for_cancelled(o: Outcome) -> Outcome:
     return replace(o, next_status="cancelled" if o.give_back else o.outcome, next_retry_at=None)
 
 
-def _contact_params(o: Outcome, now: float) -> dict[str, Any]:
-    if o.give_back:
-        return {
-            "contact_id": o.contact_id,
-            "attempt_no": o.attempt_no,
-            "status": o.next_status,
-            "next_retry_at": o.next_retry_at,
-            "now": now,
-        }
-    final = o.next_status not in ("queued", "pending")
-    return {
-        "contact_id": o.contact_id,
-        "attempt_no": o.attempt_no,
-        "status": o.next_status,
-        "next_retry_at": o.next_retry_at,
-        "completed_at": (o.ended_at or now) if final else None,
-        "error_code": str(o.sip_code) if o.sip_code is not None else None,
-        "failure_reason": o.reason,
-        "duration": o.duration,
-        "now": now,
-    }
+def _batch_row(o: Outcome, now: float) -> list[Any]:
+    """An outcome as a row of temp.outcome_batch (in its column order)."""
+    final = not o.give_back and o.next_status not in ("queued", "pending")
+    return [
+        o.contact_id,
+        o.job_id,
+        o.attempt_no,
+        int(o.give_back),
+        o.next_status,
+        o.next_retry_at,
+        (o.ended_at or now) if final else None,
+        str(o.sip_code) if o.sip_code is not None else None,
+        o.reason,
+        o.duration,
+        "not_placed" if o.give_back else o.outcome,
+        o.sip_code,
+        o.answered_at,
+        o.ended_at,
+        o.charged_usd,
+    ]
 
 
 def _transition_contacts(
     conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float
 ) -> tuple[list[Outcome], list[Outcome]]:
-    """Apply each outcome's guarded contact transition; return (accepted, refused).
+    """Load the outcomes into temp.outcome_batch and apply each one's guarded contact
+    transition; return (accepted, refused). The batch is left holding the accepted ones.
 
-    The usual case, every contact still `dialing` that attempt, is two batched statements; if
-    any guard refuses, the batch is undone and the outcomes are applied one by one to find out
-    which (never overwritten: the refused ones are only reported).
+    The usual case, every contact still `dialing` that attempt, is two set-based statements; if
+    any guard refuses, they are undone and the outcomes applied one by one to find out which
+    (never overwritten: the refused ones are only reported, and leave the batch).
     """
-    finishes = [o for o in outcomes if not o.give_back]
-    give_backs = [o for o in outcomes if o.give_back]
+    conn.execute(Q()["clear_outcome_batch"])
+    conn.execute(Q()["load_outcome_batch"], (json.dumps([_batch_row(o, now) for o in outcomes]),))
     conn.execute("SAVEPOINT transitions")
-    changed = 0
-    if finishes:
-        changed += conn.executemany(
-            Q()["finish_contact"], [_contact_params(o, now) for o in finishes]
-        ).rowcount
-    if give_backs:
-        changed += conn.executemany(
-            Q()["give_back_attempt"], [_contact_params(o, now) for o in give_backs]
-        ).rowcount
+    changed = conn.execute(Q()["finish_contacts_batch"], {"now": now}).rowcount
+    if any(o.give_back for o in outcomes):
+        changed += conn.execute(Q()["give_back_batch"], {"now": now}).rowcount
     if changed == len(outcomes):
         conn.execute("RELEASE transitions")
         return list(outcomes), []
@@ -964,7 +955,22 @@ def _transition_contacts(
     accepted: list[Outcome] = []
     refused: list[Outcome] = []
     for o in outcomes:
+        row = _batch_row(o, now)
+        params = {
+            "contact_id": o.contact_id,
+            "attempt_no": o.attempt_no,
+            "status": o.next_status,
+            "next_retry_at": o.next_retry_at,
+            "completed_at": row[6],
+            "error_code": row[7],
+            "failure_reason": o.reason,
+            "duration": o.duration,
+            "now": now,
+        }
         query = Q()["give_back_attempt" if o.give_back else "finish_contact"]
-        ok = conn.execute(query, _contact_params(o, now)).rowcount == 1
-        (accepted if ok else refused).append(o)
+        if conn.execute(query, params).rowcount == 1:
+            accepted.append(o)
+        else:
+            refused.append(o)
+            conn.execute(Q()["forget_outcome"], (o.contact_id,))
     return accepted, refused

@@ -67,6 +67,8 @@ def test_every_named_query_compiles_against_the_schema(conn: sqlite3.Connection)
     dbmod.migrate(conn)
     queries = dbmod.queries()
     assert queries
+    conn.execute(queries["create_outcome_batch"])  # the writer's temp tables
+    conn.execute(queries["create_claim_batch"])
     for name, sql in queries.items():
         assert sql, name
         named = set(re.findall(r"(?<!:):([a-z_]+)", sql))
