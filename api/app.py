@@ -17,6 +17,7 @@ from api.controls import setup as setup_controls
 from api.errors import Envelope, error_middleware
 from dialer.clock import Clock, SystemClock
 from dialer.config import Config, check_telephony
+from dialer.keys import KeyCache
 from dialer.providers import Provider, make_provider
 from dialer.providers.base import WebhookSink
 from dialer.scheduler import Engine
@@ -60,6 +61,7 @@ def create_app(
     )
     app[appkeys.CONFIG] = config
     app[appkeys.CLOCK] = clock
+    app[appkeys.KEY_CACHE] = KeyCache()
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(batch.routes)
     setup_compat(app, envelopes)

@@ -8,7 +8,6 @@ from aiohttp import web
 
 from api import keys as appkeys
 from api.errors import ApiError, Handler
-from dialer import keys
 
 PUBLIC_PREFIXES = ("/healthz",)
 
@@ -36,7 +35,7 @@ def auth_middleware(public_prefixes: tuple[str, ...]) -> Any:
                 "unauthorized",
                 "Missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
             )
-        row = await keys.authenticate(request.app[appkeys.STORE], key)
+        row = await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
         if row is None:
             raise ApiError(401, "unauthorized", "Invalid or revoked API key")
         request[appkeys.ORG] = row.organization_id

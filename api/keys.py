@@ -6,6 +6,7 @@ from aiohttp import web
 
 from dialer.clock import Clock
 from dialer.config import Config
+from dialer.keys import KeyCache
 from dialer.scheduler import Engine
 from dialer.service import JobService
 from storage.store import Store
@@ -15,4 +16,5 @@ STORE = web.AppKey("store", Store)
 ENGINE = web.AppKey("engine", Engine)
 SERVICE = web.AppKey("service", JobService)
 CLOCK = web.AppKey("clock", Clock)
+KEY_CACHE = web.AppKey("key_cache", KeyCache)
 ORG = web.RequestKey("organization_id", str)  # set by the auth middleware

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from dialer.clock import Clock
 from storage.store import ApiKeyRow, Store
@@ -37,7 +40,37 @@ async def create_key(
     return row, plaintext
 
 
-async def authenticate(store: Store, presented: str) -> ApiKeyRow | None:
-    if not presented or len(presented) > 200:
-        return None
-    return await store.find_api_key(hash_key(presented))
+class KeyCache:
+    """Keys that authenticated recently, so that a client's burst of requests costs one store
+    lookup per `ttl_seconds` instead of one per request. Keys are revoked by the CLI, another
+    process: a revoked key stops working within `ttl_seconds`. Unknown keys are never cached.
+    """
+
+    def __init__(
+        self,
+        ttl_seconds: float = 1.0,
+        max_entries: int = 4096,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._monotonic = monotonic
+        self._entries: OrderedDict[str, tuple[float, ApiKeyRow]] = OrderedDict()
+
+    async def authenticate(self, store: Store, presented: str) -> ApiKeyRow | None:
+        if not presented or len(presented) > 200:
+            return None
+        key_hash = hash_key(presented)
+        now = self._monotonic()
+        cached = self._entries.get(key_hash)
+        if cached is not None and now - cached[0] < self.ttl_seconds:
+            return cached[1]
+        row = await store.find_api_key(key_hash)
+        if row is None:
+            self._entries.pop(key_hash, None)
+            return None
+        self._entries[key_hash] = (now, row)
+        self._entries.move_to_end(key_hash)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return row

@@ -14,6 +14,17 @@ VALUES (:id, :organization_id, :name, :description, :status, :agent_id, :phone_n
 INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)
 VALUES (?, ?, ?, ?, 'pending', ?, ?)
 
+-- insert_contacts --
+-- A whole list in one statement: :contacts is [[phone, {data}], ...] in upload order.
+INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)
+SELECT :job_id, key + 1, value ->> 0, value -> 1, 'pending', :max_attempts, :now
+FROM json_each(:contacts)
+
+-- insert_status_counts --
+-- Every status of a job's breakdown exists from the start (zeros included).
+INSERT OR IGNORE INTO job_status_counts (job_id, status, n)
+SELECT ?, value, 0 FROM json_each(?)
+
 -- get_job --
 SELECT * FROM jobs WHERE id = ? AND organization_id = ?
 
@@ -21,28 +32,46 @@ SELECT * FROM jobs WHERE id = ? AND organization_id = ?
 SELECT * FROM jobs WHERE id = ?
 
 -- list_jobs --
-SELECT * FROM jobs
-WHERE organization_id = :org AND (:status IS NULL OR status = :status)
-ORDER BY created_at DESC, id DESC
-LIMIT :limit OFFSET :offset
+-- Reads that return many rows answer one row of JSON (columns in the order of the store's row
+-- classes): the reader then hands the GIL back and forth once, not once per row.
+SELECT json_group_array(json_array(j.id, j.organization_id, j.name, j.description, j.status, j.agent_id,
+                  j.phone_number_id, j.concurrent_call_limit, j.max_attempts,
+                  json(j.retry_statuses), j.retry_delay_seconds, j.retry_backoff, j.timezone,
+                  j.scheduled_start_time, j.actual_start_time, j.completed_at, j.created_at,
+                  j.updated_at, j.total_contacts, j.status_reason, j.estimated_cost_usd,
+                  j.retry_rounds, j.calls_ended, j.call_seconds)) FROM (
+    SELECT * FROM jobs
+    WHERE organization_id = :org AND (:status IS NULL OR status = :status)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :limit OFFSET :offset) AS j
 
 -- count_jobs --
 SELECT count(*) FROM jobs WHERE organization_id = :org AND (:status IS NULL OR status = :status)
 
 -- job_status_counts --
-SELECT status, n FROM job_status_counts WHERE job_id = ?
+-- {job id: {status: n}} for a JSON array of job ids.
+SELECT json_group_object(job_id, json(counts)) FROM (
+    SELECT job_id, json_group_object(status, n) AS counts FROM job_status_counts
+    WHERE job_id IN (SELECT value FROM json_each(?))
+    GROUP BY job_id)
 
 -- list_contacts --
 -- In upload order. Two shapes, so that each reads its index in order (job_id, seq) or
 -- (job_id, status, seq) and stops after the page instead of filtering the whole job.
-SELECT * FROM contacts WHERE job_id = :job_id
-ORDER BY seq
-LIMIT :limit OFFSET :offset
+SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contact_data), c.status, c.attempt_count,
+                  c.max_attempts, c.last_attempt_at, c.next_retry_at, c.completed_at, c.error_code,
+                  c.failure_reason, c.room_name, c.call_duration, c.updated_at)) FROM (
+    SELECT * FROM contacts WHERE job_id = :job_id
+    ORDER BY seq
+    LIMIT :limit OFFSET :offset) AS c
 
 -- list_contacts_in_status --
-SELECT * FROM contacts WHERE job_id = :job_id AND status = :status
-ORDER BY seq
-LIMIT :limit OFFSET :offset
+SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contact_data), c.status, c.attempt_count,
+                  c.max_attempts, c.last_attempt_at, c.next_retry_at, c.completed_at, c.error_code,
+                  c.failure_reason, c.room_name, c.call_duration, c.updated_at)) FROM (
+    SELECT * FROM contacts WHERE job_id = :job_id AND status = :status
+    ORDER BY seq
+    LIMIT :limit OFFSET :offset) AS c
 
 -- count_jobs_in_status --
 SELECT count(*) FROM jobs
@@ -310,19 +339,21 @@ WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
 -- list_calls --
 -- Contacts with their latest placed attempt, in upload order. Filters: statuses (JSON array or
 -- NULL), external id (see the contact_external_ids view), seq after.
-SELECT c.*, a.started_at AS call_started_at, a.answered_at AS call_answered_at,
-       a.ended_at AS call_ended_at
-FROM contacts c
+SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contact_data), c.status, c.attempt_count,
+                  c.max_attempts, c.last_attempt_at, c.next_retry_at, c.completed_at, c.error_code,
+                  c.failure_reason, c.room_name, c.call_duration, c.updated_at,
+                  a.started_at, a.answered_at, a.ended_at)) FROM (
+    SELECT * FROM contacts
+    WHERE job_id = :job_id AND seq > :after_seq
+      AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+      AND (:external_id IS NULL OR id IN (
+            SELECT id FROM contact_external_ids
+            WHERE job_id = :job_id AND external_id = :external_id))
+    ORDER BY seq
+    LIMIT :limit OFFSET :offset) AS c
 LEFT JOIN attempts a ON a.id = (
     SELECT max(id) FROM attempts
     WHERE contact_id = c.id AND (outcome IS NULL OR outcome <> 'not_placed'))
-WHERE c.job_id = :job_id AND c.seq > :after_seq
-  AND (:statuses IS NULL OR c.status IN (SELECT value FROM json_each(:statuses)))
-  AND (:external_id IS NULL OR c.id IN (
-        SELECT id FROM contact_external_ids
-        WHERE job_id = :job_id AND external_id = :external_id))
-ORDER BY c.seq
-LIMIT :limit OFFSET :offset
 
 -- count_calls --
 SELECT count(*) FROM contacts c

@@ -87,6 +87,12 @@ class JobRow:
         values["retry_statuses"] = tuple(json.loads(values["retry_statuses"]))
         return cls(**values)
 
+    @classmethod
+    def from_values(cls, values: list[Any]) -> JobRow:
+        """From a JSON array in column order (the `json_array(j.id, ...)` of queries.sql)."""
+        values[9] = tuple(values[9])  # retry_statuses
+        return cls(*values)
+
 
 @dataclass(frozen=True, slots=True)
 class ContactRow:
@@ -113,6 +119,11 @@ class ContactRow:
         values["contact_data"] = json.loads(values["contact_data"])
         return cls(**values)
 
+    @classmethod
+    def from_values(cls, values: list[Any]) -> ContactRow:
+        """From a JSON array in column order (the `json_array(c.id, ...)` of queries.sql)."""
+        return cls(*values)
+
 
 @dataclass(frozen=True, slots=True)
 class JobDetailRow:
@@ -133,13 +144,9 @@ class CallRow:
     ended_at: float | None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> CallRow:
-        values = dict(row)
-        started = values.pop("call_started_at")
-        answered = values.pop("call_answered_at")
-        ended = values.pop("call_ended_at")
-        values["contact_data"] = json.loads(values["contact_data"])
-        return cls(ContactRow(**values), started, answered, ended)
+    def from_values(cls, values: list[Any]) -> CallRow:
+        """A contact's columns then its latest attempt's started, answered and ended times."""
+        return cls(ContactRow(*values[:-3]), *values[-3:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,25 +363,23 @@ class Store:
             "total_contacts": len(contacts),
             "estimated_cost_usd": job.estimated_cost_usd,
         }
-        rows = [
-            (
-                job.id,
-                seq,
-                c.phone,
-                json.dumps(c.data, ensure_ascii=False),
-                job.max_attempts,
-                job.created_at,
-            )
-            for seq, c in enumerate(contacts, start=1)
-        ]
+        # Loaded by one statement: a statement per contact would hand the GIL back and forth
+        # with the event loop once per row.
+        contacts_json = json.dumps([[c.phone, c.data] for c in contacts], ensure_ascii=False)
+        statuses_json = json.dumps(CONTACT_STATUSES)
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute(Q()["insert_job"], params)
-            conn.executemany(Q()["insert_contact"], rows)
-            # The count rows for all statuses exist from the start, so breakdowns are complete.
-            conn.executemany(
-                "INSERT OR IGNORE INTO job_status_counts (job_id, status, n) VALUES (?, ?, 0)",
-                [(job.id, s) for s in CONTACT_STATUSES],
+            # The count rows exist before the contacts, whose insert trigger counts them.
+            conn.execute(Q()["insert_status_counts"], (job.id, statuses_json))
+            conn.execute(
+                Q()["insert_contacts"],
+                {
+                    "job_id": job.id,
+                    "contacts": contacts_json,
+                    "max_attempts": job.max_attempts,
+                    "now": job.created_at,
+                },
             )
 
         await self._write(tx)
@@ -402,10 +407,9 @@ class Store:
 
         def q(conn: sqlite3.Connection) -> tuple[list[JobRow], int, dict[str, dict[str, int]]]:
             params = {"org": organization_id, "status": status, "limit": limit, "offset": offset}
-            jobs = [JobRow.from_row(r) for r in conn.execute(Q()["list_jobs"], params)]
+            jobs = [JobRow.from_values(v) for v in _json_rows(conn, "list_jobs", params)]
             total = int(conn.execute(Q()["count_jobs"], params).fetchone()[0])
-            counts = {j.id: _counts(conn, j.id) for j in jobs}
-            return jobs, total, counts
+            return jobs, total, _counts_of(conn, [j.id for j in jobs])
 
         return await self._read(q)
 
@@ -481,7 +485,7 @@ class Store:
         }
 
         def q(conn: sqlite3.Connection) -> tuple[list[CallRow], int | None]:
-            rows = [CallRow.from_row(r) for r in conn.execute(Q()["list_calls"], params)]
+            rows = [CallRow.from_values(v) for v in _json_rows(conn, "list_calls", params)]
             total = int(conn.execute(Q()["count_calls"], params).fetchone()[0]) if count else None
             return rows, total
 
@@ -782,14 +786,30 @@ CONTACT_STATUSES = (
 )
 
 
+def _json_rows(conn: sqlite3.Connection, query: str, params: Any) -> list[list[Any]]:
+    """The rows of a query that answers one JSON array of arrays (one step, one GIL handoff)."""
+    text = conn.execute(Q()[query], params).fetchone()[0]
+    rows: list[list[Any]] = json.loads(text) if text else []
+    return rows
+
+
 def _contact_page(conn: sqlite3.Connection, params: dict[str, Any]) -> list[ContactRow]:
     """A page of a job's contacts in upload order, of one status when params["status"]."""
-    query = Q()["list_contacts" if params["status"] is None else "list_contacts_in_status"]
-    return [ContactRow.from_row(r) for r in conn.execute(query, params)]
+    query = "list_contacts" if params["status"] is None else "list_contacts_in_status"
+    return [ContactRow.from_values(v) for v in _json_rows(conn, query, params)]
+
+
+def _counts_of(conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Each job's contact status counts."""
+    if not job_ids:
+        return {}
+    text = conn.execute(Q()["job_status_counts"], (json.dumps(job_ids),)).fetchone()[0]
+    found: dict[str, dict[str, int]] = json.loads(text) if text else {}
+    return {j: found.get(j, {}) for j in job_ids}
 
 
 def _counts(conn: sqlite3.Connection, job_id: str) -> dict[str, int]:
-    return {r["status"]: int(r["n"]) for r in conn.execute(Q()["job_status_counts"], (job_id,))}
+    return _counts_of(conn, [job_id])[job_id]
 
 
 def _no_rooms(job_id: str, contact_id: int, attempt_no: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from storage import db as dbmod
+from storage.store import ContactRow, JobRow
 
 TABLES = {"jobs", "contacts", "attempts", "job_status_counts", "organization_spend", "api_keys"}
 TRIGGERS = {"contacts_count_insert", "contacts_count_update"}
@@ -177,3 +179,31 @@ def test_connect_sets_wal_and_foreign_keys(tmp_path: Path) -> None:
             )
     finally:
         connection.close()
+
+
+def _json_array_columns(sql: str) -> list[str]:
+    """The column names inside the first `json_array(...)` of a query, wrappers removed."""
+    start = sql.index("json_array(") + len("json_array(")
+    depth, end = 1, start
+    while depth:
+        depth += {"(": 1, ")": -1}.get(sql[end], 0)
+        end += 1
+    inner = re.sub(r"json\(([^()]*)\)", r"\1", sql[start : end - 1])
+    return [part.strip().split(".")[-1] for part in inner.split(",")]
+
+
+@pytest.mark.parametrize(
+    ("query", "row_class", "extra"),
+    [
+        ("list_jobs", JobRow, []),
+        ("list_contacts", ContactRow, []),
+        ("list_contacts_in_status", ContactRow, []),
+        ("list_calls", ContactRow, ["started_at", "answered_at", "ended_at"]),
+    ],
+)
+def test_json_rows_list_the_columns_of_their_row_class(
+    query: str, row_class: type, extra: list[str]
+) -> None:
+    """Queries that answer JSON arrays list columns in the order their row class reads them."""
+    fields = [f.name for f in dataclasses.fields(row_class)]
+    assert _json_array_columns(dbmod.queries()[query]) == fields + extra
