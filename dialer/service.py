@@ -8,9 +8,10 @@ Errors are `ServiceError`s carrying the API error code.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,7 +21,7 @@ from dialer.config import Config
 from dialer.scheduler import Engine
 from dialer.states import ContactStatus, JobStatus
 from storage.db import TransitionError
-from storage.store import ContactRow, JobDetailRow, JobRow, NewContact, NewJob, Store
+from storage.store import JobDetailRow, JobRow, NewContact, NewJob, Store
 
 
 class ServiceError(Exception):
@@ -68,7 +69,7 @@ class Created:
 class Detail:
     job: JobRow
     counts: dict[str, int]
-    contacts: list[ContactRow]
+    contacts_json: str  # a JSON array of contacts in the API's shape, rendered by the store
     contacts_total: int
     estimated_completion: float | None
 
@@ -105,10 +106,25 @@ def validate_timezone(tz_name: str) -> None:
         raise ServiceError(400, "invalid_timezone", f"Unknown IANA timezone {tz_name!r}") from None
 
 
+# Responses repeat the same few seconds (a page of contacts claimed together): format each once.
+_ISO_SECONDS: dict[int, str] = {}
+# SQLite's julian-day epoch in milliseconds: iso() rounds exactly as SQLite's
+# strftime(..., 'unixepoch') does (to the millisecond, then down to the second), so times
+# rendered by the store's SQL and by Python always agree.
+_JD_EPOCH_MS = 210866760000000.0
+
+
 def iso(ts: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC to the second (`2026-11-24T09:00:00Z`)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = (int(ts * 1000.0 + _JD_EPOCH_MS + 0.5) - int(_JD_EPOCH_MS)) // 1000
+    text = _ISO_SECONDS.get(second)
+    if text is None:
+        if len(_ISO_SECONDS) >= 100_000:
+            _ISO_SECONDS.clear()
+        text = _ISO_SECONDS[second] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+    return text
 
 
 class JobService:
@@ -212,7 +228,7 @@ class JobService:
         return Detail(
             job=found.job,
             counts=full_breakdown(found.counts),
-            contacts=found.contacts,
+            contacts_json=found.contacts_json,
             contacts_total=found.contacts_total,
             estimated_completion=self._estimated_completion(found),
         )

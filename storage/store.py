@@ -129,7 +129,7 @@ class ContactRow:
 class JobDetailRow:
     job: JobRow
     counts: dict[str, int]
-    contacts: list[ContactRow]
+    contacts_json: str  # the page of contacts, a JSON array in the API's contact shape
     contacts_total: int
     last_retry_due: float | None  # the latest nextRetryAt of the job's queued contacts
 
@@ -430,12 +430,13 @@ class Store:
             job = JobRow.from_row(row)
             counts = _counts(conn, job_id)
             params = {"job_id": job_id, "status": contact_status, "limit": limit, "offset": offset}
-            contacts = _contact_page(conn, params)
+            query = "contacts_page_api" if contact_status is None else "contacts_page_api_in_status"
+            contacts_json = conn.execute(Q()[query], params).fetchone()[0]
             total = counts.get(contact_status, 0) if contact_status else job.total_contacts
             return JobDetailRow(
                 job=job,
                 counts=counts,
-                contacts=contacts,
+                contacts_json=contacts_json,
                 contacts_total=total,
                 last_retry_due=conn.execute(Q()["last_retry_due"], (job_id,)).fetchone()[0],
             )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from api.batch import contact_json
 from storage.db import StorageError, TransitionError
 from storage.store import ApiKeyRow, ClaimedContact, ContactRow, NewContact, Outcome, Store
 from tests.unit.conftest import ORG, T0, namer, new_contacts, new_job, outcome_for, running_job
@@ -435,3 +438,60 @@ async def test_closed_store_refuses_work(store: Store) -> None:
     await store.close()
     with pytest.raises(StorageError, match="closed"):
         await store.status_counts("job_1")
+
+
+# ------------------------------------------------------------------ claims over several jobs
+
+
+async def test_one_claim_serves_several_jobs(store: Store) -> None:
+    """One claim transaction takes contacts of several jobs, each within its own limit."""
+    await running_job(store, 3, job_id="job_a")
+    await running_job(store, 2, job_id="job_b")
+    claims = await store.claim({"job_a": 2, "job_b": 5}, T0, namer)
+    assert [c.seq for c in claims["job_a"].contacts] == [1, 2]
+    assert not claims["job_a"].short
+    assert [c.seq for c in claims["job_b"].contacts] == [1, 2]
+    assert claims["job_b"].short and claims["job_b"].next_retry_due is None
+    assert not claims["job_b"].completed  # its two contacts are dialing
+    assert {c.job_id for c in claims["job_b"].contacts} == {"job_b"}
+
+
+async def test_short_claim_reports_the_next_retry_or_completes_the_job(store: Store) -> None:
+    """A job with nothing ready says when its next retry is due; with nothing open it completes."""
+    await running_job(store, 1)
+    (contact,) = await claim(store, 1)
+    await record(store, outcome_for(contact, "busy", "queued", next_retry_at=T0 + 300))
+    waiting = (await store.claim({"job_1": 5}, T0 + 10, namer))["job_1"]
+    assert (waiting.contacts, waiting.short, waiting.next_retry_due) == ([], True, T0 + 300)
+    assert not waiting.completed
+    (again,) = await claim(store, 1, now=T0 + 300)
+    assert again.attempt_no == 2
+    await record(store, outcome_for(again, "completed"))
+    job = await store.get_job_by_id("job_1")
+    assert job is not None and job.status == "completed"
+
+
+# ------------------------------------------------------------------ rendering
+
+
+async def test_contact_pages_rendered_by_sql_match_contact_json(store: Store) -> None:
+    """The detail route's contact pages, rendered by SQLite, equal api.batch.contact_json."""
+    hostile = {"phone": "+12025550000", "name": 'Zoë "quoted" \\ <b>', "n": 1.5, "z": None}
+    contacts = [NewContact(phone=hostile["phone"], data=hostile), *new_contacts(4)[1:]]
+    await running_job(store, contacts)
+    first, second, third = await claim(store, 3, now=T0 + 0.9996)  # rounds up to the next second
+    await record(
+        store,
+        outcome_for(first, "completed", duration=42, ended_at=T0 + 61.5),
+        outcome_for(
+            second, "busy", "queued", next_retry_at=T0 + 300.25, sip_code=486, reason="Busy Here"
+        ),
+        now=T0 + 62.0004,
+    )
+    for status in (None, "completed", "queued", "dialing", "pending"):
+        detail = await store.job_detail(ORG, "job_1", status, 50, 0)
+        assert detail is not None
+        rows = await store.list_contacts("job_1", status, 50, 0)
+        assert rows, status
+        assert json.loads(detail.contacts_json) == [contact_json(c) for c in rows], status
+    assert third.attempt_no == 1
