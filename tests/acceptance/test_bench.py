@@ -1,0 +1,42 @@
+"""`dialer bench` at a tiny size, so that the benchmark cannot rot (its figures are not judged)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.conftest import dialer_cmd
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: Path) -> None:
+    """Every scenario prints one JSON object of measured figures; the limits held meanwhile."""
+    result = subprocess.run(
+        dialer_cmd("bench", "--quick", "--json"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["scenario"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert set(rows) == {"engine", "pacing", "api", "ingest", "scale"}
+    engine = rows["engine"]
+    assert engine["contacts_per_second"] > 0 and engine["sqlite_ceiling_per_second"] > 0
+    assert engine["ratio_to_ceiling"] == pytest.approx(
+        engine["contacts_per_second"] / engine["sqlite_ceiling_per_second"], abs=0.01
+    )
+    pacing = rows["pacing"]
+    assert pacing["max_concurrency"] == pacing["concurrent_call_limit"] == 50
+    assert pacing["makespan_seconds"] >= pacing["ideal_seconds"]
+    api = rows["api"]
+    assert api["requests"] > 0 and api["errors"] == 0
+    assert 0 < api["p50_ms"] <= api["p99_ms"]
+    assert rows["ingest"]["median_seconds"] > 0
+    scale = rows["scale"]
+    assert scale["contacts"] == scale["jobs"] * 200 and scale["peak_rss_mb"] > 0
