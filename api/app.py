@@ -14,7 +14,7 @@ from api import keys as appkeys
 from api.auth import auth_middleware
 from api.compat import setup as setup_compat
 from api.controls import setup as setup_controls
-from api.errors import Envelope, error_middleware
+from api.errors import Envelope, Handler, error_middleware
 from dialer.clock import Clock, SystemClock
 from dialer.config import Config, check_telephony
 from dialer.keys import KeyCache
@@ -32,6 +32,19 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(
         {"ok": True, "engineRunning": engine.running, "liveCalls": engine.live_calls()}
     )
+
+
+@web.middleware
+async def foreground_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the engine a request is in flight, so that it lets the request go first."""
+    engine = request.app.get(appkeys.ENGINE)
+    if engine is None or request.path.endswith("/events"):  # streams stay open: not counted
+        return await handler(request)
+    engine.foreground.enter()
+    try:
+        return await handler(request)
+    finally:
+        engine.foreground.leave()
 
 
 def create_app(
@@ -57,7 +70,7 @@ def create_app(
         public += (webhook_path,)  # authenticated by its signature, not an API key
     app = web.Application(
         client_max_size=int(config.server.max_body_mb * 1024 * 1024),
-        middlewares=[error_middleware(envelopes), auth_middleware(public)],
+        middlewares=[foreground_middleware, error_middleware(envelopes), auth_middleware(public)],
     )
     app[appkeys.CONFIG] = config
     app[appkeys.CLOCK] = clock

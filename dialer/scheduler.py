@@ -32,8 +32,44 @@ from storage.store import ClaimedContact, JobRow, JobVerdict, Outcome, Store
 
 log = structlog.get_logger("dialer.scheduler")
 
+# At most this many outcomes recorded and calls started per cycle: the event loop serves the API
+# between cycles, so a cycle must stay short (a few ms) even with thousands of live calls.
+CYCLE_MAX = int(__import__("os").environ.get("CYCLE_MAX", "250"))
+
 # After a dial that never reached the provider, wait this long before trying that job again.
 NOT_PLACED_BACKOFF_SECONDS = 10.0
+
+
+class Foreground:
+    """The API requests being served right now, which the engine lets go first.
+
+    While any are in flight the engine defers its next cycle for up to `max_defer_seconds`: an
+    outcome recorded or a call started a few milliseconds later changes nothing for anyone, but
+    an operator's request waiting behind a burst of bookkeeping is felt. Wall-clock pacing of
+    the event loop, not job time (so not the injectable clock).
+    """
+
+    def __init__(self, max_defer_seconds: float = 0.005) -> None:
+        self.max_defer_seconds = max_defer_seconds
+        self.active = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    def enter(self) -> None:
+        self.active += 1
+        self._quiet.clear()
+
+    def leave(self) -> None:
+        self.active -= 1
+        if self.active <= 0:
+            self.active = 0
+            self._quiet.set()
+
+    async def yield_to_requests(self) -> None:
+        """Return once no request is in flight, or after `max_defer_seconds`."""
+        if self.active:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), self.max_defer_seconds)
 
 
 class TokenBucket:
@@ -114,6 +150,7 @@ class Engine:
         self._done: list[tuple[LiveCall, DialResult]] = []
         self._buckets: dict[str, TokenBucket] = {}
         self._callers: dict[str, tuple[str, str, str]] = {}
+        self.foreground = Foreground()
         self._rr = 0
         self.max_live_observed = 0
         self.running = False
@@ -167,7 +204,8 @@ class Engine:
                     self._next_scheduled is not None and self._next_scheduled <= now
                 ):
                     await self._activate(now)
-                next_due = await self._cycle(now)
+                await self.foreground.yield_to_requests()
+                next_due = await self._cycle(self.clock.now())
                 if self._wake.is_set() or self._done:
                     continue
                 self.idle.set()
@@ -251,7 +289,7 @@ class Engine:
         transaction that records them is the one that claims their successors, so neither the
         live calls nor any committed state ever exceed a limit.
         """
-        done, self._done = self._done, []
+        done, self._done = self._done[:CYCLE_MAX], self._done[CYCLE_MAX:]
         outcomes = [self._outcome(call, result, now) for call, result in done]
         for call, _ in done:
             self._live.pop(call.contact.id, None)
@@ -312,7 +350,7 @@ class Engine:
         start = self._rr % len(ready)
         ready = ready[start:] + ready[:start]
         self._rr += 1
-        global_free = self.config.engine.max_concurrent_calls - len(self._live)
+        global_free = min(self.config.engine.max_concurrent_calls - len(self._live), CYCLE_MAX)
         planned_org: Counter[str] = Counter()
         for index, job in enumerate(ready):
             if global_free <= 0:
