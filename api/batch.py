@@ -65,9 +65,15 @@ def validation_error(exc: ValidationError) -> ApiError:
 async def read_json(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise ApiError(413, "payload_too_large", "Request body is larger than 8 MB")
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise ApiError(413, "payload_too_large", "Request body is larger than 8 MB")
+    chunks: list[bytes] = []
+    size = 0
+    # read(n) answers what has arrived so far (at most n): read until the end of the body.
+    while chunk := await request.content.read(256 * 1024):
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise ApiError(413, "payload_too_large", "Request body is larger than 8 MB")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -397,6 +397,9 @@ def _api_client(base: str, key: str, job_id: str, clients: int, seconds: float) 
 
 
 def _scale_child(tmp: str, sizes: Sizes, queue: Any) -> None:
+    from dialer.cli import GIL_SWITCH_SECONDS
+
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     logs.configure("warning", json=True)
     queue.put(asyncio.run(_scale(Path(tmp), sizes)))
 
@@ -526,6 +529,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from dialer.cli import GIL_SWITCH_SECONDS
+
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)  # as `dialer serve` runs
     logs.configure("warning", json=True)
     names = args.scenario or list(SCENARIOS)
     sizes = QUICK if args.quick else Sizes()

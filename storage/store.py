@@ -267,6 +267,7 @@ class Store:
         )
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None  # the event loop's own, for small reads
 
     @classmethod
     async def open(cls, path: str) -> Store:
@@ -288,10 +289,14 @@ class Store:
             self._reader = self._writer
         else:
             self._reader = await self._run(self._reader_pool, lambda: dbmod.connect(self.path))
+            self._inline = dbmod.connect(self.path)
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if reader is not None and reader is not writer:
             await self._run(self._reader_pool, reader.close)
         if writer is not None:
@@ -341,6 +346,19 @@ class Store:
 
         return await self._run(self._reader_pool, tx)
 
+    async def _read_small(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A small read (a job, its counts, one page): run at once on the event loop's own
+        connection. Handing it to the reader thread and back costs more than the read itself,
+        and in WAL mode a reader never waits for the writer."""
+        conn = self._inline
+        if conn is None:
+            return await self._read(fn)
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
     # ----------------------------------------------------------------- jobs
 
     async def create_job(self, job: NewJob, contacts: Sequence[NewContact]) -> None:
@@ -389,7 +407,7 @@ class Store:
             row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
             return JobRow.from_row(row) if row else None
 
-        return await self._read(q)
+        return await self._read_small(q)
 
     async def get_job_by_id(self, job_id: str) -> JobRow | None:
         """For the engine only: a job regardless of organization."""
@@ -411,7 +429,7 @@ class Store:
             total = int(conn.execute(Q()["count_jobs"], params).fetchone()[0])
             return jobs, total, _counts_of(conn, [j.id for j in jobs])
 
-        return await self._read(q)
+        return await self._read_small(q)
 
     async def job_detail(
         self,
@@ -441,7 +459,7 @@ class Store:
                 last_retry_due=conn.execute(Q()["last_retry_due"], (job_id,)).fetchone()[0],
             )
 
-        return await self._read(q)
+        return await self._read_small(q)
 
     async def job_with_counts(
         self, organization_id: str, job_id: str
@@ -452,7 +470,7 @@ class Store:
             row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
             return (JobRow.from_row(row), _counts(conn, job_id)) if row else None
 
-        return await self._read(q)
+        return await self._read_small(q)
 
     async def batch_overview(
         self, organization_id: str, job_id: str
@@ -755,7 +773,7 @@ class Store:
             row = conn.execute(Q()["find_api_key"], (key_hash,)).fetchone()
             return ApiKeyRow(**dict(row)) if row else None
 
-        return await self._read(q)
+        return await self._read_small(q)
 
     async def list_api_keys(self, organization_id: str | None) -> list[ApiKeyRow]:
         return await self._read(

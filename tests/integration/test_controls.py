@@ -107,6 +107,7 @@ async def test_pause_and_resume_are_idempotent(start_app: StartApp, tmp_path: Pa
     """Pausing a paused job keeps its reason; resuming a running job is a no-op; both 200."""
     running = await slow_calls(start_app, tmp_path)
     job_id = (await running.create_json(phones(3)))["batchJobId"]
+    await running.wait_status(job_id, "running")
     assert (await post(running, f"/batch/jobs/{job_id}/pause"))[1]["pauseReason"] == (
         "Paused by operator"
     )

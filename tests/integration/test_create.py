@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -192,6 +195,23 @@ async def test_json_validation_errors(running: Running, change: dict[str, Any], 
     assert answer["success"] is False
     assert answer["code"] == code, answer
     assert await job_count(running) == 0
+
+
+async def test_json_body_arriving_in_pieces_is_read_whole(running: Running) -> None:
+    """A JSON body sent in several network writes (chunked) is read to its end, not cut short."""
+    contacts = [{"phone": f"+1212555{i:04d}"} for i in range(2000)]
+    body = json.dumps({"fromPhoneNumberId": NUMBER, "name": "slow", "contacts": contacts})
+    pieces = [body[i : i + 16_000].encode() for i in range(0, len(body), 16_000)]
+
+    async def slowly() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+            await asyncio.sleep(0.01)  # network pacing: each piece arrives on its own
+
+    headers = {**running.headers(), "Content-Type": "application/json"}
+    resp = await running.client.post("/batch/create", data=slowly(), headers=headers)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["totalContacts"] == 2000
 
 
 async def test_malformed_json_and_wrong_media_type(running: Running) -> None:
