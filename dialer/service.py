@@ -257,8 +257,10 @@ class JobService:
 
     async def list(
         self, org_id: str, status: str | None, page: int, page_size: int
-    ) -> tuple[list[JobRow], int, dict[str, dict[str, int]]]:
-        return await self.store.list_jobs(org_id, status, page_size, (page - 1) * page_size)
+    ) -> tuple[str, int]:
+        """A page of jobs as a JSON array in the API's shape (rendered by the store), and the
+        total matching."""
+        return await self.store.list_jobs_json(org_id, status, page_size, (page - 1) * page_size)
 
     # ------------------------------------------------------------ control
 

@@ -31,16 +31,34 @@ SELECT * FROM jobs WHERE id = ? AND organization_id = ?
 -- get_job_any_org --
 SELECT * FROM jobs WHERE id = ?
 
--- list_jobs --
--- Reads that return many rows answer one row of JSON (columns in the order of the store's row
--- classes): the reader then hands the GIL back and forth once, not once per row.
-SELECT json_group_array(json_array(j.id, j.organization_id, j.name, j.description, j.status, j.agent_id,
-                  j.phone_number_id, j.concurrent_call_limit, j.max_attempts,
-                  json(j.retry_statuses), j.retry_delay_seconds, j.retry_backoff, j.timezone,
-                  j.scheduled_start_time, j.actual_start_time, j.completed_at, j.created_at,
-                  j.updated_at, j.total_contacts, j.status_reason, j.estimated_cost_usd,
-                  j.retry_rounds, j.calls_ended, j.call_seconds)) FROM (
-    SELECT * FROM jobs
+-- list_jobs_api --
+-- A page of jobs rendered by SQLite in the list route's job shape (the same as
+-- api.batch.job_summary, which a test holds it to), for the reasons of contacts_page_api.
+-- Failure statuses: dialer.states.FAILURE_STATUSES.
+SELECT json_group_array(json_object(
+    'id', j.id, 'name', j.name, 'description', j.description, 'status', j.status,
+    'organizationId', j.organization_id, 'agentId', j.agent_id,
+    'fromPhoneNumberId', j.phone_number_id, 'totalContacts', j.total_contacts,
+    'contactsProcessed', j.successful + j.failed, 'successfulCalls', j.successful,
+    'failedCalls', j.failed,
+    'scheduledStartTime', strftime('%Y-%m-%dT%H:%M:%SZ', j.scheduled_start_time, 'unixepoch'),
+    'actualStartTime', strftime('%Y-%m-%dT%H:%M:%SZ', j.actual_start_time, 'unixepoch'),
+    'completedAt', strftime('%Y-%m-%dT%H:%M:%SZ', j.completed_at, 'unixepoch'),
+    'createdAt', strftime('%Y-%m-%dT%H:%M:%SZ', j.created_at, 'unixepoch'),
+    'concurrentCallLimit', j.concurrent_call_limit,
+    'retryPolicy', json_object(
+        'maxAttempts', j.max_attempts, 'retryableStatuses', json(j.retry_statuses),
+        'retryDelaySeconds', j.retry_delay_seconds, 'backoffMultiplier', j.retry_backoff),
+    'statusReason', j.status_reason,
+    'pauseReason', CASE WHEN j.status = 'paused' THEN j.status_reason END,
+    'retryRounds', j.retry_rounds)) FROM (
+    SELECT jobs.*,
+        coalesce((SELECT n FROM job_status_counts
+                  WHERE job_id = jobs.id AND status = 'completed'), 0) AS successful,
+        coalesce((SELECT sum(n) FROM job_status_counts
+                  WHERE job_id = jobs.id AND status IN ('no_answer', 'busy', 'timeout',
+                        'blocked', 'invalid_number', 'carrier_error', 'failed')), 0) AS failed
+    FROM jobs
     WHERE organization_id = :org AND (:status IS NULL OR status = :status)
     ORDER BY created_at DESC, id DESC
     LIMIT :limit OFFSET :offset) AS j
@@ -49,13 +67,12 @@ SELECT json_group_array(json_array(j.id, j.organization_id, j.name, j.descriptio
 SELECT count(*) FROM jobs WHERE organization_id = :org AND (:status IS NULL OR status = :status)
 
 -- job_status_counts --
--- {job id: {status: n}} for a JSON array of job ids.
-SELECT json_group_object(job_id, json(counts)) FROM (
-    SELECT job_id, json_group_object(status, n) AS counts FROM job_status_counts
-    WHERE job_id IN (SELECT value FROM json_each(?))
-    GROUP BY job_id)
+-- {status: n} of one job.
+SELECT json_group_object(status, n) FROM job_status_counts WHERE job_id = ?
 
 -- list_contacts --
+-- Reads that return many rows answer one row of JSON (columns in the order of the store's row
+-- classes): the reader then hands the GIL back and forth once, not once per row.
 -- In upload order. Two shapes, so that each reads its index in order (job_id, seq) or
 -- (job_id, status, seq) and stops after the page instead of filtering the whole job.
 SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contact_data), c.status, c.attempt_count,

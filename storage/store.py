@@ -87,12 +87,6 @@ class JobRow:
         values["retry_statuses"] = tuple(json.loads(values["retry_statuses"]))
         return cls(**values)
 
-    @classmethod
-    def from_values(cls, values: list[Any]) -> JobRow:
-        """From a JSON array in column order (the `json_array(j.id, ...)` of queries.sql)."""
-        values[9] = tuple(values[9])  # retry_statuses
-        return cls(*values)
-
 
 @dataclass(frozen=True, slots=True)
 class ContactRow:
@@ -418,16 +412,16 @@ class Store:
 
         return await self._read(q)
 
-    async def list_jobs(
+    async def list_jobs_json(
         self, organization_id: str, status: str | None, limit: int, offset: int
-    ) -> tuple[list[JobRow], int, dict[str, dict[str, int]]]:
-        """A page of jobs (newest first), the total matching, and each job's status counts."""
+    ) -> tuple[str, int]:
+        """A page of jobs (newest first) as a JSON array in the API's job shape, and the total
+        matching."""
 
-        def q(conn: sqlite3.Connection) -> tuple[list[JobRow], int, dict[str, dict[str, int]]]:
+        def q(conn: sqlite3.Connection) -> tuple[str, int]:
             params = {"org": organization_id, "status": status, "limit": limit, "offset": offset}
-            jobs = [JobRow.from_values(v) for v in _json_rows(conn, "list_jobs", params)]
-            total = int(conn.execute(Q()["count_jobs"], params).fetchone()[0])
-            return jobs, total, _counts_of(conn, [j.id for j in jobs])
+            page: str = conn.execute(Q()["list_jobs_api"], params).fetchone()[0]
+            return page, int(conn.execute(Q()["count_jobs"], params).fetchone()[0])
 
         return await self._read_small(q)
 
@@ -818,17 +812,11 @@ def _contact_page(conn: sqlite3.Connection, params: dict[str, Any]) -> list[Cont
     return [ContactRow.from_values(v) for v in _json_rows(conn, query, params)]
 
 
-def _counts_of(conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, dict[str, int]]:
-    """Each job's contact status counts."""
-    if not job_ids:
-        return {}
-    text = conn.execute(Q()["job_status_counts"], (json.dumps(job_ids),)).fetchone()[0]
-    found: dict[str, dict[str, int]] = json.loads(text) if text else {}
-    return {j: found.get(j, {}) for j in job_ids}
-
-
 def _counts(conn: sqlite3.Connection, job_id: str) -> dict[str, int]:
-    return _counts_of(conn, [job_id])[job_id]
+    """A job's contact status counts."""
+    text = conn.execute(Q()["job_status_counts"], (job_id,)).fetchone()[0]
+    counts: dict[str, int] = json.loads(text) if text else {}
+    return counts
 
 
 def _no_rooms(job_id: str, contact_id: int, attempt_no: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from storage import db as dbmod
-from storage.store import ContactRow, JobRow
+from storage.store import ContactRow
 
 TABLES = {"jobs", "contacts", "attempts", "job_status_counts", "organization_spend", "api_keys"}
 TRIGGERS = {"contacts_count_insert", "contacts_count_update"}
@@ -195,7 +195,6 @@ def _json_array_columns(sql: str) -> list[str]:
 @pytest.mark.parametrize(
     ("query", "row_class", "extra"),
     [
-        ("list_jobs", JobRow, []),
         ("list_contacts", ContactRow, []),
         ("list_contacts_in_status", ContactRow, []),
         ("list_calls", ContactRow, ["started_at", "answered_at", "ended_at"]),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from api.batch import contact_json
+from api.batch import contact_json, job_summary
 from storage.db import StorageError, TransitionError
 from storage.store import ApiKeyRow, ClaimedContact, ContactRow, NewContact, Outcome, Store
 from tests.unit.conftest import ORG, T0, namer, new_contacts, new_job, outcome_for, running_job
@@ -495,3 +495,37 @@ async def test_contact_pages_rendered_by_sql_match_contact_json(store: Store) ->
         assert rows, status
         assert json.loads(detail.contacts_json) == [contact_json(c) for c in rows], status
     assert third.attempt_no == 1
+
+
+async def test_job_pages_rendered_by_sql_match_job_summary(store: Store) -> None:
+    """The list route's job pages, rendered by SQLite, equal api.batch.job_summary."""
+    await store.create_job(new_job("pending", description='d\\n "q" ✓'), new_contacts(2))
+    await store.create_job(
+        new_job("scheduled", status="scheduled", scheduled_start_time=T0 + 3600.9996),
+        new_contacts(1),
+    )
+    await running_job(store, 4, job_id="running")
+    first, second = await claim(store, 2, now=T0 + 5.25, job_id="running")
+    await record(
+        store,
+        outcome_for(first, "completed", duration=30),
+        outcome_for(second, "busy", sip_code=486),
+        now=T0 + 40.5,
+    )
+    await running_job(store, 1, job_id="paused")
+    assert await store.pause_job("paused", "Automatic pause: 9 of 10", T0 + 7, ["running"])
+    await running_job(store, 1, job_id="failed")
+    assert await store.fail_job("failed", "bad credentials", T0 + 8)
+    await store.create_job(new_job("cancelled"), new_contacts(1))
+    await store.cancel_job(ORG, "cancelled", T0 + 9)
+    page, total = await store.list_jobs_json(ORG, None, 50, 0)
+    assert total == 6
+    rendered = {job["id"]: job for job in json.loads(page)}
+    for job_id in ("pending", "scheduled", "running", "paused", "failed", "cancelled"):
+        found = await store.job_with_counts(ORG, job_id)
+        assert found is not None
+        assert rendered[job_id] == job_summary(*found), job_id
+    assert rendered["running"]["failedCalls"] == 1 and rendered["running"]["successfulCalls"] == 1
+    only, _ = await store.list_jobs_json(ORG, "paused", 50, 0)
+    assert [j["id"] for j in json.loads(only)] == ["paused"]
+    assert json.loads((await store.list_jobs_json(ORG, None, 2, 6))[0]) == []
