@@ -38,6 +38,8 @@ log = structlog.get_logger("dialer.scheduler")
 # bigger cycles make fewer transactions.
 CYCLE_MAX = 1000
 CYCLE_MAX_SERVING = 100
+# The smallest share of free slots a job is offered in a cycle (see _plan).
+MIN_SHARE = 32
 
 # After a dial that never reached the provider, wait this long before trying that job again.
 NOT_PLACED_BACKOFF_SECONDS = 10.0
@@ -357,14 +359,18 @@ class Engine:
             return plan, next_due
         start = self._rr % len(ready)
         ready = ready[start:] + ready[:start]
-        self._rr += 1
+        self._rr = start + 1
         global_free = min(self.config.engine.max_concurrent_calls - len(self._live), most)
         planned_org: Counter[str] = Counter()
         for index, job in enumerate(ready):
             if global_free <= 0:
+                # The next cycle starts with the first job this one could not serve.
+                self._rr = start + index
                 break
-            # Fair share of the global slots among the jobs still to be served this pass.
-            share = math.ceil(global_free / (len(ready) - index))
+            # Fair share of the global slots among the jobs still to be served this pass, but
+            # not in crumbs: with many jobs a cycle serves some of them with useful batches
+            # and the next cycle the others (a claim costs per job as well as per contact).
+            share = min(global_free, max(math.ceil(global_free / (len(ready) - index)), MIN_SHARE))
             org_id = job.row.organization_id
             org = self.config.organization(org_id)
             org_free = (

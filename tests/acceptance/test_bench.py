@@ -40,3 +40,6 @@ def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: P
     assert rows["ingest"]["median_seconds"] > 0
     scale = rows["scale"]
     assert scale["contacts"] == scale["jobs"] * 200 and scale["peak_rss_mb"] > 0
+    assert scale["ratio_to_engine"] == pytest.approx(
+        scale["contacts_per_second"] / engine["contacts_per_second"], abs=0.01
+    )
