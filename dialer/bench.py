@@ -517,7 +517,7 @@ def format_row(result: dict[str, Any]) -> str:
 
 
 async def run(names: list[str], sizes: Sizes, as_json: bool) -> list[dict[str, Any]]:
-    results = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dialer-bench-") as tmp:
         for name in names:
             result = await SCENARIOS[name](Path(tmp), sizes)
