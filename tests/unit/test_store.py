@@ -495,6 +495,10 @@ async def test_contact_pages_rendered_by_sql_match_contact_json(store: Store) ->
         assert rows, status
         assert json.loads(detail.contacts_json) == [contact_json(c) for c in rows], status
     assert third.attempt_no == 1
+    empty = await store.job_detail(ORG, "job_1", "cancelled", 50, 0)
+    assert empty is not None and json.loads(empty.contacts_json) == []
+    beyond = await store.job_detail(ORG, "job_1", None, 50, 50)
+    assert beyond is not None and json.loads(beyond.contacts_json) == []
 
 
 async def test_job_pages_rendered_by_sql_match_job_summary(store: Store) -> None:
