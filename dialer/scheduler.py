@@ -20,6 +20,7 @@ import random
 import secrets
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -56,27 +57,35 @@ class Foreground:
     the event loop, not job time (so not the injectable clock).
     """
 
-    def __init__(self, defer_seconds: float = 0.01, recent_seconds: float = 0.05) -> None:
+    def __init__(
+        self,
+        defer_seconds: float = 0.01,
+        recent_seconds: float = 0.05,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.defer_seconds = defer_seconds
         self.recent_seconds = recent_seconds
         self.active = 0
         self._last_left = -math.inf
+        self._monotonic = monotonic
+        self._sleep = sleep
 
     def enter(self) -> None:
         self.active += 1
 
     def leave(self) -> None:
         self.active = max(0, self.active - 1)
-        self._last_left = time.monotonic()
+        self._last_left = self._monotonic()
 
     @property
     def serving(self) -> bool:
-        return self.active > 0 or time.monotonic() - self._last_left < self.recent_seconds
+        return self.active > 0 or self._monotonic() - self._last_left < self.recent_seconds
 
     async def yield_to_requests(self) -> None:
         """Let requests being served run first for a moment."""
         if self.serving:
-            await asyncio.sleep(self.defer_seconds)
+            await self._sleep(self.defer_seconds)
 
 
 class TokenBucket:
@@ -362,33 +371,42 @@ class Engine:
         self._rr = start + 1
         global_free = min(self.config.engine.max_concurrent_calls - len(self._live), most)
         planned_org: Counter[str] = Counter()
-        for index, job in enumerate(ready):
-            if global_free <= 0:
-                # The next cycle starts with the first job this one could not serve.
-                self._rr = start + index
-                break
-            # Fair share of the global slots among the jobs still to be served this pass, but
-            # not in crumbs: with many jobs a cycle serves some of them with useful batches
-            # and the next cycle the others (a claim costs per job as well as per contact).
-            share = min(global_free, max(math.ceil(global_free / (len(ready) - index)), MIN_SHARE))
-            org_id = job.row.organization_id
-            org = self.config.organization(org_id)
-            org_free = (
-                org.max_concurrent_calls - self._live_org[org_id] - planned_org[org_id]
-                if org is not None and org.max_concurrent_calls is not None
-                else share
-            )
-            free = min(job.row.concurrent_call_limit - self._live_job[job.row.id], org_free, share)
-            if free <= 0:
-                continue
-            bucket = self._bucket(job.row.phone_number_id, now)
-            granted = bucket.take(free, now)
-            if granted == 0:
-                next_due = _earliest(next_due, bucket.next_token_at(now))
-                continue
-            plan[job.row.id] = (job, bucket, granted)
-            planned_org[org_id] += granted
-            global_free -= granted
+        granted_to: Counter[str] = Counter()
+        first_round = True
+        while ready and global_free > 0:
+            # Jobs held back only by their share: offered the slots left over, in a next round.
+            held_back: list[RunningJob] = []
+            for index, job in enumerate(ready):
+                if global_free <= 0:
+                    if first_round:  # the next cycle starts with the first job not served
+                        self._rr = start + index
+                    break
+                # Fair share of the global slots among the jobs still to be served this round,
+                # but not in crumbs: with many jobs a cycle serves some of them with useful
+                # batches and the next cycle the others (a claim costs per job and per contact).
+                share = min(
+                    global_free, max(math.ceil(global_free / (len(ready) - index)), MIN_SHARE)
+                )
+                job_id, org_id = job.row.id, job.row.organization_id
+                room = job.row.concurrent_call_limit - self._live_job[job_id] - granted_to[job_id]
+                org = self.config.organization(org_id)
+                if org is not None and org.max_concurrent_calls is not None:
+                    org_room = org.max_concurrent_calls - self._live_org[org_id]
+                    room = min(room, org_room - planned_org[org_id])
+                if room <= 0:
+                    continue
+                bucket = self._bucket(job.row.phone_number_id, now)
+                granted = bucket.take(min(room, share), now)
+                if granted == 0:
+                    next_due = _earliest(next_due, bucket.next_token_at(now))
+                    continue
+                granted_to[job_id] += granted
+                plan[job_id] = (job, bucket, granted_to[job_id])
+                planned_org[org_id] += granted
+                global_free -= granted
+                if granted == share < room:
+                    held_back.append(job)
+            ready, first_round = held_back, False
         return plan, next_due
 
     def _bucket(self, number_id: str, now: float) -> TokenBucket:
@@ -489,9 +507,7 @@ class Engine:
                 verdict = self._watch_failures(job, result.status, now)
             if verdict is not None:
                 verdicts.append(verdict)
-                # Stop dialing for it; its live calls finish and are recorded.
-                self._jobs.pop(job.row.id, None)
-                self._failure_windows.pop(job.row.id, None)
+                self._stop_dialing(job.row.id)  # its live calls finish and are recorded
         return verdicts
 
     def _log_outcomes(
@@ -585,10 +601,14 @@ class Engine:
         reason = window.record(outcome, now)
         return None if reason is None else JobVerdict(job.row.id, JobStatus.PAUSED, reason)
 
-    def _job_finished(self, job_id: str) -> None:
+    def _stop_dialing(self, job_id: str) -> None:
+        """Forget what the engine keeps about a job it no longer dials for."""
         self._jobs.pop(job_id, None)
         self._failure_windows.pop(job_id, None)
         self._callers.pop(job_id, None)
+
+    def _job_finished(self, job_id: str) -> None:
+        self._stop_dialing(job_id)
         self._progressed()
         log.info("job_finished", job_id=job_id)
 

@@ -585,13 +585,6 @@ class Store:
 
         return await self._write(tx)
 
-    async def fail_job(self, job_id: str, reason: str, now: float) -> bool:
-        def tx(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(Q()["fail_job"], {"id": job_id, "reason": reason, "now": now})
-            return cur.rowcount == 1
-
-        return await self._write(tx)
-
     async def reschedule_job(
         self, organization_id: str, job_id: str, when: float, timezone: str, now: float
     ) -> None:
@@ -668,18 +661,6 @@ class Store:
 
         return await self._write(tx)
 
-    async def complete_jobs_if_done(self, job_ids: Iterable[str], now: float) -> list[str]:
-        ids = list(job_ids)
-
-        def tx(conn: sqlite3.Connection) -> list[str]:
-            return [
-                j
-                for j in ids
-                if conn.execute(Q()["complete_job_if_done"], {"id": j, "now": now}).rowcount
-            ]
-
-        return await self._write(tx)
-
     # ------------------------------------------------------------- dialing
 
     async def cycle(
@@ -718,13 +699,6 @@ class Store:
         the outcomes refused because their contact was not in `dialing` for that attempt."""
         result = await self.cycle(outcomes, (), {}, now, _no_rooms)
         return result.completed, result.refused
-
-    async def next_retry_due(self, job_id: str) -> float | None:
-        def q(conn: sqlite3.Connection) -> float | None:
-            value = conn.execute(Q()["next_retry_due"], (job_id,)).fetchone()[0]
-            return float(value) if value is not None else None
-
-        return await self._read(q)
 
     async def dialing_contacts(self) -> list[ClaimedContact]:
         """Contacts left in `dialing` (by a crash or a shutdown), with their open attempt."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dialer import scheduler
 from dialer.clock import Clock, FakeClock
 from dialer.providers.base import DialRequest, DialResult
 from dialer.providers.simulated import SimulatedProvider
@@ -301,3 +302,77 @@ async def test_number_without_jobs_is_untouched(running: Running) -> None:
     created = await running.create_json(phones(3))
     body = await running.wait_status(created["batchJobId"], "completed")
     assert body["fromPhoneNumberId"] == NUMBER
+
+
+async def test_cycles_stay_small_while_requests_are_served_and_serve_jobs_in_turn(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """With a request in flight a cycle claims at most CYCLE_MAX_SERVING contacts, in batches of
+    at least MIN_SHARE per job; the job it could not serve comes first in the next cycle; jobs
+    held back only by their share get the slots left over."""
+    config = make_config(
+        tmp_path,
+        engine={"max_concurrent_calls": 1000},
+        telephony={"simulated": {"call_seconds": 60}},
+    )
+    running = await start_app(config)
+    cycles: list[dict[str, int]] = []
+    real_cycle = running.store.cycle
+
+    async def recording(*args: Any, **kwargs: Any) -> Any:
+        if args[2]:
+            cycles.append(dict(args[2]))  # the claims wanted, per job
+        return await real_cycle(*args, **kwargs)
+
+    running.store.cycle = recording  # type: ignore[method-assign]
+    start = running.clock.now() + 60
+    jobs = sorted(
+        [
+            (
+                await running.create_json(
+                    phones(50, 100 * i), concurrentCallLimit=50, scheduledStartTime=iso(start)
+                )
+            )["batchJobId"]
+            for i in range(5)
+        ]
+    )
+    running.engine.foreground.enter()  # a request is in flight throughout
+    try:
+        await running.clock.advance(60)  # all five start together
+
+        async def all_dialing() -> bool:
+            return running.engine.live_calls() == 250
+
+        await wait_until(all_dialing)
+    finally:
+        running.engine.foreground.leave()
+    assert all(sum(c.values()) <= scheduler.CYCLE_MAX_SERVING for c in cycles)
+    first, second = cycles[0], cycles[1]
+    assert first == {jobs[0]: 32, jobs[1]: 32, jobs[2]: 32, jobs[3]: 4}
+    assert next(iter(second)) == jobs[4]  # round-robin resumes with the job left out
+    assert sum(sum(c.values()) for c in cycles) == 250
+
+
+async def test_slots_a_job_left_unused_go_to_a_job_held_back_by_its_share(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Global cap 60, jobs of limit 50 and 10: the first is offered its share (32), the second
+    takes only 10, and the 18 slots left over go to the first in the same cycle: 60 live."""
+    config = make_config(
+        tmp_path,
+        engine={"max_concurrent_calls": 60},
+        telephony={"simulated": {"call_seconds": 60}},
+    )
+    running = await start_app(config)
+    start = running.clock.now() + 60
+    wide = await running.create_json(
+        phones(100), concurrentCallLimit=50, scheduledStartTime=iso(start)
+    )
+    await running.clock.advance(1)  # created first, so served first
+    narrow = await running.create_json(
+        phones(100, 300), concurrentCallLimit=10, scheduledStartTime=iso(start)
+    )
+    await running.clock.advance(59)
+    await wait_until(lambda: _parked(running))
+    assert running.engine.live_calls(wide["batchJobId"]) == 50
+    assert running.engine.live_calls(narrow["batchJobId"]) == 10

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dialer.scheduler import TokenBucket, room_name
+from dialer.scheduler import Foreground, TokenBucket, room_name
 from tests.unit.conftest import T0
 
 
@@ -82,3 +82,39 @@ def test_room_names_are_unique_per_call() -> None:
     names = [room_name("job", c, a) for c in (1, 2, 12) for a in (1, 2)]
     names += [room_name("job", 1, 1) for _ in range(20)]
     assert len(set(names)) == len(names)
+
+
+# ------------------------------------------------------------------ API first
+
+
+class Sleeps:
+    """Records the pauses asked for instead of taking them."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.asked.append(seconds)
+
+
+async def test_foreground_defers_the_engine_while_requests_are_served() -> None:
+    """In flight, or ended within recent_seconds: the engine waits; otherwise it does not."""
+    now = [100.0]
+    sleeps = Sleeps()
+    fg = Foreground(defer_seconds=0.01, recent_seconds=0.05, monotonic=lambda: now[0], sleep=sleeps)
+    await fg.yield_to_requests()
+    assert not fg.serving and sleeps.asked == []
+    fg.enter()
+    fg.enter()
+    assert fg.serving
+    await fg.yield_to_requests()
+    fg.leave()
+    fg.leave()
+    fg.leave()  # an extra leave never goes below zero
+    assert fg.active == 0 and fg.serving  # the next request of a keep-alive client is coming
+    now[0] += 0.049
+    await fg.yield_to_requests()
+    now[0] += 0.002
+    assert not fg.serving
+    await fg.yield_to_requests()
+    assert sleeps.asked == [0.01, 0.01]

@@ -8,7 +8,15 @@ import pytest
 
 from api.batch import contact_json, job_summary
 from storage.db import StorageError, TransitionError
-from storage.store import ApiKeyRow, ClaimedContact, ContactRow, NewContact, Outcome, Store
+from storage.store import (
+    ApiKeyRow,
+    ClaimedContact,
+    ContactRow,
+    JobVerdict,
+    NewContact,
+    Outcome,
+    Store,
+)
 from tests.unit.conftest import ORG, T0, namer, new_contacts, new_job, outcome_for, running_job
 
 
@@ -127,12 +135,12 @@ async def test_claim_takes_due_retries_before_fresh_contacts(store: Store) -> No
         outcome_for(first, "no_answer", "queued", next_retry_at=T0 + 400),
         outcome_for(second, "busy", "queued", next_retry_at=T0 + 300),
     )
-    assert await store.next_retry_due("job_1") == T0 + 300
     assert [c.seq for c in await claim(store, 1, now=T0 + 100)] == [3]  # no retry due yet
     retry = await claim(store, 1, now=T0 + 500)
     assert [(c.seq, c.attempt_no) for c in retry] == [(2, 2)]  # due earlier than seq 1
     assert [(c.seq, c.attempt_no) for c in await claim(store, 2, now=T0 + 500)] == [(1, 2), (4, 1)]
-    assert await store.next_retry_due("job_1") is None
+    nothing = (await store.claim({"job_1": 1}, T0 + 500, namer))["job_1"]
+    assert (nothing.short, nothing.next_retry_due, nothing.completed) == (True, None, False)
 
 
 async def test_claim_for_a_job_that_is_not_running_claims_nothing(store: Store) -> None:
@@ -370,12 +378,12 @@ async def test_job_completes_when_its_last_open_contact_closes(store: Store) -> 
     """The job is completed by the outcome that closes its last contact, and only then."""
     await running_job(store, 2)
     a, b = await claim(store, 2)
-    assert await store.complete_jobs_if_done(["job_1"], T0 + 1) == []
+    assert not (await store.claim({"job_1": 1}, T0 + 1, namer))["job_1"].completed
     assert await record(store, outcome_for(a, "completed"), now=T0 + 50) == ([], [])
     assert await record(store, outcome_for(b, "blocked"), now=T0 + 70) == (["job_1"], [])
     job = await store.get_job(ORG, "job_1")
     assert job is not None and (job.status, job.completed_at) == ("completed", T0 + 70)
-    assert await store.complete_jobs_if_done(["job_1"], T0 + 80) == []
+    assert not (await store.claim({"job_1": 1}, T0 + 80, namer))["job_1"].completed
 
 
 async def test_queued_retry_keeps_the_job_open(store: Store) -> None:
@@ -386,23 +394,27 @@ async def test_queued_retry_keeps_the_job_open(store: Store) -> None:
         [],
         [],
     )
-    assert await store.complete_jobs_if_done(["job_1"], T0 + 100) == []
+    waiting = (await store.claim({"job_1": 1}, T0 + 100, namer))["job_1"]
+    assert (waiting.next_retry_due, waiting.completed) == (T0 + 300, False)
     job = await store.get_job(ORG, "job_1")
     assert job is not None and job.status == "running"
 
 
-async def test_complete_jobs_if_done_only_completes_running_jobs_with_nothing_open(
-    store: Store,
-) -> None:
-    """Only a running job without pending/queued/dialing contacts is completed, once."""
+async def test_claim_only_completes_running_jobs_with_nothing_open(store: Store) -> None:
+    """A claim completes only a running job without pending/queued/dialing contacts, once."""
     await store.create_job(new_job("empty_running", status="running"), [])
     await store.create_job(new_job("empty_pending"), [])
     await running_job(store, 1, job_id="open_running")
     jobs = ["empty_running", "empty_pending", "open_running"]
-    assert await store.complete_jobs_if_done(jobs, T0 + 5) == ["empty_running"]
+
+    async def completed(now: float) -> list[str]:
+        claims = await store.claim(dict.fromkeys(jobs, 1), now, namer)
+        return [j for j in jobs if claims[j].completed]
+
+    assert await completed(T0 + 5) == ["empty_running"]
     job = await store.get_job(ORG, "empty_running")
     assert job is not None and (job.status, job.completed_at) == ("completed", T0 + 5)
-    assert await store.complete_jobs_if_done(jobs, T0 + 6) == []
+    assert await completed(T0 + 6) == []  # open_running's contact is dialing now
 
 
 # ------------------------------------------------------------------ api keys
@@ -519,7 +531,10 @@ async def test_job_pages_rendered_by_sql_match_job_summary(store: Store) -> None
     await running_job(store, 1, job_id="paused")
     assert await store.pause_job("paused", "Automatic pause: 9 of 10", T0 + 7, ["running"])
     await running_job(store, 1, job_id="failed")
-    assert await store.fail_job("failed", "bad credentials", T0 + 8)
+    failed = await store.cycle(
+        (), [JobVerdict("failed", "failed", "bad credentials")], {}, T0 + 8, namer
+    )
+    assert failed.verdicts == [JobVerdict("failed", "failed", "bad credentials")]
     await store.create_job(new_job("cancelled"), new_contacts(1))
     await store.cancel_job(ORG, "cancelled", T0 + 9)
     page, total = await store.list_jobs_json(ORG, None, 50, 0)
