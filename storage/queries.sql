@@ -405,3 +405,6 @@ SELECT j.key FROM contacts c, json_each(c.contact_data) j
 WHERE c.job_id = ?
 GROUP BY j.key
 ORDER BY min(c.seq), min(j.id)
+
+-- heartbeat --
+INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at

@@ -1,21 +1,23 @@
-"""The Store: one method per query, each transaction run whole on one database thread.
+"""The Store: one method per query, each transaction run whole on one database connection.
 
-All writes go through a single writer connection on a single thread, so every transaction is one
-hop off the event loop (group commit: a batch of claims or outcomes is one transaction). Reads for
-the API use a separate connection on its own thread; WAL lets them run while the writer works.
+All writes go through a single writer connection (aiosqlite: its own thread), so every
+transaction is one hop off the event loop (group commit: a batch of claims or outcomes is one
+transaction). Reads for the API use separate connections; WAL lets them run while the writer
+works. See `storage.connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from storage import db as dbmod
+from storage.connection import Connection, StorageUnavailable, create_private
 from storage.db import TransitionError
 
 T = TypeVar("T")
@@ -248,110 +250,133 @@ RoomNamer = Callable[[str, int, int], str]
 
 
 class Store:
-    """Async facade over the SQLite database. Construct with `await Store.open(path)`."""
+    """Async facade over the SQLite database. Construct with `await Store.open(path)`.
+
+    Writes run on one writer connection, reads on two reader connections (see
+    `storage.connection`). The store also keeps the facts health is told from: whether the last
+    write succeeded, and whether the files it has open are still the database at `path`.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._memory = path == ":memory:"
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
-        self._reader_pool = (
-            self._writer_pool
-            if self._memory
-            else ThreadPoolExecutor(1, thread_name_prefix="db-reader")
-        )
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._inline: sqlite3.Connection | None = None  # the event loop's own, for small reads
+        self._writer: Connection | None = None
+        self._reader: Connection | None = None  # big reads: exports, whole-job documents
+        self._small: Connection | None = None  # small reads: a job, its counts, one page
+        self.last_write_error: str | None = None  # None: the last write succeeded
+        self.lost: str | None = None  # set once the files open are no longer the database
+        self._identity: dict[str, tuple[int, int]] = {}
 
     @classmethod
     async def open(cls, path: str) -> Store:
         store = cls(path)
-        await store._start()
+        try:
+            await store._start()
+        except BaseException:
+            await store.close()
+            raise
         return store
 
     async def _start(self) -> None:
-        def open_writer() -> sqlite3.Connection:
-            conn = dbmod.connect(self.path)
+        def prepare(conn: sqlite3.Connection) -> None:
             dbmod.migrate(conn)
             # The writer's scratch tables: per connection, never written to the database file.
             conn.execute(Q()["create_outcome_batch"])
             conn.execute(Q()["create_claim_batch"])
-            return conn
 
-        self._writer = await self._run(self._writer_pool, open_writer)
+        if not self._memory:
+            try:
+                create_private(self.path)
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot open {self.path}: {exc.strerror}") from exc
+        self._writer = await Connection.open(self.path, "writer")
+        await self._writer.call(prepare)
         if self._memory:
-            self._reader = self._writer
+            self._reader = self._small = self._writer
         else:
-            self._reader = await self._run(self._reader_pool, lambda: dbmod.connect(self.path))
-            self._inline = dbmod.connect(self.path)
+            self._reader = await Connection.open(self.path, "reader")
+            self._small = await Connection.open(self.path, "small-reader")
+            self._identity = self._file_identity()
 
     async def close(self) -> None:
-        writer, reader = self._writer, self._reader
-        self._writer = self._reader = None
-        if self._inline is not None:
-            self._inline.close()
-            self._inline = None
-        if reader is not None and reader is not writer:
-            await self._run(self._reader_pool, reader.close)
-        if writer is not None:
-            await self._run(self._writer_pool, writer.close)
-        self._writer_pool.shutdown(wait=True)
-        if self._reader_pool is not self._writer_pool:
-            self._reader_pool.shutdown(wait=True)
+        connections = {id(c): c for c in (self._small, self._reader, self._writer) if c}
+        self._writer = self._reader = self._small = None
+        for conn in connections.values():
+            await conn.close()
 
-    @staticmethod
-    async def _run(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+    # ------------------------------------------------------------- health
+
+    def _file_identity(self) -> dict[str, tuple[int, int]]:
+        """(device, inode) of the database file and its -wal, as they are at `path` now."""
+        found = {}
+        for suffix in ("", "-wal"):
+            try:
+                st = os.stat(self.path + suffix)
+            except FileNotFoundError:
+                continue
+            found[suffix] = (st.st_dev, st.st_ino)
+        return found
+
+    def check_files(self) -> str | None:
+        """Whether the files the store has open are still the database at its path; once they
+        are not (deleted or replaced under the running service) every write is refused, so
+        nothing is written into a file that is no longer the database. Returns the problem."""
+        if self.lost is not None or self._memory or self._writer is None:
+            return self.lost
+        now = self._file_identity()
+        for suffix, name in (("", "database file"), ("-wal", "write-ahead log")):
+            if suffix not in self._identity:
+                continue
+            if suffix not in now:
+                self.lost = f"the {name} {self.path}{suffix} was deleted"
+            elif now[suffix] != self._identity[suffix]:
+                self.lost = f"the {name} {self.path}{suffix} was replaced by another file"
+            if self.lost is not None:
+                break
+        return self.lost
+
+    @property
+    def storage_problem(self) -> str | None:
+        """Why storage is not healthy (None: it is)."""
+        return self.lost or self.last_write_error
+
+    async def probe(self, now: float) -> None:
+        """A small real write (raises StorageUnavailable while writes fail)."""
+        await self._write(lambda conn: conn.execute(Q()["heartbeat"], (now,)))
+
+    # ------------------------------------------------------------- transactions
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run fn(conn) as one IMMEDIATE transaction on the writer thread."""
+        """Run fn(conn) as one IMMEDIATE transaction on the writer connection."""
         conn = self._writer
         if conn is None:
             raise dbmod.StorageError("store is closed")
-
-        def tx() -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        # Shielded: once a transaction is handed to the thread it runs to its end, and the
-        # caller learns its result even when the caller itself is being cancelled.
-        return await asyncio.shield(self._run(self._writer_pool, tx))
+        if self.lost is not None:
+            raise StorageUnavailable(self.lost)
+        try:
+            # Shielded: once a transaction is handed to the thread it runs to its end, and the
+            # caller learns its result even when the caller itself is being cancelled.
+            result = await asyncio.shield(conn.write(fn))
+        except StorageUnavailable as exc:
+            self.last_write_error = str(exc)
+            raise
+        self.last_write_error = None
+        return result
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run fn(conn) in one read transaction (a consistent snapshot) on the reader thread."""
+        """Run fn(conn) in one read transaction (a consistent snapshot) on the reader."""
         conn = self._reader
         if conn is None:
             raise dbmod.StorageError("store is closed")
-
-        def tx() -> T:
-            if self._memory:
-                return fn(conn)
-            conn.execute("BEGIN")
-            try:
-                return fn(conn)
-            finally:
-                conn.execute("COMMIT")
-
-        return await self._run(self._reader_pool, tx)
+        return await conn.read(fn)
 
     async def _read_small(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """A small read (a job, its counts, one page): run at once on the event loop's own
-        connection. Handing it to the reader thread and back costs more than the read itself,
-        and in WAL mode a reader never waits for the writer."""
-        conn = self._inline
+        """A small read (a job, its counts, one page), on the reader kept for them, so that it
+        never waits behind an export."""
+        conn = self._small
         if conn is None:
-            return await self._read(fn)
-        conn.execute("BEGIN")
-        try:
-            return fn(conn)
-        finally:
-            conn.execute("COMMIT")
+            raise dbmod.StorageError("store is closed")
+        return await conn.read(fn)
 
     # ----------------------------------------------------------------- jobs
 
