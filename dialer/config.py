@@ -42,6 +42,9 @@ class EngineConfig(_Section):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     # How many "job cannot proceed" provider errors in a row fail a job.
     provider_failure_limit: int = Field(default=3, ge=1)
+    # While the provider cannot be reached no job dials (a probe dial at most every 60 s);
+    # after this long the running jobs pause, saying why.
+    provider_unreachable_pause_seconds: float = Field(default=600.0, gt=0)
     # Automatic pause: when at least `auto_pause_min_attempts` attempts of a job ended within
     # `auto_pause_window_seconds` and at least `auto_pause_failure_ratio` of them ended
     # carrier_error or failed, the job pauses itself. 0 attempts turns it off.

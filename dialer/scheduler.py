@@ -28,8 +28,10 @@ import structlog
 from dialer import autopause, retry
 from dialer.clock import Clock
 from dialer.config import Config
+from dialer.held import HeldOutcomes
 from dialer.providers.base import DialRequest, DialResult, Provider
 from dialer.states import ContactStatus, JobStatus
+from storage.connection import StorageUnavailable
 from storage.store import ClaimedContact, JobRow, JobVerdict, Outcome, Store
 
 log = structlog.get_logger("dialer.scheduler")
@@ -42,8 +44,29 @@ CYCLE_MAX_SERVING = 100
 # The smallest share of free slots a job is offered in a cycle (see _plan).
 MIN_SHARE = 32
 
-# After a dial that never reached the provider, wait this long before trying that job again.
+# After a dial that never reached the provider, no job dials for this long; the wait doubles
+# with every probe that fails, up to PROVIDER_PROBE_MAX_SECONDS.
 NOT_PLACED_BACKOFF_SECONDS = 10.0
+PROVIDER_PROBE_MAX_SECONDS = 60.0
+# While storage fails, the engine tries again after a wait that doubles up to this.
+STORAGE_RETRY_MIN_SECONDS = 0.25
+STORAGE_RETRY_MAX_SECONDS = 5.0
+
+
+@dataclass
+class Outage:
+    """An episode of storage or provider failure: since when, why, and the retries so far."""
+
+    since: float
+    error: str
+    retries: int = 0
+    held: int = 0  # storage: the outcomes held in memory during the episode
+    next_probe: float = 0.0  # provider: when the next dial may test it again
+    pause_at: float = math.inf  # provider: when the running jobs pause for it
+
+    def backoff(self, least: float, most: float) -> float:
+        self.retries += 1
+        return float(min(most, least * 2 ** (self.retries - 1)))
 
 
 class Foreground:
@@ -164,6 +187,15 @@ class Engine:
         self._live_job: Counter[str] = Counter()
         self._live_org: Counter[str] = Counter()
         self._done: list[tuple[LiveCall, DialResult]] = []
+        # Outcomes of ended calls and job verdicts, in order, until a transaction writes them:
+        # a failing write leaves them here to be written first when storage is back.
+        self._held: list[Outcome] = []
+        self._held_verdicts: list[JobVerdict] = []
+        self.storage_outage: Outage | None = None
+        self.provider_outage: Outage | None = None
+        self._reconciled = False
+        self._journal = None if store.path == ":memory:" else HeldOutcomes(store.path + ".held")
+        self.wrote = False  # whether the last cycle wrote a transaction
         self._buckets: dict[str, TokenBucket] = {}
         self._callers: dict[str, tuple[str, str, str]] = {}
         self.foreground = Foreground()
@@ -198,6 +230,12 @@ class Engine:
     def job_resumed(self, job_id: str) -> None:
         """An operator resumed or retried the job: forget its recent failures, dial for it."""
         self._failure_windows.pop(job_id, None)
+        outage = self.provider_outage
+        if outage is not None:  # try the provider again now; pause again only after a while
+            outage.next_probe = 0.0
+            outage.pause_at = (
+                self.clock.now() + self.config.engine.provider_unreachable_pause_seconds
+            )
         self.wake_job(job_id)
 
     def stop(self) -> None:
@@ -209,41 +247,92 @@ class Engine:
         return len(self._live) if job_id is None else self._live_job[job_id]
 
     async def run(self) -> None:
-        """Run until `stop()`; then drain live calls for the grace period."""
+        """Run until `stop()`; then drain live calls for the grace period.
+
+        A storage fault never ends the loop: the step is tried again with a capped backoff, no
+        call is started meanwhile, and the outcomes of calls that end are held until written.
+        Any other exception is a bug and ends the loop (the service then exits).
+        """
         self.running = True
         try:
-            await self._reconcile()
             while not self._stopping.is_set():
-                self._wake.clear()
-                now = self.clock.now()
-                if self._jobs_dirty or (
-                    self._next_scheduled is not None and self._next_scheduled <= now
-                ):
-                    await self._activate(now)
-                await self.foreground.yield_to_requests()
-                next_due = await self._cycle(self.clock.now())
-                if self._wake.is_set() or self._done:
-                    continue
-                self.idle.set()
-                timeout = None if next_due is None else max(0.0, next_due - self.clock.now())
-                await self.clock.wait(self._wake, timeout)
-                self.idle.clear()
+                try:
+                    await self._step()
+                except StorageUnavailable as exc:
+                    await self._storage_failed(exc)
             await self._drain()
         finally:
             self.running = False
+
+    async def _step(self) -> None:
+        """One pass of the loop: reconcile (once), activate jobs, one cycle, then wait."""
+        if not self._reconciled:
+            await self._reconcile()
+            self._reconciled = True
+        self._wake.clear()
+        now = self.clock.now()
+        if self._jobs_dirty or (self._next_scheduled is not None and self._next_scheduled <= now):
+            await self._activate(now)
+        await self.foreground.yield_to_requests()
+        next_due = await self._cycle(self.clock.now())
+        if self.storage_outage is not None:
+            if not self.wrote:
+                # Nothing was written this pass: a write of its own tells that storage is back.
+                await self.store.probe(self.clock.now())
+            self._storage_recovered()
+            return
+        if self._wake.is_set() or self._done or self._held:
+            return
+        self.idle.set()
+        timeout = None if next_due is None else max(0.0, next_due - self.clock.now())
+        await self.clock.wait(self._wake, timeout)
+        self.idle.clear()
+
+    async def _storage_failed(self, exc: StorageUnavailable) -> None:
+        """Start or continue a storage outage: log its start once, wait before the next try."""
+        outage = self.storage_outage
+        if outage is None:
+            outage = self.storage_outage = Outage(
+                since=self.clock.now(), error=str(exc), held=len(self._held)
+            )
+            log.error("storage_unavailable", error=str(exc), held_outcomes=len(self._held))
+            if self._journal is not None:
+                self._journal.append(self._held)
+        outage.error = str(exc)
+        self._jobs_dirty = True  # what the jobs table says is read again once it can be
+        await self.clock.wait(
+            self._stopping, outage.backoff(STORAGE_RETRY_MIN_SECONDS, STORAGE_RETRY_MAX_SECONDS)
+        )
+
+    def _storage_recovered(self) -> None:
+        outage = self.storage_outage
+        if outage is None:
+            return
+        self.storage_outage = None
+        log.warning(
+            "storage_recovered",
+            seconds=round(self.clock.now() - outage.since, 3),
+            held_outcomes=outage.held,
+            retries=outage.retries,
+        )
+        self._wake.set()
 
     async def _drain(self) -> None:
         grace = self.config.engine.shutdown_grace_seconds
         deadline = self.clock.now() + grace
         log.info("engine_draining", live_calls=len(self._live), grace_seconds=grace)
-        while self._live or self._done:
+        retry_wait = STORAGE_RETRY_MIN_SECONDS
+        while True:
             self._wake.clear()
-            await self._cycle(self.clock.now())
+            written = await self._drain_cycle()
             remaining = deadline - self.clock.now()
-            if not self._live or remaining <= 0:
+            if not (self._live or self._done or self._held) or remaining <= 0:
                 break
-            await self.clock.wait(self._wake, remaining)
-        await self._cycle(self.clock.now())
+            if written:
+                await self.clock.wait(self._wake, remaining)
+            else:
+                await self.clock.sleep(min(remaining, retry_wait))
+                retry_wait = min(STORAGE_RETRY_MAX_SECONDS, retry_wait * 2)
         left = list(self._live.values())
         for call in left:
             if call.task is not None:
@@ -252,10 +341,37 @@ class Engine:
             if call.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await call.task
+        await self._drain_cycle()  # calls that ended while the others were cancelled
         if left:
             # Their contacts stay in `dialing`: the next start reconciles them, never re-dials.
             log.warning("engine_stopped_with_live_calls", live_calls=len(left))
+        if self._held:
+            # Storage still fails: the next start writes them first (see dialer.held).
+            if self._journal is not None:
+                self._journal.replace(self._held)
+            for o in self._held:
+                log.error(
+                    "outcome_not_written",
+                    job_id=o.job_id,
+                    contact_id=o.contact_id,
+                    attempt=o.attempt_no,
+                    outcome=o.outcome,
+                    next_status=o.next_status,
+                    ended_at=o.ended_at,
+                )
         log.info("engine_stopped")
+
+    async def _drain_cycle(self) -> bool:
+        """One cycle while draining; False when storage failed it."""
+        try:
+            await self._cycle(self.clock.now())
+        except StorageUnavailable as exc:
+            if self.storage_outage is None:
+                self.storage_outage = Outage(since=self.clock.now(), error=str(exc))
+                log.error("storage_unavailable", error=str(exc), held_outcomes=len(self._held))
+            return False
+        self._storage_recovered()
+        return True
 
     # ------------------------------------------------------------ jobs
 
@@ -303,28 +419,37 @@ class Engine:
 
         The ended calls' slots are free before the plan is made: those calls are over, and the
         transaction that records them is the one that claims their successors, so neither the
-        live calls nor any committed state ever exceed a limit.
+        live calls nor any committed state ever exceed a limit. If the transaction fails, the
+        outcomes stay held (in order) and are written first by the next one that succeeds.
         """
         most = CYCLE_MAX_SERVING if self.foreground.serving else CYCLE_MAX
         done, self._done = self._done[:most], self._done[most:]
-        outcomes = [self._outcome(call, result, now) for call, result in done]
-        for call, _ in done:
-            self._live.pop(call.contact.id, None)
-            self._live_job[call.job_id] -= 1
-            self._live_org[call.organization_id] -= 1
-        verdicts = self._judge(done, outcomes, now)
+        if done:
+            self._take_ended(done, now)
+        writing = self._held[:most]
         plan, next_due = self._plan(now, most)
-        if sum(granted for _, _, granted in plan.values()) >= most:
+        if sum(granted for _, _, granted in plan.values()) >= most or len(self._held) > most:
             self._wake.set()  # capped by the cycle size, not by a limit: go again at once
-        if not (outcomes or plan):
+        self.wrote = False
+        if not (writing or self._held_verdicts or plan):
             return next_due
-        result = await self.store.cycle(
-            outcomes,
-            verdicts,
-            {job_id: granted for job_id, (_, _, granted) in plan.items()},
-            now,
-            room_name,
-        )
+        try:
+            result = await self.store.cycle(
+                writing,
+                list(self._held_verdicts),
+                {job_id: granted for job_id, (_, _, granted) in plan.items()},
+                now,
+                room_name,
+            )
+        except StorageUnavailable:
+            for _, bucket, granted in plan.values():
+                bucket.give_back(granted)
+            raise
+        self.wrote = True
+        del self._held[: len(writing)]
+        self._held_verdicts.clear()
+        if self._journal is not None and not self._held:
+            self._journal.clear()
         for job_id, (job, bucket, granted) in plan.items():
             got = result.claims[job_id]
             for contact in got.contacts:
@@ -337,7 +462,14 @@ class Engine:
                 self._wake.set()
             elif bucket.tokens < 1:
                 next_due = _earliest(next_due, bucket.next_token_at(now))
-        self._log_outcomes(done, outcomes, result.refused)
+        for o in result.refused:
+            log.error(
+                "call_outcome_refused",
+                job_id=o.job_id,
+                contact_id=o.contact_id,
+                attempt=o.attempt_no,
+                outcome=o.outcome,
+            )
         for verdict in result.verdicts:
             if verdict.status == JobStatus.FAILED:
                 log.error("job_failed", job_id=verdict.job_id, reason=verdict.reason)
@@ -347,6 +479,22 @@ class Engine:
             self._job_finished(job_id)
         self._progressed()
         return next_due
+
+    def _take_ended(self, done: list[tuple[LiveCall, DialResult]], now: float) -> None:
+        """Turn ended calls into outcomes held for the next write; free their slots."""
+        outcomes = [self._outcome(call, result, now) for call, result in done]
+        for call, _ in done:
+            self._live.pop(call.contact.id, None)
+            self._live_job[call.job_id] -= 1
+            self._live_org[call.organization_id] -= 1
+        self._held_verdicts.extend(self._judge(done, outcomes, now))
+        self._log_attempts(done, outcomes)
+        self._held.extend(outcomes)
+        if self.storage_outage is not None:
+            self.storage_outage.held += len(outcomes)
+            if self._journal is not None:
+                # Kept on disk too while storage fails, so a crash meanwhile loses none.
+                self._journal.append(outcomes)
 
     def _plan(
         self, now: float, most: int
@@ -358,8 +506,19 @@ class Engine:
         """
         next_due = self._next_scheduled
         plan: dict[str, tuple[RunningJob, TokenBucket, int]] = {}
-        if self._stopping.is_set():
-            return plan, next_due
+        if self._stopping.is_set() or self.storage_outage is not None:
+            return plan, next_due  # no call starts while storage cannot record it
+        provider = self.provider_outage
+        if provider is not None:
+            if now < provider.pause_at:
+                next_due = _earliest(next_due, provider.pause_at)
+            else:
+                self._pause_for_provider(provider)
+            if now < provider.next_probe:
+                return plan, _earliest(next_due, provider.next_probe)
+            # One dial tests whether the provider is back; none other until it tells.
+            most = 1
+            provider.next_probe = now + PROVIDER_PROBE_MAX_SECONDS
         ready = [j for j in self._jobs.values() if j.idle_until <= now]
         for job in self._jobs.values():
             if now < job.idle_until < math.inf:
@@ -494,13 +653,15 @@ class Engine:
         rejects its calls; paused: most of its recent attempts failed at the carrier)."""
         verdicts: list[JobVerdict] = []
         for (call, result), outcome in zip(done, outcomes, strict=True):
+            if result.not_placed:
+                self._provider_unreachable(call, result.reason or "provider unreachable", now)
+            elif not call.resumed:
+                self._provider_reachable(now)
             job = self._jobs.get(call.job_id)
             if job is None:  # not dialing for it (finished, paused, or stopped just now)
                 continue
             if outcome.next_status == ContactStatus.QUEUED and outcome.next_retry_at is not None:
                 job.idle_until = min(job.idle_until, outcome.next_retry_at)
-            if result.not_placed:
-                job.idle_until = max(job.idle_until, now + NOT_PLACED_BACKOFF_SECONDS)
             verdict = self._count_fatal(job, result)
             # Calls cut short by a restart say nothing about the carrier: not counted.
             if verdict is None and not (result.not_placed or result.job_fatal or result.retryable):
@@ -510,11 +671,8 @@ class Engine:
                 self._stop_dialing(job.row.id)  # its live calls finish and are recorded
         return verdicts
 
-    def _log_outcomes(
-        self,
-        done: list[tuple[LiveCall, DialResult]],
-        outcomes: list[Outcome],
-        refused: list[Outcome],
+    def _log_attempts(
+        self, done: list[tuple[LiveCall, DialResult]], outcomes: list[Outcome]
     ) -> None:
         for (call, result), outcome in zip(done, outcomes, strict=True):
             log.info(
@@ -527,14 +685,6 @@ class Engine:
                 next_status=outcome.next_status,
                 reason=result.reason,
                 duration=result.duration,
-            )
-        for o in refused:
-            log.error(
-                "call_outcome_refused",
-                job_id=o.job_id,
-                contact_id=o.contact_id,
-                attempt=o.attempt_no,
-                outcome=o.outcome,
             )
 
     def _outcome(self, call: LiveCall, result: DialResult, now: float) -> Outcome:
@@ -579,6 +729,40 @@ class Engine:
             give_back=give_back,
         )
 
+    def _provider_unreachable(self, call: LiveCall, reason: str, now: float) -> None:
+        """A dial never reached the provider: no job dials until a probe dial gets through."""
+        outage = self.provider_outage
+        if outage is None:
+            outage = self.provider_outage = Outage(
+                since=now,
+                error=reason,
+                pause_at=now + self.config.engine.provider_unreachable_pause_seconds,
+            )
+            log.error("provider_unreachable", error=reason)
+        outage.error = reason
+        if call.contact.started_at >= outage.since:  # a probe (not a call already in flight)
+            wait = outage.backoff(NOT_PLACED_BACKOFF_SECONDS, PROVIDER_PROBE_MAX_SECONDS)
+            outage.next_probe = now + wait
+        else:
+            outage.next_probe = max(outage.next_probe, now + NOT_PLACED_BACKOFF_SECONDS)
+
+    def _provider_reachable(self, now: float) -> None:
+        outage = self.provider_outage
+        if outage is None:
+            return
+        self.provider_outage = None
+        log.warning("provider_recovered", seconds=round(now - outage.since, 3))
+        self._wake.set()
+
+    def _pause_for_provider(self, outage: Outage) -> None:
+        """The provider stayed unreachable too long: the running jobs pause, saying why."""
+        outage.pause_at = math.inf
+        minutes = max(1, round((self.clock.now() - outage.since) / 60))
+        reason = f"Telephony provider unreachable for {minutes} min: {outage.error}"
+        for job_id in list(self._jobs):
+            self._held_verdicts.append(JobVerdict(job_id, JobStatus.PAUSED, reason))
+            self._stop_dialing(job_id)
+
     def _count_fatal(self, job: RunningJob, result: DialResult) -> JobVerdict | None:
         """Provider errors that are not the contacts' fault, in a row, fail the job."""
         if not result.job_fatal:
@@ -615,7 +799,17 @@ class Engine:
     # ------------------------------------------------------------ restart
 
     async def _reconcile(self) -> None:
-        """Contacts left in `dialing` by a crash: ask the provider, never dial again blindly."""
+        """Contacts left in `dialing` by a crash: first write the outcomes a storage outage
+        held (their calls ended), then ask the provider about the rest, never dial blindly."""
+        held = self._journal.load() if self._journal is not None else []
+        if held:
+            completed, refused = await self.store.record_outcomes(held, self.clock.now())
+            log.warning(
+                "held_outcomes_written", count=len(held) - len(refused), already=len(refused)
+            )
+            self._journal.clear()  # type: ignore[union-attr]
+            for job_id in completed:
+                self._job_finished(job_id)
         left = await self.store.dialing_contacts()
         if not left:
             return

@@ -247,7 +247,14 @@ SET outcome = b.outcome, sip_code = b.sip_code, reason = b.reason,
     charged_usd = b.charged_usd
 FROM temp.outcome_batch AS b
 WHERE attempts.contact_id = b.contact_id AND attempts.attempt_no = b.attempt_no
-  AND attempts.outcome IS NULL
+  AND attempts.outcome IS NULL AND b.give_back = 0
+
+-- drop_given_back_attempts --
+-- A dial that was never sent is no attempt: its row (written at the claim) goes, so that a
+-- provider that cannot be reached does not add a row on every try.
+DELETE FROM attempts
+WHERE outcome IS NULL AND (contact_id, attempt_no) IN (
+    SELECT contact_id, attempt_no FROM temp.outcome_batch WHERE give_back = 1)
 
 -- forget_outcome --
 DELETE FROM temp.outcome_batch WHERE contact_id = ?

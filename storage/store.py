@@ -893,6 +893,7 @@ def _record(
     settled = [_settle_for_cancelled(o) if o.job_id in cancelled else o for o in outcomes]
     accepted, refused = _transition_contacts(conn, settled, now)
     conn.execute(Q()["finish_attempts_batch"])
+    conn.execute(Q()["drop_given_back_attempts"])
     conn.execute(Q()["clear_outcome_batch"])
     spend: dict[str, float] = {}
     calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]

@@ -288,17 +288,19 @@ async def test_spend_is_added_per_organization(store: Store) -> None:
 
 
 async def test_give_back_returns_the_attempt(store: Store) -> None:
-    """A dial that never reached the provider does not count: attempt_count goes back down."""
+    """A dial that never reached the provider does not count: attempt_count goes back down and
+    its attempt row goes."""
     await running_job(store, 1)
     (claimed,) = await claim(store, 1)
     back = outcome_for(claimed, "failed", "queued", next_retry_at=T0 + 10, give_back=True)
     assert await record(store, back) == ([], [])
     (contact,) = await contacts_of(store)
     assert (contact.status, contact.attempt_count, contact.next_retry_at) == ("queued", 0, T0 + 10)
+    assert await store.list_attempts(claimed.id) == []  # no dial was sent: no attempt row
     (again,) = await claim(store, 1, now=T0 + 10)
     assert again.attempt_no == 1
     attempts = await store.list_attempts(claimed.id)
-    assert [(a.attempt_no, a.outcome) for a in attempts] == [(1, "not_placed"), (1, None)]
+    assert [(a.attempt_no, a.outcome) for a in attempts] == [(1, None)]
 
 
 # ------------------------------------------------------------------ cancel

@@ -191,7 +191,8 @@ async def test_provider_rejections_fail_the_job_and_leave_contacts(
 async def test_unreachable_livekit_does_not_spend_attempts(
     start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
 ) -> None:
-    """When LiveKit cannot be reached the contact is re-queued with its attempts untouched."""
+    """When LiveKit cannot be reached the contact is re-queued with its attempts untouched, and
+    the dial that was never sent leaves no attempt row."""
     await fake.close()  # nothing listens on its port any more
     running = await start_on_fake(start_app, fake, clock, livekit_app_config(tmp_path, fake.url))
     created = await running.create_json([{"phone": "+12025550161"}])
@@ -204,9 +205,9 @@ async def test_unreachable_livekit_does_not_spend_attempts(
     await wait_until(requeued)
     contact = (await running.detail(job_id))["contacts"][0]
     assert contact["attemptCount"] == 0
-    [attempt] = await running.store.list_attempts(int(contact["id"].removeprefix("contact_")))
-    assert attempt.outcome == "not_placed"
-    assert attempt.reason is not None and "LiveKit unreachable" in attempt.reason
+    assert await running.store.list_attempts(int(contact["id"].removeprefix("contact_"))) == []
+    outage = running.engine.provider_outage
+    assert outage is not None and "LiveKit unreachable" in outage.error
 
 
 async def _interrupt_live_call(
