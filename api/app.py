@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import batch, webhooks
+from api import batch, health, webhooks
 from api import keys as appkeys
 from api.auth import auth_middleware
 from api.compat import setup as setup_compat
@@ -25,13 +25,6 @@ from dialer.service import JobService
 from storage.store import Store
 
 log = structlog.get_logger("api")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    engine = request.app[appkeys.ENGINE]
-    return web.json_response(
-        {"ok": True, "engineRunning": engine.running, "liveCalls": engine.live_calls()}
-    )
 
 
 @web.middleware
@@ -75,7 +68,7 @@ def create_app(
     app[appkeys.CONFIG] = config
     app[appkeys.CLOCK] = clock
     app[appkeys.KEY_CACHE] = KeyCache()
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", health.healthz)
     app.router.add_routes(batch.routes)
     setup_compat(app, envelopes)
     setup_controls(app)
@@ -91,12 +84,28 @@ def create_app(
         app[appkeys.STORE] = the_store
         app[appkeys.ENGINE] = engine
         app[appkeys.SERVICE] = JobService(config, the_store, engine, clock)
-        task = asyncio.create_task(engine.run(), name="engine")
+        failed = app[health.ENGINE_FAILED] = asyncio.Event()
+        task = app[health.ENGINE_TASK] = asyncio.create_task(engine.run(), name="engine")
+
+        def engine_ended(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or engine.stopping:
+                return
+            error = task.exception()
+            log.error("engine_crashed", exc_info=error)
+            failed.set()
+
+        task.add_done_callback(engine_ended)
+        watcher = asyncio.create_task(
+            health.watch_files(the_store, engine), name="database-watcher"
+        )
         try:
             yield
         finally:
+            watcher.cancel()
             engine.stop()
             with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            with contextlib.suppress(Exception):  # a crash was logged when it happened
                 await task
             await the_provider.close()
             if own_store:

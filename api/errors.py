@@ -14,6 +14,7 @@ from aiohttp import web
 
 from dialer.intake import IntakeError
 from dialer.service import ServiceError
+from storage.connection import StorageUnavailable
 
 log = structlog.get_logger("api")
 
@@ -73,6 +74,16 @@ def error_middleware(envelopes: list[tuple[str, Envelope]]) -> Any:
         except IntakeError as exc:
             status = 413 if exc.code == "file_too_large" else 400
             return envelope(status, exc.code, exc.message, exc.details)
+        except StorageUnavailable as exc:
+            log.warning("request_storage_unavailable", path=request.path, error=str(exc))
+            response = envelope(
+                503,
+                "storage_unavailable",
+                f"Storage is unavailable, nothing was changed; try again shortly ({exc})",
+                {},
+            )
+            response.headers["Retry-After"] = "5"
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

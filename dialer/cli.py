@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
+import socket
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -15,8 +19,9 @@ from typing import TypeVar
 import structlog
 
 from dialer import config as configmod
-from dialer import keys, logs
+from dialer import instance, keys, logs
 from dialer.clock import SystemClock
+from storage.db import StorageError
 from storage.store import ApiKeyRow, Store
 
 log = structlog.get_logger("dialer")
@@ -104,10 +109,14 @@ GIL_SWITCH_SECONDS = 0.001
 
 
 def serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    """Start the service. In this order, so that a second start can do no harm: take the
+    database's instance lock, listen on the port, open the store (migrations, a test write),
+    and only then start the engine, which reconciles the calls a previous run left live.
 
-    from api.app import create_app
-
+    Any of these failing prints one line and exits 2. An engine that dies by a bug makes the
+    process exit 1, so that a supervisor restarts it (the lock and the reconciliation make a
+    restart safe); SIGTERM / SIGINT drain live calls and exit 0.
+    """
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
 
     config = _load(args.config, places_calls=True)
@@ -116,18 +125,98 @@ def serve(args: argparse.Namespace) -> int:
             update={"server": config.server.model_copy(update={"port": args.port})}
         )
     logs.configure(args.log_level)
-    Path(config.storage.path).parent.mkdir(parents=True, exist_ok=True)
-    app = create_app(config)
-    print(banner(config, args.config), file=sys.stderr, flush=True)
-    web.run_app(
+    try:
+        return asyncio.run(_serve(config, args.config))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+class StartupError(Exception):
+    """The service cannot start; the message says why in one line."""
+
+
+async def _serve(config: configmod.Config, config_path: str) -> int:
+    from aiohttp import web
+
+    from api import health
+    from api.app import create_app
+
+    path = config.storage.path
+    if path != ":memory:":
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            instance.acquire(path)  # held until the process ends
+        except instance.InstanceLocked as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"cannot lock database {path}: {exc.strerror}") from None
+    host, port = config.server.host, config.server.port
+    try:
+        sock = socket.create_server((host, port), family=_family(host))
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    try:
+        store = await _open_store(path)
+    except BaseException:
+        sock.close()
+        raise
+    app = create_app(config, store=store)
+    runner = web.AppRunner(
         app,
-        host=config.server.host,
-        port=config.server.port,
-        print=None,
-        shutdown_timeout=config.engine.shutdown_grace_seconds + 5,
+        handle_signals=False,
         access_log=None,
+        shutdown_timeout=config.engine.shutdown_grace_seconds + 5,
     )
-    return 0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        await site.start()
+        print(banner(config, config_path), file=sys.stderr, flush=True)
+        failed = app[health.ENGINE_FAILED]
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if failed.is_set():
+            log.error("service_exiting", reason="the engine stopped unexpectedly")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(4):
+                    await runner.cleanup()
+            return 1
+        await runner.cleanup()
+        return 0
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await store.close()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+async def _open_store(path: str) -> Store:
+    """Open the store and check it can be written; a clear StartupError when not."""
+    try:
+        store = await Store.open(path)
+    except (StorageError, sqlite3.Error, OSError) as exc:
+        raise StartupError(f"cannot open database {path}: {_reason(exc)}") from None
+    try:
+        await store.probe(SystemClock().now())
+    except StorageError as exc:
+        await store.close()
+        raise StartupError(f"cannot write database {path}: {_reason(exc)}") from None
+    return store
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
+    return str(cause) or type(cause).__name__
 
 
 # ------------------------------------------------------------------ keys

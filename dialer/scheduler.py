@@ -196,6 +196,7 @@ class Engine:
         self._reconciled = False
         self._journal = None if store.path == ":memory:" else HeldOutcomes(store.path + ".held")
         self.wrote = False  # whether the last cycle wrote a transaction
+        store.on_write_failed = self.notify
         self._buckets: dict[str, TokenBucket] = {}
         self._callers: dict[str, tuple[str, str, str]] = {}
         self.foreground = Foreground()
@@ -243,6 +244,15 @@ class Engine:
         self._stopping.set()
         self._wake.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def held_outcomes(self) -> int:
+        """Outcomes of ended calls not yet written."""
+        return len(self._held) + len(self._done)
+
     def live_calls(self, job_id: str | None = None) -> int:
         return len(self._live) if job_id is None else self._live_job[job_id]
 
@@ -275,7 +285,7 @@ class Engine:
             await self._activate(now)
         await self.foreground.yield_to_requests()
         next_due = await self._cycle(self.clock.now())
-        if self.storage_outage is not None:
+        if self.storage_outage is not None or self.store.last_write_error is not None:
             if not self.wrote:
                 # Nothing was written this pass: a write of its own tells that storage is back.
                 await self.store.probe(self.clock.now())

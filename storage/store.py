@@ -266,6 +266,8 @@ class Store:
         self.last_write_error: str | None = None  # None: the last write succeeded
         self.lost: str | None = None  # set once the files open are no longer the database
         self._identity: dict[str, tuple[int, int]] = {}
+        # Called when a write fails (the engine then checks storage until a write succeeds).
+        self.on_write_failed: Callable[[], None] | None = None
 
     @classmethod
     async def open(cls, path: str) -> Store:
@@ -359,6 +361,8 @@ class Store:
             result = await asyncio.shield(conn.write(fn))
         except StorageUnavailable as exc:
             self.last_write_error = str(exc)
+            if self.on_write_failed is not None:
+                self.on_write_failed()
             raise
         self.last_write_error = None
         return result

@@ -1,0 +1,47 @@
+"""One `dialer serve` per database: an exclusive lock that the kernel releases when the process
+dies, so `kill -9` never leaves a stale lock behind.
+
+The lock is `flock` on `<database>.lock` (created readable by its owner only), which holds the
+PID of the instance that owns it. Commands that only read or add keys (`dialer keys`) do not
+take it and keep working while the service runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+
+
+class InstanceLocked(Exception):
+    """Another process holds the database's instance lock."""
+
+    def __init__(self, path: str, pid: str) -> None:
+        super().__init__(f"database {path} is in use by another dialer serve (pid {pid})")
+        self.pid = pid
+
+
+def lock_path(database: str) -> str:
+    return database + ".lock"
+
+
+def acquire(database: str) -> int:
+    """Take the instance lock of a database file; return the descriptor that holds it (keep it
+    open for the life of the process). Raises InstanceLocked, or OSError when the lock file
+    cannot be created."""
+    path = lock_path(database)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = "unknown"
+        with contextlib.suppress(OSError):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise InstanceLocked(database, holder) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
