@@ -77,7 +77,9 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
-        the_store = store or await Store.open(config.storage.path)
+        the_store = store or await Store.open(
+            config.storage.path, config.storage.busy_timeout_seconds
+        )
         the_provider = provider or make_provider(config, clock)
         await the_provider.start()
         engine = Engine(config, the_store, the_provider, clock)

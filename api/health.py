@@ -91,7 +91,7 @@ async def watch_files(
     time: not the injectable clock)."""
     while store.lost is None:
         await sleep(FILE_CHECK_SECONDS)
-        problem = store.check_files()
+        problem = await store.check_files()
         if problem is not None:
             log.error(
                 "database_lost",

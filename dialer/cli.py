@@ -157,7 +157,7 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     try:
-        store = await _open_store(path)
+        store = await _open_store(path, config.storage.busy_timeout_seconds)
     except BaseException:
         sock.close()
         raise
@@ -200,10 +200,10 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-async def _open_store(path: str) -> Store:
+async def _open_store(path: str, busy_timeout: float) -> Store:
     """Open the store and check it can be written; a clear StartupError when not."""
     try:
-        store = await Store.open(path)
+        store = await Store.open(path, busy_timeout)
     except (StorageError, sqlite3.Error, OSError) as exc:
         raise StartupError(f"cannot open database {path}: {_reason(exc)}") from None
     try:

@@ -31,6 +31,9 @@ class ServerConfig(_Section):
 
 class StorageConfig(_Section):
     path: str = "data/dialer.db"
+    # How long a write waits for the database lock (another process holding it) before it
+    # fails: the API then answers 503 storage_unavailable and the engine retries.
+    busy_timeout_seconds: float = Field(default=5.0, gt=0, le=5)
 
 
 class EngineConfig(_Section):

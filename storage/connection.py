@@ -30,7 +30,6 @@ T = TypeVar("T")
 # How long a write may wait for the database lock (SQLite's busy timeout), counted from when it
 # was asked for: a write that queued behind another one gets only what is left.
 BUSY_TIMEOUT_SECONDS = 5.0
-FULL_BUSY_MS = int(BUSY_TIMEOUT_SECONDS * 1000)
 
 
 class StorageUnavailable(StorageError):
@@ -59,22 +58,26 @@ def create_private(path: str) -> None:
 class Connection:
     """One aiosqlite connection (its own thread) that runs whole transactions."""
 
-    def __init__(self, conn: aiosqlite.Connection, name: str) -> None:
+    def __init__(self, conn: aiosqlite.Connection, name: str, busy_timeout: float) -> None:
         self._conn = conn
         self.name = name
-        self._busy_ms = FULL_BUSY_MS
+        self.busy_timeout = busy_timeout
+        self._full_busy_ms = self._busy_ms = int(busy_timeout * 1000)
 
     @classmethod
-    async def open(cls, path: str, name: str) -> Connection:
+    async def open(
+        cls, path: str, name: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+    ) -> Connection:
         conn = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
         try:
             conn.row_factory = sqlite3.Row
             for pragma in PRAGMAS:
                 await conn.execute(pragma)
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, name)
+        return cls(conn, name, busy_timeout)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -93,8 +96,9 @@ class Connection:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn as one IMMEDIATE transaction. It waits for the database lock at most
-        `BUSY_TIMEOUT_SECONDS` from now, queueing behind other writes included."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        `busy_timeout` seconds from now, queueing behind other writes included."""
+        deadline = time.monotonic() + self.busy_timeout
+        full = self._full_busy_ms
 
         def tx(conn: sqlite3.Connection) -> T:
             left_ms = int((deadline - time.monotonic()) * 1000)
@@ -102,7 +106,7 @@ class Connection:
                 raise sqlite3.OperationalError("database is locked (the write waited too long)")
             # Only a write that queued for a while gets a shorter wait (a pragma per write
             # would cost more than it is worth).
-            wanted = left_ms if left_ms < FULL_BUSY_MS - 250 else FULL_BUSY_MS
+            wanted = left_ms if left_ms < full * 0.95 else full
             if wanted != self._busy_ms:
                 conn.execute(f"PRAGMA busy_timeout = {wanted}")
                 self._busy_ms = wanted

@@ -11,7 +11,7 @@ PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
-    "PRAGMA busy_timeout = 5000",
+    "PRAGMA busy_timeout = 5000",  # connection.Connection sets its own
     "PRAGMA temp_store = MEMORY",
     "PRAGMA cache_size = -65536",
 )

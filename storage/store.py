@@ -17,7 +17,12 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from storage import db as dbmod
-from storage.connection import Connection, StorageUnavailable, create_private
+from storage.connection import (
+    BUSY_TIMEOUT_SECONDS,
+    Connection,
+    StorageUnavailable,
+    create_private,
+)
 from storage.db import TransitionError
 
 T = TypeVar("T")
@@ -257,8 +262,9 @@ class Store:
     write succeeded, and whether the files it has open are still the database at `path`.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self._memory = path == ":memory:"
         self._writer: Connection | None = None
         self._reader: Connection | None = None  # big reads: exports, whole-job documents
@@ -270,8 +276,8 @@ class Store:
         self.on_write_failed: Callable[[], None] | None = None
 
     @classmethod
-    async def open(cls, path: str) -> Store:
-        store = cls(path)
+    async def open(cls, path: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> Store:
+        store = cls(path, busy_timeout)
         try:
             await store._start()
         except BaseException:
@@ -291,13 +297,13 @@ class Store:
                 create_private(self.path)
             except OSError as exc:
                 raise StorageUnavailable(f"cannot open {self.path}: {exc.strerror}") from exc
-        self._writer = await Connection.open(self.path, "writer")
+        self._writer = await Connection.open(self.path, "writer", self.busy_timeout)
         await self._writer.call(prepare)
         if self._memory:
             self._reader = self._small = self._writer
         else:
-            self._reader = await Connection.open(self.path, "reader")
-            self._small = await Connection.open(self.path, "small-reader")
+            self._reader = await Connection.open(self.path, "reader", self.busy_timeout)
+            self._small = await Connection.open(self.path, "small-reader", self.busy_timeout)
             self._identity = self._file_identity()
 
     async def close(self) -> None:
@@ -319,22 +325,39 @@ class Store:
             found[suffix] = (st.st_dev, st.st_ino)
         return found
 
-    def check_files(self) -> str | None:
+    async def check_files(self) -> str | None:
         """Whether the files the store has open are still the database at its path; once they
         are not (deleted or replaced under the running service) every write is refused, so
-        nothing is written into a file that is no longer the database. Returns the problem."""
+        nothing is written into a file that is no longer the database. Returns the problem.
+
+        When only the -wal went, the database file is still the one open: what the lost log
+        held is copied into it first (a checkpoint from the log this process still has open),
+        so that no committed outcome or claim is lost with it.
+        """
         if self.lost is not None or self._memory or self._writer is None:
             return self.lost
         now = self._file_identity()
+        problem = None
         for suffix, name in (("", "database file"), ("-wal", "write-ahead log")):
             if suffix not in self._identity:
                 continue
             if suffix not in now:
-                self.lost = f"the {name} {self.path}{suffix} was deleted"
+                problem = f"the {name} {self.path}{suffix} was deleted"
             elif now[suffix] != self._identity[suffix]:
-                self.lost = f"the {name} {self.path}{suffix} was replaced by another file"
-            if self.lost is not None:
+                problem = f"the {name} {self.path}{suffix} was replaced by another file"
+            if problem is not None:
                 break
+        if problem is None:
+            return None
+        self.lost = problem  # refused from now on; writes queued before run before the copy
+        if now.get("") == self._identity.get(""):
+            try:
+                await self._writer.call(
+                    lambda conn: conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+                )
+                self.lost += "; what it held was saved into the database file"
+            except StorageUnavailable as exc:
+                self.lost += f"; saving what it held failed ({exc})"
         return self.lost
 
     @property

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ port = {port}
 
 [storage]
 path = "{db}"
+busy_timeout_seconds = {busy}
 
 [engine]
 max_concurrent_calls = 50
@@ -82,9 +84,11 @@ class Service:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     key: str = ""
+    db_dir: Path | None = None  # where the database lives (default: tmp)
+    busy_timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        self.db = self.tmp / "dialer.db"
+        self.db = (self.db_dir or self.tmp) / "dialer.db"
         self.ledger = self.tmp / "ledger.jsonl"
         self.config = self.tmp / "config.toml"
         self.log = self.tmp / "service.log"
@@ -95,13 +99,14 @@ class Service:
                 ledger=self.ledger,
                 grace=self.grace,
                 call_seconds=self.call_seconds,
+                busy=self.busy_timeout,
             )
         )
 
-    def start(self) -> None:
+    def start(self, *, command: list[str] | None = None) -> None:
         with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                dialer_cmd("serve", "--config", str(self.config)),
+                command or dialer_cmd("serve", "--config", str(self.config)),
                 stdout=log,
                 stderr=log,
                 cwd=self.tmp,
@@ -113,6 +118,8 @@ class Service:
             try:
                 with urllib.request.urlopen(self.url("/healthz"), timeout=1):
                     return
+            except urllib.error.HTTPError:
+                return  # it answers (503 says why: the tests read it)
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.05)
         raise AssertionError("service did not start")
@@ -190,6 +197,31 @@ class Service:
         if not self.ledger.exists():
             return []
         return [json.loads(line) for line in self.ledger.read_text().splitlines() if line]
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        status, body = self.request("GET", "/healthz")
+        return status, body
+
+    def audit(self) -> None:
+        """From the dial ledger and the database: no attempt dialed twice, every dial recorded
+        with an outcome, every contact final, counters that add up."""
+        ledger = self.ledger_entries()
+        dials = Counter((e["contact"], e["attempt"]) for e in ledger)
+        twice = [k for k, n in dials.items() if n > 1]
+        assert not twice, f"dialed twice: {twice[:10]}"
+        attempts = {
+            (r["contact_id"], r["attempt_no"]): r
+            for r in self.db_rows("SELECT contact_id, attempt_no, outcome FROM attempts")
+        }
+        lost = [k for k in dials if k not in attempts or attempts[k]["outcome"] is None]
+        assert not lost, f"dials without a recorded outcome: {lost[:10]}"
+        open_rows = self.db_rows(
+            "SELECT id, status FROM contacts WHERE status IN ('pending', 'queued', 'dialing')"
+        )
+        assert not open_rows, f"contacts not final: {[tuple(r) for r in open_rows[:10]]}"
+        for job in self.db_rows("SELECT id, total_contacts FROM jobs"):
+            counted = self.db_rows("SELECT count(*) FROM contacts WHERE job_id = ?", job["id"])
+            assert counted[0][0] == job["total_contacts"]
 
     def wait(self, predicate: Any, timeout: float = 60.0) -> None:
         """Poll a condition on the running process's progress (bounded)."""
