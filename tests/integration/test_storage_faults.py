@@ -1,0 +1,339 @@
+"""Storage and provider faults in-process, with the fake clock: outcomes held in order and
+written when storage is back, no call started meanwhile, the held outcomes kept across a crash,
+the provider backed off for all jobs and jobs paused after a while, health that tells."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from structlog.testing import capture_logs
+
+from api import health
+from dialer.clock import Clock
+from dialer.held import HeldOutcomes
+from dialer.providers.base import DialRequest, DialResult
+from dialer.providers.simulated import SimulatedProvider
+from dialer.states import ContactStatus
+from storage.connection import Connection, StorageUnavailable
+from tests.conftest import Running, StartApp, make_config, wait_until
+
+T = TypeVar("T")
+
+
+def phones(n: int) -> list[dict[str, Any]]:
+    return [{"phone": f"+1202555{101 + i:04d}"} for i in range(n)]
+
+
+class LedgerProvider(SimulatedProvider):
+    """The simulated provider, recording every dial; unreachable while `down` is set."""
+
+    def __init__(self, config: Any, clock: Clock) -> None:
+        super().__init__(config.telephony.simulated, clock)
+        self.ledger: list[tuple[int, int]] = []
+        self.down = False
+        self.tries = 0
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        self.tries += 1
+        if self.down:
+            return DialResult(
+                status=ContactStatus.FAILED, reason="provider down (test)", not_placed=True
+            )
+        self.ledger.append((request.contact_id, request.attempt_no))
+        return await super().dial(request)
+
+
+class FailingWrites:
+    """Makes the store's writer fail like a locked or full database while `on`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.on = False
+        self.refused = 0
+        original = Connection.write
+        outer = self
+
+        async def write(self: Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+            if outer.on:
+                outer.refused += 1
+                raise StorageUnavailable("OperationalError: database is locked")
+            return await original(self, fn)
+
+        monkeypatch.setattr(Connection, "write", write)
+
+
+async def start(start_app: StartApp, tmp_path: Path, **engine: Any) -> tuple[Running, Any]:
+    config = make_config(
+        tmp_path,
+        telephony={"simulated": {"call_seconds": 60, "ring_seconds": 0}},
+        engine={"retry_delay_seconds": 0, **engine},
+    )
+    clock_provider: dict[str, Any] = {}
+
+    from dialer.clock import FakeClock
+
+    clock = FakeClock()
+    provider = LedgerProvider(config, clock)
+    clock_provider["provider"] = provider
+    running = await start_app(config, provider=provider, clock=clock)
+    return running, provider
+
+
+async def health_of(running: Running) -> tuple[int, dict[str, Any]]:
+    resp = await running.client.get("/healthz")
+    body: dict[str, Any] = await resp.json()
+    return resp.status, body
+
+
+async def settle(running: Running) -> None:
+    """Let the engine reach its wait (work, not time)."""
+    await wait_until(lambda: _idle(running))
+
+
+async def _idle(running: Running) -> bool:
+    return running.engine.idle.is_set() or running.engine.storage_outage is not None
+
+
+async def test_outcomes_are_held_in_order_and_no_call_starts_while_writes_fail(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While writes fail, ended calls' outcomes are held, nothing is dialed and health is 503;
+    when storage is back they are written first, in order, and the job carries on."""
+    fail = FailingWrites(monkeypatch)
+    running, provider = await start(start_app, tmp_path)
+    job_id = (await running.create_json(phones(4), concurrentCallLimit=2))["batchJobId"]
+    await wait_until(lambda: _dialing(running, job_id, 2))
+    await settle(running)
+    with capture_logs() as logs:
+        fail.on = True
+        await running.clock.advance(60)  # both calls end; their outcomes cannot be written
+        await wait_until(lambda: _outage(running))
+        for _ in range(5):
+            await running.clock.advance(5)
+        assert running.engine.held_outcomes == 2
+        assert len(provider.ledger) == 2  # no new call while nothing can be recorded
+        status, body = await health_of(running)
+        assert status == 503 and body["checks"]["storage"].startswith("unavailable since")
+        assert body["checks"]["engine"] == "ok"
+        resp = await running.client.post(
+            "/batch/create",
+            json={"fromPhoneNumberId": "num_a", "name": "x", "contacts": phones(1)},
+            headers=running.headers(),
+        )
+        error = await resp.json()
+        assert (resp.status, error["code"], error["success"]) == (503, "storage_unavailable", False)
+
+        fail.on = False
+        await running.clock.advance(5)
+        await wait_until(lambda: _recovered(running))
+        await wait_until(lambda: _completed_and_dialing(running, job_id, 2, 2))
+    assert (await health_of(running))[0] == 200
+    detail = await running.detail(job_id)
+    assert detail["statusBreakdown"]["completed"] == 2
+    assert [c["status"] for c in detail["contacts"][:2]] == ["completed", "completed"]
+    events = [e["event"] for e in logs]
+    assert events.count("storage_unavailable") == 1
+    assert events.count("storage_recovered") == 1
+    recovered = next(e for e in logs if e["event"] == "storage_recovered")
+    assert recovered["held_outcomes"] == 2
+    listed = await running.client.get(
+        "/batch/jobs", params={"organizationId": "org_a"}, headers=running.headers()
+    )
+    jobs = await listed.json()
+    assert jobs["total"] == 1  # the create refused during the fault wrote nothing
+
+
+async def test_held_outcomes_survive_a_crash(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outcomes held during an outage are on disk at once; the next start writes them before
+    it reconciles, so those calls are recorded as they ended, never as interrupted."""
+    fail = FailingWrites(monkeypatch)
+    running, _ = await start(start_app, tmp_path)
+    job_id = (await running.create_json(phones(2), concurrentCallLimit=2))["batchJobId"]
+    await wait_until(lambda: _dialing(running, job_id, 2))
+    await settle(running)
+    fail.on = True
+    await running.clock.advance(60)
+    await wait_until(lambda: _outage(running))
+    await wait_until(lambda: _held_on_disk(running, 2))
+    journal = HeldOutcomes(running.store.path + ".held")
+    assert [o.outcome for o in journal.load()] == ["completed", "completed"]
+
+    # A crash now: the database still says `dialing`; only the file knows how the calls ended.
+    running.engine.stop()
+    journal_text = read(journal.path)
+    await running.client.close()
+    fail.on = False
+    write(journal.path, journal_text)  # as a kill -9 would have left it
+
+    again, provider2 = await start(start_app, tmp_path)
+    await again.wait_status(job_id, "completed")
+    detail = await again.detail(job_id)
+    assert detail["statusBreakdown"]["completed"] == 2
+    assert all(c["attemptCount"] == 1 for c in detail["contacts"])
+    assert provider2.ledger == []  # nobody was dialed again
+    assert not exists(journal.path)
+
+
+async def test_unreachable_provider_is_backed_off_for_all_jobs_then_jobs_pause(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Dials that never reach the provider add no attempt row; all jobs wait for one probe dial
+    at a time (at most every 60 s); health shows it but stays 200; after the configured time
+    the running jobs pause saying why, and resume works once the provider is back."""
+    running, provider = await start(start_app, tmp_path, provider_unreachable_pause_seconds=300)
+    provider.down = True
+    first = (await running.create_json(phones(3)))["batchJobId"]
+    second = (await running.create_json(phones(3)))["batchJobId"]
+    await wait_until(lambda: _has_outage(running))
+    await settle(running)
+    tries = provider.tries
+    await running.clock.advance(9)
+    await settle(running)
+    assert provider.tries == tries  # both jobs wait
+    probes = []
+    for _ in range(12):
+        await running.clock.advance(10)
+        await settle(running)
+        probes.append(provider.tries)
+    gaps = [b - a for a, b in zip([tries, *probes], probes, strict=False)]
+    assert max(gaps) <= 1  # one probe dial at a time, never a burst
+    assert sum(gaps) <= 5  # backing off: 10 s, 20 s, 40 s, 60 s ...
+    status, body = await health_of(running)
+    assert status == 200 and body["checks"]["provider"].startswith("unreachable since")
+    assert await running.store.list_attempts(1) == []
+    for _ in range(20):
+        await running.clock.advance(10)
+        await settle(running)
+    for job_id in (first, second):
+        detail = await running.detail(job_id)
+        assert detail["status"] == "paused", detail
+        assert "unreachable" in detail["pauseReason"]
+        assert all(c["attemptCount"] == 0 for c in detail["contacts"])
+
+    provider.down = False
+    for job_id in (first, second):
+        resp = await running.client.post(f"/batch/jobs/{job_id}/resume", headers=running.headers())
+        assert resp.status == 200
+    for _ in range(3):
+        await settle(running)
+        await running.clock.advance(60)
+    for job_id in (first, second):
+        await running.wait_status(job_id, "completed")
+    assert (await health_of(running))[1]["checks"]["provider"] == "ok"
+
+
+async def test_engine_bug_turns_health_503(start_app: StartApp, tmp_path: Path) -> None:
+    """An unexpected exception ends the engine: it is logged, the service is told to exit and
+    health answers 503 naming it."""
+    running, _ = await start(start_app, tmp_path)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("bug")
+
+    running.engine._plan = broken  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        running.engine.notify()
+        await running.create_json(phones(1))
+        await wait_until(lambda: _failed(running))
+    status, body = await health_of(running)
+    assert status == 503 and body["checks"]["engine"] == "stopped: RuntimeError: bug"
+    assert any(e["event"] == "engine_crashed" for e in logs)
+
+
+async def test_database_replaced_is_noticed_and_writes_refused(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """The database file replaced under the service: writes are refused (nothing goes into the
+    old file), no call starts, health is 503 and says what happened."""
+    running, provider = await start(start_app, tmp_path)
+    db = Path(running.store.path)
+    replace_with_empty_database(db)
+    assert "replaced" in (await running.store.check_files() or "")
+    status, body = await health_of(running)
+    assert status == 503 and "database file" in body["checks"]["storage"]
+    resp = await running.client.post(
+        "/batch/create",
+        json={"fromPhoneNumberId": "num_a", "name": "x", "contacts": phones(1)},
+        headers=running.headers(),
+    )
+    assert resp.status == 503
+    assert provider.ledger == []
+
+
+async def test_file_watcher_notices_a_deleted_wal(start_app: StartApp, tmp_path: Path) -> None:
+    """The watcher checks the files on each tick; a deleted -wal is saved into the database
+    file, then every write is refused."""
+    running, _ = await start(start_app, tmp_path)
+    job_id = (await running.create_json(phones(1)))["batchJobId"]
+    remove(running.store.path + "-wal")
+    ticks = 0
+
+    async def tick(seconds: float) -> None:
+        nonlocal ticks
+        assert seconds == health.FILE_CHECK_SECONDS
+        ticks += 1
+
+    with capture_logs() as logs:
+        await health.watch_files(running.store, running.engine, sleep=tick)
+    assert ticks == 1
+    lost = next(e for e in logs if e["event"] == "database_lost")
+    assert "saved into the database file" in lost["problem"]
+    with sqlite3.connect(running.store.path) as conn:  # the job survived in the main file
+        assert conn.execute("SELECT id FROM jobs").fetchall() == [(job_id,)]
+
+
+def read(path: str) -> str:
+    return Path(path).read_text()
+
+
+def write(path: str, text: str) -> None:
+    Path(path).write_text(text)
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def remove(path: str) -> None:
+    Path(path).unlink()
+
+
+def replace_with_empty_database(db: Path) -> None:
+    replacement = db.with_name("other.db")
+    sqlite3.connect(replacement).close()
+    replacement.replace(db)
+
+
+async def _dialing(running: Running, job_id: str, n: int) -> bool:
+    detail = await running.detail(job_id)
+    return bool(detail["statusBreakdown"]["dialing"] == n)
+
+
+async def _recovered(running: Running) -> bool:
+    return running.engine.storage_outage is None
+
+
+async def _completed_and_dialing(running: Running, job_id: str, done: int, live: int) -> bool:
+    counts = (await running.detail(job_id))["statusBreakdown"]
+    return bool(counts["completed"] == done and counts["dialing"] == live)
+
+
+async def _outage(running: Running) -> bool:
+    return running.engine.storage_outage is not None
+
+
+async def _has_outage(running: Running) -> bool:
+    return running.engine.provider_outage is not None
+
+
+async def _failed(running: Running) -> bool:
+    return running.app[health.ENGINE_FAILED].is_set()
+
+
+async def _held_on_disk(running: Running, n: int) -> bool:
+    return len(HeldOutcomes(running.store.path + ".held").load()) == n
