@@ -241,7 +241,9 @@ class JobService:
         return outbound_agent
 
     def caller_number_for_agent(self, org_id: str, agent_id: str) -> str | None:
-        """The organization's first caller number whose outbound agent is `agent_id`."""
+        """The organization's first caller number whose outbound agent is `agent_id` (an agent
+        of the organization)."""
+        self._agent_for(org_id, agent_id, "", None)
         return next(
             (
                 n.id

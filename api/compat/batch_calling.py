@@ -343,6 +343,19 @@ async def submit(request: web.Request) -> web.Response:
         raise intake_unprocessable(exc) from None
     svc = request.app[appkeys.SERVICE]
     org = organization(request)
+    try:
+        created = await svc.create(org, create_request(svc, org, body), parsed)
+    except service.ServiceError as exc:
+        field = FIELD_OF_ERROR.get(exc.code)
+        if field is None:
+            raise
+        raise unprocessable([(["body", field], exc.message)]) from None
+    summary = await svc.batch_summary(org, created.job.id)
+    return web.json_response(batch_json(request.app[appkeys.CONFIG], summary))
+
+
+def create_request(svc: service.JobService, org: str, body: Submit) -> service.CreateJob:
+    """The submit as an ordinary create; without a caller number, the agent's own."""
     number_id = body.agent_phone_number_id or svc.caller_number_for_agent(org, body.agent_id)
     if number_id is None:
         raise unprocessable(
@@ -355,34 +368,19 @@ async def submit(request: web.Request) -> web.Response:
             ]
         )
     telephony = body.telephony_call_config
-    try:
-        created = await svc.create(
-            org,
-            service.CreateJob(
-                name=body.call_name,
-                description=None,
-                from_phone_number_id=number_id,
-                concurrent_call_limit=body.target_concurrency_limit or DEFAULT_CONCURRENCY,
-                max_attempts=DEFAULT_MAX_ATTEMPTS,
-                scheduled_start_time=None,
-                timezone=body.timezone or "UTC",
-                agent_id=body.agent_id,
-                scheduled_start_unix=body.scheduled_time_unix,
-                ringing_timeout_seconds=(
-                    float(telephony.ringing_timeout_secs)
-                    if telephony is not None and telephony.ringing_timeout_secs is not None
-                    else None
-                ),
-            ),
-            parsed,
-        )
-    except service.ServiceError as exc:
-        field = FIELD_OF_ERROR.get(exc.code)
-        if field is None:
-            raise
-        raise unprocessable([(["body", field], exc.message)]) from None
-    summary = await svc.batch_summary(org, created.job.id)
-    return web.json_response(batch_json(request.app[appkeys.CONFIG], summary))
+    ringing = telephony.ringing_timeout_secs if telephony is not None else None
+    return service.CreateJob(
+        name=body.call_name,
+        description=None,
+        from_phone_number_id=number_id,
+        concurrent_call_limit=body.target_concurrency_limit or DEFAULT_CONCURRENCY,
+        max_attempts=DEFAULT_MAX_ATTEMPTS,
+        scheduled_start_time=None,
+        timezone=body.timezone or "UTC",
+        agent_id=body.agent_id,
+        scheduled_start_unix=body.scheduled_time_unix,
+        ringing_timeout_seconds=float(ringing) if ringing is not None else None,
+    )
 
 
 def intake_unprocessable(exc: intake.IntakeError) -> ApiError:

@@ -90,7 +90,9 @@ async def sdk_for() -> AsyncIterator[Any]:
 
 def recipient(phone: str, rid: str | None = None, **variables: Any) -> OutboundCallRecipient:
     data = ConversationInitiationClientDataRequestInput(dynamic_variables=variables)
-    return OutboundCallRecipient(id=rid, phone_number=phone, conversation_initiation_client_data=data)
+    return OutboundCallRecipient(
+        id=rid, phone_number=phone, conversation_initiation_client_data=data
+    )
 
 
 class RecordingProvider:
