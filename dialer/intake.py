@@ -262,9 +262,12 @@ def parse_csv(
     except csv.Error as exc:
         raise IntakeError("invalid_csv", f"CSV is malformed: {exc}") from None
     if not result.contacts:
+        hint = (
+            "" if region is not None else " (E.164 required; defaultCountry reads national formats)"
+        )
         raise IntakeError(
             "no_valid_contacts",
-            "CSV contains no valid phone numbers",
+            f"CSV contains no valid phone numbers{hint}",
             _invalid_details(result),
         )
     return result
