@@ -55,6 +55,7 @@ RECIPIENT_ID_KEY = "recipient_id"
 OVERRIDE_KEY = "conversation_config_override"
 RESERVED_KEYS = frozenset({"phone", RECIPIENT_ID_KEY, OVERRIDE_KEY})
 
+MAX_UNIX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last time ISO 8601 can show
 LIST_DEFAULT_LIMIT = 100
 LIST_MAX_LIMIT = 100
 # What a batch gets that the vendor's submit has no field for: the /batch/create defaults.
@@ -239,7 +240,7 @@ class Submit(_Closed):
     agent_id: StrictStr = Field(min_length=1, max_length=200)
     agent_phone_number_id: StrictStr | None = Field(default=None, max_length=200)
     recipients: list[Recipient] = Field(min_length=1)
-    scheduled_time_unix: StrictInt | None = Field(default=None, ge=0)
+    scheduled_time_unix: StrictInt | None = Field(default=None, ge=0, le=MAX_UNIX_TIME)
     timezone: StrictStr | None = Field(default=None, max_length=100)
     target_concurrency_limit: StrictInt | None = Field(default=None, ge=1, le=50)
     telephony_call_config: TelephonyCallConfig | None = None
@@ -399,10 +400,6 @@ def intake_unprocessable(exc: intake.IntakeError) -> ApiError:
 # ----------------------------------------------------------------- answers
 
 
-def unix(ts: float | None) -> int | None:
-    return None if ts is None else int(ts)
-
-
 def agent_name(config: configmod.Config, agent_id: str) -> str:
     agent = config.agent(agent_id)
     if agent is None:
@@ -479,7 +476,7 @@ def recipient_override(contact: ContactRow) -> dict[str, Any]:
         try:
             ConfigOverride.model_validate(stored, strict=True)
         except ValidationError:
-            stored = None
+            pass
         else:
             return merged(_OVERRIDE_TEMPLATE, stored)
     return copy.deepcopy(_OVERRIDE_TEMPLATE)

@@ -501,7 +501,11 @@ async def test_seed_route_answers_the_sdk_detailed_model(
     created = await running.create_json(
         [
             {"phone": "+12025550101", "name": "Ann", "conversation_config_override": "text"},
-            {"phone": f"{FAILING}0101", "tags": ["a"]},
+            {
+                "phone": f"{FAILING}0101",
+                "tags": ["a"],
+                "conversation_config_override": {"agent": 1},
+            },
         ]
     )
     await running.wait_status(created["batchJobId"], "completed")
@@ -514,5 +518,6 @@ async def test_seed_route_answers_the_sdk_detailed_model(
     assert body["telephony_call_config"]["ringing_timeout_secs"] > 0
     assert body["target_concurrency_limit"] == 5 and body["timezone"] == "UTC"
     # A custom field that happens to carry the override's name but not its shape is no override.
-    ann = body["recipients"][0]["conversation_initiation_client_data"]
-    assert ann["conversation_config_override"]["agent"]["first_message"] is None
+    for recipient in body["recipients"]:
+        data = recipient["conversation_initiation_client_data"]
+        assert data["conversation_config_override"]["agent"]["first_message"] is None
