@@ -1,4 +1,5 @@
-"""API-key authentication: `x-api-key: KEY` or `Authorization: Bearer KEY`."""
+"""API-key authentication: `x-api-key: KEY`, `xi-api-key: KEY` (the header the ElevenLabs SDK
+sends) or `Authorization: Bearer KEY`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ PUBLIC_PREFIXES = ("/healthz",)
 
 
 def presented_key(request: web.Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key.strip()
+    for header in ("x-api-key", "xi-api-key"):
+        key = request.headers.get(header)
+        if key:
+            return key.strip()
     auth = request.headers.get("Authorization", "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -33,7 +35,8 @@ def auth_middleware(public_prefixes: tuple[str, ...]) -> Any:
             raise ApiError(
                 401,
                 "unauthorized",
-                "Missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
+                "Missing API key: send 'x-api-key: KEY', 'xi-api-key: KEY' or "
+                "'Authorization: Bearer KEY'",
             )
         row = await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
         if row is None:

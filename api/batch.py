@@ -38,6 +38,10 @@ class CreateFields(_Strict):
     maxAttempts: StrictInt = Field(default=3, ge=1, le=10)
     scheduledStartTime: StrictStr | None = Field(default=None, max_length=100)
     timezone: StrictStr = Field(default="UTC", max_length=100)
+    # Contact intake: read formatted national numbers as dialed from this country (else strict
+    # E.164), and the phone column's (or JSON key's) name when it is not a usual one.
+    defaultCountry: StrictStr | None = Field(default=None, max_length=10)
+    phoneColumn: StrictStr | None = Field(default=None, min_length=1, max_length=200)
 
 
 class CreateJson(CreateFields):
@@ -175,7 +179,9 @@ async def create_job(request: web.Request) -> web.Response:
             raise validation_error(exc) from None
         if csv_bytes is None:
             raise ApiError(400, "invalid_csv", "CSV file missing: send it in the 'file' field")
-        parsed = intake.parse_csv(csv_bytes)
+        parsed = intake.parse_csv(
+            csv_bytes, default_country=form.defaultCountry, phone_column=form.phoneColumn
+        )
         mode = "csv"
     elif request.content_type == "application/json":
         body = await read_json(request)
@@ -185,7 +191,9 @@ async def create_job(request: web.Request) -> web.Response:
             form = CreateJson.model_validate(body, strict=True)
         except ValidationError as exc:
             raise validation_error(exc) from None
-        parsed = intake.parse_json_contacts(body["contacts"])
+        parsed = intake.parse_json_contacts(
+            body["contacts"], default_country=form.defaultCountry, phone_column=form.phoneColumn
+        )
         mode = "json"
     else:
         raise ApiError(
@@ -226,8 +234,10 @@ async def create_job(request: web.Request) -> web.Response:
     }
     if mode == "csv":
         body_out.update(intake.invalid_report(parsed))
-    else:
-        body_out["duplicatesRemoved"] = parsed.duplicates
+    else:  # any invalid JSON contact refuses the request: none was skipped
+        body_out.update(
+            {"invalidCount": parsed.invalid_count, "duplicatesRemoved": parsed.duplicates}
+        )
     return web.json_response(body_out, status=201)
 
 
@@ -243,6 +253,8 @@ def _coerce_form(fields: dict[str, str]) -> dict[str, Any]:
             "description",
             "scheduledStartTime",
             "timezone",
+            "defaultCountry",
+            "phoneColumn",
         ):
             continue
         if name in _FORM_INTS:

@@ -130,9 +130,12 @@ async def retry_job(request: web.Request) -> web.Response:
 
 @routes.get("/batch/jobs/{batch_job_id}/export")
 async def export_job(request: web.Request) -> web.StreamResponse:
-    job, chunks = await request.app[appkeys.SERVICE].export_csv(
-        organization(request), request.match_info["batch_job_id"]
-    )
+    return await export_response(request, request.match_info["batch_job_id"])
+
+
+async def export_response(request: web.Request, job_id: str) -> web.StreamResponse:
+    """The job's contacts as a streamed CSV download."""
+    job, chunks = await request.app[appkeys.SERVICE].export_csv(organization(request), job_id)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8",

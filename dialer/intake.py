@@ -1,16 +1,25 @@
-"""Contact intake: parse CSV or JSON contact lists and validate E.164 numbers."""
+"""Contact intake: parse CSV or JSON contact lists and validate phone numbers.
+
+Files come as spreadsheet tools export them: UTF-8 with or without BOM, UTF-16 with BOM, else
+Windows-1252; comma, semicolon or tab delimited; the phone column under one of several usual
+names. Numbers are strict E.164 unless a default country is given, in which case formatted
+national numbers are read with `phonenumbers` in that country and stored in E.164.
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
 
-MAX_CONTACTS = 10_000
+MAX_CONTACTS = 10_000  # valid contacts in one job
+MAX_ROWS = 20_000  # rows of a file (or items of a JSON list), valid or not
 MAX_CSV_BYTES = 10 * 1024 * 1024
 MAX_REPORTED_INVALID = 100
 MAX_FIELD_CHARS = 10_000
@@ -18,6 +27,24 @@ MAX_FIELD_CHARS = 10_000
 # ASCII digits only and a full match: `\d` would accept other scripts' digits and `$` a trailing
 # newline, and either would reach the carrier as the number to dial.
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# What a formatted number may hold when a default country is given: ASCII digits, a leading +,
+# spaces (also no-break), dashes, dots, slashes and parentheses; no letters, no extension.
+_FORMATTED = re.compile(r"\+?[0-9 \u00a0().\-/]{2,40}")
+
+# The phone column when none is named `phone` (any case): these names, compared with case,
+# spaces, `_` and `-` ignored, in this order of preference.
+PHONE_COLUMN_ALIASES = (
+    "phonenumber",
+    "mobile",
+    "mobilenumber",
+    "cell",
+    "telephone",
+    "tel",
+    "tonumber",
+    "number",
+)
+# JSON contacts: `phone`, else `phone_number` / `phoneNumber` (compared the same way).
+JSON_PHONE_KEYS = ("phone", "phonenumber")
 
 
 class IntakeError(Exception):
@@ -32,7 +59,7 @@ class IntakeError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class InvalidRow:
-    row: int  # CSV: 1-based line of the data row counting the header as row 1; JSON: index
+    row: int  # CSV: 1-based row of the data row counting the header as row 1; JSON: 0-based index
     value: str
     reason: str
 
@@ -43,6 +70,9 @@ class ParsedContacts:
     invalid: list[InvalidRow] = field(default_factory=list)
     invalid_count: int = 0
     duplicates: int = 0
+    rows: int = 0  # data rows read, blank lines not counted
+    encoding: str | None = None  # CSV: the encoding the file was read in
+    phone_column: str | None = None  # CSV: the header of the column read as the phone number
 
 
 def e164_problem(value: str) -> str | None:
@@ -58,20 +88,129 @@ def e164_problem(value: str) -> str | None:
     return None
 
 
-def parse_csv(data: bytes) -> ParsedContacts:
+def default_region(code: str | None) -> str | None:
+    """The `defaultCountry` option as a region `phonenumbers` knows (ISO 3166 alpha-2)."""
+    if code is None:
+        return None
+    region = code.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise IntakeError(
+            "invalid_default_country",
+            f"defaultCountry {code[:20]!r} is not an ISO 3166 alpha-2 country code (e.g. US, GB)",
+        )
+    return region
+
+
+def normalize_phone(value: str, region: str | None) -> tuple[str | None, str | None]:
+    """(the number in E.164, None) or (None, why it is not a valid number).
+
+    Without a region only strict E.164 passes; with one, formatted and national numbers are
+    read as dialed from that country.
+    """
+    if region is None:
+        problem = e164_problem(value)
+        return (value, None) if problem is None else (None, problem)
+    text = value.strip()
+    if not text:
+        return None, "phone is empty"
+    if not _FORMATTED.fullmatch(text):
+        return None, (
+            "not a phone number (only digits, spaces, dashes, dots, slashes, parentheses and a "
+            "leading + are read)"
+        )
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None, "not a phone number"
+    if not phonenumbers.is_valid_number(parsed):
+        return None, f"not a valid number (read as dialed from {region})"
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
+
+
+def decode_csv(data: bytes) -> tuple[str, str]:
+    """The file's text and its encoding: UTF-8 (BOM or not), UTF-16 with a BOM, else
+    Windows-1252 (Excel's plain "CSV")."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            raise IntakeError("invalid_csv", "CSV file starts as UTF-16 but is not") from None
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    if data.startswith(codecs.BOM_UTF8):
+        raise IntakeError("invalid_csv", "CSV file starts as UTF-8 but is not valid UTF-8")
+    # Five bytes have no character in Windows-1252; they never hold a phone number.
+    return data.decode("cp1252", errors="replace"), "windows-1252"
+
+
+def detect_delimiter(text: str) -> str:
+    """Comma, semicolon or tab: whichever the header line (the first non-blank one) has most
+    of; a comma when it has none."""
+    first_line = next((line for line in text.splitlines() if line.strip(" \t,;")), "")
+    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _squashed(name: str) -> str:
+    """A column name compared without case, spaces, `_` or `-`."""
+    return re.sub(r"[\s_\-]", "", name).lower()
+
+
+def find_phone_column(columns: list[str], named: str | None) -> int:
+    """The index of the phone column: the one `named` (phoneColumn), else `phone` in any case,
+    else the first of PHONE_COLUMN_ALIASES present."""
+    if named is not None:
+        wanted = named.strip()
+        if wanted in columns:
+            return columns.index(wanted)
+        folded = [c.casefold() for c in columns]
+        if wanted.casefold() in folded:
+            return folded.index(wanted.casefold())
+        raise _missing_phone_column(columns, f"CSV has no column {wanted[:100]!r} (phoneColumn)")
+    found = next((i for i, c in enumerate(columns) if c.lower() == "phone"), None)
+    if found is not None:
+        return found
+    squashed = [_squashed(c) for c in columns]
+    for alias in PHONE_COLUMN_ALIASES:
+        if alias in squashed:
+            return squashed.index(alias)
+    raise _missing_phone_column(
+        columns,
+        "CSV has no phone column: name it 'phone' (or 'phone number', 'mobile', 'cell', "
+        "'telephone', 'tel', 'to number', 'number'), or name yours with phoneColumn",
+    )
+
+
+def _missing_phone_column(columns: list[str], message: str) -> IntakeError:
+    found = [c for c in columns if c]
+    shown = ", ".join(repr(c[:50]) for c in found[:20]) + (" ..." if len(found) > 20 else "")
+    return IntakeError(
+        "missing_phone_column",
+        f"{message}; columns found: {shown or 'none'}",
+        {"columnsFound": found},
+    )
+
+
+def parse_csv(
+    data: bytes, *, default_country: str | None = None, phone_column: str | None = None
+) -> ParsedContacts:
     """Parse a CSV upload. Invalid rows are skipped and reported; duplicates dropped and counted."""
     if len(data) > MAX_CSV_BYTES:
         raise IntakeError("file_too_large", "CSV file is larger than 10 MB")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise IntakeError("invalid_csv", "CSV file is not valid UTF-8") from None
+    region = default_region(default_country)
+    text, encoding = decode_csv(data)
     if "\x00" in text:
-        raise IntakeError("invalid_csv", "CSV file contains NUL bytes (is it a binary file?)")
+        raise IntakeError(
+            "invalid_csv",
+            "CSV file contains NUL bytes (is it a binary file, or UTF-16 without a byte order "
+            "mark?)",
+        )
     if not text.strip():
         raise IntakeError("invalid_csv", "CSV file is empty")
-    first_line = next((line for line in text.splitlines() if line.strip(" \t,;")), "")
-    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    delimiter = detect_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -82,33 +221,35 @@ def parse_csv(data: bytes) -> ParsedContacts:
     except StopIteration:
         raise IntakeError("invalid_csv", "CSV has no header row") from None
     columns = [h.strip() for h in header]
-    phone_index = next((i for i, c in enumerate(columns) if c.lower() == "phone"), None)
-    if phone_index is None:
-        raise IntakeError("missing_phone_column", "CSV has no 'phone' column")
+    phone_index = find_phone_column(columns, phone_column)
     if len({c for c in columns if c}) != len([c for c in columns if c]):
         raise IntakeError("invalid_csv", "CSV header has duplicate column names")
 
-    result = ParsedContacts()
+    result = ParsedContacts(encoding=encoding, phone_column=columns[phone_index])
     seen: set[str] = set()
-    rows = 0
     try:
         for line_no, record in enumerate(reader, start=2):
             if not record or all(not cell.strip() for cell in record):
                 continue
-            rows += 1
-            if rows > MAX_CONTACTS:
-                raise IntakeError("too_many_contacts", f"CSV has more than {MAX_CONTACTS} contacts")
-            if len(record) > len(columns):
+            result.rows += 1
+            if result.rows > MAX_ROWS:
+                raise IntakeError("too_many_contacts", f"CSV has more than {MAX_ROWS} rows")
+            # Cells past the header are an error unless empty (trailing delimiters).
+            if len(record) > len(columns) and any(c.strip() for c in record[len(columns) :]):
                 _invalid(result, line_no, "", "row has more fields than the header")
                 continue
-            phone = record[phone_index].strip() if phone_index < len(record) else ""
-            problem = e164_problem(phone)
-            if problem:
-                _invalid(result, line_no, phone, problem)
+            raw = record[phone_index].strip() if phone_index < len(record) else ""
+            phone, problem = normalize_phone(raw, region)
+            if phone is None:
+                _invalid(result, line_no, raw, problem or "not a phone number")
                 continue
             if phone in seen:
                 result.duplicates += 1
                 continue
+            if len(result.contacts) == MAX_CONTACTS:
+                raise IntakeError(
+                    "too_many_contacts", f"CSV has more than {MAX_CONTACTS} valid contacts"
+                )
             seen.add(phone)
             fields: dict[str, Any] = {}
             for i, column in enumerate(columns):
@@ -121,51 +262,87 @@ def parse_csv(data: bytes) -> ParsedContacts:
     except csv.Error as exc:
         raise IntakeError("invalid_csv", f"CSV is malformed: {exc}") from None
     if not result.contacts:
+        hint = (
+            "" if region is not None else " (E.164 required; defaultCountry reads national formats)"
+        )
         raise IntakeError(
             "no_valid_contacts",
-            "CSV contains no valid phone numbers",
+            f"CSV contains no valid phone numbers{hint}",
             _invalid_details(result),
         )
     return result
 
 
-def parse_json_contacts(items: list[Any]) -> ParsedContacts:
+def _json_phone_key(item: dict[str, Any], named: str | None) -> str | None:
+    if named is not None:
+        return named if named in item else None
+    if "phone" in item:
+        return "phone"
+    return next((k for k in item if _squashed(k) in JSON_PHONE_KEYS), None)
+
+
+def _shown(value: Any) -> str:
+    """A value as an error report shows it (never Python's `None`)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value[:64]
+    return json.dumps(value, ensure_ascii=False, default=str)[:64]
+
+
+def parse_json_contacts(
+    items: list[Any], *, default_country: str | None = None, phone_column: str | None = None
+) -> ParsedContacts:
     """Validate JSON contacts: any invalid phone rejects the whole list (naming the indexes)."""
-    if len(items) > MAX_CONTACTS:
-        raise IntakeError("too_many_contacts", f"more than {MAX_CONTACTS} contacts")
+    region = default_region(default_country)
+    if len(items) > MAX_ROWS:
+        raise IntakeError("too_many_contacts", f"more than {MAX_ROWS} contacts")
     if not items:
         raise IntakeError("no_valid_contacts", "contacts is empty")
-    result = ParsedContacts()
+    result = ParsedContacts(rows=len(items))
     bad: list[InvalidRow] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            bad.append(InvalidRow(index, "", "contact is not an object"))
+            bad.append(InvalidRow(index, _shown(item), "contact is not an object"))
             continue
-        phone = item.get("phone")
-        if not isinstance(phone, str):
-            bad.append(InvalidRow(index, repr(phone)[:64], "phone is missing or not a string"))
+        key = _json_phone_key(item, phone_column)
+        value = item.get(key) if key is not None else None
+        if key is None or value is None:
+            wanted = repr(phone_column) if phone_column else "phone, phone_number or phoneNumber"
+            bad.append(InvalidRow(index, "", f"phone is missing ({wanted})"))
             continue
-        problem = e164_problem(phone)
-        if problem:
-            bad.append(InvalidRow(index, phone[:64], problem))
+        if region is not None and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # a number typed without its +, as spreadsheets keep it
+        if not isinstance(value, str):
+            bad.append(InvalidRow(index, _shown(value), "phone is not a string"))
+            continue
+        phone, problem = normalize_phone(value, region)
+        if phone is None:
+            bad.append(InvalidRow(index, value[:64], problem or "not a phone number"))
             continue
         if phone in seen:
             result.duplicates += 1
             continue
+        if len(result.contacts) == MAX_CONTACTS:
+            raise IntakeError("too_many_contacts", f"more than {MAX_CONTACTS} valid contacts")
         seen.add(phone)
-        data = dict(item)
+        data = {k: v for k, v in item.items() if k != key}
         data["phone"] = phone
         result.contacts.append((phone, data))
     if bad:
         indexes = [b.row for b in bad]
         shown = ", ".join(str(i) for i in indexes[:20]) + (" ..." if len(indexes) > 20 else "")
+        strict = "E.164 required" if region is None else f"read as dialed from {region}"
         raise IntakeError(
             "invalid_phone_format",
-            f"{len(bad)} contact(s) have an invalid phone number (E.164 required): index {shown}",
+            f"{len(bad)} contact(s) have an invalid phone number ({strict}): index {shown}",
             {
                 "invalidIndexes": indexes[:MAX_REPORTED_INVALID],
-                "invalidContacts": [_row_json(b) for b in bad[:MAX_REPORTED_INVALID]],
+                "invalidContacts": [
+                    {"index": b.row, "value": b.value, "reason": b.reason}
+                    for b in bad[:MAX_REPORTED_INVALID]
+                ],
                 "invalidCount": len(bad),
             },
         )
@@ -191,5 +368,23 @@ def _invalid_details(result: ParsedContacts) -> dict[str, Any]:
 
 
 def invalid_report(result: ParsedContacts) -> dict[str, Any]:
-    """The part of a create response that reports skipped rows."""
-    return _invalid_details(result)
+    """The part of a CSV create response that reports how the file was read and which rows
+    were skipped; a `warning` when more than half the rows were invalid."""
+    report = _invalid_details(result)
+    report["detectedEncoding"] = result.encoding
+    report["phoneColumn"] = result.phone_column
+    warning = invalid_warning(result)
+    if warning is not None:
+        report["warning"] = warning
+    return report
+
+
+def invalid_warning(result: ParsedContacts) -> str | None:
+    """Why to check a list before it is dialed: more than half of its rows were invalid."""
+    if result.invalid_count * 2 <= result.rows:
+        return None
+    return (
+        f"{result.invalid_count} of {result.rows} rows have no valid phone number and will not "
+        "be called: check invalidRows (is the phone column right? do the numbers need "
+        "defaultCountry?)"
+    )

@@ -612,6 +612,7 @@ class Engine:
             agent_name=agent_name,
             contact_data=contact.contact_data,
             started_at=contact.started_at,
+            ringing_timeout_seconds=job.ringing_timeout_seconds,
         )
 
     def _start_call(

@@ -21,7 +21,17 @@ from dialer.config import Config
 from dialer.scheduler import Engine
 from dialer.states import ContactStatus, JobStatus
 from storage.db import TransitionError
-from storage.store import JobDetailRow, JobRow, NewContact, NewJob, Store
+from storage.store import (
+    BatchSummary,
+    CallFilter,
+    CallRow,
+    ContactRow,
+    JobDetailRow,
+    JobRow,
+    NewContact,
+    NewJob,
+    Store,
+)
 
 
 class ServiceError(Exception):
@@ -55,6 +65,11 @@ class CreateJob:
     max_attempts: int
     scheduled_start_time: str | None
     timezone: str
+    # The batch-calling submit's: an explicit agent (else the caller number's outbound agent),
+    # a start as unix time (one not in the future starts now), its own ringing timeout.
+    agent_id: str | None = None
+    scheduled_start_unix: float | None = None
+    ringing_timeout_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,18 +162,15 @@ class JobService:
                 "phone_number_not_found",
                 f"Phone number {request.from_phone_number_id!r} not found",
             )
-        if number.outbound_agent is None:
-            raise ServiceError(
-                400,
-                "no_outbound_agent",
-                f"Phone number {number.id!r} has no outbound agent assigned",
-            )
+        agent_id = self._agent_for(org_id, request.agent_id, number.id, number.outbound_agent)
         validate_timezone(request.timezone)
         scheduled = (
             parse_schedule(request.scheduled_start_time, request.timezone, now)
             if request.scheduled_start_time
             else None
         )
+        if request.scheduled_start_unix is not None and request.scheduled_start_unix > now:
+            scheduled = request.scheduled_start_unix
         engine_cfg = self.config.engine
         total = len(parsed.contacts)
         cost = estimates.cost_usd(
@@ -186,7 +198,7 @@ class JobService:
             name=request.name,
             description=request.description,
             status=JobStatus.SCHEDULED if scheduled is not None else JobStatus.PENDING,
-            agent_id=number.outbound_agent,
+            agent_id=agent_id,
             phone_number_id=number.id,
             concurrent_call_limit=request.concurrent_call_limit,
             max_attempts=request.max_attempts,
@@ -197,6 +209,7 @@ class JobService:
             scheduled_start_time=scheduled,
             created_at=now,
             estimated_cost_usd=cost,
+            ringing_timeout_seconds=request.ringing_timeout_seconds,
         )
         await self.store.create_job(
             job, [NewContact(phone, data) for phone, data in parsed.contacts]
@@ -207,6 +220,37 @@ class JobService:
             total_contacts=total,
             estimated_duration=estimates.format_duration(duration),
             estimated_cost=estimates.format_usd(cost),
+        )
+
+    def _agent_for(
+        self, org_id: str, wanted: str | None, number_id: str, outbound_agent: str | None
+    ) -> str:
+        """The job's agent: the one asked for (an agent of the organization), else the caller
+        number's outbound agent."""
+        if wanted is not None:
+            agent = self.config.agent(wanted)
+            if agent is None or agent.organization != org_id:
+                raise ServiceError(404, "agent_not_found", f"Agent {wanted!r} not found")
+            return agent.id
+        if outbound_agent is None:
+            raise ServiceError(
+                400,
+                "no_outbound_agent",
+                f"Phone number {number_id!r} has no outbound agent assigned",
+            )
+        return outbound_agent
+
+    def caller_number_for_agent(self, org_id: str, agent_id: str) -> str | None:
+        """The organization's first caller number whose outbound agent is `agent_id` (an agent
+        of the organization)."""
+        self._agent_for(org_id, agent_id, "", None)
+        return next(
+            (
+                n.id
+                for n in self.config.phone_numbers
+                if n.organization == org_id and n.outbound_agent == agent_id
+            ),
+            None,
         )
 
     # ------------------------------------------------------------ read
@@ -384,6 +428,48 @@ class JobService:
         if found is None:
             raise not_found(job_id)
         return found
+
+    async def batch(self, org_id: str, job_id: str) -> tuple[BatchSummary, Sequence[ContactRow]]:
+        """A job with its batch figures (contacts dialed, retries) and all its contacts."""
+        found = await self.store.batch_overview(org_id, job_id)
+        if found is None:
+            raise not_found(job_id)
+        return found
+
+    async def batch_summary(self, org_id: str, job_id: str) -> BatchSummary:
+        """A job with its batch figures (no contacts)."""
+        found = await self.store.batch_summary(org_id, job_id)
+        if found is None:
+            raise not_found(job_id)
+        return found
+
+    async def batches(
+        self, org_id: str, agent_id: str | None, after_id: str | None, limit: int
+    ) -> tuple[Sequence[BatchSummary], bool]:
+        """Up to `limit` jobs newest first after the job `after_id`, and whether more follow."""
+        found = await self.store.list_batches(org_id, agent_id, after_id, limit + 1)
+        if found is None:
+            raise ServiceError(404, "cursor_not_found", f"No batch {after_id!r} to page after")
+        return found[:limit], len(found) > limit
+
+    async def calls(
+        self, org_id: str, job_id: str, where: CallFilter, limit: int, offset: int
+    ) -> tuple[Sequence[CallRow], int]:
+        """A page of a job's contacts with their latest attempt, and the filtered total."""
+        await self.get(org_id, job_id)
+        calls, total = await self.store.list_calls(job_id, where, limit, offset, count=True)
+        return calls, total or 0
+
+    async def delete(self, org_id: str, job_id: str) -> None:
+        """Hide a finished job from every route; its contacts and attempt rows stay."""
+        job = await self.get(org_id, job_id)
+        if not await self.store.delete_job(org_id, job_id, self.clock.now()):
+            raise ServiceError(
+                400,
+                "job_not_deletable",
+                f"Batch job is {job.status}; only completed, failed or cancelled jobs with no "
+                "call still live can be deleted (cancel it first)",
+            )
 
     async def export_csv(self, org_id: str, job_id: str) -> tuple[JobRow, AsyncIterator[bytes]]:
         """The job and its contacts as CSV chunks (read page by page, never all at once)."""

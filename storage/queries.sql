@@ -4,11 +4,11 @@
 INSERT INTO jobs (id, organization_id, name, description, status, agent_id, phone_number_id,
                   concurrent_call_limit, max_attempts, retry_statuses, retry_delay_seconds,
                   retry_backoff, timezone, scheduled_start_time, created_at, updated_at,
-                  total_contacts, estimated_cost_usd)
+                  total_contacts, estimated_cost_usd, ringing_timeout_seconds)
 VALUES (:id, :organization_id, :name, :description, :status, :agent_id, :phone_number_id,
         :concurrent_call_limit, :max_attempts, :retry_statuses, :retry_delay_seconds,
         :retry_backoff, :timezone, :scheduled_start_time, :created_at, :created_at,
-        :total_contacts, :estimated_cost_usd)
+        :total_contacts, :estimated_cost_usd, :ringing_timeout_seconds)
 
 -- insert_contact --
 INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)
@@ -26,7 +26,8 @@ INSERT OR IGNORE INTO job_status_counts (job_id, status, n)
 SELECT ?, value, 0 FROM json_each(?)
 
 -- get_job --
-SELECT * FROM jobs WHERE id = ? AND organization_id = ?
+-- A deleted job is gone for every route (its rows stay for the records).
+SELECT * FROM jobs WHERE id = ? AND organization_id = ? AND deleted_at IS NULL
 
 -- get_job_any_org --
 SELECT * FROM jobs WHERE id = ?
@@ -60,11 +61,13 @@ SELECT json_group_array(json_object(
                         'blocked', 'invalid_number', 'carrier_error', 'failed')), 0) AS failed
     FROM jobs
     WHERE organization_id = :org AND (:status IS NULL OR status = :status)
+      AND deleted_at IS NULL
     ORDER BY created_at DESC, id DESC
     LIMIT :limit OFFSET :offset) AS j
 
 -- count_jobs --
-SELECT count(*) FROM jobs WHERE organization_id = :org AND (:status IS NULL OR status = :status)
+SELECT count(*) FROM jobs
+WHERE organization_id = :org AND (:status IS NULL OR status = :status) AND deleted_at IS NULL
 
 -- job_status_counts --
 -- {status: n} of one job.
@@ -402,9 +405,14 @@ WHERE c.job_id = :job_id
         SELECT id FROM contact_external_ids
         WHERE job_id = :job_id AND external_id = :external_id))
 
--- count_dispatched --
--- Contacts with at least one call placed (a given-back claim does not count).
-SELECT count(*) FROM contacts WHERE job_id = ? AND attempt_count > 0
+-- batch_call_stats --
+-- Per job: contacts with at least one call placed (a given-back claim does not count), and
+-- the dials made after each contact's first. [[job_id, dispatched, retries], ...]
+SELECT json_group_array(json_array(job_id, dispatched, retries)) FROM (
+    SELECT job_id, sum(attempt_count > 0) AS dispatched,
+           sum(max(attempt_count - 1, 0)) AS retries
+    FROM contacts WHERE job_id IN (SELECT value FROM json_each(:ids))
+    GROUP BY job_id)
 
 -- contact_field_names --
 -- Every key of the contacts' data, in the order they first appear.
@@ -415,3 +423,25 @@ ORDER BY min(c.seq), min(j.id)
 
 -- heartbeat --
 INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at
+
+-- list_batches --
+-- A page of an organization's jobs, newest first, after the job :after_id (keyset paging: the
+-- cursor job may itself have been deleted since, its row is still there).
+SELECT * FROM jobs
+WHERE organization_id = :org AND deleted_at IS NULL
+  AND (:agent_id IS NULL OR agent_id = :agent_id)
+  AND (:after_id IS NULL OR (created_at, id) < (
+        SELECT created_at, id FROM jobs WHERE id = :after_id AND organization_id = :org))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit
+
+-- job_exists_any_state --
+SELECT 1 FROM jobs WHERE id = ? AND organization_id = ?
+
+-- delete_job --
+-- Only a finished job with no call still live; its contacts and attempts stay.
+UPDATE jobs SET deleted_at = :now
+WHERE id = :id AND organization_id = :org AND deleted_at IS NULL
+  AND status IN ('completed', 'failed', 'cancelled')
+  AND NOT EXISTS (
+      SELECT 1 FROM job_status_counts WHERE job_id = :id AND status = 'dialing' AND n > 0)

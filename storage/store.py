@@ -48,6 +48,7 @@ class NewJob:
     scheduled_start_time: float | None
     created_at: float
     estimated_cost_usd: float
+    ringing_timeout_seconds: float | None = None  # None: the provider's configured one
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class JobRow:
     retry_rounds: int = 0  # operator retry rounds (migration 0002)
     calls_ended: int = 0  # attempts that ended (migration 0003)
     call_seconds: float = 0.0  # their total slot time, claim to end
+    deleted_at: float | None = None  # hidden from every route (migration 0008)
+    ringing_timeout_seconds: float | None = None  # None: the provider's configured one
 
     @property
     def average_call_seconds(self) -> float | None:
@@ -133,6 +136,16 @@ class JobDetailRow:
     contacts_json: str  # the page of contacts, a JSON array in the API's contact shape
     contacts_total: int
     last_retry_due: float | None  # the latest nextRetryAt of the job's queued contacts
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    """A job with what the batch-calling routes report of it."""
+
+    job: JobRow
+    counts: dict[str, int]
+    dispatched: int  # contacts dialed at least once
+    retries: int  # dials made after each contact's first
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +439,7 @@ class Store:
             "created_at": job.created_at,
             "total_contacts": len(contacts),
             "estimated_cost_usd": job.estimated_cost_usd,
+            "ringing_timeout_seconds": job.ringing_timeout_seconds,
         }
         # Loaded by one statement: a statement per contact would hand the GIL back and forth
         # with the event loop once per row.
@@ -520,19 +534,16 @@ class Store:
 
     async def batch_overview(
         self, organization_id: str, job_id: str
-    ) -> tuple[JobRow, dict[str, int], int, list[ContactRow]] | None:
-        """A job, its status counts, how many contacts were dialed, and all its contacts."""
+    ) -> tuple[BatchSummary, list[ContactRow]] | None:
+        """A job with its batch figures, and all its contacts."""
 
-        def q(
-            conn: sqlite3.Connection,
-        ) -> tuple[JobRow, dict[str, int], int, list[ContactRow]] | None:
+        def q(conn: sqlite3.Connection) -> tuple[BatchSummary, list[ContactRow]] | None:
             row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
             if row is None:
                 return None
-            dispatched = int(conn.execute(Q()["count_dispatched"], (job_id,)).fetchone()[0])
             params = {"job_id": job_id, "status": None, "limit": -1, "offset": 0}
             contacts = _contact_page(conn, params)
-            return JobRow.from_row(row), _counts(conn, job_id), dispatched, contacts
+            return _batch_summaries(conn, [JobRow.from_row(row)])[0], contacts
 
         return await self._read(q)
 
@@ -561,6 +572,41 @@ class Store:
         return await self._read(
             lambda conn: [r[0] for r in conn.execute(Q()["contact_field_names"], (job_id,))]
         )
+
+    async def batch_summary(self, organization_id: str, job_id: str) -> BatchSummary | None:
+        """A job with its batch figures."""
+
+        def q(conn: sqlite3.Connection) -> BatchSummary | None:
+            row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
+            return _batch_summaries(conn, [JobRow.from_row(row)])[0] if row else None
+
+        return await self._read(q)
+
+    async def list_batches(
+        self, organization_id: str, agent_id: str | None, after_id: str | None, limit: int
+    ) -> list[BatchSummary] | None:
+        """Up to `limit` jobs newest first, after the job `after_id` (None: from the newest),
+        with their batch figures. None when `after_id` is not a job of the organization."""
+        params = {"org": organization_id, "agent_id": agent_id, "after_id": after_id}
+
+        def q(conn: sqlite3.Connection) -> list[BatchSummary] | None:
+            if (
+                after_id is not None
+                and not conn.execute(
+                    Q()["job_exists_any_state"], (after_id, organization_id)
+                ).fetchone()
+            ):
+                return None
+            rows = conn.execute(Q()["list_batches"], {**params, "limit": limit}).fetchall()
+            return _batch_summaries(conn, [JobRow.from_row(r) for r in rows])
+
+        return await self._read(q)
+
+    async def delete_job(self, organization_id: str, job_id: str, now: float) -> bool:
+        """Hide a finished job with no live call from every route; its rows stay. False when
+        the job is not (or no longer) in a state for it."""
+        params = {"id": job_id, "org": organization_id, "now": now}
+        return await self._write(lambda conn: conn.execute(Q()["delete_job"], params).rowcount == 1)
 
     async def status_counts(self, job_id: str) -> dict[str, int]:
         return await self._read(lambda conn: _counts(conn, job_id))
@@ -836,6 +882,16 @@ def _contact_page(conn: sqlite3.Connection, params: dict[str, Any]) -> list[Cont
     """A page of a job's contacts in upload order, of one status when params["status"]."""
     query = "list_contacts" if params["status"] is None else "list_contacts_in_status"
     return [ContactRow.from_values(v) for v in _json_rows(conn, query, params)]
+
+
+def _batch_summaries(conn: sqlite3.Connection, jobs: list[JobRow]) -> list[BatchSummary]:
+    """Each job with its counts, contacts dialed and retries, in the order given."""
+    ids = json.dumps([j.id for j in jobs])
+    stats = {
+        job_id: (int(dispatched), int(retries))
+        for job_id, dispatched, retries in _json_rows(conn, "batch_call_stats", {"ids": ids})
+    }
+    return [BatchSummary(job, _counts(conn, job.id), *stats.get(job.id, (0, 0))) for job in jobs]
 
 
 def _counts(conn: sqlite3.Connection, job_id: str) -> dict[str, int]:

@@ -20,6 +20,7 @@ class DialRequest:
     agent_name: str
     contact_data: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0  # when the attempt was claimed (used when re-attaching)
+    ringing_timeout_seconds: float | None = None  # the job's own; None: the provider's default
 
 
 @dataclass(frozen=True, slots=True)

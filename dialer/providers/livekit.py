@@ -89,7 +89,13 @@ def sip_code_of(error: api.ServerError) -> int | None:
         return None
 
 
-def classify(error: BaseException, *, dial_sent: bool, config: LiveKitConfig) -> DialResult:
+def classify(
+    error: BaseException,
+    *,
+    dial_sent: bool,
+    config: LiveKitConfig,
+    ringing_timeout: float | None = None,
+) -> DialResult:
     """Map a failed agent dispatch (`dial_sent=False`) or dial (`dial_sent=True`) to an outcome.
 
     - A SIP code from LiveKit: the SIP table, the code kept as `sip_code`.
@@ -99,7 +105,7 @@ def classify(error: BaseException, *, dial_sent: bool, config: LiveKitConfig) ->
     - LiveKit unreachable before the dial was sent: `not_placed` (the attempt does not count).
     Anything else is `failed` with the reason kept.
     """
-    ring = config.ringing_timeout_seconds
+    ring = ringing_timeout or config.ringing_timeout_seconds
     if isinstance(error, api.ServerError):
         code = error.code
         what = f"{code}: {error.message}" if error.message else code
@@ -272,12 +278,12 @@ class LiveKitProvider:
             await self._within(
                 self.lk.sip.create_sip_participant(
                     self._sip_request(call),
-                    timeout=self._dial_deadline() + DIAL_BACKSTOP_SECONDS,
+                    timeout=self._dial_deadline(request) + DIAL_BACKSTOP_SECONDS,
                 ),
-                self._dial_deadline(),
+                self._dial_deadline(request),
             )
         except (api.ServerError, aiohttp.ClientError, TimeoutError) as exc:
-            return self._failed(exc, dial_sent=True)
+            return self._failed(exc, dial_sent=True, ringing_timeout=self._ringing(request))
         call.answered_at = self._clock.now()
         log.info("call_answered", room=request.room_name)
         return await self._until_end(call)
@@ -293,15 +299,23 @@ class LiveKitProvider:
             participant_name=request.to_number,
             wait_until_answered=True,
         )
-        sip.ringing_timeout.FromNanoseconds(round(self._config.ringing_timeout_seconds * 1e9))
+        sip.ringing_timeout.FromNanoseconds(round(self._ringing(request) * 1e9))
         sip.max_call_duration.FromNanoseconds(round(self._config.max_call_seconds * 1e9))
         return sip
 
-    def _dial_deadline(self) -> float:
-        return self._config.ringing_timeout_seconds + DIAL_ANSWER_MARGIN_SECONDS
+    def _ringing(self, request: DialRequest) -> float:
+        """How long this call may ring: the job's own timeout, else the configured one."""
+        return request.ringing_timeout_seconds or self._config.ringing_timeout_seconds
 
-    def _failed(self, exc: BaseException, *, dial_sent: bool) -> DialResult:
-        result = classify(exc, dial_sent=dial_sent, config=self._config)
+    def _dial_deadline(self, request: DialRequest) -> float:
+        return self._ringing(request) + DIAL_ANSWER_MARGIN_SECONDS
+
+    def _failed(
+        self, exc: BaseException, *, dial_sent: bool, ringing_timeout: float | None = None
+    ) -> DialResult:
+        result = classify(
+            exc, dial_sent=dial_sent, config=self._config, ringing_timeout=ringing_timeout
+        )
         log.info(
             "call_dial_failed",
             stage="dial" if dial_sent else "dispatch",
@@ -334,7 +348,7 @@ class LiveKitProvider:
         in when the callee is seen talking.
         """
         request = call.request
-        ring, longest = self._config.ringing_timeout_seconds, self._config.max_call_seconds
+        ring, longest = self._ringing(request), self._config.max_call_seconds
         hard_stop = False
         while not call.ended.is_set():
             now = self._clock.now()
@@ -445,7 +459,7 @@ class LiveKitProvider:
         request = call.request
         give_up = (
             request.started_at
-            + self._config.ringing_timeout_seconds
+            + self._ringing(request)
             + self._config.max_call_seconds
             + RESUME_MARGIN_SECONDS
         )

@@ -86,7 +86,7 @@ async def test_semicolon_delimited_csv(running: Running) -> None:
 @pytest.mark.parametrize(
     ("csv_text", "code"),
     [
-        ("name,number\nA,+12025550101\n", "missing_phone_column"),
+        ("name,fax\nA,+12025550101\n", "missing_phone_column"),
         ("phone\n12025550101\nabc\n", "no_valid_contacts"),
         ("", "invalid_csv"),
         (b"\xff\xfe\x00p\x00h\x00", "invalid_csv"),
@@ -109,11 +109,11 @@ def _extra(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_too_many_contacts(running: Running) -> None:
-    """More than 10,000 contacts is too_many_contacts, in CSV and in JSON."""
-    rows = "\n".join(f"+1202555{i:04d}" for i in range(10_001))
-    status, body = await post_csv(running, "phone\n" + rows)
+    """More than 10,000 valid contacts is too_many_contacts, in CSV and in JSON."""
+    numbers = [f"+1202555{i:04d}" for i in range(10_000)] + ["+12025560101"]
+    status, body = await post_csv(running, "phone\n" + "\n".join(numbers))
     assert (status, body["code"]) == (400, "too_many_contacts")
-    contacts = [{"phone": "+12025550101"}] * 10_001
+    contacts = [{"phone": n} for n in numbers]
     status, body = await post_json(
         running, {"fromPhoneNumberId": NUMBER, "name": "x", "contacts": contacts}
     )
@@ -322,3 +322,116 @@ async def test_hostile_strings_are_stored_as_data(running: Running) -> None:
     detail = await running.detail(created["batchJobId"])
     assert detail["name"] == hostile
     assert detail["contacts"][0]["contactData"]["name"] == hostile
+
+
+# ----------------------------------------------------------------- files as tools export them
+
+
+async def test_excel_windows_csv_with_default_country(running: Running) -> None:
+    """An Excel CSV in Windows-1252 with a 'Phone Number' column of typed numbers: created, the
+    answer says how the file was read, and reports the row that is still invalid."""
+    csv_text = (
+        "Name;Phone Number;Note\r\n"
+        "Zoë;(202) 555-0141;déjà vu\r\n"
+        "Ann;2025550145;€ 12\r\n"
+        "Bob;12025550152;\r\n"
+        "Eve;555-01;\r\n"
+    ).encode("cp1252")
+    status, body = await post_csv(running, csv_text, defaultCountry="US")
+    assert status == 201, body
+    assert body["totalContacts"] == 3 and body["invalidCount"] == 1
+    assert (body["detectedEncoding"], body["phoneColumn"]) == ("windows-1252", "Phone Number")
+    assert body["invalidRows"] == [
+        {"row": 5, "value": "555-01", "reason": body["invalidRows"][0]["reason"]}
+    ]
+    assert "warning" not in body
+    detail = await running.detail(body["batchJobId"])
+    assert [c["phoneNumber"] for c in detail["contacts"]] == [
+        "+12025550141",
+        "+12025550145",
+        "+12025550152",
+    ]
+    assert detail["contacts"][0]["contactData"] == {
+        "Name": "Zoë",
+        "phone": "+12025550141",
+        "Note": "déjà vu",
+    }
+
+
+async def test_mostly_invalid_csv_is_created_with_a_warning(running: Running) -> None:
+    """More than half the rows invalid: the job is still created, the answer carries a warning."""
+    status, body = await post_csv(running, "phone\n+12025550101\n(202) 555-0102\n2025550103\n")
+    assert status == 201, body
+    assert body["invalidCount"] == 2 and body["totalContacts"] == 1
+    assert body["warning"].startswith("2 of 3 rows")
+
+
+async def test_phone_column_option_and_missing_column_lists_columns(running: Running) -> None:
+    """phoneColumn names the column; without a usual name the error lists the columns found."""
+    status, body = await post_csv(running, "Who,Dial\nAnn,+12025550101\n")
+    assert (status, body["code"]) == (400, "missing_phone_column")
+    assert body["columnsFound"] == ["Who", "Dial"] and "'Dial'" in body["error"]
+    status, body = await post_csv(running, "Who,Dial\nAnn,+12025550101\n", phoneColumn="Dial")
+    assert status == 201, body
+    assert body["phoneColumn"] == "Dial"
+
+
+async def test_utf16_tab_delimited_upload(running: Running) -> None:
+    """Excel's "Unicode Text" (UTF-16 with BOM, tabs) is read."""
+    data = "\ufeffmobile\tname\r\n+12025550101\tLi Lei\r\n".encode("utf-16-le")
+    status, body = await post_csv(running, data)
+    assert status == 201, body
+    assert body["detectedEncoding"] == "utf-16" and body["totalContacts"] == 1
+
+
+async def test_default_country_in_json_and_invalid_count(running: Running) -> None:
+    """JSON mode takes defaultCountry and phoneNumber keys; the answer reports invalidCount."""
+    status, body = await post_json(
+        running,
+        {
+            "fromPhoneNumberId": NUMBER,
+            "name": "x",
+            "defaultCountry": "GB",
+            "contacts": [{"phoneNumber": "020 7183 8750"}, {"Phone": "+44 (0)20 7183 8751"}],
+        },
+    )
+    assert status == 201, body
+    assert (body["totalContacts"], body["invalidCount"]) == (2, 0)
+    detail = await running.detail(body["batchJobId"])
+    assert [c["phoneNumber"] for c in detail["contacts"]] == ["+442071838750", "+442071838751"]
+
+
+async def test_json_refusal_names_indexes_without_none(running: Running) -> None:
+    """A JSON contact without a phone is refused by index; the answer never says None."""
+    status, body = await post_json(
+        running,
+        {
+            "fromPhoneNumberId": NUMBER,
+            "name": "x",
+            "contacts": [{"phone": "+12025550101"}, {"Phone": None}],
+        },
+    )
+    assert (status, body["code"]) == (400, "invalid_phone_format")
+    assert body["invalidContacts"] == [
+        {"index": 1, "value": "", "reason": body["invalidContacts"][0]["reason"]}
+    ]
+    assert "None" not in json.dumps(body)
+
+
+@pytest.mark.parametrize("mode", ["csv", "json"])
+async def test_unknown_default_country_is_400(running: Running, mode: str) -> None:
+    """An unknown defaultCountry is refused in both modes and creates nothing."""
+    if mode == "csv":
+        status, body = await post_csv(running, "phone\n+12025550101\n", defaultCountry="ZZ")
+    else:
+        status, body = await post_json(
+            running,
+            {
+                "fromPhoneNumberId": NUMBER,
+                "name": "x",
+                "defaultCountry": "ZZ",
+                "contacts": [{"phone": "+12025550101"}],
+            },
+        )
+    assert (status, body["code"]) == (400, "invalid_default_country")
+    assert await job_count(running) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 
@@ -130,6 +131,28 @@ async def test_ring_out_cancel_is_no_answer(
     assert result.sip_code is None
     assert result.reason == "no answer within 20 s (ring-out)"
     assert_cleaned_up(fake, provider, request)
+
+
+async def test_batch_ringing_timeout_overrides_the_configured_one(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
+) -> None:
+    """A batch's own ringing timeout goes into the dial, and the ring-out reports it."""
+    fake.numbers[NUMBER] = Callee.rings_out()
+    provider = await start_livekit(ringing_timeout_seconds=30)
+    request = dataclasses.replace(dial_request(NUMBER, clock), ringing_timeout_seconds=12)
+    call = asyncio.create_task(provider.dial(request))
+    await until(
+        lambda: (
+            (phone := fake.phone(request.room_name)) is not None
+            and phone.attributes["sip.callStatus"] == "ringing"
+        )
+    )
+    await clock.advance(12)
+    result = await asyncio.wait_for(call, 10)
+    [dial] = fake.dials
+    assert dial.ringing_timeout.seconds == 12
+    assert result.status is ContactStatus.NO_ANSWER
+    assert result.reason == "no answer within 12 s (ring-out)"
 
 
 async def test_dial_without_answer_from_livekit_times_out(
