@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import random
 import shutil
 import signal
@@ -210,6 +211,7 @@ def audit(
         if not _explained(started_at, kills, longest_call):
             result.unexplained_interrupted += 1
             result.unexplained_attempts.append((cid, attempt_no))
+    result.unexplained_attempts.sort()
 
     for cid, (status, _) in sorted(contacts.items()):
         if status in OPEN_STATUSES:
@@ -534,20 +536,25 @@ def tmpfs(directory: Path, size: str) -> Iterator[str | None]:
 
 
 def fill_disk(path: Path) -> int:
-    """Write `path` until the filesystem is full; the bytes written."""
+    """Write `path` until its filesystem is full (unbuffered: nothing is left to flush on
+    close); the bytes written."""
     written = 0
-    with path.open("wb") as f:
-        for chunk in (1 << 20, 1 << 16, 1 << 12, 512):
-            block = b"\0" * chunk
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 1 << 16, 1 << 12, 512):
+            block = b"\0" * size
             while True:
                 try:
-                    f.write(block)
-                    f.flush()
+                    n = os.write(fd, block)
                 except OSError as exc:
                     if exc.errno != errno.ENOSPC:
                         raise
                     break
-                written += chunk
+                written += n
+                if n < size:
+                    break
+    finally:
+        os.close(fd)
     return written
 
 
@@ -576,6 +583,7 @@ class Runner:
         self.skipped: list[str] = []
         self.notes: list[str] = []
         self.job_id = ""
+        self.stalled = False
 
     def write_config(self, port: int) -> None:
         self.config.write_text(
@@ -660,9 +668,12 @@ class Runner:
                 self.kills.append(time.time())
                 service.kill9()
                 service.start()
+                self.stalled = False
                 self.say(f"kill -9 #{len(self.kills)} at {point:.0%} of the job")
             else:
-                self.episodes.append(self._episode(service, kind))
+                episode = self._episode(service, kind)
+                self.episodes.append(episode)
+                self.stalled = episode.note is None and episode.recovered_after is None
         final = self._wait_until_done(service, deadline)
         breakdown = final.breakdown if final is not None else None
         total = final.total if final is not None else None
@@ -698,10 +709,10 @@ class Runner:
             if progress is not None:
                 if progress.status in TERMINAL:
                     return False
-                if (
-                    progress.done >= point * progress.total
-                    and time.monotonic() - service.started_at >= settle
-                ):
+                # After a fault the service did not recover from, the job makes no progress:
+                # the next event comes anyway (as an operator would restart it).
+                reached = progress.done >= point * progress.total or self.stalled
+                if reached and time.monotonic() - service.started_at >= settle:
                     return True
             time.sleep(0.05)
         return False
@@ -832,7 +843,7 @@ ROWS = (
     ("dials", "dials"),
     ("double_dials", "double dials"),
     ("lost", "lost outcomes"),
-    ("interrupted", "interrupted by a kill"),
+    ("interrupted", "interrupted attempts"),
     ("unexplained_interrupted", "interrupted, no kill"),
     ("stuck", "stuck contacts"),
     ("wall_seconds", "wall time (s)"),
