@@ -661,7 +661,8 @@ class Runner:
         points = sorted(self.rng.uniform(0.03, 0.9) for _ in kinds)
         for kind, point in zip(kinds, points, strict=True):
             settle = self.rng.uniform(0.2, 1.5)
-            if not self._wait_for(service, point, settle, deadline):
+            at = self._wait_for(service, point, settle, deadline)
+            if at is None:
                 self.skipped.append(kind)
                 continue
             if kind == "kill":
@@ -669,7 +670,7 @@ class Runner:
                 service.kill9()
                 service.start()
                 self.stalled = False
-                self.say(f"kill -9 #{len(self.kills)} at {point:.0%} of the job")
+                self.say(f"kill -9 #{len(self.kills)} with {at.done}/{at.total} contacts done")
             else:
                 episode = self._episode(service, kind)
                 self.episodes.append(episode)
@@ -700,22 +701,24 @@ class Runner:
         )
         return self._report(result)
 
-    def _wait_for(self, service: Service, point: float, settle: float, deadline: float) -> bool:
+    def _wait_for(
+        self, service: Service, point: float, settle: float, deadline: float
+    ) -> Progress | None:
         """Until the job has done `point` of its contacts and the service has run `settle`
-        seconds; False if the job ended (or the time ran out) first."""
+        seconds: the job's progress then; None if the job ended (or the time ran out) first."""
         while time.monotonic() < deadline:
             service.revive_if_dead()
             progress = job_progress(service, self.job_id)
             if progress is not None:
                 if progress.status in TERMINAL:
-                    return False
+                    return None
                 # After a fault the service did not recover from, the job makes no progress:
                 # the next event comes anyway (as an operator would restart it).
                 reached = progress.done >= point * progress.total or self.stalled
                 if reached and time.monotonic() - service.started_at >= settle:
-                    return True
+                    return progress
             time.sleep(0.05)
-        return False
+        return None
 
     def _wait_until_done(self, service: Service, deadline: float) -> Progress | None:
         last: Progress | None = None
