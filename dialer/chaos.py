@@ -57,6 +57,9 @@ INTERRUPT_SLACK_SECONDS = 5.0
 # A fault episode that has not turned /healthz healthy again this long after it ended did not
 # recover (the issue asks for 10 s).
 RECOVERY_TIMEOUT_SECONDS = 20.0
+# A job whose count of finished contacts has not moved this long is stalled: the next event comes
+# without waiting for its point of progress, and the run stops waiting for the job to finish.
+STALL_SECONDS = 60.0
 TMPFS_SIZE = "64m"
 
 
@@ -568,8 +571,13 @@ class Runner:
         say: Callable[[str], None] = lambda _: None,
         *,
         keep: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.plan = plan
+        # Monotonic time and sleep for the waits (tests pass fakes).
+        self.clock = clock
+        self.sleep = sleep
         self.workdir = workdir
         self.keep = keep
         self.say = say
@@ -584,6 +592,8 @@ class Runner:
         self.notes: list[str] = []
         self.job_id = ""
         self.stalled = False
+        self.last_done = -1
+        self.last_change = self.clock()
 
     def write_config(self, port: int) -> None:
         self.config.write_text(
@@ -601,7 +611,7 @@ class Runner:
         )
 
     def run(self) -> dict[str, Any]:
-        started = time.monotonic()
+        started = self.clock()
         plan = self.plan
         self.data.mkdir(parents=True, exist_ok=True)
         disk_full = plan.disk_full_episodes
@@ -620,7 +630,7 @@ class Runner:
                     service.kill9()
                 if disk_full and self.keep:
                     self._copy_database()
-        result["wall_seconds"] = round(time.monotonic() - started, 1)
+        result["wall_seconds"] = round(self.clock() - started, 1)
         return result
 
     def _copy_database(self) -> None:
@@ -632,7 +642,7 @@ class Runner:
 
     def _run(self, service: Service, disk_full: int) -> dict[str, Any]:
         plan = self.plan
-        deadline = time.monotonic() + plan.timeout
+        deadline = self.clock() + plan.timeout
         service.start()
         service.create_key()
         contacts = [
@@ -670,6 +680,7 @@ class Runner:
                 service.kill9()
                 service.start()
                 self.stalled = False
+                self.last_change = self.clock()
                 self.say(f"kill -9 #{len(self.kills)} with {at.done}/{at.total} contacts done")
             else:
                 episode = self._episode(service, kind)
@@ -706,55 +717,66 @@ class Runner:
     ) -> Progress | None:
         """Until the job has done `point` of its contacts and the service has run `settle`
         seconds: the job's progress then; None if the job ended (or the time ran out) first."""
-        while time.monotonic() < deadline:
-            service.revive_if_dead()
-            progress = job_progress(service, self.job_id)
+        while self.clock() < deadline:
+            progress = self._poll(service)
             if progress is not None:
                 if progress.status in TERMINAL:
                     return None
                 # After a fault the service did not recover from, the job makes no progress:
                 # the next event comes anyway (as an operator would restart it).
-                reached = progress.done >= point * progress.total or self.stalled
-                if reached and time.monotonic() - service.started_at >= settle:
+                stalled = self.stalled or self.clock() - self.last_change > STALL_SECONDS
+                reached = progress.done >= point * progress.total or stalled
+                if reached and self.clock() - service.started_at >= settle:
                     return progress
-            time.sleep(0.05)
+            self.sleep(0.05)
         return None
 
     def _wait_until_done(self, service: Service, deadline: float) -> Progress | None:
         last: Progress | None = None
-        while time.monotonic() < deadline:
-            service.revive_if_dead()
-            progress = job_progress(service, self.job_id)
+        while self.clock() < deadline:
+            progress = self._poll(service)
             if progress is not None:
                 last = progress
                 if progress.status in TERMINAL:
                     return progress
-            time.sleep(0.1)
+            if self.clock() - self.last_change > STALL_SECONDS:
+                self.notes.append(f"the job made no progress for {STALL_SECONDS:.0f} s")
+                return last
+            self.sleep(0.1)
         self.notes.append(f"the job did not finish within {self.plan.timeout:.0f} s")
         return last
+
+    def _poll(self, service: Service) -> Progress | None:
+        """The job's progress (None while the service does not answer); notes when the count
+        of finished contacts last moved. A service that exited by itself is started again."""
+        service.revive_if_dead()
+        progress = job_progress(service, self.job_id)
+        if progress is not None and progress.done != self.last_done:
+            self.last_done, self.last_change = progress.done, self.clock()
+        return progress
 
     def _episode(self, service: Service, kind: str) -> Episode:
         low, high = self.plan.lock_seconds if kind == "lock" else self.plan.disk_full_seconds
         hold = self.rng.uniform(low, high)
         episode = Episode(kind=kind, started_at=time.time())
-        begun = time.monotonic()
+        begun = self.clock()
         with self._fault(kind, episode):
             if episode.note is None:
-                while time.monotonic() - begun < hold:
+                while self.clock() - begun < hold:
                     if not service.health():
                         episode.unhealthy_seen = True
-                    time.sleep(0.2)
-        episode.held_seconds = round(time.monotonic() - begun, 2)
+                    self.sleep(0.2)
+        episode.held_seconds = round(self.clock() - begun, 2)
         if episode.note is not None:
             self.say(f"{kind} episode not injected: {episode.note}")
             return episode
-        ended = time.monotonic()
-        while time.monotonic() - ended < RECOVERY_TIMEOUT_SECONDS:
+        ended = self.clock()
+        while self.clock() - ended < RECOVERY_TIMEOUT_SECONDS:
             if service.health():
-                episode.recovered_after = round(time.monotonic() - ended, 2)
+                episode.recovered_after = round(self.clock() - ended, 2)
                 break
             episode.unhealthy_seen = True
-            time.sleep(0.1)
+            self.sleep(0.1)
         recovered = (
             f"healthy {episode.recovered_after} s after"
             if episode.recovered_after is not None
@@ -801,6 +823,7 @@ class Runner:
             "job_status": result.job_status,
             "contacts": result.contacts,
             "seed": self.plan.seed,
+            "plan": asdict(self.plan),
             "kills": len(self.kills),
             "lock_episodes": len(locks),
             "disk_full_episodes": len(disks),

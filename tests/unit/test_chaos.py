@@ -294,3 +294,113 @@ def test_format_report_names_every_figure() -> None:
     assert "counters                 add up" in text
     assert "note: disk-full episodes skipped: cannot mount (x)" in text
     assert text.endswith("result: PASS")
+
+
+# ---------------------------------------------------------------- the runner's waits, faked
+
+
+class FakeTime:
+    """Monotonic time that moves only when slept."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeService:
+    """Answers the job detail route from a script of (status, done) and /healthz from `health`."""
+
+    def __init__(self, script: list[tuple[str, int]], total: int = 100) -> None:
+        self.script = script
+        self.total = total
+        self.started_at = 0.0
+        self.polls = 0
+
+    def revive_if_dead(self) -> None:
+        pass
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+        status, done = self.script[min(self.polls, len(self.script) - 1)]
+        self.polls += 1
+        breakdown = {"completed": done, "pending": self.total - done}
+        return 200, {"status": status, "totalContacts": self.total, "statusBreakdown": breakdown}
+
+
+def runner(tmp_path: Path, clock: FakeTime) -> chaos.Runner:
+    return chaos.Runner(chaos.QUICK, tmp_path, clock=clock, sleep=clock.sleep)
+
+
+def test_an_event_waits_for_its_point_of_progress_and_the_settle_time(tmp_path: Path) -> None:
+    """The event comes once the job has done its share and the service has run long enough."""
+    clock = FakeTime()
+    r = runner(tmp_path, clock)
+    service = FakeService([("running", n) for n in (0, 10, 20, 30, 40, 50, 60)])
+    service.started_at = clock.now
+    at = r._wait_for(service, 0.45, settle=0.0, deadline=clock.now + 100)
+    assert at is not None and at.done == 50 and at.total == 100
+    service = FakeService([("running", 60)])
+    service.started_at = clock.now
+    at = r._wait_for(service, 0.45, settle=1.0, deadline=clock.now + 100)
+    assert at is not None and clock.now - service.started_at >= 1.0
+    done = FakeService([("running", 10), ("completed", 100)])
+    assert r._wait_for(done, 0.45, 0.0, clock.now + 100) is None
+
+
+def test_a_stalled_job_lets_events_come_and_ends_the_wait(tmp_path: Path) -> None:
+    """No progress for STALL_SECONDS: the next event comes anyway; the final wait gives up."""
+    clock = FakeTime()
+    r = runner(tmp_path, clock)
+    service = FakeService([("running", 10)])
+    start = clock.now
+    at = r._wait_for(service, 0.9, 0.0, clock.now + 1000)
+    assert at is not None and at.done == 10
+    assert chaos.STALL_SECONDS < clock.now - start < chaos.STALL_SECONDS + 1
+    last = r._wait_until_done(service, clock.now + 1000)
+    assert last is not None and last.done == 10
+    assert r.notes == [f"the job made no progress for {chaos.STALL_SECONDS:.0f} s"]
+
+
+def test_a_lock_episode_holds_the_write_lock_and_times_the_recovery(tmp_path: Path) -> None:
+    """Writers are locked out for the episode; recovery is timed from its end to a healthy
+    /healthz; an episode never followed by a healthy answer is marked unrecovered."""
+    clock = FakeTime()
+    r = runner(tmp_path, clock)
+    r.data.mkdir()
+    setup = sqlite3.connect(r.db, isolation_level=None)
+    setup.execute("PRAGMA journal_mode = WAL")
+    setup.execute("CREATE TABLE t (x)")
+    setup.close()
+
+    class Health:
+        def __init__(self, after_release: list[bool]) -> None:
+            self.after_release = after_release
+            self.locked_seen = 0
+
+        def health(self) -> bool:
+            writer = sqlite3.connect(r.db, timeout=0, isolation_level=None)
+            try:
+                writer.execute("INSERT INTO t VALUES (1)")
+            except sqlite3.OperationalError as exc:
+                assert "locked" in str(exc)
+                self.locked_seen += 1
+                return False
+            finally:
+                writer.close()
+            return self.after_release.pop(0) if self.after_release else True
+
+    service = Health([False, False, True])
+    episode = r._episode(service, "lock")
+    low, high = chaos.QUICK.lock_seconds
+    assert low <= episode.held_seconds <= high + 0.2
+    assert service.locked_seen >= low / 0.2 - 1
+    assert episode.unhealthy_seen and episode.note is None
+    assert episode.recovered_after == pytest.approx(0.2)
+
+    never = Health([False] * 1000)
+    episode = r._episode(never, "lock")
+    assert episode.recovered_after is None and episode.unhealthy_seen
