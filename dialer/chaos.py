@@ -133,8 +133,13 @@ def audit(
     `kills` (unix times) and `longest_call` (seconds) turn on the check of interrupted attempts;
     `breakdown` and `total_contacts` are the API's final statusBreakdown and totalContacts."""
     result = Audit()
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    if not db_path.is_file():
+        raise FileNotFoundError(f"no database at {db_path}")
+    # A plain connection (a read-only one cannot open a WAL database whose -shm is gone), kept
+    # from writing by query_only.
+    conn = sqlite3.connect(db_path)
     try:
+        conn.execute("PRAGMA query_only = ON")
         contacts = {
             cid: (status, attempt_count)
             for cid, status, attempt_count in conn.execute(
@@ -701,15 +706,18 @@ class Runner:
             self.notes.append(
                 f"{len(self.skipped)} event(s) skipped: the job ended or the time ran out first"
             )
-        result = audit(
-            read_ledger(self.ledger),
-            self.db,
-            self.job_id,
-            kills=self.kills,
-            longest_call=plan.longest_call,
-            breakdown=breakdown,
-            total_contacts=total,
-        )
+        try:
+            result = audit(
+                read_ledger(self.ledger),
+                self.db,
+                self.job_id,
+                kills=self.kills,
+                longest_call=plan.longest_call,
+                breakdown=breakdown,
+                total_contacts=total,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise ChaosError(f"cannot audit the database: {exc}") from None
         return self._report(result)
 
     def _wait_for(

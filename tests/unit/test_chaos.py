@@ -404,3 +404,10 @@ def test_a_lock_episode_holds_the_write_lock_and_times_the_recovery(tmp_path: Pa
     never = Health([False] * 1000)
     episode = r._episode(never, "lock")
     assert episode.recovered_after is None and episode.unhealthy_seen
+
+
+def test_audit_needs_the_database(tmp_path: Path) -> None:
+    """A missing database is an error, not an empty (and passing) audit, and none is created."""
+    with pytest.raises(FileNotFoundError):
+        chaos.audit([], tmp_path / "absent.db", JOB)
+    assert not (tmp_path / "absent.db").exists()
