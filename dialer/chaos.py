@@ -876,18 +876,23 @@ ROWS = (
     ("max_recovery_seconds", "slowest recovery (s)"),
     ("dials", "dials"),
     ("double_dials", "double dials"),
+    ("unknown_dials", "dials of unknown contacts"),
     ("lost", "lost outcomes"),
     ("interrupted", "interrupted attempts"),
     ("unexplained_interrupted", "interrupted, no kill"),
     ("stuck", "stuck contacts"),
     ("wall_seconds", "wall time (s)"),
 )
+LABEL_WIDTH = 26
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"{label:<24} {report.get(key)}" for key, label in ROWS]
+    def shown(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    lines = [f"{label:<{LABEL_WIDTH}} {shown(report.get(key))}" for key, label in ROWS]
     errors = report["counter_errors"]
-    lines.append(f"{'counters':<24} {'add up' if not errors else '; '.join(errors)}")
+    lines.append(f"{'counters':<{LABEL_WIDTH}} {'add up' if not errors else '; '.join(errors)}")
     lines.extend(f"note: {note}" for note in report["notes"])
     for key in ("double_dialed_contacts", "lost_attempts", "unexplained_attempts"):
         if key in report:
@@ -899,19 +904,27 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--contacts", type=int, help=f"job size (default {FULL.contacts})")
-    parser.add_argument("--kills", type=int, help=f"kill -9 and restarts (default {FULL.kills})")
+    parser.add_argument(
+        "--contacts", type=int, metavar="N", help=f"job size (default {FULL.contacts})"
+    )
+    parser.add_argument(
+        "--kills", type=int, metavar="K", help=f"kill -9 and restarts (default {FULL.kills})"
+    )
     parser.add_argument(
         "--lock-episodes",
         type=int,
+        metavar="L",
         help=f"database write locks held by another process (default {FULL.lock_episodes})",
     )
     parser.add_argument(
         "--disk-full-episodes",
         type=int,
+        metavar="D",
         help="full-disk episodes on a size-limited tmpfs (needs root to mount; default 0)",
     )
-    parser.add_argument("--seed", type=int, help="seed of the random moments (default 1)")
+    parser.add_argument(
+        "--seed", type=int, metavar="S", help="seed of the random moments (default 1)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -273,7 +273,7 @@ def test_main_exit_status_follows_the_audit(
     report.update(ok=False, double_dials=1)
     assert chaos.main(parse("--quick")) == 1
     out = capsys.readouterr().out
-    assert "double dials             1" in out and out.rstrip().endswith("result: FAIL")
+    assert "double dials               1" in out and out.rstrip().endswith("result: FAIL")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").touch()
     assert chaos.main(parse("--quick", "--keep", str(tmp_path / "busy"))) == 2
@@ -283,6 +283,7 @@ def test_main_exit_status_follows_the_audit(
 def test_format_report_names_every_figure() -> None:
     """The table shows each figure the issue asks for, the counters and the notes."""
     report = {key: 0 for key, _ in chaos.ROWS} | {
+        "max_recovery_seconds": None,
         "ok": True,
         "counter_errors": [],
         "notes": ["disk-full episodes skipped: cannot mount (x)"],
@@ -291,7 +292,8 @@ def test_format_report_names_every_figure() -> None:
     for label in ("kills", "lock episodes", "disk-full episodes", "dials", "double dials"):
         assert f"\n{label} " in f"\n{text}"
     assert "lost outcomes" in text and "stuck contacts" in text and "wall time" in text
-    assert "counters                 add up" in text
+    assert "counters                   add up" in text
+    assert "slowest recovery (s)       -" in text
     assert "note: disk-full episodes skipped: cannot mount (x)" in text
     assert text.endswith("result: PASS")
 
