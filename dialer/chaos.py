@@ -15,7 +15,7 @@ machine is. After the last event the job runs to its end, the service is stopped
                     `not_placed`
   unexplained interrupted
                     an attempt recorded `interrupted` although no kill happened while it could
-                    have been live (its real outcome was dropped)
+                    have been live or its outcome unwritten (its real outcome was dropped)
   stuck contacts    contacts not in a final status at the end
   counter errors    status counts that do not add up (API breakdown, the per-job counters, the
                     contacts' attempt counts against their attempt rows)
@@ -114,8 +114,19 @@ def read_ledger(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _explained(started_at: float, kills: Sequence[float], longest_call: float) -> bool:
+def _explained(
+    started_at: float,
+    kills: Sequence[float],
+    longest_call: float,
+    faults: Sequence[tuple[float, float]],
+) -> bool:
+    """A kill came while the attempt's outcome could still be unwritten: from its start to the
+    end of its longest call plus slack, stretched by any fault episode the service recovered from
+    in that window (outcomes are held in memory while storage fails, then written)."""
     latest = started_at + longest_call + INTERRUPT_SLACK_SECONDS
+    for begin, end in sorted(faults):
+        if begin <= latest:
+            latest = max(latest, end + INTERRUPT_SLACK_SECONDS)
     return any(started_at <= k <= latest for k in kills)
 
 
@@ -125,12 +136,14 @@ def audit(
     job_id: str,
     *,
     kills: Sequence[float] | None = None,
+    faults: Sequence[tuple[float, float]] = (),
     longest_call: float | None = None,
     breakdown: dict[str, int] | None = None,
     total_contacts: int | None = None,
 ) -> Audit:
     """Audit one job. `ledger`: the dial ledger's entries (other jobs' lines are ignored).
     `kills` (unix times) and `longest_call` (seconds) turn on the check of interrupted attempts;
+    `faults` are the (start, healthy again) unix times of the fault episodes that recovered;
     `breakdown` and `total_contacts` are the API's final statusBreakdown and totalContacts."""
     result = Audit()
     if not db_path.is_file():
@@ -216,7 +229,7 @@ def audit(
         result.interrupted += 1
         if kills is None or longest_call is None:
             continue
-        if not _explained(started_at, kills, longest_call):
+        if not _explained(started_at, kills, longest_call, faults):
             result.unexplained_interrupted += 1
             result.unexplained_attempts.append((cid, attempt_no))
     result.unexplained_attempts.sort()
@@ -712,6 +725,11 @@ class Runner:
                 self.db,
                 self.job_id,
                 kills=self.kills,
+                faults=[
+                    (e.started_at, e.started_at + e.held_seconds + e.recovered_after)
+                    for e in self.episodes
+                    if e.note is None and e.recovered_after is not None
+                ],
                 longest_call=plan.longest_call,
                 breakdown=breakdown,
                 total_contacts=total,

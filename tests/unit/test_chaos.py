@@ -183,6 +183,13 @@ def test_an_interrupted_attempt_needs_a_kill_while_it_could_be_live(synth: Synth
     assert late.unexplained_interrupted == 1 and late.unexplained_attempts == [(cid, 1)]
     before = synth.audit(kills=[T0 - 1], longest_call=1.0)
     assert before.unexplained_interrupted == 1 and not before.ok
+    # A fault episode the service recovered from holds outcomes in memory until its end.
+    kill = [T0 + 14]
+    assert synth.audit(kills=kill, longest_call=1.0).unexplained_interrupted == 1
+    held = synth.audit(kills=kill, longest_call=1.0, faults=[(T0 + 2, T0 + 12)])
+    assert held.ok and held.unexplained_interrupted == 0
+    after = synth.audit(kills=kill, longest_call=1.0, faults=[(T0 + 1.0 + slack + 1, T0 + 12)])
+    assert after.unexplained_interrupted == 1  # the episode began after the call had ended
 
 
 def test_counters_that_do_not_add_up_are_reported(synth: Synth) -> None:
