@@ -9,7 +9,7 @@ machine is. After the last event the job runs to its end, the service is stopped
 `audit` compares what was dialed with what was recorded:
 
   dials             ledger lines of the job (one per call the provider placed)
-  double dials      dials beyond one per attempt: an (contact, attempt) dialed more than once, or
+  double dials      dials beyond one per attempt: a (contact, attempt) dialed more than once, or
                     more dials for a contact than attempt rows that were placed
   lost outcomes     a dialed attempt whose row is missing, has no outcome or end time, or says
                     `not_placed`
