@@ -308,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p_bench)
     p_bench.set_defaults(func=bench.main)
 
+    p_chaos = sub.add_parser(
+        "chaos", help="kill -9 the service and inject storage faults during a job, then audit"
+    )
+    from dialer import chaos
+
+    chaos.add_arguments(p_chaos)
+    p_chaos.set_defaults(func=chaos.main)
+
     p_keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = p_keys.add_subparsers(dest="keys_command", required=True)
     p_create = keys_sub.add_parser("create", help="create a key for an organization")
