@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dialer import config as configmod
-from dialer import intake, logs
+from dialer import intake, logs, watched
 from dialer.clock import SystemClock
 from dialer.providers.simulated import SimulatedProvider
 from dialer.scheduler import Engine
@@ -53,6 +53,10 @@ class Sizes:
     ingest_runs: int = 5
     scale_jobs: int = 100
     scale_contacts: int = 10_000
+    watched_contacts: int = 10_000  # per job (the API's limit)
+    watched_pacing_contacts: int = 2_000
+    watched_seconds: float = 5.0
+    heavy_jobs: int = 10
 
 
 QUICK = Sizes(
@@ -66,6 +70,10 @@ QUICK = Sizes(
     ingest_runs=2,
     scale_jobs=4,
     scale_contacts=200,
+    watched_contacts=300,
+    watched_pacing_contacts=100,
+    watched_seconds=1.0,
+    heavy_jobs=2,
 )
 
 
@@ -499,6 +507,13 @@ SCENARIOS: dict[str, Callable[[Path, Sizes], Awaitable[dict[str, Any]]]] = {
     "api": scenario_api,
     "ingest": scenario_ingest,
     "scale": scenario_scale,
+    "watched": lambda tmp, sizes: watched.scenario_watched(tmp, sizes.watched_contacts),
+    "watched_pacing": lambda tmp, sizes: watched.scenario_watched_pacing(
+        tmp, sizes.watched_pacing_contacts, sizes.pacing_call_seconds, sizes.watched_seconds
+    ),
+    "heavy": lambda tmp, sizes: watched.scenario_heavy(
+        tmp, sizes.watched_contacts, sizes.heavy_jobs, 2 * sizes.watched_seconds
+    ),
 }
 
 

@@ -101,6 +101,11 @@ class FakeClock:
             await asyncio.sleep(0)
 
     @property
+    def timers(self) -> int:
+        """How many sleepers wait on this clock."""
+        return sum(1 for _, _, f in self._sleepers if not f.done())
+
+    @property
     def next_deadline(self) -> float | None:
         live = [d for d, _, f in self._sleepers if not f.done()]
         return min(live) if live else None

@@ -18,7 +18,6 @@ import contextlib
 import math
 import random
 import secrets
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -70,45 +69,51 @@ class Outage:
 
 
 class Foreground:
-    """The API requests being served, which the engine lets go first.
+    """The API requests in flight, which the engine lets go first.
 
-    While requests are being served (one is in flight, or one ended within `recent_seconds`:
-    with keep-alive clients the next is usually on its way), the engine waits `defer_seconds`
-    before each cycle and keeps cycles small, so that requests get most of the event loop. An
-    outcome recorded or a call started a few milliseconds later changes nothing for anyone; a
-    request waiting behind a burst of bookkeeping is felt by the operator. Wall-clock pacing of
-    the event loop, not job time (so not the injectable clock).
+    Before a cycle, while requests are in flight, the engine waits until they are done (or
+    `max_wait_seconds` passed, so that it never stalls under a stream of requests) and keeps the
+    cycle small. Only requests actually in flight count: a dashboard that polls a few times a
+    second costs the engine almost nothing, and only real contention for the event loop slows
+    it. Wall-clock pacing of the event loop, not job time (so not the injectable clock).
     """
 
     def __init__(
         self,
-        defer_seconds: float = 0.01,
-        recent_seconds: float = 0.05,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_wait_seconds: float = 0.005,
+        wait_for: Callable[[Awaitable[bool], float], Awaitable[bool]] | None = None,
     ) -> None:
-        self.defer_seconds = defer_seconds
-        self.recent_seconds = recent_seconds
+        self.max_wait_seconds = max_wait_seconds
         self.active = 0
-        self._last_left = -math.inf
-        self._monotonic = monotonic
-        self._sleep = sleep
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self._wait_for = wait_for or _wait_at_most
 
     def enter(self) -> None:
         self.active += 1
+        self._quiet.clear()
 
     def leave(self) -> None:
         self.active = max(0, self.active - 1)
-        self._last_left = self._monotonic()
+        if self.active == 0:
+            self._quiet.set()
 
     @property
     def serving(self) -> bool:
-        return self.active > 0 or self._monotonic() - self._last_left < self.recent_seconds
+        return self.active > 0
 
     async def yield_to_requests(self) -> None:
-        """Let requests being served run first for a moment."""
-        if self.serving:
-            await self._sleep(self.defer_seconds)
+        """Let the requests in flight finish first, for at most `max_wait_seconds`."""
+        if self.active:
+            await self._wait_for(self._quiet.wait(), self.max_wait_seconds)
+
+
+async def _wait_at_most(waiting: Awaitable[bool], seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            return await waiting
+    except TimeoutError:
+        return False
 
 
 class TokenBucket:
@@ -310,9 +315,18 @@ class Engine:
                 self._journal.append(self._held)
         outage.error = str(exc)
         self._jobs_dirty = True  # what the jobs table says is read again once it can be
-        await self.clock.wait(
-            self._stopping, outage.backoff(STORAGE_RETRY_MIN_SECONDS, STORAGE_RETRY_MAX_SECONDS)
+        deadline = self.clock.now() + outage.backoff(
+            STORAGE_RETRY_MIN_SECONDS, STORAGE_RETRY_MAX_SECONDS
         )
+        while not self._stopping.is_set():
+            self._wake.clear()
+            if self._done:  # calls that end meanwhile: held (and kept on disk) at once
+                done, self._done = self._done, []
+                self._take_ended(done, self.clock.now())
+            left = deadline - self.clock.now()
+            if left <= 0:
+                break
+            await self.clock.wait(self._wake, left)
 
     def _storage_recovered(self) -> None:
         outage = self.storage_outage

@@ -25,7 +25,16 @@ def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: P
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["scenario"]: r for r in map(json.loads, result.stdout.splitlines())}
-    assert set(rows) == {"engine", "pacing", "api", "ingest", "scale"}
+    assert set(rows) == {
+        "engine",
+        "pacing",
+        "api",
+        "ingest",
+        "scale",
+        "watched",
+        "watched_pacing",
+        "heavy",
+    }
     engine = rows["engine"]
     assert engine["contacts_per_second"] > 0 and engine["sqlite_ceiling_per_second"] > 0
     assert engine["ratio_to_ceiling"] == pytest.approx(
@@ -43,3 +52,11 @@ def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: P
     assert scale["ratio_to_engine"] == pytest.approx(
         scale["contacts_per_second"] / engine["contacts_per_second"], abs=0.01
     )
+    # Measured from outside, against a real `dialer serve` process.
+    watched = rows["watched"]
+    assert watched["contacts"] == 600 and watched["contacts_per_second"] > 0
+    paced = rows["watched_pacing"]
+    assert paced["max_live_calls"] <= 50 and paced["api_errors"] == 0
+    assert 0 < paced["efficiency"] <= 1 and paced["api_p50_ms"] <= paced["api_p99_ms"]
+    heavy = rows["heavy"]
+    assert heavy["api_requests"] > 0 and heavy["api_errors"] == 0

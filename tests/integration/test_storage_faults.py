@@ -4,8 +4,9 @@ the provider backed off for all jobs and jobs paused after a while, health that 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,8 +128,7 @@ async def test_outcomes_are_held_in_order_and_no_call_starts_while_writes_fail(
         assert (resp.status, error["code"], error["success"]) == (503, "storage_unavailable", False)
 
         fail.on = False
-        await running.clock.advance(5)
-        await wait_until(lambda: _recovered(running))
+        await advance_until(running, _recovered)
         await wait_until(lambda: _completed_and_dialing(running, job_id, 2, 2))
     assert (await health_of(running))[0] == 200
     detail = await running.detail(job_id)
@@ -310,8 +310,21 @@ def replace_with_empty_database(db: Path) -> None:
 
 
 async def _dialing(running: Running, job_id: str, n: int) -> bool:
+    """n contacts dialing, their calls waiting on the fake clock (safe to advance it)."""
     detail = await running.detail(job_id)
-    return bool(detail["statusBreakdown"]["dialing"] == n)
+    return bool(detail["statusBreakdown"]["dialing"] == n) and running.clock.timers >= n
+
+
+async def advance_until(
+    running: Running, predicate: Callable[[Running], Awaitable[bool]], step: float = 5.0
+) -> None:
+    """Move the fake clock a step at a time (the engine's retry waits) until predicate holds."""
+    for _ in range(20):
+        if await predicate(running):
+            return
+        await running.clock.advance(step)
+        await asyncio.sleep(0.01)  # a retry in flight on the writer thread lands
+    raise AssertionError("condition not reached")
 
 
 async def _recovered(running: Running) -> bool:

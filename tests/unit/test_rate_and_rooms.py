@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable
 
 import pytest
 
@@ -87,34 +89,38 @@ def test_room_names_are_unique_per_call() -> None:
 # ------------------------------------------------------------------ API first
 
 
-class Sleeps:
-    """Records the pauses asked for instead of taking them."""
+async def test_foreground_defers_the_engine_only_while_requests_are_in_flight() -> None:
+    """In flight: the engine waits for them, at most max_wait_seconds; none in flight (even
+    just after one ended): it does not wait at all."""
+    waits: list[float] = []
 
-    def __init__(self) -> None:
-        self.asked: list[float] = []
+    async def wait_for(waiting: Awaitable[bool], seconds: float) -> bool:
+        waits.append(seconds)
+        waiting.close()  # type: ignore[attr-defined]
+        return False
 
-    async def __call__(self, seconds: float) -> None:
-        self.asked.append(seconds)
-
-
-async def test_foreground_defers_the_engine_while_requests_are_served() -> None:
-    """In flight, or ended within recent_seconds: the engine waits; otherwise it does not."""
-    now = [100.0]
-    sleeps = Sleeps()
-    fg = Foreground(defer_seconds=0.01, recent_seconds=0.05, monotonic=lambda: now[0], sleep=sleeps)
+    fg = Foreground(max_wait_seconds=0.005, wait_for=wait_for)
     await fg.yield_to_requests()
-    assert not fg.serving and sleeps.asked == []
+    assert not fg.serving and waits == []
     fg.enter()
     fg.enter()
     assert fg.serving
     await fg.yield_to_requests()
+    assert waits == [0.005]
     fg.leave()
     fg.leave()
     fg.leave()  # an extra leave never goes below zero
-    assert fg.active == 0 and fg.serving  # the next request of a keep-alive client is coming
-    now[0] += 0.049
+    assert fg.active == 0 and not fg.serving
     await fg.yield_to_requests()
-    now[0] += 0.002
-    assert not fg.serving
-    await fg.yield_to_requests()
-    assert sleeps.asked == [0.01, 0.01]
+    assert waits == [0.005]
+
+
+async def test_foreground_wait_ends_when_the_requests_do() -> None:
+    """The engine's wait ends as soon as the last request in flight leaves."""
+    fg = Foreground(max_wait_seconds=60)
+    fg.enter()
+    waiting = asyncio.create_task(fg.yield_to_requests())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    fg.leave()
+    await asyncio.wait_for(waiting, 1)
