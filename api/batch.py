@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -9,6 +10,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from api import errors, jsonbody
 from api import keys as appkeys
 from api.auth import organization
 from api.errors import ApiError
@@ -19,6 +21,8 @@ from storage.store import ContactRow, JobRow
 routes = web.RouteTableDef()
 
 MAX_JSON_BYTES = 8 * 1024 * 1024
+# Bodies up to this size are parsed on the event loop (a thread hop costs more than that).
+INLINE_JSON_BYTES = 64 * 1024
 # Highest page number accepted (beyond it SQLite offsets would overflow long before).
 MAX_PAGE = 1_000_000_000
 
@@ -52,14 +56,14 @@ class RescheduleBody(_Strict):
 def validation_error(exc: ValidationError) -> ApiError:
     problems = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "body"
+        where = ".".join(str(p) for p in err["loc"])[:100] or "body"
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown field '{where}'")
         elif err["type"] == "missing":
             problems.append(f"'{where}' is required")
         else:
             problems.append(f"'{where}': {err['msg']}")
-    return ApiError(400, "validation_error", "; ".join(problems))
+    return ApiError(400, "validation_error", errors.problem_list(problems))
 
 
 async def read_json(request: web.Request) -> Any:
@@ -75,9 +79,12 @@ async def read_json(request: web.Request) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ApiError(400, "invalid_json", "Request body is not valid JSON") from None
+        if size <= INLINE_JSON_BYTES:
+            return jsonbody.loads(raw)
+        # A big body is parsed and checked off the event loop.
+        return await asyncio.to_thread(jsonbody.loads, raw)
+    except jsonbody.BadJson as exc:
+        raise ApiError(400, "invalid_json", f"Request body is not acceptable JSON: {exc}") from None
 
 
 def query_int(
