@@ -182,7 +182,7 @@ async def create_job(request: web.Request) -> web.Response:
             raise validation_error(exc) from None
         if csv_bytes is None:
             raise ApiError(400, "invalid_csv", "CSV file missing: send it in the 'file' field")
-        parsed = intake.parse_csv(csv_bytes)
+        parsed = await asyncio.to_thread(intake.parse_csv, csv_bytes)
         mode = "csv"
     elif request.content_type == "application/json":
         body = await read_json(request)
@@ -192,7 +192,7 @@ async def create_job(request: web.Request) -> web.Response:
             form = CreateJson.model_validate(body, strict=True)
         except ValidationError as exc:
             raise validation_error(exc) from None
-        parsed = intake.parse_json_contacts(body["contacts"])
+        parsed = await asyncio.to_thread(intake.parse_json_contacts, body["contacts"])
         mode = "json"
     else:
         raise ApiError(
@@ -253,53 +253,86 @@ def _coerce_form(fields: dict[str, str]) -> dict[str, Any]:
         ):
             continue
         if name in _FORM_INTS:
-            try:
-                data[name] = int(value.strip())
-            except ValueError:
-                raise ApiError(400, "validation_error", f"'{name}' must be an integer") from None
+            number = bounded_int(value.strip(), 0, 10**9)
+            if number is None:
+                raise ApiError(400, "validation_error", f"'{name}' must be an integer")
+            data[name] = number
         else:
             data[name] = value
     return data
 
 
+# Multipart limits: parts in one body, and bytes of one form field (the CSV has its own cap).
+MAX_PARTS = 32
+MAX_FORM_FIELD_BYTES = 10_000
+
+
 async def _read_multipart(request: web.Request) -> tuple[dict[str, str], bytes | None]:
-    """Stream the multipart body: form fields as text, the CSV capped at 10 MB."""
+    """Stream the multipart body: form fields as text, the CSV capped at 10 MB, the whole body
+    at `max_body_mb`."""
+    max_body = request.app[appkeys.CONFIG].server.max_body_mb
+    limit = int(max_body * 1024 * 1024)
+    if request.content_length is not None and request.content_length > limit:
+        raise _body_too_large(max_body)
     try:
-        return await _read_parts(request)
+        return await _read_parts(request, limit, max_body)
     except (ValueError, HttpProcessingError):  # no boundary, broken framing or part headers
         raise ApiError(400, "invalid_csv", "Malformed multipart/form-data body") from None
 
 
-async def _read_parts(request: web.Request) -> tuple[dict[str, str], bytes | None]:
+def _body_too_large(max_body_mb: float) -> ApiError:
+    return ApiError(413, "payload_too_large", f"Request body is larger than {max_body_mb:g} MB")
+
+
+async def _read_parts(
+    request: web.Request, limit: int, max_body_mb: float
+) -> tuple[dict[str, str], bytes | None]:
     reader = await request.multipart()
     fields: dict[str, str] = {}
     csv_bytes: bytes | None = None
+    total = 0
+    parts = 0
     while True:
         part = await reader.next()
         if part is None:
             break
+        parts += 1
+        if parts > MAX_PARTS:
+            raise ApiError(
+                400, "too_many_parts", f"A multipart body may have at most {MAX_PARTS} parts"
+            )
         if not isinstance(part, BodyPartReader):
             raise ApiError(400, "invalid_csv", "Nested multipart bodies are not supported")
         name = part.name or ""
-        if name == "file":
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await part.read_chunk(256 * 1024):
-                size += len(chunk)
-                if size > intake.MAX_CSV_BYTES:
+        if name == "file" and csv_bytes is not None:
+            raise ApiError(400, "too_many_files", "Send exactly one 'file' part")
+        cap = intake.MAX_CSV_BYTES if name == "file" else MAX_FORM_FIELD_BYTES
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await part.read_chunk(64 * 1024):
+            size += len(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise _body_too_large(max_body_mb)
+            if size > cap:
+                if name == "file":
                     raise ApiError(413, "file_too_large", "CSV file is larger than 10 MB")
-                chunks.append(chunk)
-            csv_bytes = b"".join(chunks)
-        else:
-            value = await part.read(decode=True)
-            if len(value) > 10_000:
-                raise ApiError(400, "validation_error", f"Form field '{name[:50]}' is too long")
-            try:
-                fields[name] = value.decode("utf-8")
-            except UnicodeDecodeError:
                 raise ApiError(
-                    400, "validation_error", f"Form field '{name[:50]}' is not UTF-8"
-                ) from None
+                    413,
+                    "payload_too_large",
+                    f"Form field '{name[:50]}' is larger than {MAX_FORM_FIELD_BYTES} bytes",
+                )
+            chunks.append(chunk)
+        value = b"".join(chunks)
+        if name == "file":
+            csv_bytes = value
+            continue
+        try:
+            fields[name] = bytes(part.decode(value)).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(
+                400, "validation_error", f"Form field '{name[:50]}' is not UTF-8"
+            ) from None
     return fields, csv_bytes
 
 

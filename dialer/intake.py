@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,13 @@ MAX_CONTACTS = 10_000
 MAX_CSV_BYTES = 10 * 1024 * 1024
 MAX_REPORTED_INVALID = 100
 MAX_FIELD_CHARS = 10_000
+MAX_COLUMNS = 200
+# A contact's own data (its fields as JSON, UTF-8) may take at most this many bytes.
+MAX_CONTACT_DATA_BYTES = 64 * 1024
+
+# The csv module refuses fields over 128 KB by raising for the whole file; cells are checked
+# against MAX_FIELD_CHARS row by row instead (the file is at most MAX_CSV_BYTES anyway).
+csv.field_size_limit(MAX_CSV_BYTES + 1)
 
 # ASCII digits only and a full match: `\d` would accept other scripts' digits and `$` a trailing
 # newline, and either would reach the carrier as the number to dial.
@@ -81,7 +89,15 @@ def parse_csv(data: bytes) -> ParsedContacts:
         raise IntakeError("invalid_csv", f"CSV header cannot be read: {exc}") from None
     except StopIteration:
         raise IntakeError("invalid_csv", "CSV has no header row") from None
+    if len(header) > MAX_COLUMNS:
+        raise IntakeError(
+            "too_many_columns", f"CSV has {len(header)} columns; at most {MAX_COLUMNS} are allowed"
+        )
     columns = [h.strip() for h in header]
+    if any(len(c) > MAX_FIELD_CHARS for c in columns):
+        raise IntakeError(
+            "invalid_csv", f"CSV header has a column name longer than {MAX_FIELD_CHARS} characters"
+        )
     phone_index = next((i for i, c in enumerate(columns) if c.lower() == "phone"), None)
     if phone_index is None:
         raise IntakeError("missing_phone_column", "CSV has no 'phone' column")
@@ -101,6 +117,9 @@ def parse_csv(data: bytes) -> ParsedContacts:
             if len(record) > len(columns):
                 _invalid(result, line_no, "", "row has more fields than the header")
                 continue
+            if any(len(cell) > MAX_FIELD_CHARS for cell in record):
+                _invalid(result, line_no, "", f"a cell is longer than {MAX_FIELD_CHARS} characters")
+                continue
             phone = record[phone_index].strip() if phone_index < len(record) else ""
             problem = e164_problem(phone)
             if problem:
@@ -109,14 +128,17 @@ def parse_csv(data: bytes) -> ParsedContacts:
             if phone in seen:
                 result.duplicates += 1
                 continue
-            seen.add(phone)
             fields: dict[str, Any] = {}
             for i, column in enumerate(columns):
-                if not column:
-                    continue
                 value = record[i].strip() if i < len(record) else ""
-                fields["phone" if i == phone_index else column] = value[:MAX_FIELD_CHARS]
-            fields["phone"] = phone
+                if i == phone_index:
+                    fields["phone"] = phone
+                elif column and value:  # empty cells are not stored
+                    fields[column] = value
+            if data_size(fields) > MAX_CONTACT_DATA_BYTES:
+                _invalid(result, line_no, phone, _TOO_LARGE)
+                continue
+            seen.add(phone)
             result.contacts.append((phone, fields))
     except csv.Error as exc:
         raise IntakeError("invalid_csv", f"CSV is malformed: {exc}") from None
@@ -137,6 +159,7 @@ def parse_json_contacts(items: list[Any]) -> ParsedContacts:
         raise IntakeError("no_valid_contacts", "contacts is empty")
     result = ParsedContacts()
     bad: list[InvalidRow] = []
+    too_large: list[int] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -153,16 +176,26 @@ def parse_json_contacts(items: list[Any]) -> ParsedContacts:
         if phone in seen:
             result.duplicates += 1
             continue
-        seen.add(phone)
         data = dict(item)
         data["phone"] = phone
+        if data_size(data) > MAX_CONTACT_DATA_BYTES:
+            too_large.append(index)
+            continue
+        seen.add(phone)
         result.contacts.append((phone, data))
+    if too_large and not bad:
+        raise IntakeError(
+            "contact_data_too_large",
+            f"{len(too_large)} contact(s) carry more than {MAX_CONTACT_DATA_BYTES // 1024} KB of "
+            f"data: index {_indexes(too_large)}",
+            {"invalidIndexes": too_large[:MAX_REPORTED_INVALID], "invalidCount": len(too_large)},
+        )
     if bad:
         indexes = [b.row for b in bad]
-        shown = ", ".join(str(i) for i in indexes[:20]) + (" ..." if len(indexes) > 20 else "")
         raise IntakeError(
             "invalid_phone_format",
-            f"{len(bad)} contact(s) have an invalid phone number (E.164 required): index {shown}",
+            f"{len(bad)} contact(s) have an invalid phone number (E.164 required): "
+            f"index {_indexes(indexes)}",
             {
                 "invalidIndexes": indexes[:MAX_REPORTED_INVALID],
                 "invalidContacts": [_row_json(b) for b in bad[:MAX_REPORTED_INVALID]],
@@ -170,6 +203,19 @@ def parse_json_contacts(items: list[Any]) -> ParsedContacts:
             },
         )
     return result
+
+
+_TOO_LARGE = f"contact data is larger than {MAX_CONTACT_DATA_BYTES // 1024} KB"
+
+
+def data_size(data: dict[str, Any]) -> int:
+    """The size of a contact's data as stored: JSON, UTF-8."""
+    return len(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def _indexes(indexes: list[int]) -> str:
+    """The first 20 indexes for a message."""
+    return ", ".join(str(i) for i in indexes[:20]) + (" ..." if len(indexes) > 20 else "")
 
 
 def _invalid(result: ParsedContacts, row: int, value: str, reason: str) -> None:

@@ -143,10 +143,10 @@ def test_csv_extra_columns_kept_as_custom_fields_in_upload_order() -> None:
     ]
 
 
-def test_csv_short_row_fills_missing_fields_with_empty_strings() -> None:
-    """A row with fewer fields than the header is kept; the missing custom fields are empty."""
-    result = intake.parse_csv(csv_bytes("phone,name,city", f"{VALID},Ann"))
-    assert result.contacts == [(VALID, {"phone": VALID, "name": "Ann", "city": ""})]
+def test_csv_short_row_keeps_only_the_fields_it_has() -> None:
+    """A row with fewer fields than the header is kept; missing and empty cells are not stored."""
+    result = intake.parse_csv(csv_bytes("phone,name,city,plan", f"{VALID},Ann,"))
+    assert result.contacts == [(VALID, {"phone": VALID, "name": "Ann"})]
 
 
 def test_csv_surrounding_whitespace_is_trimmed() -> None:
@@ -329,10 +329,21 @@ def test_csv_unicode_fields_preserved() -> None:
     assert result.contacts[0][1]["name"] == name
 
 
-def test_csv_very_long_field_is_truncated() -> None:
-    """A 50,000-character custom field is kept, cut to MAX_FIELD_CHARS."""
-    result = intake.parse_csv(csv_bytes("phone,note", f"{VALID},{'x' * 50_000}"))
-    assert result.contacts[0][1]["note"] == "x" * intake.MAX_FIELD_CHARS
+def test_csv_cell_over_the_limit_makes_its_row_invalid() -> None:
+    """A cell of 10,001 characters makes its row invalid and reported; 10,000 is kept whole."""
+    result = intake.parse_csv(
+        csv_bytes(
+            "phone,note",
+            f"{VALID},{'x' * 10_001}",
+            f"+12025550102,{'y' * intake.MAX_FIELD_CHARS}",
+        )
+    )
+    assert [(r.row, r.reason) for r in result.invalid] == [
+        (2, "a cell is longer than 10000 characters")
+    ]
+    assert result.contacts == [
+        ("+12025550102", {"phone": "+12025550102", "note": "y" * intake.MAX_FIELD_CHARS})
+    ]
 
 
 def test_csv_very_long_invalid_phone_value_is_reported_truncated() -> None:
@@ -341,9 +352,45 @@ def test_csv_very_long_invalid_phone_value_is_reported_truncated() -> None:
     assert result.invalid[0].value == "9" * 64
 
 
-def test_csv_field_beyond_csv_module_limit_is_invalid_csv() -> None:
-    """A single field larger than the csv module accepts is a clean invalid_csv, not a crash."""
-    assert intake_error(csv_bytes("phone,note", f"{VALID},{'x' * 200_000}")).code == "invalid_csv"
+def test_csv_field_beyond_csv_module_limit_is_a_reported_row() -> None:
+    """A field larger than the csv module's default limit is a reported row, not a crash."""
+    result = intake.parse_csv(csv_bytes("phone,note", f"{VALID},{'x' * 200_000}", "+12025550102"))
+    assert result.invalid_count == 1
+    assert [c[0] for c in result.contacts] == ["+12025550102"]
+
+
+def test_csv_with_more_than_200_columns_is_refused() -> None:
+    """201 header columns -> too_many_columns; 200 are accepted."""
+    header = ",".join(["phone", *(f"c{i}" for i in range(200))])
+    assert intake_error(csv_bytes(header, VALID)).code == "too_many_columns"
+    ok = ",".join(["phone", *(f"c{i}" for i in range(199))])
+    assert len(intake.parse_csv(csv_bytes(ok, VALID)).contacts) == 1
+
+
+def test_csv_empty_cells_are_not_stored() -> None:
+    """Of 200 columns only the filled cells become contact data."""
+    header = ",".join(["phone", *(f"c{i}" for i in range(199))])
+    result = intake.parse_csv(csv_bytes(header, VALID + "," * 150 + "z"))
+    assert result.contacts == [(VALID, {"phone": VALID, "c149": "z"})]
+
+
+def test_csv_row_over_64_kb_of_data_is_invalid() -> None:
+    """Seven cells of 10,000 characters (70 KB) make the row invalid and reported."""
+    header = ",".join(["phone", *(f"c{i}" for i in range(7))])
+    row = ",".join([VALID, *("x" * 10_000 for _ in range(7))])
+    result = intake.parse_csv(csv_bytes(header, row, "+12025550102"))
+    assert [(r.row, r.reason) for r in result.invalid] == [(2, "contact data is larger than 64 KB")]
+    assert [c[0] for c in result.contacts] == ["+12025550102"]
+
+
+def test_json_contact_over_64_kb_names_its_index() -> None:
+    """A JSON contact carrying more than 64 KB rejects the list, naming its index."""
+    items = [{"phone": VALID}, {"phone": "+12025550102", "blob": "x" * 70_000}]
+    with pytest.raises(intake.IntakeError) as caught:
+        intake.parse_json_contacts(items)
+    assert caught.value.code == "contact_data_too_large"
+    assert "index 1" in caught.value.message
+    assert caught.value.details["invalidIndexes"] == [1]
 
 
 # ------------------------------------------------------------------ JSON contacts
