@@ -74,6 +74,10 @@ class Detail:
     estimated_completion: float | None
 
 
+# 9999-12-31T23:59:59Z: a later time has no four-digit year to be shown with.
+LATEST_SCHEDULE = 253_402_300_799.0
+
+
 def parse_schedule(value: str, tz_name: str, now: float) -> float:
     """ISO 8601 -> unix time. An explicit offset wins; a naive time is read in `tz_name`."""
     try:
@@ -94,6 +98,10 @@ def parse_schedule(value: str, tz_name: str, now: float) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=zone)
     timestamp = when.timestamp()
+    if timestamp > LATEST_SCHEDULE:
+        raise ServiceError(
+            400, "invalid_scheduled_time", "scheduledStartTime is after 9999-12-31T23:59:59Z"
+        )
     if timestamp <= now:
         raise ServiceError(400, "past_scheduled_time", "scheduledStartTime is in the past")
     return timestamp

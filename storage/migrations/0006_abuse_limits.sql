@@ -1,0 +1,18 @@
+-- The client's own id of a contact (see 0002): an integer id is compared as the digits it was
+-- sent with (`->` keeps them), so ids beyond 64 bits still match; an empty text id is no id
+-- (the same rule as api.compat.external_id).
+DROP VIEW contact_external_ids;
+CREATE VIEW contact_external_ids AS
+SELECT id, job_id, CASE
+    WHEN json_type(contact_data, '$.external_id') = 'integer'
+    THEN contact_data -> '$.external_id'
+    WHEN json_type(contact_data, '$.external_id') = 'text'
+         AND json_extract(contact_data, '$.external_id') <> ''
+    THEN json_extract(contact_data, '$.external_id')
+    WHEN json_type(contact_data, '$.contact_id') = 'integer'
+    THEN contact_data -> '$.contact_id'
+    WHEN json_type(contact_data, '$.contact_id') = 'text'
+         AND json_extract(contact_data, '$.contact_id') <> ''
+    THEN json_extract(contact_data, '$.contact_id')
+END AS external_id
+FROM contacts;
