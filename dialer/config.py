@@ -135,6 +135,10 @@ class Organization(_Section):
     name: str = ""
     credits_usd: float | None = Field(default=None, ge=0)
     max_concurrent_calls: int | None = Field(default=None, ge=1)
+    # Quotas: unfinished jobs (pending, scheduled, running, paused) and contacts stored in all
+    # of the organization's jobs.
+    max_active_jobs: int = Field(default=100, ge=1)
+    max_stored_contacts: int = Field(default=1_000_000, ge=1)
 
 
 class Agent(_Section):
@@ -200,6 +204,10 @@ class Config(_Section):
 
     def organization(self, org_id: str) -> Organization | None:
         return next((o for o in self.organizations if o.id == org_id), None)
+
+    def credit_limits(self) -> dict[str, float]:
+        """{organization: credits} of the organizations that have credits."""
+        return {o.id: o.credits_usd for o in self.organizations if o.credits_usd is not None}
 
     def agent(self, agent_id: str) -> Agent | None:
         return next((a for a in self.agents if a.id == agent_id), None)

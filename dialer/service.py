@@ -17,11 +17,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dialer import estimates, export, intake, states
 from dialer.clock import Clock
-from dialer.config import Config
+from dialer.config import Config, Organization
 from dialer.scheduler import Engine
 from dialer.states import ContactStatus, JobStatus
 from storage.db import TransitionError
-from storage.store import JobDetailRow, JobRow, NewContact, NewJob, Store
+from storage.store import (
+    CreateLimits,
+    JobDetailRow,
+    JobRow,
+    LimitExceeded,
+    NewContact,
+    NewJob,
+    Store,
+)
 
 
 class ServiceError(Exception):
@@ -42,6 +50,29 @@ def not_found(job_id: str) -> ServiceError:
 
 
 MANUAL_PAUSE_REASON = "Paused by operator"
+
+
+def limit_error(exc: LimitExceeded, cost: float, contacts: int) -> ServiceError:
+    """The answer to a create that would pass one of its organization's limits."""
+    if exc.limit == "credits_usd":
+        return ServiceError(
+            402,
+            "insufficient_credits",
+            f"Estimated cost {estimates.format_usd(cost)} exceeds remaining credits "
+            f"{estimates.format_usd(exc.available)} (spend plus what unfinished jobs reserve)",
+        )
+    if exc.limit == "max_active_jobs":
+        what = "unfinished jobs (pending, scheduled, running or paused)"
+        wanted = "1 more"
+    else:
+        what = "stored contacts"
+        wanted = f"{contacts} more"
+    return ServiceError(
+        429,
+        "quota_exceeded",
+        f"Quota {exc.limit} reached: {wanted} {what} would pass it ({int(exc.available)} left)",
+        {"quota": exc.limit},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,16 +203,6 @@ class JobService:
         cost = estimates.cost_usd(
             total, engine_cfg.default_call_seconds, self.config.pricing.usd_per_minute
         )
-        org = self.config.organization(org_id)
-        if org is not None and org.credits_usd is not None:
-            remaining = org.credits_usd - await self.store.organization_spend(org_id)
-            if remaining < cost:
-                raise ServiceError(
-                    402,
-                    "insufficient_credits",
-                    f"Estimated cost {estimates.format_usd(cost)} exceeds remaining credits "
-                    f"{estimates.format_usd(max(0.0, remaining))}",
-                )
         duration = estimates.duration_seconds(
             total,
             request.concurrent_call_limit,
@@ -206,9 +227,18 @@ class JobService:
             created_at=now,
             estimated_cost_usd=cost,
         )
-        await self.store.create_job(
-            job, [NewContact(phone, data) for phone, data in parsed.contacts]
+        org = self.config.organization(org_id) or Organization(id=org_id)
+        limits = CreateLimits(
+            credits_usd=org.credits_usd,
+            max_active_jobs=org.max_active_jobs,
+            max_stored_contacts=org.max_stored_contacts,
         )
+        try:
+            await self.store.create_job(
+                job, [NewContact(phone, data) for phone, data in parsed.contacts], limits
+            )
+        except LimitExceeded as exc:
+            raise limit_error(exc, cost, total) from None
         self.engine.notify()
         return Created(
             job=job,
@@ -346,8 +376,19 @@ class JobService:
         return job
 
     async def resume(self, org_id: str, job_id: str) -> JobRow:
-        """Let a paused job dial again. Resuming an active job that is not paused is a no-op."""
+        """Let a paused job dial again. Resuming an active job that is not paused is a no-op.
+        While the organization's spend is at its credits, a paused job stays paused (402)."""
         job = await self.get(org_id, job_id)
+        org = self.config.organization(org_id)
+        if job.status == JobStatus.PAUSED and org is not None and org.credits_usd is not None:
+            spent = await self.store.organization_spend(org_id)
+            if spent > 0 and spent >= org.credits_usd:
+                raise ServiceError(
+                    402,
+                    "insufficient_credits",
+                    f"Credits exhausted: {estimates.format_usd(spent)} spent of "
+                    f"{estimates.format_usd(org.credits_usd)}; raise credits_usd before resuming",
+                )
         resumed = job.status == JobStatus.PAUSED and await self.store.resume_job(
             org_id, job_id, self.clock.now()
         )

@@ -405,3 +405,28 @@ SELECT j.key FROM contacts c, json_each(c.contact_data) j
 WHERE c.job_id = ?
 GROUP BY j.key
 ORDER BY min(c.seq), min(j.id)
+
+-- add_job_spend --
+UPDATE jobs SET spent_usd = spent_usd + ? WHERE id = ?
+
+-- organization_commitments --
+-- What an organization's credits already cover: its spend, plus the unspent part of the
+-- estimate of each of its unfinished jobs (released when the job finishes); its unfinished
+-- jobs; and the contacts it stores (every job's).
+SELECT
+    coalesce((SELECT spent_usd FROM organization_spend WHERE organization_id = :org), 0)
+        + coalesce((SELECT sum(max(estimated_cost_usd - spent_usd, 0)) FROM jobs
+                    WHERE organization_id = :org
+                      AND status IN ('pending', 'scheduled', 'running', 'paused')), 0),
+    (SELECT count(*) FROM jobs
+     WHERE organization_id = :org AND status IN ('pending', 'scheduled', 'running', 'paused')),
+    coalesce((SELECT sum(total_contacts) FROM jobs WHERE organization_id = :org), 0)
+
+-- pause_jobs_out_of_credits --
+-- Running jobs of organizations whose spend reached their credits (:limits: {org: credits}).
+UPDATE jobs SET status = 'paused', status_reason = :reason, updated_at = :now
+WHERE status = 'running' AND organization_id IN (
+    SELECT s.organization_id FROM organization_spend s
+    JOIN json_each(:limits) l ON l.key = s.organization_id
+    WHERE s.spent_usd > 0 AND s.spent_usd >= l.value)
+RETURNING id

@@ -75,6 +75,7 @@ class JobRow:
     retry_rounds: int = 0  # operator retry rounds (migration 0002)
     calls_ended: int = 0  # attempts that ended (migration 0003)
     call_seconds: float = 0.0  # their total slot time, claim to end
+    spent_usd: float = 0.0  # charged so far (migration 0006)
 
     @property
     def average_call_seconds(self) -> float | None:
@@ -246,9 +247,36 @@ class ApiKeyRow:
 
 RoomNamer = Callable[[str, int, int], str]
 
+# The status reason of a job the engine paused because its organization ran out of credits.
+CREDITS_EXHAUSTED = "Credits exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateLimits:
+    """What an organization may hold, checked in the transaction that creates a job (None: no
+    limit). Credits cover the spend plus the unspent estimates of unfinished jobs."""
+
+    credits_usd: float | None = None
+    max_active_jobs: int | None = None
+    max_stored_contacts: int | None = None
+
+
+class LimitExceeded(Exception):
+    """A create that would pass one of its organization's limits: `limit` names it
+    (credits_usd, max_active_jobs, max_stored_contacts), `available` is what is left."""
+
+    def __init__(self, limit: str, available: float) -> None:
+        super().__init__(f"{limit} exceeded ({available} left)")
+        self.limit = limit
+        self.available = available
+
 
 class Store:
     """Async facade over the SQLite database. Construct with `await Store.open(path)`."""
+
+    # {organization: credits} as JSON: organizations whose running jobs pause when their spend
+    # reaches their credits (see set_credit_limits).
+    _credit_limits = "{}"
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -355,7 +383,12 @@ class Store:
 
     # ----------------------------------------------------------------- jobs
 
-    async def create_job(self, job: NewJob, contacts: Sequence[NewContact]) -> None:
+    async def create_job(
+        self, job: NewJob, contacts: Sequence[NewContact], limits: CreateLimits | None = None
+    ) -> None:
+        """Insert a job and its contacts. With `limits`, first check in the same transaction
+        (so that racing creates cannot both pass) that the organization stays within them;
+        raise LimitExceeded if not."""
         params = {
             "id": job.id,
             "organization_id": job.organization_id,
@@ -381,6 +414,8 @@ class Store:
         statuses_json = json.dumps(CONTACT_STATUSES)
 
         def tx(conn: sqlite3.Connection) -> None:
+            if limits is not None:
+                _check_limits(conn, job, len(contacts), limits)
             conn.execute(Q()["insert_job"], params)
             # The count rows exist before the contacts, whose insert trigger counts them.
             conn.execute(Q()["insert_status_counts"], (job.id, statuses_json))
@@ -677,9 +712,13 @@ class Store:
         Claims are committed before anyone dials: after a crash they are found in `dialing`.
         """
 
+        credit_limits = self._credit_limits
+
         def tx(conn: sqlite3.Connection) -> CycleResult:
             completed, refused = _record(conn, outcomes, now)
             applied = [v for v in verdicts if _apply_verdict(conn, v, now)]
+            if credit_limits != "{}":
+                applied += _pause_out_of_credits(conn, credit_limits, now)
             claims = _claim(conn, wanted, now, room_namer)
             completed += [j for j, c in claims.items() if c.completed and j not in completed]
             return CycleResult(completed, refused, claims, applied)
@@ -720,6 +759,12 @@ class Store:
             ]
 
         return await self._write(q)
+
+    def set_credit_limits(self, limits: Mapping[str, float]) -> None:
+        """From now on, each scheduler cycle pauses the running jobs of an organization whose
+        spend reached its credits (`limits`: {organization: credits}), with CREDITS_EXHAUSTED
+        as their reason; they claim no one until resumed."""
+        self._credit_limits = json.dumps(dict(limits))
 
     async def organization_spend(self, organization_id: str) -> float:
         return await self._read(
@@ -870,15 +915,18 @@ def _record(
     conn.execute(Q()["finish_attempts_batch"])
     conn.execute(Q()["clear_outcome_batch"])
     spend: dict[str, float] = {}
+    job_spend: dict[str, float] = {}
     calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]
     for o in accepted:
         if o.charged_usd:
             spend[o.organization_id] = spend.get(o.organization_id, 0.0) + o.charged_usd
+            job_spend[o.job_id] = job_spend.get(o.job_id, 0.0) + o.charged_usd
         if not o.give_back and o.ended_at is not None:
             stats = calls.setdefault(o.job_id, [0, 0.0])
             stats[0] += 1
             stats[1] += max(0.0, o.ended_at - o.started_at)
     conn.executemany(Q()["add_spend"], list(spend.items()))
+    conn.executemany(Q()["add_job_spend"], [(usd, job) for job, usd in job_spend.items()])
     conn.execute(
         Q()["add_call_stats_batch"],
         (json.dumps([[job, n, secs] for job, (n, secs) in calls.items()]),),
@@ -886,6 +934,34 @@ def _record(
     params = {"ids": json.dumps(job_ids), "now": now}
     completed = [r[0] for r in conn.execute(Q()["complete_jobs_if_done"], params)]
     return completed, refused
+
+
+def _check_limits(
+    conn: sqlite3.Connection, job: NewJob, contacts: int, limits: CreateLimits
+) -> None:
+    committed, active, stored = conn.execute(
+        Q()["organization_commitments"], {"org": job.organization_id}
+    ).fetchone()
+    if limits.max_active_jobs is not None and active + 1 > limits.max_active_jobs:
+        raise LimitExceeded("max_active_jobs", max(0, limits.max_active_jobs - active))
+    if limits.max_stored_contacts is not None and stored + contacts > limits.max_stored_contacts:
+        raise LimitExceeded("max_stored_contacts", max(0, limits.max_stored_contacts - stored))
+    # A cent of tolerance: estimates are rounded to cents, spend is not.
+    if limits.credits_usd is not None and committed + job.estimated_cost_usd > (
+        limits.credits_usd + 0.005
+    ):
+        raise LimitExceeded("credits_usd", max(0.0, limits.credits_usd - committed))
+
+
+def _pause_out_of_credits(
+    conn: sqlite3.Connection, limits_json: str, now: float
+) -> list[JobVerdict]:
+    """Pause the running jobs of organizations whose spend reached their credits."""
+    params = {"limits": limits_json, "reason": CREDITS_EXHAUSTED, "now": now}
+    return [
+        JobVerdict(row[0], "paused", CREDITS_EXHAUSTED)
+        for row in conn.execute(Q()["pause_jobs_out_of_credits"], params).fetchall()
+    ]
 
 
 def _apply_verdict(conn: sqlite3.Connection, verdict: JobVerdict, now: float) -> bool:

@@ -16,3 +16,9 @@ SELECT id, job_id, CASE
     THEN json_extract(contact_data, '$.contact_id')
 END AS external_id
 FROM contacts;
+
+-- What each job has been charged, so that the part of its estimate it has not spent yet can be
+-- held back from its organization's credits while it runs (credit reservations).
+ALTER TABLE jobs ADD COLUMN spent_usd REAL NOT NULL DEFAULT 0;
+UPDATE jobs SET spent_usd = coalesce(
+    (SELECT sum(a.charged_usd) FROM attempts a WHERE a.job_id = jobs.id), 0);
