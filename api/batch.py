@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
@@ -167,10 +168,37 @@ def contact_json(c: ContactRow) -> dict[str, Any]:
 # ----------------------------------------------------------------- handlers
 
 
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The Idempotency-Key header: 1 to 255 visible ASCII characters, or absent."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS and key.isascii() and key.isprintable()):
+        raise ApiError(
+            400,
+            "validation_error",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters",
+        )
+    return key
+
+
+def fingerprint(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
 @routes.post("/batch/create")
 async def create_job(request: web.Request) -> web.Response:
     svc = request.app[appkeys.SERVICE]
     org = organization(request)
+    key = idempotency_key(request)
     if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         if request.content_type == "multipart/form-data":
             fields, csv_bytes = await _read_multipart(request)
@@ -182,6 +210,7 @@ async def create_job(request: web.Request) -> web.Response:
             raise validation_error(exc) from None
         if csv_bytes is None:
             raise ApiError(400, "invalid_csv", "CSV file missing: send it in the 'file' field")
+        content = fingerprint(json.dumps(fields, sort_keys=True).encode(), csv_bytes)
         parsed = await asyncio.to_thread(intake.parse_csv, csv_bytes)
         mode = "csv"
     elif request.content_type == "application/json":
@@ -192,6 +221,7 @@ async def create_job(request: web.Request) -> web.Response:
             form = CreateJson.model_validate(body, strict=True)
         except ValidationError as exc:
             raise validation_error(exc) from None
+        content = fingerprint(json.dumps(body, sort_keys=True).encode())
         parsed = await asyncio.to_thread(intake.parse_json_contacts, body["contacts"])
         mode = "json"
     else:
@@ -200,19 +230,34 @@ async def create_job(request: web.Request) -> web.Response:
             "unsupported_media_type",
             "Send multipart/form-data with a 'file' field, or application/json with 'contacts'",
         )
-    created = await svc.create(
-        org,
-        service.CreateJob(
-            name=form.name,
-            description=form.description,
-            from_phone_number_id=form.fromPhoneNumberId,
-            concurrent_call_limit=form.concurrentCallLimit,
-            max_attempts=form.maxAttempts,
-            scheduled_start_time=form.scheduledStartTime,
-            timezone=form.timezone or "UTC",
-        ),
-        parsed,
-    )
+
+    def render(created: service.Created) -> dict[str, Any]:
+        return created_json(created, parsed, mode)
+
+    try:
+        created = await svc.create(
+            org,
+            service.CreateJob(
+                name=form.name,
+                description=form.description,
+                from_phone_number_id=form.fromPhoneNumberId,
+                concurrent_call_limit=form.concurrentCallLimit,
+                max_attempts=form.maxAttempts,
+                scheduled_start_time=form.scheduledStartTime,
+                timezone=form.timezone or "UTC",
+            ),
+            parsed,
+            None if key is None else service.Idempotency(key, content, render),
+        )
+    except service.Replayed as replay:
+        return web.Response(text=replay.response, status=201, content_type="application/json")
+    return web.json_response(render(created), status=201)
+
+
+def created_json(
+    created: service.Created, parsed: intake.ParsedContacts, mode: str
+) -> dict[str, Any]:
+    """The answer to a create."""
     job = created.job
     body_out: dict[str, Any] = {
         "success": True,
@@ -235,7 +280,7 @@ async def create_job(request: web.Request) -> web.Response:
         body_out.update(intake.invalid_report(parsed))
     else:
         body_out["duplicatesRemoved"] = parsed.duplicates
-    return web.json_response(body_out, status=201)
+    return body_out
 
 
 _FORM_INTS = ("concurrentCallLimit", "maxAttempts")

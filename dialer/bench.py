@@ -83,7 +83,10 @@ def bench_config(
                     "default_outcome": "completed",
                 }
             },
-            "organizations": [{"id": ORG}],
+            # The bench creates more jobs and contacts than the default quotas allow.
+            "organizations": [
+                {"id": ORG, "max_active_jobs": 100_000, "max_stored_contacts": 1_000_000_000}
+            ],
             "agents": [{"id": "agent_bench", "organization": ORG}],
             "phone_numbers": [
                 {

@@ -7,9 +7,10 @@ Errors are `ServiceError`s carrying the API error code.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,8 @@ from dialer.states import ContactStatus, JobStatus
 from storage.db import TransitionError
 from storage.store import (
     CreateLimits,
+    IdempotencyRecord,
+    IdempotencyReplay,
     JobDetailRow,
     JobRow,
     LimitExceeded,
@@ -94,6 +97,39 @@ class Created:
     total_contacts: int
     estimated_duration: str
     estimated_cost: str
+
+
+# How long an Idempotency-Key is remembered.
+IDEMPOTENCY_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A create's Idempotency-Key, the fingerprint of its content, and how to render the
+    answer that a retry with the same key and content gets again."""
+
+    key: str
+    fingerprint: str
+    render: Callable[[Created], dict[str, Any]]
+
+
+class Replayed(Exception):
+    """The create was made before with the same key and content: its first answer (JSON)."""
+
+    def __init__(self, response: str) -> None:
+        super().__init__("replayed")
+        self.response = response
+
+
+def replay_or_conflict(fingerprint: str, found: tuple[str, str]) -> Exception:
+    kept_fingerprint, response = found
+    if kept_fingerprint == fingerprint:
+        return Replayed(response)
+    return ServiceError(
+        409,
+        "idempotency_key_reused",
+        "This Idempotency-Key was used with a different request in the last 24 hours",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +212,21 @@ class JobService:
     # ------------------------------------------------------------ create
 
     async def create(
-        self, org_id: str, request: CreateJob, parsed: intake.ParsedContacts
+        self,
+        org_id: str,
+        request: CreateJob,
+        parsed: intake.ParsedContacts,
+        idempotency: Idempotency | None = None,
     ) -> Created:
+        """Create a job. With `idempotency`, a key the organization used in the last 24 hours
+        raises Replayed (same content) or a 409 ServiceError (other content)."""
         now = self.clock.now()
+        if idempotency is not None:
+            found = await self.store.find_idempotency_key(
+                org_id, idempotency.key, now - IDEMPOTENCY_SECONDS
+            )
+            if found is not None:
+                raise replay_or_conflict(idempotency.fingerprint, found)
         number = self.config.phone_number(request.from_phone_number_id)
         if number is None or number.organization != org_id:
             raise ServiceError(
@@ -233,19 +281,32 @@ class JobService:
             max_active_jobs=org.max_active_jobs,
             max_stored_contacts=org.max_stored_contacts,
         )
-        try:
-            await self.store.create_job(
-                job, [NewContact(phone, data) for phone, data in parsed.contacts], limits
-            )
-        except LimitExceeded as exc:
-            raise limit_error(exc, cost, total) from None
-        self.engine.notify()
-        return Created(
+        created = Created(
             job=job,
             total_contacts=total,
             estimated_duration=estimates.format_duration(duration),
             estimated_cost=estimates.format_usd(cost),
         )
+        record = None
+        if idempotency is not None:
+            record = IdempotencyRecord(
+                key=idempotency.key,
+                fingerprint=idempotency.fingerprint,
+                response=json.dumps(idempotency.render(created)),
+                since=now - IDEMPOTENCY_SECONDS,
+            )
+        try:
+            await self.store.create_job(
+                job, [NewContact(phone, data) for phone, data in parsed.contacts], limits, record
+            )
+        except LimitExceeded as exc:
+            raise limit_error(exc, cost, total) from None
+        except IdempotencyReplay as exc:  # the same key, committed while this one was checked
+            raise replay_or_conflict(
+                idempotency.fingerprint if idempotency else "", (exc.fingerprint, exc.response)
+            ) from None
+        self.engine.notify()
+        return created
 
     # ------------------------------------------------------------ read
 

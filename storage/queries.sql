@@ -430,3 +430,14 @@ WHERE status = 'running' AND organization_id IN (
     JOIN json_each(:limits) l ON l.key = s.organization_id
     WHERE s.spent_usd > 0 AND s.spent_usd >= l.value)
 RETURNING id
+
+-- find_idempotency_key --
+SELECT fingerprint, response FROM idempotency_keys
+WHERE organization_id = :org AND key = :key AND created_at >= :since
+
+-- forget_old_idempotency_keys --
+DELETE FROM idempotency_keys WHERE organization_id = :org AND created_at < :since
+
+-- insert_idempotency_key --
+INSERT INTO idempotency_keys (organization_id, key, fingerprint, job_id, response, created_at)
+VALUES (:org, :key, :fingerprint, :job_id, :response, :now)

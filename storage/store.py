@@ -261,6 +261,25 @@ class CreateLimits:
     max_stored_contacts: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The answer to keep for a create that carried an Idempotency-Key."""
+
+    key: str
+    fingerprint: str
+    response: str  # JSON
+    since: float  # a record older than this has expired
+
+
+class IdempotencyReplay(Exception):
+    """A create whose key was already used (within its lifetime) by the same organization."""
+
+    def __init__(self, fingerprint: str, response: str) -> None:
+        super().__init__("idempotency key already used")
+        self.fingerprint = fingerprint
+        self.response = response
+
+
 class LimitExceeded(Exception):
     """A create that would pass one of its organization's limits: `limit` names it
     (credits_usd, max_active_jobs, max_stored_contacts), `available` is what is left."""
@@ -384,11 +403,16 @@ class Store:
     # ----------------------------------------------------------------- jobs
 
     async def create_job(
-        self, job: NewJob, contacts: Sequence[NewContact], limits: CreateLimits | None = None
+        self,
+        job: NewJob,
+        contacts: Sequence[NewContact],
+        limits: CreateLimits | None = None,
+        idempotency: IdempotencyRecord | None = None,
     ) -> None:
         """Insert a job and its contacts. With `limits`, first check in the same transaction
         (so that racing creates cannot both pass) that the organization stays within them;
-        raise LimitExceeded if not."""
+        raise LimitExceeded if not. With `idempotency`, a key the organization already used
+        raises IdempotencyReplay (nothing is created), else the answer is kept with the job."""
         params = {
             "id": job.id,
             "organization_id": job.organization_id,
@@ -414,6 +438,8 @@ class Store:
         statuses_json = json.dumps(CONTACT_STATUSES)
 
         def tx(conn: sqlite3.Connection) -> None:
+            if idempotency is not None:
+                _keep_idempotency(conn, job, idempotency)
             if limits is not None:
                 _check_limits(conn, job, len(contacts), limits)
             conn.execute(Q()["insert_job"], params)
@@ -760,6 +786,18 @@ class Store:
 
         return await self._write(q)
 
+    async def find_idempotency_key(
+        self, organization_id: str, key: str, since: float
+    ) -> tuple[str, str] | None:
+        """(fingerprint, response) kept for this key since `since`, if any."""
+
+        def q(conn: sqlite3.Connection) -> tuple[str, str] | None:
+            params = {"org": organization_id, "key": key, "since": since}
+            row = conn.execute(Q()["find_idempotency_key"], params).fetchone()
+            return (row[0], row[1]) if row else None
+
+        return await self._read_small(q)
+
     def set_credit_limits(self, limits: Mapping[str, float]) -> None:
         """From now on, each scheduler cycle pauses the running jobs of an organization whose
         spend reached its credits (`limits`: {organization: credits}), with CREDITS_EXHAUSTED
@@ -934,6 +972,24 @@ def _record(
     params = {"ids": json.dumps(job_ids), "now": now}
     completed = [r[0] for r in conn.execute(Q()["complete_jobs_if_done"], params)]
     return completed, refused
+
+
+def _keep_idempotency(conn: sqlite3.Connection, job: NewJob, record: IdempotencyRecord) -> None:
+    params = {"org": job.organization_id, "key": record.key, "since": record.since}
+    row = conn.execute(Q()["find_idempotency_key"], params).fetchone()
+    if row is not None:
+        raise IdempotencyReplay(row[0], row[1])
+    conn.execute(Q()["forget_old_idempotency_keys"], params)
+    conn.execute(
+        Q()["insert_idempotency_key"],
+        {
+            **params,
+            "fingerprint": record.fingerprint,
+            "job_id": job.id,
+            "response": record.response,
+            "now": job.created_at,
+        },
+    )
 
 
 def _check_limits(

@@ -22,3 +22,15 @@ FROM contacts;
 ALTER TABLE jobs ADD COLUMN spent_usd REAL NOT NULL DEFAULT 0;
 UPDATE jobs SET spent_usd = coalesce(
     (SELECT sum(a.charged_usd) FROM attempts a WHERE a.job_id = jobs.id), 0);
+
+-- Idempotent creates: the first answer to a create that carried an Idempotency-Key, kept for
+-- a day, replayed to a retry with the same body (fingerprint) from the same organization.
+CREATE TABLE idempotency_keys (
+    organization_id TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,               -- sha256 of the request's content
+    job_id          TEXT NOT NULL,
+    response        TEXT NOT NULL,               -- the 201 body, JSON
+    created_at      REAL NOT NULL,
+    PRIMARY KEY (organization_id, key)
+) WITHOUT ROWID;
