@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import batch, webhooks
+from api import batch, ratelimit, webhooks
 from api import keys as appkeys
 from api.auth import auth_middleware
 from api.compat import setup as setup_compat
@@ -75,6 +75,7 @@ def create_app(
     app[appkeys.CONFIG] = config
     app[appkeys.CLOCK] = clock
     app[appkeys.KEY_CACHE] = KeyCache()
+    ratelimit.setup(app, config.server.requests_per_second, config.server.burst)
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(batch.routes)
     setup_compat(app, envelopes)

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from api import keys as appkeys
+from api import ratelimit
 from api.errors import ApiError, Handler
 
 PUBLIC_PREFIXES = ("/healthz",)
@@ -39,6 +40,7 @@ def auth_middleware(public_prefixes: tuple[str, ...]) -> Any:
         if row is None:
             raise ApiError(401, "unauthorized", "Invalid or revoked API key")
         request[appkeys.ORG] = row.organization_id
+        ratelimit.check(request, row.id, request.app[appkeys.CLOCK].now())
         return await handler(request)
 
     return middleware

@@ -27,6 +27,9 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_mb: float = Field(default=12.0, gt=0)
+    # Per API key: sustained requests per second, and how many may come at once.
+    requests_per_second: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=100, ge=1)
 
 
 class StorageConfig(_Section):
