@@ -6,11 +6,12 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -104,8 +105,6 @@ GIL_SWITCH_SECONDS = 0.001
 
 
 def serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from api.app import create_app
 
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
@@ -118,16 +117,35 @@ def serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_level)
     Path(config.storage.path).parent.mkdir(parents=True, exist_ok=True)
     app = create_app(config)
-    print(banner(config, args.config), file=sys.stderr, flush=True)
-    web.run_app(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        print=None,
-        shutdown_timeout=config.engine.shutdown_grace_seconds + 5,
-        access_log=None,
-    )
+    asyncio.run(_run(app, config, args.config))
     return 0
+
+
+async def _run(app: Any, config: configmod.Config, config_path: str) -> None:
+    """Serve `app` with the connection limits of api.connections until SIGINT / SIGTERM, then
+    shut it down (live calls get their grace period)."""
+    from aiohttp import web
+
+    from api import connections
+
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=config.engine.shutdown_grace_seconds + 5,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await runner.setup()
+    limits = connections.guard(runner, config.server)
+    try:
+        await web.TCPSite(runner, config.server.host, config.server.port).start()
+        print(banner(config, config_path), file=sys.stderr, flush=True)
+        await stop.wait()
+    finally:
+        await limits.stop()
+        await runner.cleanup()
 
 
 # ------------------------------------------------------------------ keys

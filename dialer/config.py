@@ -30,6 +30,10 @@ class ServerConfig(_Section):
     # Per API key: sustained requests per second, and how many may come at once.
     requests_per_second: float = Field(default=50.0, gt=0)
     burst: int = Field(default=100, ge=1)
+    # Open connections at most (those still sending request headers give way first), and how
+    # long a connection may take to send a request head.
+    max_connections: int = Field(default=1000, ge=1)
+    header_timeout_seconds: float = Field(default=15.0, gt=0)
 
 
 class StorageConfig(_Section):
