@@ -186,12 +186,22 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def fingerprint(*parts: bytes) -> str:
+def fingerprint(*parts: bytes | dict[str, Any]) -> str:
+    """sha256 of the parts (a JSON object canonically encoded), each length-prefixed."""
     digest = hashlib.sha256()
     for part in parts:
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
+        data = json.dumps(part, sort_keys=True).encode() if isinstance(part, dict) else part
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
     return digest.hexdigest()
+
+
+async def _fingerprint(key: str | None, *parts: bytes | dict[str, Any]) -> str:
+    """The request's fingerprint when it carries an Idempotency-Key (computed off the loop:
+    the content may be megabytes), else nothing to compute."""
+    if key is None:
+        return ""
+    return await asyncio.to_thread(fingerprint, *parts)
 
 
 @routes.post("/batch/create")
@@ -210,7 +220,7 @@ async def create_job(request: web.Request) -> web.Response:
             raise validation_error(exc) from None
         if csv_bytes is None:
             raise ApiError(400, "invalid_csv", "CSV file missing: send it in the 'file' field")
-        content = fingerprint(json.dumps(fields, sort_keys=True).encode(), csv_bytes)
+        content = await _fingerprint(key, json.dumps(fields, sort_keys=True).encode(), csv_bytes)
         parsed = await asyncio.to_thread(intake.parse_csv, csv_bytes)
         mode = "csv"
     elif request.content_type == "application/json":
@@ -221,7 +231,7 @@ async def create_job(request: web.Request) -> web.Response:
             form = CreateJson.model_validate(body, strict=True)
         except ValidationError as exc:
             raise validation_error(exc) from None
-        content = fingerprint(json.dumps(body, sort_keys=True).encode())
+        content = await _fingerprint(key, body)
         parsed = await asyncio.to_thread(intake.parse_json_contacts, body["contacts"])
         mode = "json"
     else:

@@ -238,20 +238,49 @@ def batch_call_json(
     }
 
 
+# Recipients read and rendered per page: every page is a short hold of the GIL (a C-level
+# json.loads or json.dumps of 10,000 recipients at once would hold it for a tenth of a second).
+RECIPIENTS_PAGE = 500
+
+
+def recipients_text(job: JobRow, contacts: list[ContactRow]) -> str:
+    """A page of recipients as JSON array items (no brackets)."""
+    return json.dumps([recipient_json(job, c) for c in contacts])[1:-1]
+
+
 @routes.get(BATCH_CALLING_PREFIX + "{batch_id}")
-async def get_batch_call(request: web.Request) -> web.Response:
+async def get_batch_call(request: web.Request) -> web.StreamResponse:
+    """The batch with every recipient, streamed page by page: the head (job, counts) from one
+    read, then the recipients in upload order, then the totals that follow them."""
     batch_id = request.match_info["batch_id"]
-    found = await request.app[appkeys.STORE].batch_overview(organization(request), batch_id)
+    store = request.app[appkeys.STORE]
+    found = await store.batch_overview(organization(request), batch_id, with_contacts=False)
     if found is None:
         raise service.not_found(batch_id)
-    job, counts, dispatched, contacts = found
-    config = request.app[appkeys.CONFIG]
-
-    def render() -> str:
-        return json.dumps(batch_call_json(config, job, counts, dispatched, contacts))
-
-    # Every recipient of a job of up to 10,000 contacts: built and encoded off the event loop.
-    return web.Response(text=await asyncio.to_thread(render), content_type="application/json")
+    job, counts, dispatched, _ = found
+    body = batch_call_json(request.app[appkeys.CONFIG], job, counts, dispatched, [])
+    keys = list(body)
+    split = keys.index("recipients")
+    head = {k: body[k] for k in keys[:split]}
+    tail = {k: body[k] for k in keys[split + 1 :] if k != "retry_count"}
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write((json.dumps(head)[:-1] + ', "recipients": [').encode())
+    retries = 0
+    offset = 0
+    while True:
+        contacts = await store.list_contacts(job.id, None, RECIPIENTS_PAGE, offset)
+        if contacts:
+            text = await asyncio.to_thread(recipients_text, job, contacts)
+            await response.write(((", " if offset else "") + text).encode())
+            retries += sum(max(c.attempt_count - 1, 0) for c in contacts)
+        if len(contacts) < RECIPIENTS_PAGE:
+            break
+        offset += RECIPIENTS_PAGE
+    await response.write(f'], {json.dumps(tail)[1:-1]}, "retry_count": {retries}}}'.encode())
+    await response.write_eof()
+    return response
 
 
 # ----------------------------------------------------------------- GET calls in a batch

@@ -142,7 +142,9 @@ class Harness:
         await self.store.close()
 
     async def create(self, contacts: int, limit: int, offset: int = 0) -> str:
-        parsed = intake.ParsedContacts(contacts=numbers(contacts, offset))
+        parsed = intake.ParsedContacts(
+            contacts=[(phone, intake.encode(data)) for phone, data in numbers(contacts, offset)]
+        )
         created = await self.service.create(
             ORG,
             CreateJob(

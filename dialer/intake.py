@@ -47,10 +47,18 @@ class InvalidRow:
 
 @dataclass
 class ParsedContacts:
-    contacts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """Valid contacts in upload order, and what was skipped. Tests read them with `decoded`."""
+
+    # (phone, the contact's data as a JSON object's text): encoded as soon as it is read, so that
+    # a wide list is held as text rather than as millions of small Python objects.
+    contacts: list[tuple[str, str]] = field(default_factory=list)
     invalid: list[InvalidRow] = field(default_factory=list)
     invalid_count: int = 0
     duplicates: int = 0
+
+    def decoded(self) -> list[tuple[str, dict[str, Any]]]:
+        """The contacts with their data as dicts."""
+        return [(phone, json.loads(data)) for phone, data in self.contacts]
 
 
 def e164_problem(value: str) -> str | None:
@@ -135,11 +143,12 @@ def parse_csv(data: bytes) -> ParsedContacts:
                     fields["phone"] = phone
                 elif column and value:  # empty cells are not stored
                     fields[column] = value
-            if data_size(fields) > MAX_CONTACT_DATA_BYTES:
+            encoded = encode(fields)
+            if _size(encoded) > MAX_CONTACT_DATA_BYTES:
                 _invalid(result, line_no, phone, _TOO_LARGE)
                 continue
             seen.add(phone)
-            result.contacts.append((phone, fields))
+            result.contacts.append((phone, encoded))
     except csv.Error as exc:
         raise IntakeError("invalid_csv", f"CSV is malformed: {exc}") from None
     if not result.contacts:
@@ -178,11 +187,12 @@ def parse_json_contacts(items: list[Any]) -> ParsedContacts:
             continue
         data = dict(item)
         data["phone"] = phone
-        if data_size(data) > MAX_CONTACT_DATA_BYTES:
+        encoded = encode(data)
+        if _size(encoded) > MAX_CONTACT_DATA_BYTES:
             too_large.append(index)
             continue
         seen.add(phone)
-        result.contacts.append((phone, data))
+        result.contacts.append((phone, encoded))
     if too_large and not bad:
         raise IntakeError(
             "contact_data_too_large",
@@ -208,9 +218,16 @@ def parse_json_contacts(items: list[Any]) -> ParsedContacts:
 _TOO_LARGE = f"contact data is larger than {MAX_CONTACT_DATA_BYTES // 1024} KB"
 
 
-def data_size(data: dict[str, Any]) -> int:
-    """The size of a contact's data as stored: JSON, UTF-8."""
-    return len(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+def encode(data: dict[str, Any]) -> str:
+    """A contact's data as it is stored: a JSON object."""
+    return json.dumps(data, ensure_ascii=False)
+
+
+def _size(encoded: str) -> int:
+    """UTF-8 bytes of encoded data (4 for a character beyond U+FFFF, 3 for other non-ASCII)."""
+    if encoded.isascii():
+        return len(encoded)
+    return len(encoded.encode("utf-8", "surrogatepass"))
 
 
 def _indexes(indexes: list[int]) -> str:

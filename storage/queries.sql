@@ -15,9 +15,10 @@ INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, up
 VALUES (?, ?, ?, ?, 'pending', ?, ?)
 
 -- insert_contacts --
--- A whole list in one statement: :contacts is [[phone, {data}], ...] in upload order.
+-- A part of a list in one statement: :contacts is [[phone, {data}], ...] in upload order, the
+-- first of them at upload position :first_seq.
 INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)
-SELECT :job_id, key + 1, value ->> 0, value -> 1, 'pending', :max_attempts, :now
+SELECT :job_id, :first_seq + key, value ->> 0, value -> 1, 'pending', :max_attempts, :now
 FROM json_each(:contacts)
 
 -- insert_status_counts --

@@ -46,7 +46,7 @@ class NewJob:
 @dataclass(frozen=True, slots=True)
 class NewContact:
     phone: str
-    data: dict[str, Any]
+    data: dict[str, Any] | str  # a dict, or a JSON object's text already encoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,9 +432,6 @@ class Store:
             "total_contacts": len(contacts),
             "estimated_cost_usd": job.estimated_cost_usd,
         }
-        # Loaded by one statement: a statement per contact would hand the GIL back and forth
-        # with the event loop once per row.
-        contacts_json = json.dumps([[c.phone, c.data] for c in contacts], ensure_ascii=False)
         statuses_json = json.dumps(CONTACT_STATUSES)
 
         def tx(conn: sqlite3.Connection) -> None:
@@ -445,15 +442,22 @@ class Store:
             conn.execute(Q()["insert_job"], params)
             # The count rows exist before the contacts, whose insert trigger counts them.
             conn.execute(Q()["insert_status_counts"], (job.id, statuses_json))
-            conn.execute(
-                Q()["insert_contacts"],
-                {
-                    "job_id": job.id,
-                    "contacts": contacts_json,
-                    "max_attempts": job.max_attempts,
-                    "now": job.created_at,
-                },
-            )
+            # A few statements of INSERT_CHUNK contacts each: a statement per contact would
+            # hand the GIL back and forth with the event loop once per row, one statement for
+            # a whole wide list would hold it all as JSON text and as SQLite's parse of it.
+            # Encoded here, on the writer's thread: a big list takes a while.
+            for start in range(0, len(contacts), INSERT_CHUNK):
+                chunk = contacts[start : start + INSERT_CHUNK]
+                conn.execute(
+                    Q()["insert_contacts"],
+                    {
+                        "job_id": job.id,
+                        "contacts": "[" + ",".join(_contact_json(c) for c in chunk) + "]",
+                        "first_seq": start + 1,
+                        "max_attempts": job.max_attempts,
+                        "now": job.created_at,
+                    },
+                )
 
         await self._write(tx)
 
@@ -528,9 +532,10 @@ class Store:
         return await self._read_small(q)
 
     async def batch_overview(
-        self, organization_id: str, job_id: str
+        self, organization_id: str, job_id: str, *, with_contacts: bool = True
     ) -> tuple[JobRow, dict[str, int], int, list[ContactRow]] | None:
-        """A job, its status counts, how many contacts were dialed, and all its contacts."""
+        """A job, its status counts, how many contacts were dialed, and all its contacts (none
+        unless `with_contacts`)."""
 
         def q(
             conn: sqlite3.Connection,
@@ -540,7 +545,7 @@ class Store:
                 return None
             dispatched = int(conn.execute(Q()["count_dispatched"], (job_id,)).fetchone()[0])
             params = {"job_id": job_id, "status": None, "limit": -1, "offset": 0}
-            contacts = _contact_page(conn, params)
+            contacts = _contact_page(conn, params) if with_contacts else []
             return JobRow.from_row(row), _counts(conn, job_id), dispatched, contacts
 
         return await self._read(q)
@@ -840,6 +845,9 @@ class Store:
         )
 
 
+# Contacts inserted by one statement of a create.
+INSERT_CHUNK = 1000
+
 CONTACT_STATUSES = (
     "pending",
     "queued",
@@ -854,6 +862,13 @@ CONTACT_STATUSES = (
     "failed",
     "cancelled",
 )
+
+
+def _contact_json(contact: NewContact) -> str:
+    """[phone, data] as JSON text (data encoded once: intake hands it over as text)."""
+    data = contact.data
+    encoded = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"[{json.dumps(contact.phone)},{encoded}]"
 
 
 def _json_rows(conn: sqlite3.Connection, query: str, params: Any) -> list[list[Any]]:

@@ -125,16 +125,16 @@ async def test_csv_columns_limit_through_the_api(running: Running) -> None:
 async def test_batch_calling_renders_recipients_off_the_event_loop(
     running: Running, monkeypatch: Any
 ) -> None:
-    """The batch-calling route builds its recipients on another thread than the loop's."""
+    """The batch-calling route renders its recipients on another thread than the loop's."""
     created = await running.create_json([{"phone": "+12025550101", "plan": "gold"}])
     threads: list[threading.Thread] = []
-    original = compat.batch_call_json
+    original = compat.recipients_text
 
-    def spy(*args: Any) -> dict[str, Any]:
+    def spy(*args: Any) -> str:
         threads.append(threading.current_thread())
         return original(*args)
 
-    monkeypatch.setattr(compat, "batch_call_json", spy)
+    monkeypatch.setattr(compat, "recipients_text", spy)
     resp = await running.client.get(
         f"/v1/voiceai/batch-calling/{created['batchJobId']}", headers=running.headers()
     )
@@ -154,3 +154,21 @@ async def test_form_data_created_by_aiohttp_still_works(running: Running) -> Non
     data.add_field("name", "ok")
     resp = await running.client.post("/batch/create", data=data, headers=running.headers())
     assert resp.status == 201, await resp.text()
+
+
+async def test_batch_calling_streams_every_recipient_page_by_page(
+    running: Running, monkeypatch: Any
+) -> None:
+    """Pages of 3 recipients: all 10 come out in upload order, in one valid JSON document."""
+    monkeypatch.setattr(compat, "RECIPIENTS_PAGE", 3)
+    contacts = [{"phone": f"+1202555{i:04d}", "i": i} for i in range(10)]
+    created = await running.create_json(contacts, scheduledStartTime="2026-06-01T09:00:00Z")
+    resp = await running.client.get(
+        f"/v1/voiceai/batch-calling/{created['batchJobId']}", headers=running.headers()
+    )
+    answer = await resp.json()
+    assert resp.status == 200
+    assert [r["phone_number"] for r in answer["recipients"]] == [c["phone"] for c in contacts]
+    assert answer["total_calls_scheduled"] == 10
+    assert (answer["retry_count"], answer["status"]) == (0, "pending")
+    assert list(answer)[-1] == "retry_count"
