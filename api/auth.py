@@ -10,7 +10,7 @@ from api import keys as appkeys
 from api import ratelimit
 from api.errors import ApiError, Handler
 
-PUBLIC_PREFIXES = ("/healthz",)
+PUBLIC_PREFIXES = ("/healthz", "/openapi.json")
 
 
 def presented_key(request: web.Request) -> str | None:

@@ -11,7 +11,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from api import errors, jsonbody
+from api import errors, jsonbody, openapi, schemas
 from api import keys as appkeys
 from api.auth import organization
 from api.errors import ApiError
@@ -46,6 +46,17 @@ class CreateFields(_Strict):
 
 
 class CreateJson(CreateFields):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "fromPhoneNumberId": "phone_demo",
+                    "name": "Renewals",
+                    "contacts": [{"phone": "+12025550101", "name": "Ada", "plan": "gold"}],
+                }
+            ]
+        }
+    )
     contacts: list[Any]
 
 
@@ -506,3 +517,119 @@ async def reschedule_job(request: web.Request) -> web.Response:
             "message": "Batch job rescheduled",
         }
     )
+
+
+# ----------------------------------------------------------------- contract (api.openapi)
+
+_JOB_ERRORS: dict[int, list[str]] = {404: ["job_not_found"], 405: ["method_not_allowed"]}
+
+openapi.register(
+    "POST",
+    "/batch/create",
+    "Create a batch job from a CSV upload or a JSON contact list",
+    body=CreateJson,
+    form=CreateFields,
+    ok=schemas.CreateAnswer,
+    status=201,
+    links={
+        name: (
+            openapi.operation_id(method, path),
+            {param: "$response.body#/batchJobId"},
+        )
+        for name, method, path, param in (
+            ("detail", "GET", "/batch/jobs/{batch_job_id}", "batch_job_id"),
+            ("cancel", "POST", "/batch/jobs/{batch_job_id}/cancel", "batch_job_id"),
+            ("start", "POST", "/batch/jobs/{batch_job_id}/start", "batch_job_id"),
+            ("reschedule", "PATCH", "/batch/jobs/{batch_job_id}/reschedule", "batch_job_id"),
+            ("pause", "POST", "/batch/jobs/{batch_job_id}/pause", "batch_job_id"),
+            ("resume", "POST", "/batch/jobs/{batch_job_id}/resume", "batch_job_id"),
+            ("retry", "POST", "/batch/jobs/{batch_job_id}/retry", "batch_job_id"),
+            ("export", "GET", "/batch/jobs/{batch_job_id}/export", "batch_job_id"),
+            ("batch_call", "GET", "/v1/voiceai/batch-calling/{batch_id}", "batch_id"),
+            ("calls", "GET", "/api/v1/public/call-batches/{batch_id}/calls", "batch_id"),
+        )
+    },
+    headers={
+        "Idempotency-Key": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_IDEMPOTENCY_KEY_CHARS,
+            "pattern": "^[!-~]([ -~]*[!-~])?$",
+        }
+    },
+    errors={
+        400: [
+            "validation_error",
+            "invalid_json",
+            "invalid_csv",
+            "missing_phone_column",
+            "too_many_columns",
+            "too_many_parts",
+            "too_many_files",
+            "no_valid_contacts",
+            "too_many_contacts",
+            "invalid_phone_format",
+            "contact_data_too_large",
+            "invalid_timezone",
+            "past_scheduled_time",
+            "invalid_scheduled_time",
+            "no_outbound_agent",
+        ],
+        402: ["insufficient_credits"],
+        404: ["phone_number_not_found"],
+        409: ["idempotency_key_reused"],
+        413: ["file_too_large"],
+        415: ["unsupported_media_type"],
+    },
+)
+openapi.register(
+    "GET",
+    "/batch/jobs",
+    "List the organization's jobs, newest first",
+    query=schemas.ListJobsQuery,
+    ok=schemas.JobList,
+    errors={
+        400: ["missing_organization_id", "invalid_status", "invalid_page", "invalid_page_size"],
+        403: ["forbidden"],
+    },
+)
+openapi.register(
+    "GET",
+    "/batch/jobs/{batch_job_id}",
+    "A job with its progress and a page of contacts",
+    query=schemas.DetailQuery,
+    ok=schemas.JobDetail,
+    errors={400: ["invalid_contact_status", "invalid_page", "invalid_page_size"], **_JOB_ERRORS},
+)
+openapi.register(
+    "POST",
+    "/batch/jobs/{batch_job_id}/cancel",
+    "Cancel a job",
+    ok=schemas.CancelAnswer,
+    errors={400: ["job_not_cancellable"], **_JOB_ERRORS},
+)
+openapi.register(
+    "POST",
+    "/batch/jobs/{batch_job_id}/start",
+    "Start a scheduled or pending job now",
+    ok=schemas.StartAnswer,
+    errors={400: ["job_not_startable"], **_JOB_ERRORS},
+)
+openapi.register(
+    "PATCH",
+    "/batch/jobs/{batch_job_id}/reschedule",
+    "Move a pending or scheduled job to another time",
+    body=RescheduleBody,
+    ok=schemas.RescheduleAnswer,
+    errors={
+        400: [
+            "validation_error",
+            "invalid_json",
+            "job_not_reschedulable",
+            "past_scheduled_time",
+            "invalid_scheduled_time",
+            "invalid_timezone",
+        ],
+        **_JOB_ERRORS,
+    },
+)
