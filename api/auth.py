@@ -11,6 +11,7 @@ from api import ratelimit
 from api.errors import ApiError, Handler
 
 PUBLIC_PREFIXES = ("/healthz", "/openapi.json")
+MAX_KEY_CHARS = 256
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -36,7 +37,14 @@ def auth_middleware(public_prefixes: tuple[str, ...]) -> Any:
                 "unauthorized",
                 "Missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
             )
-        row = await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
+        # Keys are short ASCII; anything else (non-UTF-8 header bytes arrive as surrogates)
+        # cannot be one, and is not hashed.
+        well_formed = key.isascii() and len(key) <= MAX_KEY_CHARS
+        row = (
+            await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
+            if well_formed
+            else None
+        )
         if row is None:
             raise ApiError(401, "unauthorized", "Invalid or revoked API key")
         request[appkeys.ORG] = row.organization_id

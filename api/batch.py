@@ -224,7 +224,7 @@ async def create_job(request: web.Request) -> web.Response:
         if request.content_type == "multipart/form-data":
             fields, csv_bytes = await _read_multipart(request)
         else:  # a form without a file part: fields only
-            fields, csv_bytes = {k: str(v) for k, v in (await request.post()).items()}, None
+            fields, csv_bytes = await _read_urlencoded(request), None
         try:
             form = CreateFields.model_validate(_coerce_form(fields))
         except ValidationError as exc:
@@ -344,6 +344,25 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, str], bytes |
         return await _read_parts(request, limit, max_body)
     except (ValueError, HttpProcessingError):  # no boundary, broken framing or part headers
         raise ApiError(400, "invalid_csv", "Malformed multipart/form-data body") from None
+
+
+async def _read_urlencoded(request: web.Request) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body, held to the multipart limits."""
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "validation_error", "Form body is not UTF-8 text") from None
+    if len(form) > MAX_PARTS:
+        raise ApiError(400, "too_many_parts", f"A form may have at most {MAX_PARTS} fields")
+    fields = {k: str(v) for k, v in form.items()}
+    for name, value in fields.items():
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_FORM_FIELD_BYTES:
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"Form field '{name[:50]}' is larger than {MAX_FORM_FIELD_BYTES} bytes",
+            )
+    return fields
 
 
 def _body_too_large(max_body_mb: float) -> ApiError:

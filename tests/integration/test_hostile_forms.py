@@ -172,3 +172,20 @@ async def test_batch_calling_streams_every_recipient_page_by_page(
     assert answer["total_calls_scheduled"] == 10
     assert (answer["retry_count"], answer["status"]) == (0, "pending")
     assert list(answer)[-1] == "retry_count"
+
+
+async def test_urlencoded_forms_are_held_to_the_same_limits(running: Running) -> None:
+    """Non-UTF-8, too many or too large urlencoded fields answer 4xx, never 500."""
+    cases = [
+        (b"name=\xed\xa0\x80&fromPhoneNumberId=x", 400, "validation_error"),
+        ("&".join(f"f{i}=1" for i in range(33)).encode(), 400, "too_many_parts"),
+        (b"name=" + b"n" * 10_001, 413, "payload_too_large"),
+        (b"name=a&fromPhoneNumberId=" + NUMBER.encode(), 400, "invalid_csv"),
+    ]
+    for raw, status, code in cases:
+        resp = await running.client.post(
+            "/batch/create",
+            data=raw,
+            headers={**running.headers(), "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert (resp.status, (await resp.json())["code"]) == (status, code), raw[:30]

@@ -102,3 +102,14 @@ async def test_validation_message_lists_at_most_twenty_problems(running: Running
     assert len(answer["error"]) < 4096
     assert answer["error"].count("unknown field") == 20
     assert answer["error"].endswith("and 1980 more")
+
+
+async def test_malformed_api_keys_are_401_not_500(running: Running) -> None:
+    """A key of non-UTF-8 bytes, non-ASCII text or 1,000 characters is simply not a key."""
+    for raw in (b"\xed\xa0\x80", "clé".encode(), b"k" * 1_000):
+        resp = await running.client.get(
+            "/batch/jobs",
+            params={"organizationId": ORG},
+            headers={"x-api-key": raw.decode("latin-1")},
+        )
+        assert (resp.status, (await resp.json())["code"]) == (401, "unauthorized"), raw[:10]
