@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import batch, health, webhooks
+from api import batch, health, openapi, ratelimit, schemas, webhooks
 from api import keys as appkeys
 from api.auth import auth_middleware
 from api.compat import setup as setup_compat
@@ -40,6 +40,16 @@ async def foreground_middleware(request: web.Request, handler: Handler) -> web.S
         engine.foreground.leave()
 
 
+openapi.register("GET", "/healthz", "Liveness and engine state", ok=schemas.Health, public=True)
+openapi.register(
+    "GET",
+    openapi.ROUTE,
+    "This document (OpenAPI 3.1)",
+    ok=openapi.OpenApiDocument,
+    public=True,
+)
+
+
 def create_app(
     config: Config,
     *,
@@ -68,12 +78,22 @@ def create_app(
     app[appkeys.CONFIG] = config
     app[appkeys.CLOCK] = clock
     app[appkeys.KEY_CACHE] = KeyCache()
+    ratelimit.setup(app, config.server.requests_per_second, config.server.burst)
     app.router.add_get("/healthz", health.healthz)
+    openapi.setup(app)
     app.router.add_routes(batch.routes)
     setup_compat(app, envelopes)
     setup_controls(app)
     if takes_webhooks:
         app.router.add_post(webhook_path, webhooks.livekit)
+        openapi.register(
+            "POST",
+            webhook_path,
+            "LiveKit webhook (signed by LiveKit, no API key)",
+            ok=schemas.WebhookAnswer,
+            public=True,
+            errors={401: ["invalid_signature"], 404: ["not_found"]},
+        )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None

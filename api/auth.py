@@ -8,9 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from api import keys as appkeys
+from api import ratelimit
 from api.errors import ApiError, Handler
 
-PUBLIC_PREFIXES = ("/healthz",)
+PUBLIC_PREFIXES = ("/healthz", "/openapi.json")
+MAX_KEY_CHARS = 256
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -38,10 +40,18 @@ def auth_middleware(public_prefixes: tuple[str, ...]) -> Any:
                 "Missing API key: send 'x-api-key: KEY', 'xi-api-key: KEY' or "
                 "'Authorization: Bearer KEY'",
             )
-        row = await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
+        # Keys are short ASCII; anything else (non-UTF-8 header bytes arrive as surrogates)
+        # cannot be one, and is not hashed.
+        well_formed = key.isascii() and len(key) <= MAX_KEY_CHARS
+        row = (
+            await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
+            if well_formed
+            else None
+        )
         if row is None:
             raise ApiError(401, "unauthorized", "Invalid or revoked API key")
         request[appkeys.ORG] = row.organization_id
+        ratelimit.check(request, row.id, request.app[appkeys.CLOCK].now())
         return await handler(request)
 
     return middleware

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from typing import Any
 
@@ -9,6 +11,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from api import errors, jsonbody, openapi, schemas
 from api import keys as appkeys
 from api.auth import organization
 from api.errors import ApiError
@@ -19,6 +22,8 @@ from storage.store import ContactRow, JobRow
 routes = web.RouteTableDef()
 
 MAX_JSON_BYTES = 8 * 1024 * 1024
+# Bodies up to this size are parsed on the event loop (a thread hop costs more than that).
+INLINE_JSON_BYTES = 64 * 1024
 # Highest page number accepted (beyond it SQLite offsets would overflow long before).
 MAX_PAGE = 1_000_000_000
 
@@ -45,6 +50,17 @@ class CreateFields(_Strict):
 
 
 class CreateJson(CreateFields):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "fromPhoneNumberId": "phone_demo",
+                    "name": "Renewals",
+                    "contacts": [{"phone": "+12025550101", "name": "Ada", "plan": "gold"}],
+                }
+            ]
+        }
+    )
     contacts: list[Any]
 
 
@@ -56,14 +72,14 @@ class RescheduleBody(_Strict):
 def validation_error(exc: ValidationError) -> ApiError:
     problems = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "body"
+        where = ".".join(str(p) for p in err["loc"])[:100] or "body"
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown field '{where}'")
         elif err["type"] == "missing":
             problems.append(f"'{where}' is required")
         else:
             problems.append(f"'{where}': {err['msg']}")
-    return ApiError(400, "validation_error", "; ".join(problems))
+    return ApiError(400, "validation_error", errors.problem_list(problems))
 
 
 async def read_json(request: web.Request) -> Any:
@@ -79,9 +95,12 @@ async def read_json(request: web.Request) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ApiError(400, "invalid_json", "Request body is not valid JSON") from None
+        if size <= INLINE_JSON_BYTES:
+            return jsonbody.loads(raw)
+        # A big body is parsed and checked off the event loop.
+        return await asyncio.to_thread(jsonbody.loads, raw)
+    except jsonbody.BadJson as exc:
+        raise ApiError(400, "invalid_json", f"Request body is not acceptable JSON: {exc}") from None
 
 
 def query_int(
@@ -164,23 +183,64 @@ def contact_json(c: ContactRow) -> dict[str, Any]:
 # ----------------------------------------------------------------- handlers
 
 
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The Idempotency-Key header: 1 to 255 visible ASCII characters, or absent."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS and key.isascii() and key.isprintable()):
+        raise ApiError(
+            400,
+            "validation_error",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters",
+        )
+    return key
+
+
+def fingerprint(*parts: bytes | dict[str, Any]) -> str:
+    """sha256 of the parts (a JSON object canonically encoded), each length-prefixed."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = json.dumps(part, sort_keys=True).encode() if isinstance(part, dict) else part
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+async def _fingerprint(key: str | None, *parts: bytes | dict[str, Any]) -> str:
+    """The request's fingerprint when it carries an Idempotency-Key (computed off the loop:
+    the content may be megabytes), else nothing to compute."""
+    if key is None:
+        return ""
+    return await asyncio.to_thread(fingerprint, *parts)
+
+
 @routes.post("/batch/create")
 async def create_job(request: web.Request) -> web.Response:
     svc = request.app[appkeys.SERVICE]
     org = organization(request)
+    key = idempotency_key(request)
     if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         if request.content_type == "multipart/form-data":
             fields, csv_bytes = await _read_multipart(request)
         else:  # a form without a file part: fields only
-            fields, csv_bytes = {k: str(v) for k, v in (await request.post()).items()}, None
+            fields, csv_bytes = await _read_urlencoded(request), None
         try:
             form = CreateFields.model_validate(_coerce_form(fields))
         except ValidationError as exc:
             raise validation_error(exc) from None
         if csv_bytes is None:
             raise ApiError(400, "invalid_csv", "CSV file missing: send it in the 'file' field")
-        parsed = intake.parse_csv(
-            csv_bytes, default_country=form.defaultCountry, phone_column=form.phoneColumn
+        content = await _fingerprint(key, json.dumps(fields, sort_keys=True).encode(), csv_bytes)
+        parsed = await asyncio.to_thread(
+            intake.parse_csv,
+            csv_bytes,
+            default_country=form.defaultCountry,
+            phone_column=form.phoneColumn,
         )
         mode = "csv"
     elif request.content_type == "application/json":
@@ -191,8 +251,12 @@ async def create_job(request: web.Request) -> web.Response:
             form = CreateJson.model_validate(body, strict=True)
         except ValidationError as exc:
             raise validation_error(exc) from None
-        parsed = intake.parse_json_contacts(
-            body["contacts"], default_country=form.defaultCountry, phone_column=form.phoneColumn
+        content = await _fingerprint(key, body)
+        parsed = await asyncio.to_thread(
+            intake.parse_json_contacts,
+            body["contacts"],
+            default_country=form.defaultCountry,
+            phone_column=form.phoneColumn,
         )
         mode = "json"
     else:
@@ -201,19 +265,34 @@ async def create_job(request: web.Request) -> web.Response:
             "unsupported_media_type",
             "Send multipart/form-data with a 'file' field, or application/json with 'contacts'",
         )
-    created = await svc.create(
-        org,
-        service.CreateJob(
-            name=form.name,
-            description=form.description,
-            from_phone_number_id=form.fromPhoneNumberId,
-            concurrent_call_limit=form.concurrentCallLimit,
-            max_attempts=form.maxAttempts,
-            scheduled_start_time=form.scheduledStartTime,
-            timezone=form.timezone or "UTC",
-        ),
-        parsed,
-    )
+
+    def render(created: service.Created) -> dict[str, Any]:
+        return created_json(created, parsed, mode)
+
+    try:
+        created = await svc.create(
+            org,
+            service.CreateJob(
+                name=form.name,
+                description=form.description,
+                from_phone_number_id=form.fromPhoneNumberId,
+                concurrent_call_limit=form.concurrentCallLimit,
+                max_attempts=form.maxAttempts,
+                scheduled_start_time=form.scheduledStartTime,
+                timezone=form.timezone or "UTC",
+            ),
+            parsed,
+            None if key is None else service.Idempotency(key, content, render),
+        )
+    except service.Replayed as replay:
+        return web.Response(text=replay.response, status=201, content_type="application/json")
+    return web.json_response(render(created), status=201)
+
+
+def created_json(
+    created: service.Created, parsed: intake.ParsedContacts, mode: str
+) -> dict[str, Any]:
+    """The answer to a create."""
     job = created.job
     body_out: dict[str, Any] = {
         "success": True,
@@ -238,7 +317,7 @@ async def create_job(request: web.Request) -> web.Response:
         body_out.update(
             {"invalidCount": parsed.invalid_count, "duplicatesRemoved": parsed.duplicates}
         )
-    return web.json_response(body_out, status=201)
+    return body_out
 
 
 _FORM_INTS = ("concurrentCallLimit", "maxAttempts")
@@ -258,53 +337,105 @@ def _coerce_form(fields: dict[str, str]) -> dict[str, Any]:
         ):
             continue
         if name in _FORM_INTS:
-            try:
-                data[name] = int(value.strip())
-            except ValueError:
-                raise ApiError(400, "validation_error", f"'{name}' must be an integer") from None
+            number = bounded_int(value.strip(), 0, 10**9)
+            if number is None:
+                raise ApiError(400, "validation_error", f"'{name}' must be an integer")
+            data[name] = number
         else:
             data[name] = value
     return data
 
 
+# Multipart limits: parts in one body, and bytes of one form field (the CSV has its own cap).
+MAX_PARTS = 32
+MAX_FORM_FIELD_BYTES = 10_000
+
+
 async def _read_multipart(request: web.Request) -> tuple[dict[str, str], bytes | None]:
-    """Stream the multipart body: form fields as text, the CSV capped at 10 MB."""
+    """Stream the multipart body: form fields as text, the CSV capped at 10 MB, the whole body
+    at `max_body_mb`."""
+    max_body = request.app[appkeys.CONFIG].server.max_body_mb
+    limit = int(max_body * 1024 * 1024)
+    if request.content_length is not None and request.content_length > limit:
+        raise _body_too_large(max_body)
     try:
-        return await _read_parts(request)
+        return await _read_parts(request, limit, max_body)
     except (ValueError, HttpProcessingError):  # no boundary, broken framing or part headers
         raise ApiError(400, "invalid_csv", "Malformed multipart/form-data body") from None
 
 
-async def _read_parts(request: web.Request) -> tuple[dict[str, str], bytes | None]:
+async def _read_urlencoded(request: web.Request) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body, held to the multipart limits."""
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "validation_error", "Form body is not UTF-8 text") from None
+    if len(form) > MAX_PARTS:
+        raise ApiError(400, "too_many_parts", f"A form may have at most {MAX_PARTS} fields")
+    fields = {k: str(v) for k, v in form.items()}
+    for name, value in fields.items():
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_FORM_FIELD_BYTES:
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"Form field '{name[:50]}' is larger than {MAX_FORM_FIELD_BYTES} bytes",
+            )
+    return fields
+
+
+def _body_too_large(max_body_mb: float) -> ApiError:
+    return ApiError(413, "payload_too_large", f"Request body is larger than {max_body_mb:g} MB")
+
+
+async def _read_parts(
+    request: web.Request, limit: int, max_body_mb: float
+) -> tuple[dict[str, str], bytes | None]:
     reader = await request.multipart()
     fields: dict[str, str] = {}
     csv_bytes: bytes | None = None
+    total = 0
+    parts = 0
     while True:
         part = await reader.next()
         if part is None:
             break
+        parts += 1
+        if parts > MAX_PARTS:
+            raise ApiError(
+                400, "too_many_parts", f"A multipart body may have at most {MAX_PARTS} parts"
+            )
         if not isinstance(part, BodyPartReader):
             raise ApiError(400, "invalid_csv", "Nested multipart bodies are not supported")
         name = part.name or ""
-        if name == "file":
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await part.read_chunk(256 * 1024):
-                size += len(chunk)
-                if size > intake.MAX_CSV_BYTES:
+        if name == "file" and csv_bytes is not None:
+            raise ApiError(400, "too_many_files", "Send exactly one 'file' part")
+        cap = intake.MAX_CSV_BYTES if name == "file" else MAX_FORM_FIELD_BYTES
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await part.read_chunk(64 * 1024):
+            size += len(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise _body_too_large(max_body_mb)
+            if size > cap:
+                if name == "file":
                     raise ApiError(413, "file_too_large", "CSV file is larger than 10 MB")
-                chunks.append(chunk)
-            csv_bytes = b"".join(chunks)
-        else:
-            value = await part.read(decode=True)
-            if len(value) > 10_000:
-                raise ApiError(400, "validation_error", f"Form field '{name[:50]}' is too long")
-            try:
-                fields[name] = value.decode("utf-8")
-            except UnicodeDecodeError:
                 raise ApiError(
-                    400, "validation_error", f"Form field '{name[:50]}' is not UTF-8"
-                ) from None
+                    413,
+                    "payload_too_large",
+                    f"Form field '{name[:50]}' is larger than {MAX_FORM_FIELD_BYTES} bytes",
+                )
+            chunks.append(chunk)
+        value = b"".join(chunks)
+        if name == "file":
+            csv_bytes = value
+            continue
+        try:
+            fields[name] = bytes(part.decode(value)).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(
+                400, "validation_error", f"Form field '{name[:50]}' is not UTF-8"
+            ) from None
     return fields, csv_bytes
 
 
@@ -423,3 +554,119 @@ async def reschedule_job(request: web.Request) -> web.Response:
             "message": "Batch job rescheduled",
         }
     )
+
+
+# ----------------------------------------------------------------- contract (api.openapi)
+
+_JOB_ERRORS: dict[int, list[str]] = {404: ["job_not_found"], 405: ["method_not_allowed"]}
+
+openapi.register(
+    "POST",
+    "/batch/create",
+    "Create a batch job from a CSV upload or a JSON contact list",
+    body=CreateJson,
+    form=CreateFields,
+    ok=schemas.CreateAnswer,
+    status=201,
+    links={
+        name: (
+            openapi.operation_id(method, path),
+            {param: "$response.body#/batchJobId"},
+        )
+        for name, method, path, param in (
+            ("detail", "GET", "/batch/jobs/{batch_job_id}", "batch_job_id"),
+            ("cancel", "POST", "/batch/jobs/{batch_job_id}/cancel", "batch_job_id"),
+            ("start", "POST", "/batch/jobs/{batch_job_id}/start", "batch_job_id"),
+            ("reschedule", "PATCH", "/batch/jobs/{batch_job_id}/reschedule", "batch_job_id"),
+            ("pause", "POST", "/batch/jobs/{batch_job_id}/pause", "batch_job_id"),
+            ("resume", "POST", "/batch/jobs/{batch_job_id}/resume", "batch_job_id"),
+            ("retry", "POST", "/batch/jobs/{batch_job_id}/retry", "batch_job_id"),
+            ("export", "GET", "/batch/jobs/{batch_job_id}/export", "batch_job_id"),
+            ("batch_call", "GET", "/v1/voiceai/batch-calling/{batch_id}", "batch_id"),
+            ("calls", "GET", "/api/v1/public/call-batches/{batch_id}/calls", "batch_id"),
+        )
+    },
+    headers={
+        "Idempotency-Key": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_IDEMPOTENCY_KEY_CHARS,
+            "pattern": "^[!-~]([ -~]*[!-~])?$",
+        }
+    },
+    errors={
+        400: [
+            "validation_error",
+            "invalid_json",
+            "invalid_csv",
+            "missing_phone_column",
+            "too_many_columns",
+            "too_many_parts",
+            "too_many_files",
+            "no_valid_contacts",
+            "too_many_contacts",
+            "invalid_phone_format",
+            "contact_data_too_large",
+            "invalid_timezone",
+            "past_scheduled_time",
+            "invalid_scheduled_time",
+            "no_outbound_agent",
+        ],
+        402: ["insufficient_credits"],
+        404: ["phone_number_not_found"],
+        409: ["idempotency_key_reused"],
+        413: ["file_too_large"],
+        415: ["unsupported_media_type"],
+    },
+)
+openapi.register(
+    "GET",
+    "/batch/jobs",
+    "List the organization's jobs, newest first",
+    query=schemas.ListJobsQuery,
+    ok=schemas.JobList,
+    errors={
+        400: ["missing_organization_id", "invalid_status", "invalid_page", "invalid_page_size"],
+        403: ["forbidden"],
+    },
+)
+openapi.register(
+    "GET",
+    "/batch/jobs/{batch_job_id}",
+    "A job with its progress and a page of contacts",
+    query=schemas.DetailQuery,
+    ok=schemas.JobDetail,
+    errors={400: ["invalid_contact_status", "invalid_page", "invalid_page_size"], **_JOB_ERRORS},
+)
+openapi.register(
+    "POST",
+    "/batch/jobs/{batch_job_id}/cancel",
+    "Cancel a job",
+    ok=schemas.CancelAnswer,
+    errors={400: ["job_not_cancellable"], **_JOB_ERRORS},
+)
+openapi.register(
+    "POST",
+    "/batch/jobs/{batch_job_id}/start",
+    "Start a scheduled or pending job now",
+    ok=schemas.StartAnswer,
+    errors={400: ["job_not_startable"], **_JOB_ERRORS},
+)
+openapi.register(
+    "PATCH",
+    "/batch/jobs/{batch_job_id}/reschedule",
+    "Move a pending or scheduled job to another time",
+    body=RescheduleBody,
+    ok=schemas.RescheduleAnswer,
+    errors={
+        400: [
+            "validation_error",
+            "invalid_json",
+            "job_not_reschedulable",
+            "past_scheduled_time",
+            "invalid_scheduled_time",
+            "invalid_timezone",
+        ],
+        **_JOB_ERRORS,
+    },
+)

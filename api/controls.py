@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from api import keys as appkeys
+from api import openapi, schemas
 from api.auth import organization
 from api.batch import read_json, validation_error
 from api.errors import ApiError
@@ -230,3 +231,52 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             job, counts = await svc.snapshot(org, job_id)
         await response.write_eof()
     return response
+
+
+# ----------------------------------------------------------------- contract (api.openapi)
+
+_JOB_ERRORS: dict[int, list[str]] = {404: ["job_not_found"], 405: ["method_not_allowed"]}
+
+openapi.register(
+    "POST",
+    "/batch/jobs/{batch_job_id}/pause",
+    "Pause a job (body optional)",
+    body=PauseBody,
+    optional_body=True,
+    ok=schemas.ControlAnswer,
+    errors={400: ["validation_error", "invalid_json", "job_not_pausable"], **_JOB_ERRORS},
+)
+openapi.register(
+    "POST",
+    "/batch/jobs/{batch_job_id}/resume",
+    "Resume a paused job",
+    ok=schemas.ControlAnswer,
+    errors={400: ["job_not_resumable"], 402: ["insufficient_credits"], **_JOB_ERRORS},
+)
+openapi.register(
+    "POST",
+    "/batch/jobs/{batch_job_id}/retry",
+    "Re-queue contacts that ended in failure statuses (body optional)",
+    body=RetryBody,
+    optional_body=True,
+    ok=schemas.RetryAnswer,
+    errors={
+        400: ["validation_error", "invalid_json", "job_not_retryable", "invalid_retry_status"],
+        **_JOB_ERRORS,
+    },
+)
+openapi.register(
+    "GET",
+    "/batch/jobs/{batch_job_id}/export",
+    "The job's contacts and outcomes as CSV",
+    ok_content="text/csv",
+    errors=_JOB_ERRORS,
+)
+openapi.register(
+    "GET",
+    "/batch/jobs/{batch_job_id}/events",
+    "Live progress as Server-Sent Events (each event's data: a ProgressEvent)",
+    ok=schemas.ProgressFrame,
+    ok_content="text/event-stream",
+    errors=_JOB_ERRORS,
+)

@@ -36,6 +36,27 @@ class ApiError(Exception):
         self.details = details or {}
 
 
+# An error message lists at most this many problems, and stays under this many characters.
+MAX_PROBLEMS = 20
+MAX_MESSAGE_CHARS = 4000
+
+
+def problem_list(problems: list[str]) -> str:
+    """`problems` joined for an error message: the first MAX_PROBLEMS, each cut short, with a
+    note of how many more there were; never longer than MAX_MESSAGE_CHARS."""
+    shown = [p if len(p) <= 150 else p[:147] + "..." for p in problems[:MAX_PROBLEMS]]
+    text = "; ".join(shown)
+    if len(problems) > MAX_PROBLEMS:
+        text += f"; and {len(problems) - MAX_PROBLEMS} more"
+    return bounded(text)
+
+
+def bounded(message: str) -> str:
+    return (
+        message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 3] + "..."
+    )
+
+
 def batch_envelope(status: int, code: str, message: str, details: dict[str, Any]) -> web.Response:
     body: dict[str, Any] = {"success": False, "error": message, "code": code}
     body.update(details)
@@ -68,12 +89,12 @@ def error_middleware(envelopes: list[tuple[str, Envelope]]) -> Any:
         try:
             return await handler(request)
         except ApiError as exc:
-            return envelope(exc.status, exc.code, exc.message, exc.details)
+            return envelope(exc.status, exc.code, bounded(exc.message), exc.details)
         except ServiceError as exc:
-            return envelope(exc.status, exc.code, exc.message, exc.details)
+            return envelope(exc.status, exc.code, bounded(exc.message), exc.details)
         except IntakeError as exc:
-            status = 413 if exc.code == "file_too_large" else 400
-            return envelope(status, exc.code, exc.message, exc.details)
+            status = 413 if exc.code in ("file_too_large", "payload_too_large") else 400
+            return envelope(status, exc.code, bounded(exc.message), exc.details)
         except StorageUnavailable as exc:
             log.warning("request_storage_unavailable", path=request.path, error=str(exc))
             response = envelope(
@@ -88,8 +109,6 @@ def error_middleware(envelopes: list[tuple[str, Envelope]]) -> Any:
             if exc.status < 400:
                 raise
             code = _HTTP_CODES.get(exc.status, "http_error")
-            if exc.status == 413 and request.content_type == "multipart/form-data":
-                code = "file_too_large"
             message = exc.reason if exc.status != 404 else "Not found"
             response = envelope(exc.status, code, message, {})
             if exc.status == 405:

@@ -139,7 +139,7 @@ class StartupError(Exception):
 async def _serve(config: configmod.Config, config_path: str) -> int:
     from aiohttp import web
 
-    from api import health
+    from api import connections, health
     from api.app import create_app
 
     path = config.storage.path
@@ -172,8 +172,10 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    limits: connections.ConnectionGuard | None = None
     try:
         await runner.setup()
+        limits = connections.guard(runner, config.server)
         site = web.SockSite(runner, sock)
         await site.start()
         print(banner(config, config_path), file=sys.stderr, flush=True)
@@ -191,6 +193,8 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
         await runner.cleanup()
         return 0
     finally:
+        if limits is not None:
+            await limits.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await store.close()

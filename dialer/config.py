@@ -27,6 +27,13 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_mb: float = Field(default=12.0, gt=0)
+    # Per API key: sustained requests per second, and how many may come at once.
+    requests_per_second: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=100, ge=1)
+    # Open connections at most (those still sending request headers give way first), and how
+    # long a connection may take to send a request head.
+    max_connections: int = Field(default=1000, ge=1)
+    header_timeout_seconds: float = Field(default=15.0, gt=0)
 
 
 class StorageConfig(_Section):
@@ -141,6 +148,10 @@ class Organization(_Section):
     name: str = ""
     credits_usd: float | None = Field(default=None, ge=0)
     max_concurrent_calls: int | None = Field(default=None, ge=1)
+    # Quotas: unfinished jobs (pending, scheduled, running, paused) and contacts stored in all
+    # of the organization's jobs.
+    max_active_jobs: int = Field(default=100, ge=1)
+    max_stored_contacts: int = Field(default=1_000_000, ge=1)
 
 
 class Agent(_Section):
@@ -206,6 +217,10 @@ class Config(_Section):
 
     def organization(self, org_id: str) -> Organization | None:
         return next((o for o in self.organizations if o.id == org_id), None)
+
+    def credit_limits(self) -> dict[str, float]:
+        """{organization: credits} of the organizations that have credits."""
+        return {o.id: o.credits_usd for o in self.organizations if o.credits_usd is not None}
 
     def agent(self, agent_id: str) -> Agent | None:
         return next((a for a in self.agents if a.id == agent_id), None)

@@ -6,6 +6,7 @@ paging on `seq`), so a 10,000-contact export never holds more than one page in m
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -80,10 +81,23 @@ def row(call: CallRow, custom: list[tuple[str, str]]) -> list[str]:
     return fixed + [_cell(c.contact_data.get(field)) for _, field in custom]
 
 
+# A cell a spreadsheet would read as a formula (OWASP CSV injection): it starts with one of
+# these, possibly after whitespace, which some spreadsheets skip.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: str) -> str:
+    """`value` with a `'` in front when it starts like a formula (leading whitespace included,
+    and kept), so that spreadsheets show it as text instead of evaluating it."""
+    if value.startswith(_FORMULA_START) or value.lstrip().startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _encode(rows: Iterable[list[str]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerows(rows)
+    writer.writerows([safe_cell(cell) for cell in row] for row in rows)
     return buffer.getvalue().encode("utf-8")
 
 
@@ -97,7 +111,8 @@ async def csv_chunks(store: Store, job_id: str) -> AsyncIterator[bytes]:
         calls, _ = await store.list_calls(job_id, CallFilter(after_seq=after), page_size)
         if not calls:
             return
-        yield _encode(row(call, custom) for call in calls)
+        # Encoded on a worker thread: a page of wide rows takes a while.
+        yield await asyncio.to_thread(_encode, [row(call, custom) for call in calls])
         if len(calls) < page_size:
             return
         after = calls[-1].contact.seq

@@ -23,6 +23,13 @@ MAX_ROWS = 20_000  # rows of a file (or items of a JSON list), valid or not
 MAX_CSV_BYTES = 10 * 1024 * 1024
 MAX_REPORTED_INVALID = 100
 MAX_FIELD_CHARS = 10_000
+MAX_COLUMNS = 200
+# A contact's own data (its fields as JSON, UTF-8) may take at most this many bytes.
+MAX_CONTACT_DATA_BYTES = 64 * 1024
+
+# The csv module refuses fields over 128 KB by raising for the whole file; cells are checked
+# against MAX_FIELD_CHARS row by row instead (the file is at most MAX_CSV_BYTES anyway).
+csv.field_size_limit(MAX_CSV_BYTES + 1)
 
 # ASCII digits only and a full match: `\d` would accept other scripts' digits and `$` a trailing
 # newline, and either would reach the carrier as the number to dial.
@@ -66,13 +73,21 @@ class InvalidRow:
 
 @dataclass
 class ParsedContacts:
-    contacts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """Valid contacts in upload order, and what was skipped. Tests read them with `decoded`."""
+
+    # (phone, the contact's data as a JSON object's text): encoded as soon as it is read, so that
+    # a wide list is held as text rather than as millions of small Python objects.
+    contacts: list[tuple[str, str]] = field(default_factory=list)
     invalid: list[InvalidRow] = field(default_factory=list)
     invalid_count: int = 0
     duplicates: int = 0
     rows: int = 0  # data rows read, blank lines not counted
     encoding: str | None = None  # CSV: the encoding the file was read in
     phone_column: str | None = None  # CSV: the header of the column read as the phone number
+
+    def decoded(self) -> list[tuple[str, dict[str, Any]]]:
+        """The contacts with their data as dicts."""
+        return [(phone, json.loads(data)) for phone, data in self.contacts]
 
 
 def e164_problem(value: str) -> str | None:
@@ -220,7 +235,15 @@ def parse_csv(
         raise IntakeError("invalid_csv", f"CSV header cannot be read: {exc}") from None
     except StopIteration:
         raise IntakeError("invalid_csv", "CSV has no header row") from None
+    if len(header) > MAX_COLUMNS:
+        raise IntakeError(
+            "too_many_columns", f"CSV has {len(header)} columns; at most {MAX_COLUMNS} are allowed"
+        )
     columns = [h.strip() for h in header]
+    if any(len(c) > MAX_FIELD_CHARS for c in columns):
+        raise IntakeError(
+            "invalid_csv", f"CSV header has a column name longer than {MAX_FIELD_CHARS} characters"
+        )
     phone_index = find_phone_column(columns, phone_column)
     if len({c for c in columns if c}) != len([c for c in columns if c]):
         raise IntakeError("invalid_csv", "CSV header has duplicate column names")
@@ -238,6 +261,9 @@ def parse_csv(
             if len(record) > len(columns) and any(c.strip() for c in record[len(columns) :]):
                 _invalid(result, line_no, "", "row has more fields than the header")
                 continue
+            if any(len(cell) > MAX_FIELD_CHARS for cell in record):
+                _invalid(result, line_no, "", f"a cell is longer than {MAX_FIELD_CHARS} characters")
+                continue
             raw = record[phone_index].strip() if phone_index < len(record) else ""
             phone, problem = normalize_phone(raw, region)
             if phone is None:
@@ -250,15 +276,19 @@ def parse_csv(
                 raise IntakeError(
                     "too_many_contacts", f"CSV has more than {MAX_CONTACTS} valid contacts"
                 )
-            seen.add(phone)
             fields: dict[str, Any] = {}
             for i, column in enumerate(columns):
-                if not column:
-                    continue
                 value = record[i].strip() if i < len(record) else ""
-                fields["phone" if i == phone_index else column] = value[:MAX_FIELD_CHARS]
-            fields["phone"] = phone
-            result.contacts.append((phone, fields))
+                if i == phone_index:
+                    fields["phone"] = phone
+                elif column and value:  # empty cells are not stored
+                    fields[column] = value
+            encoded = encode(fields)
+            if _size(encoded) > MAX_CONTACT_DATA_BYTES:
+                _invalid(result, line_no, phone, _TOO_LARGE)
+                continue
+            seen.add(phone)
+            result.contacts.append((phone, encoded))
     except csv.Error as exc:
         raise IntakeError("invalid_csv", f"CSV is malformed: {exc}") from None
     if not result.contacts:
@@ -301,6 +331,7 @@ def parse_json_contacts(
         raise IntakeError("no_valid_contacts", "contacts is empty")
     result = ParsedContacts(rows=len(items))
     bad: list[InvalidRow] = []
+    too_large: list[int] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -326,17 +357,28 @@ def parse_json_contacts(
             continue
         if len(result.contacts) == MAX_CONTACTS:
             raise IntakeError("too_many_contacts", f"more than {MAX_CONTACTS} valid contacts")
-        seen.add(phone)
         data = {k: v for k, v in item.items() if k != key}
         data["phone"] = phone
-        result.contacts.append((phone, data))
+        encoded = encode(data)
+        if _size(encoded) > MAX_CONTACT_DATA_BYTES:
+            too_large.append(index)
+            continue
+        seen.add(phone)
+        result.contacts.append((phone, encoded))
+    if too_large and not bad:
+        raise IntakeError(
+            "contact_data_too_large",
+            f"{len(too_large)} contact(s) carry more than {MAX_CONTACT_DATA_BYTES // 1024} KB of "
+            f"data: index {_indexes(too_large)}",
+            {"invalidIndexes": too_large[:MAX_REPORTED_INVALID], "invalidCount": len(too_large)},
+        )
     if bad:
         indexes = [b.row for b in bad]
-        shown = ", ".join(str(i) for i in indexes[:20]) + (" ..." if len(indexes) > 20 else "")
         strict = "E.164 required" if region is None else f"read as dialed from {region}"
         raise IntakeError(
             "invalid_phone_format",
-            f"{len(bad)} contact(s) have an invalid phone number ({strict}): index {shown}",
+            f"{len(bad)} contact(s) have an invalid phone number ({strict}): "
+            f"index {_indexes(indexes)}",
             {
                 "invalidIndexes": indexes[:MAX_REPORTED_INVALID],
                 "invalidContacts": [
@@ -347,6 +389,26 @@ def parse_json_contacts(
             },
         )
     return result
+
+
+_TOO_LARGE = f"contact data is larger than {MAX_CONTACT_DATA_BYTES // 1024} KB"
+
+
+def encode(data: dict[str, Any]) -> str:
+    """A contact's data as it is stored: a JSON object."""
+    return json.dumps(data, ensure_ascii=False)
+
+
+def _size(encoded: str) -> int:
+    """UTF-8 bytes of encoded data (4 for a character beyond U+FFFF, 3 for other non-ASCII)."""
+    if encoded.isascii():
+        return len(encoded)
+    return len(encoded.encode("utf-8", "surrogatepass"))
+
+
+def _indexes(indexes: list[int]) -> str:
+    """The first 20 indexes for a message."""
+    return ", ".join(str(i) for i in indexes[:20]) + (" ..." if len(indexes) > 20 else "")
 
 
 def _invalid(result: ParsedContacts, row: int, value: str, reason: str) -> None:

@@ -181,6 +181,7 @@ class Engine:
     def __init__(self, config: Config, store: Store, provider: Provider, clock: Clock) -> None:
         self.config = config
         self.store = store
+        store.set_credit_limits(config.credit_limits())  # pauses jobs when credits run out
         self.provider = provider
         self.clock = clock
         self._wake = asyncio.Event()

@@ -7,9 +7,10 @@ Errors are `ServiceError`s carrying the API error code.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dialer import estimates, export, intake, states
 from dialer.clock import Clock
-from dialer.config import Config
+from dialer.config import Config, Organization
 from dialer.scheduler import Engine
 from dialer.states import ContactStatus, JobStatus
 from storage.db import TransitionError
@@ -26,8 +27,12 @@ from storage.store import (
     CallFilter,
     CallRow,
     ContactRow,
+    CreateLimits,
+    IdempotencyRecord,
+    IdempotencyReplay,
     JobDetailRow,
     JobRow,
+    LimitExceeded,
     NewContact,
     NewJob,
     Store,
@@ -52,6 +57,29 @@ def not_found(job_id: str) -> ServiceError:
 
 
 MANUAL_PAUSE_REASON = "Paused by operator"
+
+
+def limit_error(exc: LimitExceeded, cost: float, contacts: int) -> ServiceError:
+    """The answer to a create that would pass one of its organization's limits."""
+    if exc.limit == "credits_usd":
+        return ServiceError(
+            402,
+            "insufficient_credits",
+            f"Estimated cost {estimates.format_usd(cost)} exceeds remaining credits "
+            f"{estimates.format_usd(exc.available)} (spend plus what unfinished jobs reserve)",
+        )
+    if exc.limit == "max_active_jobs":
+        what = "unfinished jobs (pending, scheduled, running or paused)"
+        wanted = "1 more"
+    else:
+        what = "stored contacts"
+        wanted = f"{contacts} more"
+    return ServiceError(
+        429,
+        "quota_exceeded",
+        f"Quota {exc.limit} reached: {wanted} {what} would pass it ({int(exc.available)} left)",
+        {"quota": exc.limit},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +108,39 @@ class Created:
     estimated_cost: str
 
 
+# How long an Idempotency-Key is remembered.
+IDEMPOTENCY_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A create's Idempotency-Key, the fingerprint of its content, and how to render the
+    answer that a retry with the same key and content gets again."""
+
+    key: str
+    fingerprint: str
+    render: Callable[[Created], dict[str, Any]]
+
+
+class Replayed(Exception):
+    """The create was made before with the same key and content: its first answer (JSON)."""
+
+    def __init__(self, response: str) -> None:
+        super().__init__("replayed")
+        self.response = response
+
+
+def replay_or_conflict(fingerprint: str, found: tuple[str, str]) -> Exception:
+    kept_fingerprint, response = found
+    if kept_fingerprint == fingerprint:
+        return Replayed(response)
+    return ServiceError(
+        409,
+        "idempotency_key_reused",
+        "This Idempotency-Key was used with a different request in the last 24 hours",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Detail:
     job: JobRow
@@ -87,6 +148,10 @@ class Detail:
     contacts_json: str  # a JSON array of contacts in the API's shape, rendered by the store
     contacts_total: int
     estimated_completion: float | None
+
+
+# 9999-12-31T23:59:59Z: a later time has no four-digit year to be shown with.
+LATEST_SCHEDULE = 253_402_300_799.0
 
 
 def parse_schedule(value: str, tz_name: str, now: float) -> float:
@@ -109,6 +174,10 @@ def parse_schedule(value: str, tz_name: str, now: float) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=zone)
     timestamp = when.timestamp()
+    if timestamp > LATEST_SCHEDULE:
+        raise ServiceError(
+            400, "invalid_scheduled_time", "scheduledStartTime is after 9999-12-31T23:59:59Z"
+        )
     if timestamp <= now:
         raise ServiceError(400, "past_scheduled_time", "scheduledStartTime is in the past")
     return timestamp
@@ -152,9 +221,21 @@ class JobService:
     # ------------------------------------------------------------ create
 
     async def create(
-        self, org_id: str, request: CreateJob, parsed: intake.ParsedContacts
+        self,
+        org_id: str,
+        request: CreateJob,
+        parsed: intake.ParsedContacts,
+        idempotency: Idempotency | None = None,
     ) -> Created:
+        """Create a job. With `idempotency`, a key the organization used in the last 24 hours
+        raises Replayed (same content) or a 409 ServiceError (other content)."""
         now = self.clock.now()
+        if idempotency is not None:
+            found = await self.store.find_idempotency_key(
+                org_id, idempotency.key, now - IDEMPOTENCY_SECONDS
+            )
+            if found is not None:
+                raise replay_or_conflict(idempotency.fingerprint, found)
         number = self.config.phone_number(request.from_phone_number_id)
         if number is None or number.organization != org_id:
             raise ServiceError(
@@ -176,16 +257,6 @@ class JobService:
         cost = estimates.cost_usd(
             total, engine_cfg.default_call_seconds, self.config.pricing.usd_per_minute
         )
-        org = self.config.organization(org_id)
-        if org is not None and org.credits_usd is not None:
-            remaining = org.credits_usd - await self.store.organization_spend(org_id)
-            if remaining < cost:
-                raise ServiceError(
-                    402,
-                    "insufficient_credits",
-                    f"Estimated cost {estimates.format_usd(cost)} exceeds remaining credits "
-                    f"{estimates.format_usd(max(0.0, remaining))}",
-                )
         duration = estimates.duration_seconds(
             total,
             request.concurrent_call_limit,
@@ -211,16 +282,38 @@ class JobService:
             estimated_cost_usd=cost,
             ringing_timeout_seconds=request.ringing_timeout_seconds,
         )
-        await self.store.create_job(
-            job, [NewContact(phone, data) for phone, data in parsed.contacts]
+        org = self.config.organization(org_id) or Organization(id=org_id)
+        limits = CreateLimits(
+            credits_usd=org.credits_usd,
+            max_active_jobs=org.max_active_jobs,
+            max_stored_contacts=org.max_stored_contacts,
         )
-        self.engine.notify()
-        return Created(
+        created = Created(
             job=job,
             total_contacts=total,
             estimated_duration=estimates.format_duration(duration),
             estimated_cost=estimates.format_usd(cost),
         )
+        record = None
+        if idempotency is not None:
+            record = IdempotencyRecord(
+                key=idempotency.key,
+                fingerprint=idempotency.fingerprint,
+                response=json.dumps(idempotency.render(created)),
+                since=now - IDEMPOTENCY_SECONDS,
+            )
+        try:
+            await self.store.create_job(
+                job, [NewContact(phone, data) for phone, data in parsed.contacts], limits, record
+            )
+        except LimitExceeded as exc:
+            raise limit_error(exc, cost, total) from None
+        except IdempotencyReplay as exc:  # the same key, committed while this one was checked
+            raise replay_or_conflict(
+                idempotency.fingerprint if idempotency else "", (exc.fingerprint, exc.response)
+            ) from None
+        self.engine.notify()
+        return created
 
     def _agent_for(
         self, org_id: str, wanted: str | None, number_id: str, outbound_agent: str | None
@@ -382,8 +475,19 @@ class JobService:
         return job
 
     async def resume(self, org_id: str, job_id: str) -> JobRow:
-        """Let a paused job dial again. Resuming an active job that is not paused is a no-op."""
+        """Let a paused job dial again. Resuming an active job that is not paused is a no-op.
+        While the organization's spend is at its credits, a paused job stays paused (402)."""
         job = await self.get(org_id, job_id)
+        org = self.config.organization(org_id)
+        if job.status == JobStatus.PAUSED and org is not None and org.credits_usd is not None:
+            spent = await self.store.organization_spend(org_id)
+            if spent > 0 and spent >= org.credits_usd:
+                raise ServiceError(
+                    402,
+                    "insufficient_credits",
+                    f"Credits exhausted: {estimates.format_usd(spent)} spent of "
+                    f"{estimates.format_usd(org.credits_usd)}; raise credits_usd before resuming",
+                )
         resumed = job.status == JobStatus.PAUSED and await self.store.resume_job(
             org_id, job_id, self.clock.now()
         )
@@ -429,12 +533,10 @@ class JobService:
             raise not_found(job_id)
         return found
 
-    async def batch(self, org_id: str, job_id: str) -> tuple[BatchSummary, Sequence[ContactRow]]:
-        """A job with its batch figures (contacts dialed, retries) and all its contacts."""
-        found = await self.store.batch_overview(org_id, job_id)
-        if found is None:
-            raise not_found(job_id)
-        return found
+    async def batch_contacts(self, job_id: str, limit: int, offset: int) -> Sequence[ContactRow]:
+        """A page of a job's contacts in upload order (the job's organization already checked
+        by `batch_summary`)."""
+        return await self.store.list_contacts(job_id, None, limit, offset)
 
     async def batch_summary(self, org_id: str, job_id: str) -> BatchSummary:
         """A job with its batch figures (no contacts)."""

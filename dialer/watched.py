@@ -31,6 +31,8 @@ CONFIG = """
 [server]
 host = "127.0.0.1"
 port = {port}
+requests_per_second = 1000000
+burst = 1000000
 [storage]
 path = "{db}"
 [engine]
@@ -44,6 +46,7 @@ ring_seconds = 0
 default_outcome = "completed"
 [[organizations]]
 id = "{org}"
+max_active_jobs = 1000
 [[agents]]
 id = "agent_watched"
 organization = "{org}"

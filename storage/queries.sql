@@ -15,9 +15,10 @@ INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, up
 VALUES (?, ?, ?, ?, 'pending', ?, ?)
 
 -- insert_contacts --
--- A whole list in one statement: :contacts is [[phone, {data}], ...] in upload order.
+-- A part of a list in one statement: :contacts is [[phone, {data}], ...] in upload order, the
+-- first of them at upload position :first_seq.
 INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)
-SELECT :job_id, key + 1, value ->> 0, value -> 1, 'pending', :max_attempts, :now
+SELECT :job_id, :first_seq + key, value ->> 0, value -> 1, 'pending', :max_attempts, :now
 FROM json_each(:contacts)
 
 -- insert_status_counts --
@@ -445,3 +446,38 @@ WHERE id = :id AND organization_id = :org AND deleted_at IS NULL
   AND status IN ('completed', 'failed', 'cancelled')
   AND NOT EXISTS (
       SELECT 1 FROM job_status_counts WHERE job_id = :id AND status = 'dialing' AND n > 0)
+-- add_job_spend --
+UPDATE jobs SET spent_usd = spent_usd + ? WHERE id = ?
+
+-- organization_commitments --
+-- What an organization's credits already cover: its spend, plus the unspent part of the
+-- estimate of each of its unfinished jobs (released when the job finishes); its unfinished
+-- jobs; and the contacts it stores (every job's).
+SELECT
+    coalesce((SELECT spent_usd FROM organization_spend WHERE organization_id = :org), 0)
+        + coalesce((SELECT sum(max(estimated_cost_usd - spent_usd, 0)) FROM jobs
+                    WHERE organization_id = :org
+                      AND status IN ('pending', 'scheduled', 'running', 'paused')), 0),
+    (SELECT count(*) FROM jobs
+     WHERE organization_id = :org AND status IN ('pending', 'scheduled', 'running', 'paused')),
+    coalesce((SELECT sum(total_contacts) FROM jobs WHERE organization_id = :org), 0)
+
+-- pause_jobs_out_of_credits --
+-- Running jobs of organizations whose spend reached their credits (:limits: {org: credits}).
+UPDATE jobs SET status = 'paused', status_reason = :reason, updated_at = :now
+WHERE status = 'running' AND organization_id IN (
+    SELECT s.organization_id FROM organization_spend s
+    JOIN json_each(:limits) l ON l.key = s.organization_id
+    WHERE s.spent_usd > 0 AND s.spent_usd >= l.value)
+RETURNING id
+
+-- find_idempotency_key --
+SELECT fingerprint, response FROM idempotency_keys
+WHERE organization_id = :org AND key = :key AND created_at >= :since
+
+-- forget_old_idempotency_keys --
+DELETE FROM idempotency_keys WHERE organization_id = :org AND created_at < :since
+
+-- insert_idempotency_key --
+INSERT INTO idempotency_keys (organization_id, key, fingerprint, job_id, response, created_at)
+VALUES (:org, :key, :fingerprint, :job_id, :response, :now)

@@ -54,7 +54,7 @@ class NewJob:
 @dataclass(frozen=True, slots=True)
 class NewContact:
     phone: str
-    data: dict[str, Any]
+    data: dict[str, Any] | str  # a dict, or a JSON object's text already encoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,7 @@ class JobRow:
     call_seconds: float = 0.0  # their total slot time, claim to end
     deleted_at: float | None = None  # hidden from every route (migration 0008)
     ringing_timeout_seconds: float | None = None  # None: the provider's configured one
+    spent_usd: float = 0.0  # charged so far (migration 0006)
 
     @property
     def average_call_seconds(self) -> float | None:
@@ -266,6 +267,48 @@ class ApiKeyRow:
 
 RoomNamer = Callable[[str, int, int], str]
 
+# The status reason of a job the engine paused because its organization ran out of credits.
+CREDITS_EXHAUSTED = "Credits exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateLimits:
+    """What an organization may hold, checked in the transaction that creates a job (None: no
+    limit). Credits cover the spend plus the unspent estimates of unfinished jobs."""
+
+    credits_usd: float | None = None
+    max_active_jobs: int | None = None
+    max_stored_contacts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The answer to keep for a create that carried an Idempotency-Key."""
+
+    key: str
+    fingerprint: str
+    response: str  # JSON
+    since: float  # a record older than this has expired
+
+
+class IdempotencyReplay(Exception):
+    """A create whose key was already used (within its lifetime) by the same organization."""
+
+    def __init__(self, fingerprint: str, response: str) -> None:
+        super().__init__("idempotency key already used")
+        self.fingerprint = fingerprint
+        self.response = response
+
+
+class LimitExceeded(Exception):
+    """A create that would pass one of its organization's limits: `limit` names it
+    (credits_usd, max_active_jobs, max_stored_contacts), `available` is what is left."""
+
+    def __init__(self, limit: str, available: float) -> None:
+        super().__init__(f"{limit} exceeded ({available} left)")
+        self.limit = limit
+        self.available = available
+
 
 class Store:
     """Async facade over the SQLite database. Construct with `await Store.open(path)`.
@@ -274,6 +317,10 @@ class Store:
     `storage.connection`). The store also keeps the facts health is told from: whether the last
     write succeeded, and whether the files it has open are still the database at `path`.
     """
+
+    # {organization: credits} as JSON: organizations whose running jobs pause when their spend
+    # reaches their credits (see set_credit_limits).
+    _credit_limits = "{}"
 
     def __init__(self, path: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.path = path
@@ -420,7 +467,17 @@ class Store:
 
     # ----------------------------------------------------------------- jobs
 
-    async def create_job(self, job: NewJob, contacts: Sequence[NewContact]) -> None:
+    async def create_job(
+        self,
+        job: NewJob,
+        contacts: Sequence[NewContact],
+        limits: CreateLimits | None = None,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        """Insert a job and its contacts. With `limits`, first check in the same transaction
+        (so that racing creates cannot both pass) that the organization stays within them;
+        raise LimitExceeded if not. With `idempotency`, a key the organization already used
+        raises IdempotencyReplay (nothing is created), else the answer is kept with the job."""
         params = {
             "id": job.id,
             "organization_id": job.organization_id,
@@ -441,24 +498,32 @@ class Store:
             "estimated_cost_usd": job.estimated_cost_usd,
             "ringing_timeout_seconds": job.ringing_timeout_seconds,
         }
-        # Loaded by one statement: a statement per contact would hand the GIL back and forth
-        # with the event loop once per row.
-        contacts_json = json.dumps([[c.phone, c.data] for c in contacts], ensure_ascii=False)
         statuses_json = json.dumps(CONTACT_STATUSES)
 
         def tx(conn: sqlite3.Connection) -> None:
+            if idempotency is not None:
+                _keep_idempotency(conn, job, idempotency)
+            if limits is not None:
+                _check_limits(conn, job, len(contacts), limits)
             conn.execute(Q()["insert_job"], params)
             # The count rows exist before the contacts, whose insert trigger counts them.
             conn.execute(Q()["insert_status_counts"], (job.id, statuses_json))
-            conn.execute(
-                Q()["insert_contacts"],
-                {
-                    "job_id": job.id,
-                    "contacts": contacts_json,
-                    "max_attempts": job.max_attempts,
-                    "now": job.created_at,
-                },
-            )
+            # A few statements of INSERT_CHUNK contacts each: a statement per contact would
+            # hand the GIL back and forth with the event loop once per row, one statement for
+            # a whole wide list would hold it all as JSON text and as SQLite's parse of it.
+            # Encoded here, on the writer's thread: a big list takes a while.
+            for start in range(0, len(contacts), INSERT_CHUNK):
+                chunk = contacts[start : start + INSERT_CHUNK]
+                conn.execute(
+                    Q()["insert_contacts"],
+                    {
+                        "job_id": job.id,
+                        "contacts": "[" + ",".join(_contact_json(c) for c in chunk) + "]",
+                        "first_seq": start + 1,
+                        "max_attempts": job.max_attempts,
+                        "now": job.created_at,
+                    },
+                )
 
         await self._write(tx)
 
@@ -531,21 +596,6 @@ class Store:
             return (JobRow.from_row(row), _counts(conn, job_id)) if row else None
 
         return await self._read_small(q)
-
-    async def batch_overview(
-        self, organization_id: str, job_id: str
-    ) -> tuple[BatchSummary, list[ContactRow]] | None:
-        """A job with its batch figures, and all its contacts."""
-
-        def q(conn: sqlite3.Connection) -> tuple[BatchSummary, list[ContactRow]] | None:
-            row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
-            if row is None:
-                return None
-            params = {"job_id": job_id, "status": None, "limit": -1, "offset": 0}
-            contacts = _contact_page(conn, params)
-            return _batch_summaries(conn, [JobRow.from_row(row)])[0], contacts
-
-        return await self._read(q)
 
     async def list_calls(
         self, job_id: str, where: CallFilter, limit: int, offset: int = 0, *, count: bool = False
@@ -775,9 +825,13 @@ class Store:
         Claims are committed before anyone dials: after a crash they are found in `dialing`.
         """
 
+        credit_limits = self._credit_limits
+
         def tx(conn: sqlite3.Connection) -> CycleResult:
             completed, refused = _record(conn, outcomes, now)
             applied = [v for v in verdicts if _apply_verdict(conn, v, now)]
+            if credit_limits != "{}":
+                applied += _pause_out_of_credits(conn, credit_limits, now)
             claims = _claim(conn, wanted, now, room_namer)
             completed += [j for j, c in claims.items() if c.completed and j not in completed]
             return CycleResult(completed, refused, claims, applied)
@@ -819,6 +873,24 @@ class Store:
 
         return await self._write(q)
 
+    async def find_idempotency_key(
+        self, organization_id: str, key: str, since: float
+    ) -> tuple[str, str] | None:
+        """(fingerprint, response) kept for this key since `since`, if any."""
+
+        def q(conn: sqlite3.Connection) -> tuple[str, str] | None:
+            params = {"org": organization_id, "key": key, "since": since}
+            row = conn.execute(Q()["find_idempotency_key"], params).fetchone()
+            return (row[0], row[1]) if row else None
+
+        return await self._read_small(q)
+
+    def set_credit_limits(self, limits: Mapping[str, float]) -> None:
+        """From now on, each scheduler cycle pauses the running jobs of an organization whose
+        spend reached its credits (`limits`: {organization: credits}), with CREDITS_EXHAUSTED
+        as their reason; they claim no one until resumed."""
+        self._credit_limits = json.dumps(dict(limits))
+
     async def organization_spend(self, organization_id: str) -> float:
         return await self._read(
             lambda conn: float(conn.execute(Q()["get_spend"], (organization_id,)).fetchone()[0])
@@ -855,6 +927,9 @@ class Store:
         )
 
 
+# Contacts inserted by one statement of a create.
+INSERT_CHUNK = 1000
+
 CONTACT_STATUSES = (
     "pending",
     "queued",
@@ -869,6 +944,13 @@ CONTACT_STATUSES = (
     "failed",
     "cancelled",
 )
+
+
+def _contact_json(contact: NewContact) -> str:
+    """[phone, data] as JSON text (data encoded once: intake hands it over as text)."""
+    data = contact.data
+    encoded = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"[{json.dumps(contact.phone)},{encoded}]"
 
 
 def _json_rows(conn: sqlite3.Connection, query: str, params: Any) -> list[list[Any]]:
@@ -979,15 +1061,18 @@ def _record(
     conn.execute(Q()["drop_given_back_attempts"])
     conn.execute(Q()["clear_outcome_batch"])
     spend: dict[str, float] = {}
+    job_spend: dict[str, float] = {}
     calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]
     for o in accepted:
         if o.charged_usd:
             spend[o.organization_id] = spend.get(o.organization_id, 0.0) + o.charged_usd
+            job_spend[o.job_id] = job_spend.get(o.job_id, 0.0) + o.charged_usd
         if not o.give_back and o.ended_at is not None:
             stats = calls.setdefault(o.job_id, [0, 0.0])
             stats[0] += 1
             stats[1] += max(0.0, o.ended_at - o.started_at)
     conn.executemany(Q()["add_spend"], list(spend.items()))
+    conn.executemany(Q()["add_job_spend"], [(usd, job) for job, usd in job_spend.items()])
     conn.execute(
         Q()["add_call_stats_batch"],
         (json.dumps([[job, n, secs] for job, (n, secs) in calls.items()]),),
@@ -995,6 +1080,52 @@ def _record(
     params = {"ids": json.dumps(job_ids), "now": now}
     completed = [r[0] for r in conn.execute(Q()["complete_jobs_if_done"], params)]
     return completed, refused
+
+
+def _keep_idempotency(conn: sqlite3.Connection, job: NewJob, record: IdempotencyRecord) -> None:
+    params = {"org": job.organization_id, "key": record.key, "since": record.since}
+    row = conn.execute(Q()["find_idempotency_key"], params).fetchone()
+    if row is not None:
+        raise IdempotencyReplay(row[0], row[1])
+    conn.execute(Q()["forget_old_idempotency_keys"], params)
+    conn.execute(
+        Q()["insert_idempotency_key"],
+        {
+            **params,
+            "fingerprint": record.fingerprint,
+            "job_id": job.id,
+            "response": record.response,
+            "now": job.created_at,
+        },
+    )
+
+
+def _check_limits(
+    conn: sqlite3.Connection, job: NewJob, contacts: int, limits: CreateLimits
+) -> None:
+    committed, active, stored = conn.execute(
+        Q()["organization_commitments"], {"org": job.organization_id}
+    ).fetchone()
+    if limits.max_active_jobs is not None and active + 1 > limits.max_active_jobs:
+        raise LimitExceeded("max_active_jobs", max(0, limits.max_active_jobs - active))
+    if limits.max_stored_contacts is not None and stored + contacts > limits.max_stored_contacts:
+        raise LimitExceeded("max_stored_contacts", max(0, limits.max_stored_contacts - stored))
+    # A cent of tolerance: estimates are rounded to cents, spend is not.
+    if limits.credits_usd is not None and committed + job.estimated_cost_usd > (
+        limits.credits_usd + 0.005
+    ):
+        raise LimitExceeded("credits_usd", max(0.0, limits.credits_usd - committed))
+
+
+def _pause_out_of_credits(
+    conn: sqlite3.Connection, limits_json: str, now: float
+) -> list[JobVerdict]:
+    """Pause the running jobs of organizations whose spend reached their credits."""
+    params = {"limits": limits_json, "reason": CREDITS_EXHAUSTED, "now": now}
+    return [
+        JobVerdict(row[0], "paused", CREDITS_EXHAUSTED)
+        for row in conn.execute(Q()["pause_jobs_out_of_credits"], params).fetchall()
+    ]
 
 
 def _apply_verdict(conn: sqlite3.Connection, verdict: JobVerdict, now: float) -> bool:

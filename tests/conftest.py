@@ -29,6 +29,8 @@ NUMBER = "num_a"
 def make_config(tmp_path: Path | None = None, **overrides: Any) -> configmod.Config:
     """A test config: two organizations, instant simulated calls. Sections merge over defaults."""
     data: dict[str, Any] = {
+        # The fake clock stands still: tests that poll need a bucket that does not run dry.
+        "server": {"requests_per_second": 1_000_000.0, "burst": 1_000_000},
         "storage": {"path": str(tmp_path / "dialer.db") if tmp_path else ":memory:"},
         "engine": {"max_concurrent_calls": 50, "shutdown_grace_seconds": 0},
         "telephony": {

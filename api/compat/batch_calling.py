@@ -17,8 +17,11 @@ reaches the agent in the dispatch metadata (`contactData`), and comes back in th
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -36,6 +39,7 @@ from pydantic import (
 )
 
 from api import keys as appkeys
+from api import openapi, schemas
 from api.auth import organization
 from api.batch import CreateFields, bounded_int, read_json
 from api.controls import export_response
@@ -513,15 +517,6 @@ def recipient_json(job: JobRow, contact: ContactRow) -> dict[str, Any]:
     }
 
 
-def batch_detail_json(
-    config: configmod.Config, summary: BatchSummary, contacts: Sequence[ContactRow]
-) -> dict[str, Any]:
-    """A batch with every recipient, the SDK's `BatchCallDetailedResponse` shape."""
-    body = batch_json(config, summary)
-    body["recipients"] = [recipient_json(summary.job, c) for c in contacts]
-    return body
-
-
 # ----------------------------------------------------------------- routes
 
 
@@ -551,13 +546,44 @@ async def list_batches(request: web.Request) -> web.Response:
     )
 
 
+# Recipients read and rendered per page: every page is a short hold of the GIL (a C-level
+# json.dumps of 10,000 recipients at once would hold it for a tenth of a second).
+RECIPIENTS_PAGE = 200
+# One rendering thread for all requests: parallel requests take turns rather than each holding
+# the GIL in its own thread, which would keep the event loop waiting behind all of them.
+_RENDERER = ThreadPoolExecutor(1, thread_name_prefix="render")
+
+
+def recipients_text(job: JobRow, contacts: Sequence[ContactRow]) -> str:
+    """A page of recipients as JSON array items (no brackets)."""
+    return json.dumps([recipient_json(job, c) for c in contacts])[1:-1]
+
+
 @routes.get(CONVAI_PREFIX + "{batch_id}")
 @routes.get(VOICEAI_PREFIX + "{batch_id}")
-async def get_batch(request: web.Request) -> web.Response:
-    summary, contacts = await request.app[appkeys.SERVICE].batch(
-        organization(request), request.match_info["batch_id"]
-    )
-    return web.json_response(batch_detail_json(request.app[appkeys.CONFIG], summary, contacts))
+async def get_batch(request: web.Request) -> web.StreamResponse:
+    """The batch with every recipient (`batch_json` with `recipients`), streamed page by page and
+    rendered off the event loop, so a batch of 10,000 recipients holds up no other request."""
+    svc, org = request.app[appkeys.SERVICE], organization(request)
+    summary = await svc.batch_summary(org, request.match_info["batch_id"])
+    head = json.dumps(batch_json(request.app[appkeys.CONFIG], summary))[:-1]
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write((head + ', "recipients": [').encode())
+    loop = asyncio.get_running_loop()
+    offset = 0
+    while True:
+        contacts = await svc.batch_contacts(summary.job.id, RECIPIENTS_PAGE, offset)
+        if contacts:
+            text = await loop.run_in_executor(_RENDERER, recipients_text, summary.job, contacts)
+            await response.write(((", " if offset else "") + text).encode())
+        if len(contacts) < RECIPIENTS_PAGE:
+            break
+        offset += RECIPIENTS_PAGE
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
 
 
 @routes.post(CONVAI_PREFIX + "{batch_id}/cancel")
@@ -587,3 +613,59 @@ async def delete_batch(request: web.Request) -> web.Response:
 @routes.get(CONVAI_PREFIX + "{batch_id}/export")
 async def export_batch(request: web.Request) -> web.StreamResponse:
     return await export_response(request, request.match_info["batch_id"])
+
+
+# ----------------------------------------------------------------- contract (api.openapi)
+
+_BATCH_ERRORS = {404: ["job_not_found"], 422: ["validation_error"]}
+openapi.register(
+    "POST",
+    CONVAI_PREFIX + "submit",
+    "Submit a batch of calls (ElevenLabs SDK `batch_calls.create`)",
+    body=Submit,
+    ok=schemas.BatchCallSummary,
+    errors={400: ["invalid_json"], 404: ["phone_number_not_found"], 422: ["validation_error"]},
+)
+openapi.register(
+    "GET",
+    CONVAI_PREFIX + "workspace",
+    "Batches of the organization, newest first (`batch_calls.list`)",
+    ok=schemas.BatchCallPage,
+    errors={422: ["validation_error"]},
+)
+for _prefix in (CONVAI_PREFIX, VOICEAI_PREFIX):
+    openapi.register(
+        "GET",
+        _prefix + "{batch_id}",
+        "A batch with every recipient (`batch_calls.get`)",
+        ok=schemas.BatchCall,
+        errors=_BATCH_ERRORS,
+    )
+openapi.register(
+    "POST",
+    CONVAI_PREFIX + "{batch_id}/cancel",
+    "Cancel a batch (`batch_calls.cancel`)",
+    ok=schemas.BatchCallSummary,
+    errors={**_BATCH_ERRORS, 400: ["job_not_cancellable"]},
+)
+openapi.register(
+    "POST",
+    CONVAI_PREFIX + "{batch_id}/retry",
+    "Call failed and unanswered recipients again (`batch_calls.retry`)",
+    ok=schemas.BatchCallSummary,
+    errors={**_BATCH_ERRORS, 400: ["job_not_retryable"]},
+)
+openapi.register(
+    "DELETE",
+    CONVAI_PREFIX + "{batch_id}",
+    "Delete a finished batch (`batch_calls.delete`); its call records are kept",
+    status=204,
+    errors={**_BATCH_ERRORS, 400: ["job_not_deletable"]},
+)
+openapi.register(
+    "GET",
+    CONVAI_PREFIX + "{batch_id}/export",
+    "Every recipient as CSV",
+    ok_content="text/csv",
+    errors=_BATCH_ERRORS,
+)

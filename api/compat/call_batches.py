@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from api import keys as appkeys
+from api import openapi, schemas
 from api.auth import organization
 from api.batch import bounded_int
 from api.errors import ApiError, Envelope
@@ -196,3 +197,15 @@ async def list_batch_calls(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+# ----------------------------------------------------------------- contract (api.openapi)
+
+openapi.register(
+    "GET",
+    CALL_BATCHES_PREFIX + "{batch_id}/calls",
+    "A page of a batch's calls (compatibility shape)",
+    query=schemas.CallsQuery,
+    ok=schemas.CallsPage,
+    errors={400: ["validation_error"], 404: ["not_found"], 405: ["method_not_allowed"]},
+)

@@ -24,6 +24,8 @@ BASE_CONFIG = """
 [server]
 host = "127.0.0.1"
 port = {port}
+requests_per_second = 100000
+burst = 100000
 
 [storage]
 path = "{db}"

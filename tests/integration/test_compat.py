@@ -407,3 +407,28 @@ async def test_external_id_is_shown_as_it_is_filtered(running: Running) -> None:
     for not_an_id in ("True", "true", "1", "7.5"):
         _, found = await list_calls(running, job_id, external_id=not_an_id)
         assert found["data"]["total"] == 0, not_an_id
+
+
+async def test_external_id_integers_of_any_size_match_as_text(running: Running) -> None:
+    """Integer ids beyond 64 bits are shown and matched by their exact digits."""
+    big = 2**64 + 1
+    huge = 10**40 + 7
+    contacts = [
+        {"phone": "+12025550101", "external_id": big},
+        {"phone": "+12025550102", "contact_id": huge},
+        {"phone": "+12025550103", "external_id": 2**63 - 1},
+        {"phone": "+12025550104", "contact_id": ""},
+    ]
+    job_id = (await running.create_json(contacts))["batchJobId"]
+    _, body = await list_calls(running, job_id)
+    assert [i["external_id"] for i in body["data"]["items"]] == [
+        str(big),
+        str(huge),
+        str(2**63 - 1),
+        None,
+    ]
+    for wanted in (str(big), str(huge), str(2**63 - 1)):
+        _, found = await list_calls(running, job_id, external_id=wanted)
+        assert [i["external_id"] for i in found["data"]["items"]] == [wanted]
+    _, found = await list_calls(running, job_id, external_id="18446744073709551616")
+    assert found["data"]["total"] == 0  # 2**64: a float would have matched it

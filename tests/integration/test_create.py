@@ -177,6 +177,11 @@ async def test_json_contacts_keep_custom_fields(running: Running) -> None:
         ({"timezone": "Mars/Olympus"}, "invalid_timezone"),
         ({"scheduledStartTime": "2020-01-01T00:00:00Z"}, "past_scheduled_time"),
         ({"scheduledStartTime": "tomorrow-ish"}, "invalid_scheduled_time"),
+        ({"scheduledStartTime": "9999-12-31T23:59:59-14:00"}, "invalid_scheduled_time"),
+        (
+            {"scheduledStartTime": "9999-12-31T23:59:59", "timezone": "America/New_York"},
+            "invalid_scheduled_time",
+        ),
         ({"fromPhoneNumberId": "num_noagent"}, "no_outbound_agent"),
         ({"fromPhoneNumberId": "num_b"}, "phone_number_not_found"),
         ({"contacts": []}, "no_valid_contacts"),

@@ -151,6 +151,7 @@ async def test_start_now_and_reschedule(running: Running) -> None:
     assert body["scheduledStartTime"] == "2030-03-01T08:00:00Z"
     for bad, code in [
         ({"scheduledStartTime": "2001-01-01T00:00:00Z"}, "past_scheduled_time"),
+        ({"scheduledStartTime": "9999-12-31T23:59:59-14:00"}, "invalid_scheduled_time"),
         (
             {"scheduledStartTime": "2030-01-01T00:00:00", "timezone": "Nowhere/X"},
             "invalid_timezone",

@@ -82,7 +82,7 @@ def test_e164_rejects_well_formed_but_invalid_numbers(number: str) -> None:
 def test_csv_phone_column_found_case_insensitively(header: str) -> None:
     """The phone column is found whatever its case or surrounding spaces, stored under 'phone'."""
     result = intake.parse_csv(csv_bytes(f"name,{header}", f"Ann,{VALID}"))
-    assert result.contacts == [(VALID, {"name": "Ann", "phone": VALID})]
+    assert result.decoded() == [(VALID, {"name": "Ann", "phone": VALID})]
 
 
 def test_csv_column_merely_containing_phone_is_not_the_phone_column() -> None:
@@ -96,7 +96,7 @@ def test_csv_column_merely_containing_phone_is_not_the_phone_column() -> None:
 def test_csv_utf8_with_and_without_bom(bom: bool) -> None:
     """UTF-8 is read with or without a BOM; the BOM never sticks to the first column's name."""
     result = intake.parse_csv(csv_bytes("phone,name", f"{VALID},Zoë Ærø", bom=bom))
-    assert result.contacts == [(VALID, {"phone": VALID, "name": "Zoë Ærø"})]
+    assert result.decoded() == [(VALID, {"phone": VALID, "name": "Zoë Ærø"})]
 
 
 @pytest.mark.parametrize("delimiter", [",", ";"])
@@ -108,7 +108,7 @@ def test_csv_comma_and_semicolon_delimiters(delimiter: str) -> None:
         delimiter.join([OTHER, "Bob", "London"]),
     )
     result = intake.parse_csv(data)
-    assert result.contacts == [
+    assert result.decoded() == [
         (VALID, {"phone": VALID, "name": "Ann", "city": "Paris"}),
         (OTHER, {"phone": OTHER, "name": "Bob", "city": "London"}),
     ]
@@ -117,7 +117,7 @@ def test_csv_comma_and_semicolon_delimiters(delimiter: str) -> None:
 def test_csv_semicolon_file_keeps_commas_inside_fields() -> None:
     """In a semicolon file, commas are ordinary characters of a field."""
     result = intake.parse_csv(csv_bytes("phone;note", f"{VALID};late, call after 5"))
-    assert result.contacts[0][1]["note"] == "late, call after 5"
+    assert result.decoded()[0][1]["note"] == "late, call after 5"
 
 
 def test_csv_crlf_line_endings() -> None:
@@ -125,7 +125,7 @@ def test_csv_crlf_line_endings() -> None:
     result = intake.parse_csv(
         csv_bytes("phone,name", f"{VALID},Ann", f"{OTHER},Bob", newline="\r\n")
     )
-    assert [c[1] for c in result.contacts] == [
+    assert [c[1] for c in result.decoded()] == [
         {"phone": VALID, "name": "Ann"},
         {"phone": OTHER, "name": "Bob"},
     ]
@@ -139,36 +139,36 @@ def test_csv_extra_columns_kept_as_custom_fields_in_upload_order() -> None:
         f"A-2,{VALID},Ann,2026-03-01",
     )
     result = intake.parse_csv(data)
-    assert result.contacts == [
+    assert result.decoded() == [
         (OTHER, {"account_id": "A-1", "phone": OTHER, "name": "Bob", "due_date": "2026-02-01"}),
         (VALID, {"account_id": "A-2", "phone": VALID, "name": "Ann", "due_date": "2026-03-01"}),
     ]
 
 
-def test_csv_short_row_fills_missing_fields_with_empty_strings() -> None:
-    """A row with fewer fields than the header is kept; the missing custom fields are empty."""
-    result = intake.parse_csv(csv_bytes("phone,name,city", f"{VALID},Ann"))
-    assert result.contacts == [(VALID, {"phone": VALID, "name": "Ann", "city": ""})]
+def test_csv_short_row_keeps_only_the_fields_it_has() -> None:
+    """A row with fewer fields than the header is kept; missing and empty cells are not stored."""
+    result = intake.parse_csv(csv_bytes("phone,name,city,plan", f"{VALID},Ann,"))
+    assert result.decoded() == [(VALID, {"phone": VALID, "name": "Ann"})]
 
 
 def test_csv_surrounding_whitespace_is_trimmed() -> None:
     """Cells are trimmed, so '+1..., Ann' (space after the comma) is accepted as is."""
     result = intake.parse_csv(csv_bytes("phone, name", f" {VALID} , Ann "))
-    assert result.contacts == [(VALID, {"phone": VALID, "name": "Ann"})]
+    assert result.decoded() == [(VALID, {"phone": VALID, "name": "Ann"})]
 
 
 @pytest.mark.parametrize("prefix", ["\n", "\r\n\r\n", "  \n;;\n"], ids=["lf", "crlf", "spaces"])
 def test_csv_blank_lines_before_the_header_are_skipped(prefix: str) -> None:
     """Blank lines above the header do not hide the phone column; rows count from the header."""
     result = intake.parse_csv(csv_bytes(f"{prefix}phone;name", f"{VALID};Ann", "bad;Bob"))
-    assert result.contacts == [(VALID, {"phone": VALID, "name": "Ann"})]
+    assert result.decoded() == [(VALID, {"phone": VALID, "name": "Ann"})]
     assert [r.row for r in result.invalid] == [3]
 
 
 def test_csv_blank_lines_are_skipped_but_row_numbers_stay_true() -> None:
     """Blank lines are not contacts, and invalid rows after them keep their real line number."""
     result = intake.parse_csv(csv_bytes("phone", VALID, "", ",", "bad"))
-    assert [c[0] for c in result.contacts] == [VALID]
+    assert [c[0] for c in result.decoded()] == [VALID]
     assert result.invalid == [intake.InvalidRow(5, "bad", result.invalid[0].reason)]
 
 
@@ -179,7 +179,7 @@ def test_csv_invalid_rows_skipped_and_reported_with_row_value_reason() -> None:
     """Invalid numbers are skipped; each is reported with its line (header = 1), value, reason."""
     data = csv_bytes("phone,name", "2025550101,A", f"{VALID},B", "+1 202 555 0102,C", "+12025550,D")
     result = intake.parse_csv(data)
-    assert [c[0] for c in result.contacts] == [VALID]
+    assert [c[0] for c in result.decoded()] == [VALID]
     assert [(r.row, r.value) for r in result.invalid] == [
         (2, "2025550101"),
         (4, "+1 202 555 0102"),
@@ -192,7 +192,7 @@ def test_csv_invalid_rows_skipped_and_reported_with_row_value_reason() -> None:
 def test_csv_row_with_more_fields_than_header_is_invalid() -> None:
     """A row with more fields than the header is skipped and reported, never misaligned."""
     result = intake.parse_csv(csv_bytes("phone,name", f"{VALID},Ann", f"{OTHER},Bob,extra"))
-    assert [c[0] for c in result.contacts] == [VALID]
+    assert [c[0] for c in result.decoded()] == [VALID]
     assert [(r.row, r.reason) for r in result.invalid] == [
         (3, "row has more fields than the header")
     ]
@@ -220,7 +220,7 @@ def test_csv_duplicates_dropped_and_counted_first_kept() -> None:
         "phone,name", f"{VALID},first", f"{OTHER},other", f"{VALID},second", f"{VALID},third"
     )
     result = intake.parse_csv(data)
-    assert result.contacts == [
+    assert result.decoded() == [
         (VALID, {"phone": VALID, "name": "first"}),
         (OTHER, {"phone": OTHER, "name": "other"}),
     ]
@@ -302,7 +302,7 @@ def test_csv_over_10_mb_is_file_too_large() -> None:
 
 def test_csv_10000_contacts_accepted() -> None:
     """Exactly 10,000 contacts is within the limit."""
-    assert len(intake.parse_csv(csv_of(intake.MAX_CONTACTS)).contacts) == intake.MAX_CONTACTS
+    assert len(intake.parse_csv(csv_of(intake.MAX_CONTACTS)).decoded()) == intake.MAX_CONTACTS
 
 
 def test_csv_10001_valid_contacts_is_too_many() -> None:
@@ -337,7 +337,7 @@ def test_csv_formula_payloads_are_kept_verbatim_as_data(payload: str) -> None:
     """Spreadsheet formulas in custom fields are stored as plain text, neither run nor mangled."""
     quoted = '"' + payload.replace('"', '""') + '"'
     result = intake.parse_csv(csv_bytes("phone,note", f"{VALID},{quoted}"))
-    assert result.contacts == [(VALID, {"phone": VALID, "note": payload})]
+    assert result.decoded() == [(VALID, {"phone": VALID, "note": payload})]
 
 
 def test_csv_formula_in_phone_column_is_an_invalid_row() -> None:
@@ -350,13 +350,24 @@ def test_csv_unicode_fields_preserved() -> None:
     """Non-Latin scripts, emoji, RTL and combining characters survive intact."""
     name = "李雷 😀 مرحبا e\u0301 \u202eevil"
     result = intake.parse_csv(csv_bytes("phone,name", f"{VALID},{name}"))
-    assert result.contacts[0][1]["name"] == name
+    assert result.decoded()[0][1]["name"] == name
 
 
-def test_csv_very_long_field_is_truncated() -> None:
-    """A 50,000-character custom field is kept, cut to MAX_FIELD_CHARS."""
-    result = intake.parse_csv(csv_bytes("phone,note", f"{VALID},{'x' * 50_000}"))
-    assert result.contacts[0][1]["note"] == "x" * intake.MAX_FIELD_CHARS
+def test_csv_cell_over_the_limit_makes_its_row_invalid() -> None:
+    """A cell of 10,001 characters makes its row invalid and reported; 10,000 is kept whole."""
+    result = intake.parse_csv(
+        csv_bytes(
+            "phone,note",
+            f"{VALID},{'x' * 10_001}",
+            f"+12025550102,{'y' * intake.MAX_FIELD_CHARS}",
+        )
+    )
+    assert [(r.row, r.reason) for r in result.invalid] == [
+        (2, "a cell is longer than 10000 characters")
+    ]
+    assert result.decoded() == [
+        ("+12025550102", {"phone": "+12025550102", "note": "y" * intake.MAX_FIELD_CHARS})
+    ]
 
 
 def test_csv_very_long_invalid_phone_value_is_reported_truncated() -> None:
@@ -365,9 +376,45 @@ def test_csv_very_long_invalid_phone_value_is_reported_truncated() -> None:
     assert result.invalid[0].value == "9" * 64
 
 
-def test_csv_field_beyond_csv_module_limit_is_invalid_csv() -> None:
-    """A single field larger than the csv module accepts is a clean invalid_csv, not a crash."""
-    assert intake_error(csv_bytes("phone,note", f"{VALID},{'x' * 200_000}")).code == "invalid_csv"
+def test_csv_field_beyond_csv_module_limit_is_a_reported_row() -> None:
+    """A field larger than the csv module's default limit is a reported row, not a crash."""
+    result = intake.parse_csv(csv_bytes("phone,note", f"{VALID},{'x' * 200_000}", "+12025550102"))
+    assert result.invalid_count == 1
+    assert [c[0] for c in result.decoded()] == ["+12025550102"]
+
+
+def test_csv_with_more_than_200_columns_is_refused() -> None:
+    """201 header columns -> too_many_columns; 200 are accepted."""
+    header = ",".join(["phone", *(f"c{i}" for i in range(200))])
+    assert intake_error(csv_bytes(header, VALID)).code == "too_many_columns"
+    ok = ",".join(["phone", *(f"c{i}" for i in range(199))])
+    assert len(intake.parse_csv(csv_bytes(ok, VALID)).decoded()) == 1
+
+
+def test_csv_empty_cells_are_not_stored() -> None:
+    """Of 200 columns only the filled cells become contact data."""
+    header = ",".join(["phone", *(f"c{i}" for i in range(199))])
+    result = intake.parse_csv(csv_bytes(header, VALID + "," * 150 + "z"))
+    assert result.decoded() == [(VALID, {"phone": VALID, "c149": "z"})]
+
+
+def test_csv_row_over_64_kb_of_data_is_invalid() -> None:
+    """Seven cells of 10,000 characters (70 KB) make the row invalid and reported."""
+    header = ",".join(["phone", *(f"c{i}" for i in range(7))])
+    row = ",".join([VALID, *("x" * 10_000 for _ in range(7))])
+    result = intake.parse_csv(csv_bytes(header, row, "+12025550102"))
+    assert [(r.row, r.reason) for r in result.invalid] == [(2, "contact data is larger than 64 KB")]
+    assert [c[0] for c in result.decoded()] == ["+12025550102"]
+
+
+def test_json_contact_over_64_kb_names_its_index() -> None:
+    """A JSON contact carrying more than 64 KB rejects the list, naming its index."""
+    items = [{"phone": VALID}, {"phone": "+12025550102", "blob": "x" * 70_000}]
+    with pytest.raises(intake.IntakeError) as caught:
+        intake.parse_json_contacts(items)
+    assert caught.value.code == "contact_data_too_large"
+    assert "index 1" in caught.value.message
+    assert caught.value.details["invalidIndexes"] == [1]
 
 
 # ------------------------------------------------------------------ JSON contacts
@@ -377,7 +424,7 @@ def test_json_contacts_keep_custom_fields() -> None:
     """Every key of a contact object is kept as data, including nested values."""
     items: list[Any] = [{"phone": VALID, "name": "Ann", "meta": {"tier": 2}}, {"phone": OTHER}]
     result = intake.parse_json_contacts(items)
-    assert result.contacts == [
+    assert result.decoded() == [
         (VALID, {"phone": VALID, "name": "Ann", "meta": {"tier": 2}}),
         (OTHER, {"phone": OTHER}),
     ]
@@ -386,7 +433,7 @@ def test_json_contacts_keep_custom_fields() -> None:
 def test_json_duplicates_dropped_and_counted() -> None:
     """A repeated number is kept once (the first) and counted."""
     result = intake.parse_json_contacts([{"phone": VALID, "n": 1}, {"phone": VALID, "n": 2}])
-    assert result.contacts == [(VALID, {"phone": VALID, "n": 1})]
+    assert result.decoded() == [(VALID, {"phone": VALID, "n": 1})]
     assert result.duplicates == 1
 
 

@@ -60,7 +60,7 @@ def test_excel_csv_utf8_with_phone_number_header_and_formatted_numbers() -> None
     )
     result = intake.parse_csv(excel_csv_utf8(text), default_country="US")
     assert [c[0] for c in result.contacts] == [e164 for _, e164 in FORMATTED_US]
-    assert result.contacts[0][1] == {"Name": "P0", "phone": "+12025550143"}
+    assert result.decoded()[0][1] == {"Name": "P0", "phone": "+12025550143"}
     assert (result.encoding, result.phone_column, result.invalid_count) == (
         "utf-8",
         "Phone Number",
@@ -84,7 +84,7 @@ def test_excel_windows_csv_semicolons_and_accents() -> None:
         excel_csv_windows(text), default_country="FR", phone_column="téléphone"
     )
     assert result.encoding == "windows-1252"
-    assert result.contacts == [
+    assert result.decoded() == [
         ("+33612345678", {"Nom": "Zoë Ærø", "phone": "+33612345678", "Montant": "12,50 €"}),
         ("+33612345679", {"Nom": "Jürgen", "phone": "+33612345679", "Montant": "3,00 €"}),
     ]
@@ -100,7 +100,7 @@ def test_excel_unicode_text_utf16_tab_delimited(bom: bytes) -> None:
     codec = "utf-16-le" if bom == codecs.BOM_UTF16_LE else "utf-16-be"
     result = intake.parse_csv(bom + text.encode(codec))
     assert result.encoding == "utf-16" and result.phone_column == "Mobile"
-    assert result.contacts == [
+    assert result.decoded() == [
         ("+12025550101", {"phone": "+12025550101", "Name": "李雷", "Note": "late, after 5"})
     ]
 
@@ -115,7 +115,7 @@ def test_google_sheets_export_quoted_commas_and_newlines() -> None:
     )
     result = intake.parse_csv(text.encode("utf-8"))
     assert result.phone_column == "phone_number"
-    assert [c[1] for c in result.contacts] == [
+    assert [c[1] for c in result.decoded()] == [
         {"phone": "+12025550101", "name": "Ann", "address": "1 Main St,\nApt 2"},
         {"phone": "+12025550102", "name": 'Bob "B" Jones', "address": "2 Oak Ave"},
     ]
@@ -126,7 +126,7 @@ def test_libreoffice_export_all_cells_quoted_lf_and_trailing_delimiters() -> Non
     empty cells past the header (a wider row elsewhere in the sheet)."""
     text = '"Telephone","Name"\n"+12025550101","Ann",,\n"+12025550102","Bob"\n'
     result = intake.parse_csv(text.encode("utf-8"))
-    assert [c[1] for c in result.contacts] == [
+    assert [c[1] for c in result.decoded()] == [
         {"phone": "+12025550101", "Name": "Ann"},
         {"phone": "+12025550102", "Name": "Bob"},
     ]
@@ -184,7 +184,7 @@ def test_encodings(data: bytes, encoding: str, name: str) -> None:
     """UTF-8 with or without BOM; bytes that are not UTF-8 are read as Windows-1252."""
     result = intake.parse_csv(data)
     assert result.encoding == encoding
-    assert result.contacts[0][1]["name"] == name
+    assert result.decoded()[0][1]["name"] == name
 
 
 @pytest.mark.parametrize(
@@ -261,7 +261,7 @@ def test_json_phone_keys(key: str) -> None:
     """JSON contacts name their number phone, phone_number or phoneNumber (any case); it is
     stored as `phone`."""
     result = intake.parse_json_contacts([{key: "+12025550101", "name": "Ann"}])
-    assert result.contacts == [("+12025550101", {"name": "Ann", "phone": "+12025550101"})]
+    assert result.decoded() == [("+12025550101", {"name": "Ann", "phone": "+12025550101"})]
 
 
 def test_json_default_country_and_phone_column() -> None:

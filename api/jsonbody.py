@@ -1,0 +1,79 @@
+"""Strict JSON for request bodies: anything that would later fail to store, encode or nest
+answers `invalid_json` here instead of a 500 further down.
+
+Rejected: invalid UTF-8 or syntax, `NaN`/`Infinity` (and numbers that overflow to them),
+integers of more than `MAX_INTEGER_DIGITS` digits, nesting deeper than `MAX_DEPTH`, and lone
+UTF-16 surrogates (`"\\udfff"`) in keys or values, which no UTF-8 encoder accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+MAX_DEPTH = 32
+MAX_INTEGER_DIGITS = 100
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class BadJson(ValueError):
+    """The body cannot be accepted as JSON; the message says why."""
+
+
+def _constant(name: str) -> Any:
+    raise BadJson(f"{name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadJson("number is too large")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise BadJson(f"integer has more than {MAX_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def loads(raw: bytes) -> Any:
+    """Parse and check a request body; raise BadJson with a short reason."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadJson("body is not UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    except RecursionError:
+        raise BadJson(f"nested deeper than {MAX_DEPTH} levels") from None
+    except BadJson:
+        raise
+    except ValueError:  # JSONDecodeError, and int() limits
+        raise BadJson("not valid JSON") from None
+    check(value)
+    return value
+
+
+def check(value: Any) -> None:
+    """Depth and surrogate checks over a parsed value, without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise BadJson("string contains a lone UTF-16 surrogate")
+        elif isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise BadJson(f"nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    if _SURROGATE.search(key):
+                        raise BadJson("key contains a lone UTF-16 surrogate")
+                    if isinstance(sub, str | dict | list):
+                        stack.append((sub, depth + 1))
+            else:
+                stack.extend((sub, depth + 1) for sub in item if isinstance(sub, str | dict | list))

@@ -1,0 +1,162 @@
+"""Connection limits: a cap that sheds waiting connections first, header timeout, accept errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import resource
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.web_protocol import RequestHandler
+from structlog.testing import capture_logs
+
+from api import connections
+from dialer.clock import FakeClock
+from dialer.config import ServerConfig
+from tests.conftest import Running
+
+PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # never finished
+FULL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[list[Conn]]:
+    """Raw client connections, closed after the test."""
+    conns: list[Conn] = []
+    yield conns
+    for _, writer in conns:
+        writer.close()
+    for _, writer in conns:
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def connect(running: Running, conns: list[Conn], head: bytes = PARTIAL_HEAD) -> Conn:
+    server = running.client.server
+    assert server.port is not None
+    conn = await asyncio.open_connection("127.0.0.1", server.port)
+    conn[1].write(head)
+    await conn[1].drain()
+    conns.append(conn)
+    return conn
+
+
+async def is_closed_by_server(conn: Conn) -> bool:
+    """The server closed it: reading gives EOF (or a reset) at once."""
+    try:
+        async with asyncio.timeout(2):
+            return await conn[0].read(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def settle(running: Running) -> None:
+    """Let the server accept what was connected (a round trip on a fresh connection)."""
+    resp = await running.client.get("/healthz")
+    assert resp.status == 200
+
+
+def guard(running: Running, now: FakeClock | None = None, **settings: float) -> Any:
+    runner = running.client.server.runner
+    assert runner is not None
+    return connections.guard(
+        runner, ServerConfig.model_validate(settings), now=now.now if now else None
+    )
+
+
+async def test_two_thousand_idle_connections_leave_room_for_healthz(
+    running: Running, opened: list[Conn]
+) -> None:
+    """2,000 connections that never finish their headers: /healthz answers within 1 s and the
+    server keeps no more than max_connections (1,000) of them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4000:
+        if hard != resource.RLIM_INFINITY and hard < 4000:
+            pytest.skip("needs 4,000 open files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4000, hard))
+    limits = guard(running)
+    try:
+        for _ in range(2000):
+            await connect(running, opened)
+        started = time.perf_counter()
+        resp = await running.client.get("/healthz")
+        elapsed = time.perf_counter() - started
+        assert resp.status == 200
+        assert elapsed < 1.0
+        assert limits.open_connections <= 1000
+        assert len(running.client.server.runner.server.connections) <= 1000 + 5  # type: ignore[union-attr]
+    finally:
+        await limits.stop()
+
+
+async def test_waiting_connections_give_way_oldest_first(
+    running: Running, opened: list[Conn]
+) -> None:
+    """At the cap, never-used connections are shed oldest first; a keep-alive client stays."""
+    limits = guard(running, max_connections=5)
+    try:
+        kept = await connect(running, opened, FULL_HEAD)
+        assert b"200 OK" in await kept[0].readuntil(b"\r\n\r\n")
+        fresh = [await connect(running, opened) for _ in range(3)]
+        await settle(running)
+        newer = [await connect(running, opened) for _ in range(3)]
+        await settle(running)
+        assert [await is_closed_by_server(c) for c in fresh] == [True, True, True]
+        kept[1].write(FULL_HEAD)
+        assert b"200 OK" in await kept[0].readuntil(b"\r\n\r\n")
+        assert limits.open_connections <= 5
+        assert not any(c[0].at_eof() for c in newer)
+    finally:
+        await limits.stop()
+
+
+async def test_header_timeout_closes_slow_heads(running: Running, opened: list[Conn]) -> None:
+    """A connection without a full request head after 15 s is closed; a younger one is not."""
+    clock = FakeClock()
+    limits = guard(running, now=clock)
+    try:
+        slow = await connect(running, opened)
+        await settle(running)
+        await clock.advance(10)
+        young = await connect(running, opened)
+        await settle(running)
+        await clock.advance(5.5)
+        limits.sweep()
+        assert await is_closed_by_server(slow)
+        assert not young[0].at_eof()
+        young[1].write(b"\r\n")  # finishes its head: it is served
+        assert b"200 OK" in await young[0].readuntil(b"\r\n\r\n")
+    finally:
+        await limits.stop()
+
+
+async def test_accept_errors_are_logged_once_a_second_with_a_count() -> None:
+    """A thousand EMFILE accept errors in one second make one log line; the next says 1000."""
+    loop = asyncio.get_running_loop()
+    clock = FakeClock()
+    previous = loop.get_exception_handler()
+    connections.throttle_accept_errors(loop, clock.now)
+    error = OSError(errno.EMFILE, "Too many open files")
+    try:
+        with capture_logs() as logs:
+            for _ in range(1001):
+                loop.call_exception_handler({"message": "accept", "exception": error})
+            await clock.advance(1)
+            loop.call_exception_handler({"message": "accept", "exception": error})
+    finally:
+        loop.set_exception_handler(previous)
+    lines = [entry for entry in logs if entry["event"] == "accept_failed"]
+    assert [entry["count"] for entry in lines] == [1, 1001]
+    assert lines[0]["error"] == "Too many open files"
+
+
+def test_request_handler_has_the_attributes_the_guard_reads() -> None:
+    """The installed aiohttp still has the RequestHandler state the guard looks at."""
+    for name in ("_request_count", "_request_in_progress", "_messages"):
+        assert name in RequestHandler.__slots__

@@ -1,0 +1,115 @@
+"""Pathological JSON on every route that takes a body: 400 in the envelope, nothing written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import NUMBER, ORG, Running
+
+HUGE_INT = "1" * 5000
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def create_body(contact_json: str) -> str:
+    """A create request whose single contact is `contact_json` (raw JSON text)."""
+    return f'{{"fromPhoneNumberId": "{NUMBER}", "name": "x", "contacts": [{contact_json}]}}'
+
+
+PATHOLOGICAL_CREATES = {
+    "huge integer": create_body(f'{{"phone": "+12025550101", "n": {HUGE_INT}}}'),
+    "deep nesting": create_body(f'{{"phone": "+12025550101", "n": {DEEP}}}'),
+    "moderate nesting": create_body('{"phone": "+12025550101", "n": ' + "[" * 40 + "]" * 40 + "}"),
+    "lone surrogate value": create_body('{"phone": "+12025550101", "n": "\\udfff"}'),
+    "lone surrogate key": create_body('{"phone": "+12025550101", "\\ud800": 1}'),
+    "surrogate in name": (
+        f'{{"fromPhoneNumberId": "{NUMBER}", "name": "\\udfff", '
+        '"contacts": [{"phone": "+12025550101"}]}'
+    ),
+    "NaN": create_body('{"phone": "+12025550101", "n": NaN}'),
+    "Infinity": create_body('{"phone": "+12025550101", "n": -Infinity}'),
+    "float overflow": create_body('{"phone": "+12025550101", "n": 1e999}'),
+    "huge integer field": (
+        f'{{"fromPhoneNumberId": "{NUMBER}", "name": "x", "maxAttempts": {HUGE_INT}, '
+        '"contacts": [{"phone": "+12025550101"}]}'
+    ),
+}
+
+
+async def post_raw(running: Running, method: str, path: str, body: str) -> tuple[int, Any]:
+    resp = await running.client.request(
+        method,
+        path,
+        data=body.encode("utf-8", "surrogatepass"),
+        headers={**running.headers(), "Content-Type": "application/json"},
+    )
+    return resp.status, await resp.json()
+
+
+async def job_total(running: Running) -> int:
+    resp = await running.client.get(
+        "/batch/jobs", params={"organizationId": ORG}, headers=running.headers()
+    )
+    total: int = (await resp.json())["total"]
+    return total
+
+
+@pytest.mark.parametrize("case", sorted(PATHOLOGICAL_CREATES))
+async def test_pathological_create_is_invalid_json(running: Running, case: str) -> None:
+    """Each pathological create body answers 400 invalid_json and creates no job."""
+    status, body = await post_raw(running, "POST", "/batch/create", PATHOLOGICAL_CREATES[case])
+    assert (status, body["code"]) == (400, "invalid_json"), body
+    assert body["success"] is False
+    assert await job_total(running) == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"reason": "\\udfff"}',
+        f'{{"reason": {HUGE_INT}}}',
+        DEEP,
+        '{"reason": NaN}',
+        '{"\\udc00": 1}',
+    ],
+)
+async def test_pathological_bodies_on_job_controls(running: Running, payload: str) -> None:
+    """Reschedule, pause and retry answer 400 invalid_json and leave the job as it was."""
+    created = await running.create_json(
+        [{"phone": "+12025550101"}], scheduledStartTime="2099-01-01T00:00:00Z"
+    )
+    job_id = created["batchJobId"]
+    for method, path in (
+        ("PATCH", f"/batch/jobs/{job_id}/reschedule"),
+        ("POST", f"/batch/jobs/{job_id}/pause"),
+        ("POST", f"/batch/jobs/{job_id}/retry"),
+    ):
+        status, body = await post_raw(running, method, path, payload)
+        assert (status, body["code"]) == (400, "invalid_json"), (path, body)
+    detail = await running.detail(job_id)
+    assert detail["status"] == "scheduled"
+    assert detail["scheduledStartTime"] == "2099-01-01T00:00:00Z"
+
+
+async def test_validation_message_lists_at_most_twenty_problems(running: Running) -> None:
+    """Thousands of unknown fields: the message names the first 20 and stays under 4 KB."""
+    body: dict[str, Any] = {"fromPhoneNumberId": NUMBER, "name": "x", "contacts": []}
+    body.update({f"field_{i}_" + "y" * 300: 1 for i in range(2000)})
+    resp = await running.client.post("/batch/create", json=body, headers=running.headers())
+    answer = await resp.json()
+    assert (resp.status, answer["code"]) == (400, "validation_error")
+    assert len(answer["error"]) < 4096
+    assert answer["error"].count("unknown field") == 20
+    assert answer["error"].endswith("and 1980 more")
+
+
+async def test_malformed_api_keys_are_401_not_500(running: Running) -> None:
+    """A key of non-UTF-8 bytes, non-ASCII text or 1,000 characters is simply not a key."""
+    for raw in (b"\xed\xa0\x80", "clé".encode(), b"k" * 1_000):
+        resp = await running.client.get(
+            "/batch/jobs",
+            params={"organizationId": ORG},
+            headers={"x-api-key": raw.decode("latin-1")},
+        )
+        assert (resp.status, (await resp.json())["code"]) == (401, "unauthorized"), raw[:10]
