@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dialer import config as configmod
-from dialer import intake, logs
+from dialer import intake, logs, windows
 from dialer.clock import SystemClock
 from dialer.providers.simulated import SimulatedProvider
 from dialer.scheduler import Engine
@@ -83,7 +83,11 @@ def bench_config(
                     "default_outcome": "completed",
                 }
             },
-            "organizations": [{"id": ORG}],
+            # Windows open all day: the figures must not depend on the time of day the bench
+            # runs at. The per-number cap stays on (each number is dialed once).
+            "organizations": [
+                {"id": ORG, "calling_windows": windows.windows_json(windows.ALL_DAY)}
+            ],
             "agents": [{"id": "agent_bench", "organization": ORG}],
             "phone_numbers": [
                 {
@@ -254,6 +258,8 @@ def storage_ceiling(path: Path, n: int, batch: int = 50) -> float:
                     "error_code": None,
                     "failure_reason": None,
                     "duration": 0,
+                    "next_call_at": None,
+                    "call_until": None,
                     "now": now,
                 },
             )

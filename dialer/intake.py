@@ -10,6 +10,8 @@ from typing import Any
 
 import phonenumbers
 
+from dialer import windows
+
 MAX_CONTACTS = 10_000
 MAX_CSV_BYTES = 10 * 1024 * 1024
 MAX_REPORTED_INVALID = 100
@@ -83,6 +85,8 @@ def parse_csv(data: bytes) -> ParsedContacts:
         raise IntakeError("invalid_csv", "CSV has no header row") from None
     columns = [h.strip() for h in header]
     phone_index = next((i for i, c in enumerate(columns) if c.lower() == "phone"), None)
+    # The recipient's own IANA zone (optional): wins over the zones of the number.
+    tz_index = next((i for i, c in enumerate(columns) if c.lower() == "timezone"), None)
     if phone_index is None:
         raise IntakeError("missing_phone_column", "CSV has no 'phone' column")
     if len({c for c in columns if c}) != len([c for c in columns if c]):
@@ -106,6 +110,12 @@ def parse_csv(data: bytes) -> ParsedContacts:
             if problem:
                 _invalid(result, line_no, phone, problem)
                 continue
+            zone = (
+                record[tz_index].strip() if tz_index is not None and tz_index < len(record) else ""
+            )
+            if zone and not windows.valid_zone(zone):
+                _invalid(result, line_no, zone, "timezone is not a known IANA time zone")
+                continue
             if phone in seen:
                 result.duplicates += 1
                 continue
@@ -115,7 +125,8 @@ def parse_csv(data: bytes) -> ParsedContacts:
                 if not column:
                     continue
                 value = record[i].strip() if i < len(record) else ""
-                fields["phone" if i == phone_index else column] = value[:MAX_FIELD_CHARS]
+                name = "phone" if i == phone_index else "timezone" if i == tz_index else column
+                fields[name] = value[:MAX_FIELD_CHARS]
             fields["phone"] = phone
             result.contacts.append((phone, fields))
     except csv.Error as exc:
@@ -137,6 +148,7 @@ def parse_json_contacts(items: list[Any]) -> ParsedContacts:
         raise IntakeError("no_valid_contacts", "contacts is empty")
     result = ParsedContacts()
     bad: list[InvalidRow] = []
+    bad_zones: list[InvalidRow] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -149,6 +161,14 @@ def parse_json_contacts(items: list[Any]) -> ParsedContacts:
         problem = e164_problem(phone)
         if problem:
             bad.append(InvalidRow(index, phone[:64], problem))
+            continue
+        zone = item.get("timezone")
+        if (
+            zone is not None
+            and zone != ""
+            and not (isinstance(zone, str) and windows.valid_zone(zone))
+        ):
+            bad_zones.append(InvalidRow(index, str(zone)[:64], "not a known IANA time zone"))
             continue
         if phone in seen:
             result.duplicates += 1
@@ -167,6 +187,17 @@ def parse_json_contacts(items: list[Any]) -> ParsedContacts:
                 "invalidIndexes": indexes[:MAX_REPORTED_INVALID],
                 "invalidContacts": [_row_json(b) for b in bad[:MAX_REPORTED_INVALID]],
                 "invalidCount": len(bad),
+            },
+        )
+    if bad_zones:
+        shown = ", ".join(str(b.row) for b in bad_zones[:20])
+        raise IntakeError(
+            "invalid_timezone",
+            f"{len(bad_zones)} contact(s) have an unknown IANA timezone: index {shown}",
+            {
+                "invalidIndexes": [b.row for b in bad_zones[:MAX_REPORTED_INVALID]],
+                "invalidContacts": [_row_json(b) for b in bad_zones[:MAX_REPORTED_INVALID]],
+                "invalidCount": len(bad_zones),
             },
         )
     return result

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from dialer import autopause, retry
+from dialer import autopause, retry, windows
 from dialer.clock import Clock
 from dialer.config import Config
 from dialer.providers.base import DialRequest, DialResult, Provider
@@ -137,6 +137,7 @@ class LiveCall:
     policy: retry.RetryPolicy
     resumed: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    windows_json: str | None = None  # the job's calling windows (None: always open)
 
 
 # Room-name suffixes need uniqueness, not secrecy: a fast generator seeded from the OS.
@@ -155,6 +156,11 @@ class Engine:
         self.store = store
         self.provider = provider
         self.clock = clock
+        # Calling windows and per-number caps, which the store's claims apply.
+        self.rules = windows.Rules(
+            {o.id: o.max_attempts_per_number_per_day for o in config.organizations}
+        )
+        store.calling_rules = self.rules
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._jobs: dict[str, RunningJob] = {}
@@ -286,7 +292,19 @@ class Engine:
                 fresh[row.id] = RunningJob(row=row, policy=_policy(row))
         self._jobs = fresh
         self._failure_windows = {j: w for j, w in self._failure_windows.items() if j in fresh}
-        self._next_scheduled = await self.store.next_scheduled_start()
+        self._next_scheduled = _earliest(
+            await self.store.next_scheduled_start(), await self._expire(now)
+        )
+
+    async def _expire(self, now: float) -> float | None:
+        """Expire the jobs past their `expiresAt`; return when the next one expires."""
+        for job_id in await self.store.expire_jobs(now):
+            log.info("job_expired", job_id=job_id)
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.idle_until = 0.0  # a claim finds nothing open and completes it
+            self._progressed()
+        return await self.store.next_expiry()
 
     def wake_job(self, job_id: str) -> None:
         """Contacts of this job became ready (e.g. re-queued): dial for it again."""
@@ -456,6 +474,7 @@ class Engine:
             request=self._request(job.row, contact),
             policy=job.policy,
             resumed=resumed,
+            windows_json=job.row.calling_windows,
         )
         self._live[contact.id] = call
         self._live_job[call.job_id] += 1
@@ -494,6 +513,7 @@ class Engine:
         rejects its calls; paused: most of its recent attempts failed at the carrier)."""
         verdicts: list[JobVerdict] = []
         for (call, result), outcome in zip(done, outcomes, strict=True):
+            self._number_freed(call.organization_id, now)
             job = self._jobs.get(call.job_id)
             if job is None:  # not dialing for it (finished, paused, or stopped just now)
                 continue
@@ -561,6 +581,19 @@ class Engine:
                 force_retryable=result.retryable,
             )
             status, next_retry_at = decision.status, decision.next_retry_at
+        next_call_at: float | None = None
+        call_until: float | None = None
+        if status in (ContactStatus.PENDING, ContactStatus.QUEUED):
+            # Waiting again: within its calling windows. A retry that would fall outside them
+            # moves to their next opening.
+            interval = self.rules.interval(
+                call.windows_json, call.contact.zones, max(now, next_retry_at or now)
+            )
+            if interval is not None:
+                next_call_at = interval[0] if interval[0] > now else None
+                call_until = interval[1]
+                if next_retry_at is not None:
+                    next_retry_at = max(next_retry_at, interval[0])
         return Outcome(
             contact_id=call.contact.id,
             job_id=call.job_id,
@@ -577,7 +610,17 @@ class Engine:
             charged_usd=round(charged, 6),
             started_at=call.contact.started_at,
             give_back=give_back,
+            next_call_at=next_call_at,
+            call_until=call_until,
         )
+
+    def _number_freed(self, organization_id: str, now: float) -> None:
+        """A call of the organization ended: its number may now be dialed by another of the
+        organization's jobs, which may have been held back by that call (claims skip a number
+        in a live call). Those jobs look again."""
+        for job in self._jobs.values():
+            if job.row.organization_id == organization_id and job.idle_until > now:
+                job.idle_until = now
 
     def _count_fatal(self, job: RunningJob, result: DialResult) -> JobVerdict | None:
         """Provider errors that are not the contacts' fault, in a row, fail the job."""

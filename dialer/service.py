@@ -7,6 +7,7 @@ Errors are `ServiceError`s carrying the API error code.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dialer import estimates, export, intake, states
+from dialer import estimates, export, intake, states, windows
 from dialer.clock import Clock
 from dialer.config import Config
 from dialer.scheduler import Engine
@@ -55,6 +56,9 @@ class CreateJob:
     max_attempts: int
     scheduled_start_time: str | None
     timezone: str
+    calling_windows: windows.Windows | None = None  # None: the organization's default
+    window_timezone: str = windows.RECIPIENT
+    expires_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,8 @@ class Created:
     total_contacts: int
     estimated_duration: str
     estimated_cost: str
+    suppressed: int = 0  # on the do-not-call list: stored cancelled (do_not_call)
+    no_common_window: tuple[str, ...] = ()  # numbers whose zones never share an open window
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,20 @@ def parse_schedule(value: str, tz_name: str, now: float) -> float:
     return timestamp
 
 
+def parse_expiry(value: str, tz_name: str, now: float) -> float:
+    """`expiresAt` (ISO 8601; a naive time is read in `tz_name`) -> unix time in the future."""
+    try:
+        return parse_schedule(value, tz_name, now)
+    except ServiceError as exc:
+        if exc.code == "past_scheduled_time":
+            raise ServiceError(400, "invalid_expires_at", "expiresAt is in the past") from None
+        if exc.code == "invalid_scheduled_time":
+            raise ServiceError(
+                400, "invalid_expires_at", f"expiresAt {value[:64]!r} is not an ISO 8601 date-time"
+            ) from None
+        raise
+
+
 def validate_timezone(tz_name: str) -> None:
     try:
         ZoneInfo(tz_name)
@@ -133,6 +153,7 @@ class JobService:
         self.store = store
         self.engine = engine
         self.clock = clock
+        self.rules = windows.Rules({})
 
     # ------------------------------------------------------------ create
 
@@ -159,12 +180,27 @@ class JobService:
             if request.scheduled_start_time
             else None
         )
+        if request.window_timezone != windows.RECIPIENT:
+            validate_timezone(request.window_timezone)
+        expires = (
+            parse_expiry(request.expires_at, request.timezone, now) if request.expires_at else None
+        )
+        if expires is not None and scheduled is not None and expires <= scheduled:
+            raise ServiceError(
+                400, "invalid_expires_at", "expiresAt must be after scheduledStartTime"
+            )
         engine_cfg = self.config.engine
         total = len(parsed.contacts)
         cost = estimates.cost_usd(
             total, engine_cfg.default_call_seconds, self.config.pricing.usd_per_minute
         )
         org = self.config.organization(org_id)
+        job_windows = request.calling_windows or (
+            org.default_windows() if org is not None else windows.DEFAULT_WINDOWS
+        )
+        contacts, without_window = _contacts_in_windows(
+            parsed, job_windows, request.window_timezone, request.timezone, scheduled or now
+        )
         if org is not None and org.credits_usd is not None:
             remaining = org.credits_usd - await self.store.organization_spend(org_id)
             if remaining < cost:
@@ -197,16 +233,20 @@ class JobService:
             scheduled_start_time=scheduled,
             created_at=now,
             estimated_cost_usd=cost,
+            calling_windows=json.dumps(windows.windows_json(job_windows)),
+            window_timezone=request.window_timezone,
+            expires_at=expires,
+            from_number=number.number,
         )
-        await self.store.create_job(
-            job, [NewContact(phone, data) for phone, data in parsed.contacts]
-        )
+        suppressed = await self.store.create_job(job, contacts)
         self.engine.notify()
         return Created(
             job=job,
             total_contacts=total,
             estimated_duration=estimates.format_duration(duration),
             estimated_cost=estimates.format_usd(cost),
+            suppressed=suppressed,
+            no_common_window=tuple(without_window),
         )
 
     # ------------------------------------------------------------ read
@@ -221,7 +261,7 @@ class JobService:
         self, org_id: str, job_id: str, contact_status: str | None, page: int, page_size: int
     ) -> Detail:
         found = await self.store.job_detail(
-            org_id, job_id, contact_status, page_size, (page - 1) * page_size
+            org_id, job_id, contact_status, page_size, (page - 1) * page_size, self.clock.now()
         )
         if found is None:
             raise not_found(job_id)
@@ -249,7 +289,17 @@ class JobService:
             job.concurrent_call_limit,
             call_seconds,
         )
-        finish = start + remaining
+        if job.calling_windows is not None:
+            # Calls are only made while the windows are open: the remaining work is spread
+            # over open time (read in the job's window zone, else its own), and no contact
+            # finishes before its window first opens.
+            job_windows = self.rules.windows(job.calling_windows)
+            zone = job.window_timezone if job.window_timezone != windows.RECIPIENT else job.timezone
+            finish = windows.advance_open(job_windows, (zone,), start, remaining)
+            if found.last_call_due is not None:
+                finish = max(finish, found.last_call_due + call_seconds)
+        else:
+            finish = start + remaining
         if found.last_retry_due is not None:
             # A queued retry cannot finish before it is due.
             finish = max(finish, found.last_retry_due + call_seconds)
@@ -388,7 +438,11 @@ class JobService:
     async def export_csv(self, org_id: str, job_id: str) -> tuple[JobRow, AsyncIterator[bytes]]:
         """The job and its contacts as CSV chunks (read page by page, never all at once)."""
         job = await self.get(org_id, job_id)
-        return job, export.csv_chunks(self.store, job.id)
+        return job, export.csv_chunks(self.store, job.id, self.clock.now())
+
+    def call_records(self, org_id: str, start: float, end: float) -> AsyncIterator[bytes]:
+        """Every attempt of the organization started in [start, end) as CSV chunks."""
+        return export.call_record_chunks(self.store, org_id, start, end)
 
 
 def full_breakdown(counts: dict[str, int]) -> dict[str, int]:
@@ -406,3 +460,41 @@ def progress(job: JobRow, counts: dict[str, int]) -> dict[str, int]:
         "successfulCalls": successful,
         "failedCalls": failed,
     }
+
+
+def _contacts_in_windows(
+    parsed: intake.ParsedContacts,
+    job_windows: windows.Windows,
+    window_timezone: str,
+    job_timezone: str,
+    at: float,
+) -> tuple[list[NewContact], list[str]]:
+    """The contacts to store, each with its zones and the interval it may first be dialed in;
+    those whose zones never share an open window are stored cancelled (no_common_window).
+    Also the numbers of those."""
+    contacts: list[NewContact] = []
+    without: list[str] = []
+    intervals: dict[tuple[str, ...], tuple[float, float | None] | None] = {}
+    for phone, data in parsed.contacts:
+        explicit = data.get("timezone")
+        zones = windows.contact_zones(
+            explicit if isinstance(explicit, str) and explicit else None,
+            phone,
+            window_timezone,
+            job_timezone,
+        )
+        if zones not in intervals:
+            intervals[zones] = windows.next_callable(job_windows, zones, at)
+        found = intervals[zones]
+        joined = windows.join_zones(zones)
+        if found is None:
+            without.append(phone)
+            contacts.append(
+                NewContact(
+                    phone, data, joined, status="cancelled", failure_reason="no_common_window"
+                )
+            )
+            continue
+        start, until = found
+        contacts.append(NewContact(phone, data, joined, start if start > at else None, until))
+    return contacts, without

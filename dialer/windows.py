@@ -12,6 +12,7 @@ the interval ending).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -266,3 +267,54 @@ def open_seconds_per_week(windows: Windows, zones: Sequence[str], at: float) -> 
     """How many seconds of the coming week the windows are open in every zone."""
     week = 7 * _DAY_SECONDS
     return sum(b - a for a, b in common_intervals(windows, zones, at, at + week))
+
+
+def advance_open(windows: Windows, zones: Sequence[str], start: float, seconds: float) -> float:
+    """The instant by which the windows have been open `seconds` in all zones, from `start`
+    (estimates: work only progresses while the windows are open)."""
+    if seconds <= 0 or always_open(windows):
+        return start + max(0.0, seconds)
+    left = seconds
+    at = start
+    for _ in range(520):  # ten years of weeks: a bound, not a limit met in practice
+        intervals = common_intervals(windows, zones, at, at + 7 * _DAY_SECONDS)
+        if not intervals:
+            return start + seconds
+        for a, b in intervals:
+            if b - a >= left:
+                return a + left
+            left -= b - a
+        at += 7 * _DAY_SECONDS
+    return at
+
+
+class Rules:
+    """The store's CallingRules: windows as stored on jobs (JSON) and the organizations' caps."""
+
+    def __init__(self, caps: dict[str, int]) -> None:
+        self._caps = caps
+        self._parsed: dict[str, Windows] = {}
+
+    def daily_cap(self, organization_id: str) -> int:
+        return self._caps.get(organization_id, 0)
+
+    def windows(self, windows_json: str | None) -> Windows:
+        if windows_json is None:
+            return ALL_DAY
+        found = self._parsed.get(windows_json)
+        if found is None:
+            found = self._parsed[windows_json] = parse_windows(json.loads(windows_json))
+        return found
+
+    def interval(
+        self, windows_json: str | None, zones: str | None, at: float
+    ) -> tuple[float, float | None] | None:
+        return next_callable(self.windows(windows_json), split_zones(zones), at)
+
+
+def join_zones(zones: Sequence[str]) -> str:
+    return ",".join(zones)
+
+
+def split_zones(text: str | None) -> tuple[str, ...]:
+    return tuple(z for z in (text or "UTC").split(",") if z)
