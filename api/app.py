@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import batch, webhooks
+from api import batch, compliance, webhooks
 from api import keys as appkeys
 from api.auth import auth_middleware
 from api.compat import setup as setup_compat
@@ -77,6 +77,7 @@ def create_app(
     app[appkeys.KEY_CACHE] = KeyCache()
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(batch.routes)
+    app.router.add_routes(compliance.routes)
     setup_compat(app, envelopes)
     setup_controls(app)
     if takes_webhooks:

@@ -322,3 +322,286 @@ async def test_export_shows_zone_and_next_call(start_app: StartApp, tmp_path: Pa
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert rows[0]["timezone"] == "America/New_York"
     assert rows[0]["next_call_at"] == "2026-01-05T13:00:00Z"
+
+
+async def other_completed(running: Running, job_id: str) -> None:
+    """Wait until the other organization's job is completed."""
+
+    async def check() -> bool:
+        resp = await running.client.get(
+            f"/batch/jobs/{job_id}", headers=running.headers(running.other_key)
+        )
+        return bool((await resp.json())["status"] == "completed")
+
+    await wait_until(check)
+
+
+# ------------------------------------------------------------------ do-not-call
+
+
+async def dnc_post(running: Running, numbers: list[Any], key: str | None = None) -> Any:
+    """POST /dnc; returns (status, body)."""
+    resp = await running.client.post(
+        "/dnc", json={"numbers": numbers, "reason": "asked"}, headers=running.headers(key)
+    )
+    return resp.status, await resp.json()
+
+
+async def test_dnc_routes_add_list_remove_and_import(start_app: StartApp, tmp_path: Path) -> None:
+    """POST /dnc counts added and already listed, GET pages and filters, DELETE removes (404
+    when absent), import lists a CSV's phone column; invalid numbers are listed in a 400."""
+    running = await start_lawful(start_app, tmp_path)
+    assert await dnc_post(running, [LONDON, NEW_YORK, LONDON]) == (
+        200,
+        {"added": 2, "alreadyListed": 0},
+    )
+    assert await dnc_post(running, [LONDON]) == (200, {"added": 0, "alreadyListed": 1})
+    status, body = await dnc_post(running, [LONDON, "12345", 7])
+    assert (status, body["code"]) == (400, "invalid_numbers")
+    assert [b["index"] for b in body["invalidNumbers"]] == [1, 2]
+    status, body = await dnc_post(running, [])
+    assert status == 400
+    resp = await running.client.get("/dnc", params={"pageSize": "1"}, headers=running.headers())
+    page = await resp.json()
+    assert (page["total"], page["page"], page["pageSize"]) == (2, 1, 1)
+    assert page["numbers"] == [
+        {"number": NEW_YORK, "reason": "asked", "source": "api", "addedAt": MONDAY_NOON_UTC}
+    ]
+    resp = await running.client.get("/dnc", params={"number": LONDON}, headers=running.headers())
+    assert [n["number"] for n in (await resp.json())["numbers"]] == [LONDON]
+    resp = await running.client.delete(f"/dnc/{LONDON}", headers=running.headers())
+    assert resp.status == 200
+    resp = await running.client.delete(f"/dnc/{LONDON}", headers=running.headers())
+    assert (resp.status, (await resp.json())["code"]) == (404, "not_listed")
+    form = FormData()
+    form.add_field(
+        "file", f"name,phone\na,{NEW_YORK}\nb,{SYDNEY}\nc,oops\n".encode(), filename="d.csv"
+    )
+    resp = await running.client.post("/dnc/import", data=form, headers=running.headers())
+    imported = await resp.json()
+    assert resp.status == 200, imported
+    assert (imported["added"], imported["alreadyListed"], imported["invalidCount"]) == (1, 1, 1)
+    assert imported["invalidRows"][0]["value"] == "oops"
+    resp = await running.client.get("/dnc", headers=running.headers(running.other_key))
+    assert (await resp.json())["total"] == 0  # another organization's list is its own
+
+
+async def test_dnc_suppresses_at_create_and_mid_job_for_its_organization_only(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A listed number is cancelled (do_not_call) at create and counted in suppressedCount;
+    one listed while its job waits is never dialed; the other organization still dials it."""
+    running = await start_lawful(start_app, tmp_path)
+    await dnc_post(running, [LONDON])
+    created = await running.create_json([{"phone": LONDON}, {"phone": NEW_YORK}])
+    assert created["suppressedCount"] == 1
+    job_id = created["batchJobId"]
+    body = await running.detail(job_id)
+    london = by_phone(body)[LONDON]
+    assert (london["status"], london["failureReason"], london["attemptCount"]) == (
+        "cancelled",
+        "do_not_call",
+        0,
+    )
+    assert by_phone(body)[NEW_YORK]["status"] == "pending"  # its window opens at 13:00
+    await dnc_post(running, [NEW_YORK])
+    await running.clock.advance(ts("2026-01-05T14:00:00Z") - running.clock.now())
+    body = await running.wait_status(job_id, "completed")
+    new_york = by_phone(body)[NEW_YORK]
+    assert (new_york["status"], new_york["failureReason"], new_york["attemptCount"]) == (
+        "cancelled",
+        "do_not_call",
+        0,
+    )
+    other = await running.create_json(
+        [{"phone": LONDON}], key=running.other_key, fromPhoneNumberId="num_b"
+    )
+    assert other["suppressedCount"] == 0
+    await other_completed(running, other["batchJobId"])
+
+
+async def test_dnc_listed_during_a_retry_wait_is_never_dialed_again(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A number listed while its contact waits for a retry is cancelled, not dialed."""
+    config = make_config(
+        tmp_path,
+        telephony={"simulated": {"rules": [{"prefix": LONDON, "outcome": "busy"}]}},
+    )
+    running = await start_app(config, clock=FakeClock(start=ts(MONDAY_NOON_UTC)))
+    created = await running.create_json([{"phone": LONDON}])
+    job_id = created["batchJobId"]
+    await settled(running, job_id, p442079460001="queued")
+    await dnc_post(running, [LONDON])
+    body = await running.wait_status(job_id, "completed")
+    contact = by_phone(body)[LONDON]
+    assert (contact["status"], contact["failureReason"], contact["attemptCount"]) == (
+        "cancelled",
+        "do_not_call",
+        1,
+    )
+
+
+# ------------------------------------------------------------------ caps
+
+
+async def test_per_number_cap_across_two_jobs(start_app: StartApp, tmp_path: Path) -> None:
+    """With a cap of 2 dials per 24 h, the third job's contact of that number waits until the
+    first dial turns 24 h old (nextCallAt), then is dialed; other numbers are not held."""
+    running = await start_lawful(
+        start_app,
+        tmp_path,
+        calling_windows=[{"days": list(windows.DAYS), "start": "00:00", "end": "24:00"}],
+        max_attempts_per_number_per_day=2,
+    )
+    first = await running.create_json([{"phone": LONDON}])
+    await running.wait_status(first["batchJobId"], "completed")
+    await running.clock.advance(600)
+    second = await running.create_json([{"phone": LONDON}])
+    await running.wait_status(second["batchJobId"], "completed")
+    third = await running.create_json([{"phone": LONDON}, {"phone": SYDNEY}])
+    job_id = third["batchJobId"]
+    body = await settled(running, job_id, p61291234567="completed")
+    waiting = by_phone(body)[LONDON]
+    assert (waiting["status"], waiting["attemptCount"]) == ("pending", 0)
+    assert waiting["nextCallAt"] == "2026-01-06T12:00:00Z"
+    await running.clock.advance(ts("2026-01-06T12:00:00Z") - running.clock.now() - 1)
+    await idle(running)
+    assert by_phone(await running.detail(job_id))[LONDON]["status"] == "pending"
+    await running.clock.advance(1)
+    await settled(running, job_id, p442079460001="completed")
+
+
+async def test_cap_holds_back_retries_of_the_same_number(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Retries count: a busy number with cap 2 is dialed twice, then its retry waits for the
+    first dial to turn 24 h old."""
+    config = make_config(
+        tmp_path,
+        organizations=[
+            {
+                "id": ORG,
+                **{
+                    "calling_windows": [
+                        {"days": list(windows.DAYS), "start": "00:00", "end": "24:00"}
+                    ]
+                },
+                "max_attempts_per_number_per_day": 2,
+            },
+            {"id": OTHER_ORG},
+        ],
+        engine={"retry_delay_seconds": 60, "retry_backoff": 1.0},
+        telephony={"simulated": {"rules": [{"prefix": LONDON, "outcome": "busy"}]}},
+    )
+    running = await start_app(config, clock=FakeClock(start=ts(MONDAY_NOON_UTC)))
+    created = await running.create_json([{"phone": LONDON}], maxAttempts=5)
+    job_id = created["batchJobId"]
+    await settled(running, job_id, p442079460001="queued")
+    await running.clock.advance(60)
+    await wait_until(lambda: _attempts(running, job_id, LONDON, 2))
+    await running.clock.advance(60)
+    await idle(running)
+    contact = by_phone(await running.detail(job_id))[LONDON]
+    assert (contact["status"], contact["attemptCount"]) == ("queued", 2)
+    assert contact["nextCallAt"] == "2026-01-06T12:00:00Z"
+
+
+async def test_a_number_is_never_in_two_live_calls_of_one_organization(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Two jobs with the same number: its second call starts only after the first ends."""
+    config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 30}})
+    running = await start_app(config, clock=FakeClock(start=ts(MONDAY_NOON_UTC)))
+    one = await running.create_json([{"phone": LONDON}])
+    two = await running.create_json([{"phone": LONDON}, {"phone": SYDNEY}])
+    await settled(running, two["batchJobId"], p61291234567="dialing")
+    await idle_with_live(running)
+    statuses = [
+        by_phone(await running.detail(job))[LONDON]["status"]
+        for job in (one["batchJobId"], two["batchJobId"])
+    ]
+    assert sorted(statuses) == ["dialing", "pending"]
+    assert running.engine.live_calls() == 2
+    await running.clock.advance(30)
+    for job in (one["batchJobId"], two["batchJobId"]):
+        await wait_until(lambda job=job: _attempts(running, job, LONDON, 1))
+    await wait_until(lambda: _live(running, 1))
+    await running.clock.advance(30)
+    await running.wait_status(one["batchJobId"], "completed")
+    await running.wait_status(two["batchJobId"], "completed")
+
+
+async def idle_with_live(running: Running) -> None:
+    """Let the engine park (calls may still be live)."""
+    await running.clock.advance(0)
+    await wait_until(lambda: _parked(running))
+
+
+async def _live(running: Running, count: int) -> bool:
+    return running.engine.live_calls() == count
+
+
+async def _parked(running: Running) -> bool:
+    return running.engine.idle.is_set()
+
+
+# ------------------------------------------------------------------ call records
+
+
+async def test_call_records_export(start_app: StartApp, tmp_path: Path) -> None:
+    """GET /calls/export streams one row per attempt of the organization in the range, with
+    both numbers, UTC times, duration, outcome and SIP code; other organizations' are not in it."""
+    config = make_config(
+        tmp_path,
+        telephony={
+            "simulated": {
+                "call_seconds": 42,
+                "rules": [{"prefix": SYDNEY, "outcome": "busy", "sip_code": 486}],
+            }
+        },
+    )
+    running = await start_app(config, clock=FakeClock(start=ts(MONDAY_NOON_UTC)))
+    created = await running.create_json([{"phone": LONDON}, {"phone": SYDNEY}], maxAttempts=1)
+    await settled(running, created["batchJobId"], p442079460001="dialing")
+    await idle_with_live(running)
+    await running.clock.advance(60)
+    await running.wait_status(created["batchJobId"], "completed")
+    other = await running.create_json(
+        [{"phone": LONDON}], key=running.other_key, fromPhoneNumberId="num_b"
+    )
+    await wait_until(lambda: _live(running, 1))
+    await running.clock.advance(60)
+    await other_completed(running, other["batchJobId"])
+    resp = await running.client.get(
+        "/calls/export",
+        params={"from": "2026-01-05T00:00:00Z", "to": "2026-01-06T00:00:00Z"},
+        headers=running.headers(),
+    )
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert [r["called_number"] for r in rows] == [LONDON, SYDNEY]
+    london, sydney = rows
+    assert london["calling_number"] == "+12025550100"
+    assert london["job_id"] == created["batchJobId"]
+    assert london["attempt_id"].startswith("attempt_")
+    assert london["contact_id"].startswith("contact_")
+    assert london["started_at"] == MONDAY_NOON_UTC
+    assert (london["outcome"], london["duration_seconds"]) == ("completed", "42")
+    assert london["answered_at"] and london["ended_at"]
+    assert (sydney["outcome"], sydney["sip_code"]) == ("busy", "486")
+    empty = await running.client.get(
+        "/calls/export", params={"from": "2026-01-06T00:00:00Z"}, headers=running.headers()
+    )
+    assert len((await empty.text()).strip().splitlines()) == 1  # the header only
+    bad = await running.client.get(
+        "/calls/export", params={"from": "yesterday"}, headers=running.headers()
+    )
+    assert (bad.status, (await bad.json())["code"]) == (400, "invalid_time_range")
+    backwards = await running.client.get(
+        "/calls/export",
+        params={"from": "2026-01-06T00:00:00Z", "to": "2026-01-05T00:00:00Z"},
+        headers=running.headers(),
+    )
+    assert backwards.status == 400
