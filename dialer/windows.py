@@ -131,8 +131,25 @@ def valid_zone(name: str) -> bool:
     return True
 
 
+# Zones by number prefix: `phonenumbers` decides a number's zones (and its type, which can
+# widen them to the whole country) from its leading digits, and the lookup costs about 0.1 ms;
+# a 10,000-contact upload shares a few hundred prefixes.
+_PREFIX_CHARS = 10  # "+" and 9 digits: longer than any prefix of its time-zone data
+_zones_by_prefix: dict[str, tuple[str, ...]] = {}
+
+
 def number_zones(phone: str) -> tuple[str, ...]:
     """The zones `phonenumbers` gives for an E.164 number (empty when unknown)."""
+    prefix = phone[:_PREFIX_CHARS]
+    found = _zones_by_prefix.get(prefix)
+    if found is None:
+        if len(_zones_by_prefix) >= 100_000:
+            _zones_by_prefix.clear()
+        found = _zones_by_prefix[prefix] = _lookup_zones(phone)
+    return found
+
+
+def _lookup_zones(phone: str) -> tuple[str, ...]:
     try:
         parsed = phonenumbers.parse(phone, None)
     except phonenumbers.NumberParseException:
