@@ -268,6 +268,7 @@ class Engine:
     async def _activate(self, now: float) -> None:
         """Start due jobs and refresh the set of jobs to dial for."""
         self._jobs_dirty = False
+        next_expiry = await self._expire(now)
         startable = await self.store.jobs_in_status([JobStatus.PENDING, JobStatus.SCHEDULED])
         due = [
             j.id
@@ -292,17 +293,12 @@ class Engine:
                 fresh[row.id] = RunningJob(row=row, policy=_policy(row))
         self._jobs = fresh
         self._failure_windows = {j: w for j, w in self._failure_windows.items() if j in fresh}
-        self._next_scheduled = _earliest(
-            await self.store.next_scheduled_start(), await self._expire(now)
-        )
+        self._next_scheduled = _earliest(await self.store.next_scheduled_start(), next_expiry)
 
     async def _expire(self, now: float) -> float | None:
         """Expire the jobs past their `expiresAt`; return when the next one expires."""
         for job_id in await self.store.expire_jobs(now):
             log.info("job_expired", job_id=job_id)
-            job = self._jobs.get(job_id)
-            if job is not None:
-                job.idle_until = 0.0  # a claim finds nothing open and completes it
             self._progressed()
         return await self.store.next_expiry()
 

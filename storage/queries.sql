@@ -516,8 +516,10 @@ WHERE id = :id AND organization_id = :org AND status = 'paused'
 -- retry_contacts --
 -- Another round for contacts that ended in one of :statuses: due now, with :attempts more
 -- attempts than they have made (never fewer than they had). Their attempt rows stay as they are.
+-- Their calling interval is recomputed by the next claim (it ends now).
 UPDATE contacts
-SET status = 'queued', next_retry_at = :now, completed_at = NULL,
+SET status = 'queued', next_retry_at = :now, completed_at = NULL, next_call_at = NULL,
+    call_until = :now,
     max_attempts = max(max_attempts, attempt_count + :attempts), updated_at = :now
 WHERE job_id = :job_id AND status IN (SELECT value FROM json_each(:statuses))
 

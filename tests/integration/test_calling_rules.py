@@ -605,3 +605,34 @@ async def test_call_records_export(start_app: StartApp, tmp_path: Path) -> None:
         headers=running.headers(),
     )
     assert backwards.status == 400
+
+
+async def test_operator_retry_waits_for_the_window(start_app: StartApp, tmp_path: Path) -> None:
+    """Contacts an operator re-queues after the window closed wait for its next opening."""
+    config = make_config(
+        tmp_path,
+        organizations=[
+            {
+                "id": ORG,
+                "calling_windows": [{"days": list(windows.DAYS), "start": "12:00", "end": "12:05"}],
+            },
+            {"id": OTHER_ORG},
+        ],
+        telephony={"simulated": {"rules": [{"prefix": LONDON, "outcome": "busy"}]}},
+    )
+    running = await start_app(config, clock=FakeClock(start=ts(MONDAY_NOON_UTC)))
+    created = await running.create_json([{"phone": LONDON}], maxAttempts=1)
+    job_id = created["batchJobId"]
+    await running.wait_status(job_id, "completed")
+    await running.clock.advance(3600)
+    resp = await running.client.post(f"/batch/jobs/{job_id}/retry", headers=running.headers())
+    assert resp.status == 200, await resp.json()
+    await wait_until(lambda: _waits_until(running, job_id, LONDON, "2026-01-06T12:00:00Z"))
+    contact = by_phone(await running.detail(job_id))[LONDON]
+    assert (contact["status"], contact["attemptCount"]) == ("queued", 1)
+    await running.clock.advance(ts("2026-01-06T12:00:00Z") - running.clock.now())
+    await wait_until(lambda: _attempts(running, job_id, LONDON, 2))
+
+
+async def _waits_until(running: Running, job_id: str, phone: str, when: str) -> bool:
+    return bool(by_phone(await running.detail(job_id))[phone]["nextCallAt"] == when)

@@ -297,7 +297,7 @@ def test_organization_calling_rules_default_and_validate(tmp_path: Path) -> None
         '[[organizations]]\nid = "o"\n'
         'calling_windows = [{ days = ["sat"], start = "18:00", end = "10:00" }]\n'
     )
-    with pytest.raises(configmod.ConfigError, match="organizations.0.calling_windows"):
+    with pytest.raises(configmod.ConfigError, match=r"organizations\.0\.calling_windows"):
         configmod.load(path)
     with pytest.raises(configmod.ConfigError, match="max_attempts_per_number_per_day"):
         configmod.parse({"organizations": [{"id": "o", "max_attempts_per_number_per_day": -1}]})
