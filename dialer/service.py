@@ -198,8 +198,10 @@ class JobService:
         job_windows = request.calling_windows or (
             org.default_windows() if org is not None else windows.DEFAULT_WINDOWS
         )
+        # From now, even for a scheduled job: it may be started early. An interval that has ended
+        # by the time the job dials is moved to the next one then.
         contacts, without_window = _contacts_in_windows(
-            parsed, job_windows, request.window_timezone, request.timezone, scheduled or now
+            parsed, job_windows, request.window_timezone, request.timezone, now
         )
         if org is not None and org.credits_usd is not None:
             remaining = org.credits_usd - await self.store.organization_spend(org_id)

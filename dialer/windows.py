@@ -29,7 +29,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HORIZON_DAYS = 15
 RECIPIENT = "recipient"  # windowTimezone: read the windows in each recipient's own zones
 
-_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
+_HHMM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])|24:00")
 _DAY_SECONDS = 86_400
 
 

@@ -636,3 +636,19 @@ async def test_operator_retry_waits_for_the_window(start_app: StartApp, tmp_path
 
 async def _waits_until(running: Running, job_id: str, phone: str, when: str) -> bool:
     return bool(by_phone(await running.detail(job_id))[phone]["nextCallAt"] == when)
+
+
+async def test_a_scheduled_job_started_early_still_keeps_to_the_window(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A job scheduled for a time its contacts' window is open, started at night, waits."""
+    running = await start_lawful(start_app, tmp_path, at="2026-01-05T03:00:00Z")  # 22:00 NY
+    created = await running.create_json(
+        [{"phone": NEW_YORK}], scheduledStartTime="2026-01-05T15:00:00Z"
+    )
+    job_id = created["batchJobId"]
+    resp = await running.client.post(f"/batch/jobs/{job_id}/start", headers=running.headers())
+    assert resp.status == 200
+    await wait_until(lambda: _running_and_idle(running, job_id))
+    contact = by_phone(await running.detail(job_id))[NEW_YORK]
+    assert (contact["status"], contact["nextCallAt"]) == ("pending", "2026-01-05T13:00:00Z")
