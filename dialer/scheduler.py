@@ -124,6 +124,7 @@ class RunningJob:
     row: JobRow
     policy: retry.RetryPolicy
     idle_until: float = 0.0  # no contact is ready before this time (math.inf: none left)
+    backoff_until: float = 0.0  # a dial did not reach the provider: not before this time
     fatal_streak: int = 0
 
 
@@ -508,8 +509,8 @@ class Engine:
         each job has a contact ready again, and which jobs must stop (failed: the provider
         rejects its calls; paused: most of its recent attempts failed at the carrier)."""
         verdicts: list[JobVerdict] = []
+        self._numbers_freed({call.organization_id for call, _ in done}, now)
         for (call, result), outcome in zip(done, outcomes, strict=True):
-            self._number_freed(call.organization_id, now)
             job = self._jobs.get(call.job_id)
             if job is None:  # not dialing for it (finished, paused, or stopped just now)
                 continue
@@ -517,6 +518,7 @@ class Engine:
                 job.idle_until = min(job.idle_until, outcome.next_retry_at)
             if result.not_placed:
                 job.idle_until = max(job.idle_until, now + NOT_PLACED_BACKOFF_SECONDS)
+                job.backoff_until = job.idle_until
             verdict = self._count_fatal(job, result)
             # Calls cut short by a restart say nothing about the carrier: not counted.
             if verdict is None and not (result.not_placed or result.job_fatal or result.retryable):
@@ -610,12 +612,18 @@ class Engine:
             call_until=call_until,
         )
 
-    def _number_freed(self, organization_id: str, now: float) -> None:
-        """A call of the organization ended: its number may now be dialed by another of the
-        organization's jobs, which may have been held back by that call (claims skip a number
-        in a live call). Those jobs look again."""
+    def _numbers_freed(self, organizations: set[str], now: float) -> None:
+        """Calls of these organizations ended: their numbers may now be dialed by another of the
+        organization's jobs, which may have been held back by such a call (claims skip a
+        number in a live call of its organization). Those jobs look again."""
+        if not organizations:
+            return
         for job in self._jobs.values():
-            if job.row.organization_id == organization_id and job.idle_until > now:
+            if (
+                job.idle_until > now
+                and job.backoff_until <= now
+                and job.row.organization_id in organizations
+            ):
                 job.idle_until = now
 
     def _count_fatal(self, job: RunningJob, result: DialResult) -> JobVerdict | None:
