@@ -311,6 +311,10 @@ class Rules:
     def __init__(self, caps: dict[str, int]) -> None:
         self._caps = caps
         self._parsed: dict[str, Windows] = {}
+        # A window ending moves every contact of a zone at once, from the same instant.
+        self._intervals: dict[
+            tuple[str | None, str | None, float], tuple[float, float | None] | None
+        ] = {}
 
     def daily_cap(self, organization_id: str) -> int:
         return self._caps.get(organization_id, 0)
@@ -326,7 +330,15 @@ class Rules:
     def interval(
         self, windows_json: str | None, zones: str | None, at: float
     ) -> tuple[float, float | None] | None:
-        return next_callable(self.windows(windows_json), split_zones(zones), at)
+        key = (windows_json, zones, at)
+        if key in self._intervals:
+            return self._intervals[key]
+        if len(self._intervals) >= 10_000:
+            self._intervals.clear()
+        found = self._intervals[key] = next_callable(
+            self.windows(windows_json), split_zones(zones), at
+        )
+        return found
 
 
 def join_zones(zones: Sequence[str]) -> str:
