@@ -15,7 +15,7 @@ from api import errors, jsonbody, openapi, schemas
 from api import keys as appkeys
 from api.auth import organization
 from api.errors import ApiError
-from dialer import intake, service
+from dialer import intake, service, windows
 from dialer.states import ContactStatus, JobStatus
 from storage.store import ContactRow, JobRow
 
@@ -47,6 +47,10 @@ class CreateFields(_Strict):
     # E.164), and the phone column's (or JSON key's) name when it is not a usual one.
     defaultCountry: StrictStr | None = Field(default=None, max_length=10)
     phoneColumn: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+    # A list of {days, start, end}; in a multipart form, that list as a JSON string.
+    callingWindows: Any = None
+    windowTimezone: StrictStr = Field(default=windows.RECIPIENT, min_length=1, max_length=100)
+    expiresAt: StrictStr | None = Field(default=None, max_length=100)
 
 
 class CreateJson(CreateFields):
@@ -148,6 +152,9 @@ def job_summary(job: JobRow, counts: dict[str, int]) -> dict[str, Any]:
         "statusReason": job.status_reason,
         "pauseReason": job.status_reason if job.status == JobStatus.PAUSED else None,
         "retryRounds": job.retry_rounds,
+        "callingWindows": None if job.calling_windows is None else json.loads(job.calling_windows),
+        "windowTimezone": job.window_timezone,
+        "expiresAt": service.iso(job.expires_at),
     }
 
 
@@ -160,9 +167,10 @@ def retry_policy(job: JobRow) -> dict[str, Any]:
     }
 
 
-def contact_json(c: ContactRow) -> dict[str, Any]:
+def contact_json(c: ContactRow, now: float = 0.0) -> dict[str, Any]:
     """A contact in the detail route's shape. The detail route gets its pages rendered by the
-    store's SQL (queries.sql, contacts_page_api), which a test holds to this function."""
+    store's SQL (queries.sql, contacts_page_api), which a test holds to this function.
+    `nextCallAt`: when it may next be dialed, if later than `now`."""
     return {
         "id": f"contact_{c.id}",
         "phoneNumber": c.phone,
@@ -177,6 +185,8 @@ def contact_json(c: ContactRow) -> dict[str, Any]:
         "roomName": c.room_name,
         "failureReason": c.failure_reason,
         "callDuration": c.call_duration,
+        "timezone": c.timezone,
+        "nextCallAt": service.iso(c.wait_until(now)),
     }
 
 
@@ -280,6 +290,9 @@ async def create_job(request: web.Request) -> web.Response:
                 max_attempts=form.maxAttempts,
                 scheduled_start_time=form.scheduledStartTime,
                 timezone=form.timezone or "UTC",
+                calling_windows=_calling_windows(form.callingWindows),
+                window_timezone=form.windowTimezone or windows.RECIPIENT,
+                expires_at=form.expiresAt,
             ),
             parsed,
             None if key is None else service.Idempotency(key, content, render),
@@ -311,6 +324,16 @@ def created_json(
             )
         ),
     }
+    body_out.update(
+        {
+            "callingWindows": json.loads(job.calling_windows or "null"),
+            "windowTimezone": job.window_timezone,
+            "expiresAt": service.iso(job.expires_at),
+            "suppressedCount": created.suppressed,
+            "noCommonWindowCount": len(created.no_common_window),
+            "noCommonWindow": list(created.no_common_window[: intake.MAX_REPORTED_INVALID]),
+        }
+    )
     if mode == "csv":
         body_out.update(intake.invalid_report(parsed))
     else:  # any invalid JSON contact refuses the request: none was skipped
@@ -321,6 +344,24 @@ def created_json(
 
 
 _FORM_INTS = ("concurrentCallLimit", "maxAttempts")
+
+
+def _calling_windows(value: Any) -> windows.Windows | None:
+    """The request's callingWindows (a list, or in a form that list as JSON text); None when
+    omitted. Malformed: 400 invalid_calling_window naming the problem."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ApiError(
+                400, "invalid_calling_window", "callingWindows is not valid JSON"
+            ) from None
+    try:
+        return windows.parse_windows(value)
+    except windows.WindowError as exc:
+        raise ApiError(400, "invalid_calling_window", str(exc)) from None
 
 
 def _coerce_form(fields: dict[str, str]) -> dict[str, Any]:
@@ -334,6 +375,9 @@ def _coerce_form(fields: dict[str, str]) -> dict[str, Any]:
             "timezone",
             "defaultCountry",
             "phoneColumn",
+            "callingWindows",
+            "windowTimezone",
+            "expiresAt",
         ):
             continue
         if name in _FORM_INTS:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dialer import config as configmod
-from dialer import intake, logs, watched
+from dialer import intake, logs, watched, windows
 from dialer.clock import SystemClock
 from dialer.providers.simulated import SimulatedProvider
 from dialer.scheduler import Engine
@@ -93,9 +93,16 @@ def bench_config(
                     "default_outcome": "completed",
                 }
             },
-            # The bench creates more jobs and contacts than the default quotas allow.
+            # The bench creates more jobs and contacts than the default quotas allow. Windows
+            # open all day: the figures must not depend on the time of day the bench runs at.
+            # The per-number cap stays on (each number is dialed once).
             "organizations": [
-                {"id": ORG, "max_active_jobs": 100_000, "max_stored_contacts": 1_000_000_000}
+                {
+                    "id": ORG,
+                    "max_active_jobs": 100_000,
+                    "max_stored_contacts": 1_000_000_000,
+                    "calling_windows": windows.windows_json(windows.ALL_DAY),
+                }
             ],
             "agents": [{"id": "agent_bench", "organization": ORG}],
             "phone_numbers": [
@@ -269,6 +276,8 @@ def storage_ceiling(path: Path, n: int, batch: int = 50) -> float:
                     "error_code": None,
                     "failure_reason": None,
                     "duration": 0,
+                    "next_call_at": None,
+                    "call_until": None,
                     "now": now,
                 },
             )

@@ -1,4 +1,4 @@
-"""The `dialer` command: serve, keys create|list|revoke."""
+"""The `dialer` command: serve, bench, keys create|list|revoke, dnc add|remove|list|import."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ import signal
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
 from dialer import config as configmod
-from dialer import instance, keys, logs
+from dialer import dnc, instance, intake, keys, logs
 from dialer.clock import SystemClock
+from dialer.service import ServiceError
 from storage.db import StorageError
 from storage.store import ApiKeyRow, Store
 
@@ -284,6 +286,99 @@ def keys_revoke(args: argparse.Namespace) -> int:
     return 1
 
 
+# ------------------------------------------------------------------ do-not-call
+
+
+def _dnc_org(args: argparse.Namespace) -> configmod.Config | None:
+    config = _load(args.config)
+    if config.organization(args.org) is None:
+        known = ", ".join(o.id for o in config.organizations) or "none"
+        print(f"error: unknown organization {args.org!r} (configured: {known})", file=sys.stderr)
+        return None
+    Path(config.storage.path).parent.mkdir(parents=True, exist_ok=True)
+    return config
+
+
+def _dnc_failed(exc: ServiceError) -> int:
+    print(f"error: {exc.message}", file=sys.stderr)
+    return 1
+
+
+def dnc_add(args: argparse.Namespace) -> int:
+    config = _dnc_org(args)
+    if config is None:
+        return 2
+
+    async def work(store: Store) -> dnc.Added:
+        return await dnc.add(store, args.org, args.numbers, args.reason, "cli", time.time())
+
+    try:
+        added = asyncio.run(_with_store(config.storage.path, work))
+    except ServiceError as exc:
+        return _dnc_failed(exc)
+    print(f"added {added.added}, already listed {added.already_listed}")
+    return 0
+
+
+def dnc_remove(args: argparse.Namespace) -> int:
+    config = _dnc_org(args)
+    if config is None:
+        return 2
+
+    async def work(store: Store) -> None:
+        await dnc.remove(store, args.org, args.number)
+
+    try:
+        asyncio.run(_with_store(config.storage.path, work))
+    except ServiceError as exc:
+        return _dnc_failed(exc)
+    print(f"removed {args.number}")
+    return 0
+
+
+def dnc_list(args: argparse.Namespace) -> int:
+    config = _dnc_org(args)
+    if config is None:
+        return 2
+
+    async def work(store: Store) -> list[dict[str, Any]]:
+        rows, _ = await store.dnc_page(args.org, args.number, -1, 0)
+        return rows
+
+    rows = asyncio.run(_with_store(config.storage.path, work))
+    print(f"{'number':<17} {'source':<7} {'added':<21} reason")
+    for row in rows:
+        print(f"{row['number']:<17} {row['source']:<7} {row['addedAt']:<21} {row['reason'] or ''}")
+    return 0
+
+
+def dnc_import(args: argparse.Namespace) -> int:
+    config = _dnc_org(args)
+    if config is None:
+        return 2
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+    async def work(store: Store) -> tuple[dnc.Added, intake.ParsedContacts]:
+        return await dnc.import_csv(store, args.org, data, args.reason, time.time())
+
+    try:
+        added, parsed = asyncio.run(_with_store(config.storage.path, work))
+    except intake.IntakeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(
+        f"added {added.added}, already listed {added.already_listed}, "
+        f"invalid rows {parsed.invalid_count}"
+    )
+    for row in parsed.invalid:
+        print(f"  row {row.row}: {row.value!r} {row.reason}", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -335,6 +430,28 @@ def build_parser() -> argparse.ArgumentParser:
     p_revoke.add_argument("key_id")
     with_config(p_revoke)
     p_revoke.set_defaults(func=keys_revoke)
+
+    p_dnc = sub.add_parser("dnc", help="manage an organization's do-not-call list")
+    dnc_sub = p_dnc.add_subparsers(dest="dnc_command", required=True)
+    p_add = dnc_sub.add_parser("add", help="list numbers (E.164)")
+    p_add.add_argument("numbers", nargs="+")
+    p_add.add_argument("--reason", default=None)
+    p_remove = dnc_sub.add_parser("remove", help="take a number off the list")
+    p_remove.add_argument("number")
+    p_dnc_list = dnc_sub.add_parser("list", help="print the list")
+    p_dnc_list.add_argument("--number", default=None, help="only this number")
+    p_import = dnc_sub.add_parser("import", help="list the numbers of a CSV's phone column")
+    p_import.add_argument("file")
+    p_import.add_argument("--reason", default=None)
+    for p, func in (
+        (p_add, dnc_add),
+        (p_remove, dnc_remove),
+        (p_dnc_list, dnc_list),
+        (p_import, dnc_import),
+    ):
+        p.add_argument("--org", required=True)
+        with_config(p)
+        p.set_defaults(func=func)
     return parser
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dialer import states
+from dialer import states, windows
 
 
 class ConfigError(Exception):
@@ -152,6 +152,24 @@ class Organization(_Section):
     # of the organization's jobs.
     max_active_jobs: int = Field(default=100, ge=1)
     max_stored_contacts: int = Field(default=1_000_000, ge=1)
+    # The calling windows of jobs that name none (absent: every day 08:00-21:00), each
+    # {days = ["mon", ...], start = "HH:MM", end = "HH:MM"}, read in the recipient's zones.
+    calling_windows: list[dict[str, Any]] | None = None
+    # Dials to one number within any 24 h, across all of the organization's jobs (0: no cap).
+    max_attempts_per_number_per_day: int = Field(default=3, ge=0)
+
+    @field_validator("calling_windows")
+    @classmethod
+    def _windows(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value is not None:
+            windows.parse_windows(value)
+        return value
+
+    def default_windows(self) -> windows.Windows:
+        """The calling windows of its jobs that name none."""
+        if self.calling_windows is None:
+            return windows.DEFAULT_WINDOWS
+        return windows.parse_windows(self.calling_windows)
 
 
 class Agent(_Section):

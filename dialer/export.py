@@ -33,6 +33,8 @@ COLUMNS = (
     "next_retry_at",
     "completed_at",
     "room_name",
+    "timezone",
+    "next_call_at",
 )
 
 
@@ -60,7 +62,7 @@ def _cell(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def row(call: CallRow, custom: list[tuple[str, str]]) -> list[str]:
+def row(call: CallRow, custom: list[tuple[str, str]], now: float = 0.0) -> list[str]:
     c = call.contact
     fixed = [
         f"contact_{c.id}",
@@ -77,6 +79,8 @@ def row(call: CallRow, custom: list[tuple[str, str]]) -> list[str]:
         _time(c.next_retry_at),
         _time(c.completed_at),
         c.room_name or "",
+        c.timezone or "",
+        _time(c.wait_until(now)),
     ]
     return fixed + [_cell(c.contact_data.get(field)) for _, field in custom]
 
@@ -101,8 +105,9 @@ def _encode(rows: Iterable[list[str]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-async def csv_chunks(store: Store, job_id: str) -> AsyncIterator[bytes]:
-    """The header, then one encoded chunk per page of `PAGE_SIZE` contacts."""
+async def csv_chunks(store: Store, job_id: str, now: float = 0.0) -> AsyncIterator[bytes]:
+    """The header, then one encoded chunk per page of `PAGE_SIZE` contacts (next_call_at:
+    when a contact waits past `now`)."""
     page_size = PAGE_SIZE
     custom = custom_columns(await store.contact_field_names(job_id))
     yield _encode([[*COLUMNS, *(header for header, _ in custom)]])
@@ -112,7 +117,61 @@ async def csv_chunks(store: Store, job_id: str) -> AsyncIterator[bytes]:
         if not calls:
             return
         # Encoded on a worker thread: a page of wide rows takes a while.
-        yield await asyncio.to_thread(_encode, [row(call, custom) for call in calls])
+        yield await asyncio.to_thread(_encode, [row(call, custom, now) for call in calls])
         if len(calls) < page_size:
             return
         after = calls[-1].contact.seq
+
+
+# The call records regulators ask for (e.g. the FTC's Telemarketing Sales Rule): one row per
+# attempt, times in UTC.
+CALL_COLUMNS = (
+    "attempt_id",
+    "job_id",
+    "contact_id",
+    "calling_number",
+    "called_number",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration_seconds",
+    "outcome",
+    "sip_code",
+    "reason",
+)
+
+
+def _call_record(values: list[Any]) -> list[str]:
+    attempt_id, job_id, contact_id, calling, called, started, answered, ended = values[:8]
+    duration, outcome, sip_code, reason = values[8:]
+    return [
+        f"attempt_{attempt_id}",
+        job_id,
+        f"contact_{contact_id}",
+        calling or "",
+        called or "",
+        _time(started),
+        _time(answered),
+        _time(ended),
+        "" if duration is None else str(duration),
+        outcome or "in_progress",
+        "" if sip_code is None else str(sip_code),
+        reason or "",
+    ]
+
+
+async def call_record_chunks(
+    store: Store, organization_id: str, start: float, end: float
+) -> AsyncIterator[bytes]:
+    """The header, then one chunk per page of attempts started in [start, end), in start order
+    (keyset paging on start time and id)."""
+    yield _encode([list(CALL_COLUMNS)])
+    after: tuple[float, int] = (-1e18, 0)
+    while True:
+        rows = await store.call_records(organization_id, start, end, after, PAGE_SIZE)
+        if not rows:
+            return
+        yield _encode(_call_record(r) for r in rows)
+        if len(rows) < PAGE_SIZE:
+            return
+        after = (float(rows[-1][5]), int(rows[-1][0]))

@@ -18,6 +18,8 @@ from typing import Any
 
 import phonenumbers
 
+from dialer import windows
+
 MAX_CONTACTS = 10_000  # valid contacts in one job
 MAX_ROWS = 20_000  # rows of a file (or items of a JSON list), valid or not
 MAX_CSV_BYTES = 10 * 1024 * 1024
@@ -245,6 +247,8 @@ def parse_csv(
             "invalid_csv", f"CSV header has a column name longer than {MAX_FIELD_CHARS} characters"
         )
     phone_index = find_phone_column(columns, phone_column)
+    # The recipient's own IANA zone (optional): wins over the zones of the number.
+    tz_index = next((i for i, c in enumerate(columns) if c.lower() == "timezone"), None)
     if len({c for c in columns if c}) != len([c for c in columns if c]):
         raise IntakeError("invalid_csv", "CSV header has duplicate column names")
 
@@ -269,6 +273,12 @@ def parse_csv(
             if phone is None:
                 _invalid(result, line_no, raw, problem or "not a phone number")
                 continue
+            zone = (
+                record[tz_index].strip() if tz_index is not None and tz_index < len(record) else ""
+            )
+            if zone and not windows.valid_zone(zone):
+                _invalid(result, line_no, zone, "timezone is not a known IANA time zone")
+                continue
             if phone in seen:
                 result.duplicates += 1
                 continue
@@ -282,7 +292,7 @@ def parse_csv(
                 if i == phone_index:
                     fields["phone"] = phone
                 elif column and value:  # empty cells are not stored
-                    fields[column] = value
+                    fields["timezone" if i == tz_index else column] = value
             encoded = encode(fields)
             if _size(encoded) > MAX_CONTACT_DATA_BYTES:
                 _invalid(result, line_no, phone, _TOO_LARGE)
@@ -332,6 +342,7 @@ def parse_json_contacts(
     result = ParsedContacts(rows=len(items))
     bad: list[InvalidRow] = []
     too_large: list[int] = []
+    bad_zones: list[InvalidRow] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -351,6 +362,14 @@ def parse_json_contacts(
         phone, problem = normalize_phone(value, region)
         if phone is None:
             bad.append(InvalidRow(index, value[:64], problem or "not a phone number"))
+            continue
+        zone = item.get("timezone")
+        if (
+            zone is not None
+            and zone != ""
+            and not (isinstance(zone, str) and windows.valid_zone(zone))
+        ):
+            bad_zones.append(InvalidRow(index, str(zone)[:64], "not a known IANA time zone"))
             continue
         if phone in seen:
             result.duplicates += 1
@@ -386,6 +405,17 @@ def parse_json_contacts(
                     for b in bad[:MAX_REPORTED_INVALID]
                 ],
                 "invalidCount": len(bad),
+            },
+        )
+    if bad_zones:
+        shown = ", ".join(str(b.row) for b in bad_zones[:20])
+        raise IntakeError(
+            "invalid_timezone",
+            f"{len(bad_zones)} contact(s) have an unknown IANA timezone: index {shown}",
+            {
+                "invalidIndexes": [b.row for b in bad_zones[:MAX_REPORTED_INVALID]],
+                "invalidContacts": [_row_json(b) for b in bad_zones[:MAX_REPORTED_INVALID]],
+                "invalidCount": len(bad_zones),
             },
         )
     return result

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from dialer import autopause, retry
+from dialer import autopause, retry, windows
 from dialer.clock import Clock
 from dialer.config import Config
 from dialer.held import HeldOutcomes
@@ -165,6 +165,7 @@ class LiveCall:
     policy: retry.RetryPolicy
     resumed: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    windows_json: str | None = None  # the job's calling windows (None: always open)
 
 
 # Room-name suffixes need uniqueness, not secrecy: a fast generator seeded from the OS.
@@ -184,6 +185,11 @@ class Engine:
         store.set_credit_limits(config.credit_limits())  # pauses jobs when credits run out
         self.provider = provider
         self.clock = clock
+        # Calling windows and per-number caps, which the store's claims apply.
+        self.rules = windows.Rules(
+            {o.id: o.max_attempts_per_number_per_day for o in config.organizations}
+        )
+        store.calling_rules = self.rules
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._jobs: dict[str, RunningJob] = {}
@@ -403,6 +409,7 @@ class Engine:
     async def _activate(self, now: float) -> None:
         """Start due jobs and refresh the set of jobs to dial for."""
         self._jobs_dirty = False
+        next_expiry = await self._expire(now)
         startable = await self.store.jobs_in_status([JobStatus.PENDING, JobStatus.SCHEDULED])
         due = [
             j.id
@@ -427,7 +434,14 @@ class Engine:
                 fresh[row.id] = RunningJob(row=row, policy=_policy(row))
         self._jobs = fresh
         self._failure_windows = {j: w for j, w in self._failure_windows.items() if j in fresh}
-        self._next_scheduled = await self.store.next_scheduled_start()
+        self._next_scheduled = _earliest(await self.store.next_scheduled_start(), next_expiry)
+
+    async def _expire(self, now: float) -> float | None:
+        """Expire the jobs past their `expiresAt`; return when the next one expires."""
+        for job_id in await self.store.expire_jobs(now):
+            log.info("job_expired", job_id=job_id)
+            self._progressed()
+        return await self.store.next_expiry()
 
     def wake_job(self, job_id: str) -> None:
         """Contacts of this job became ready (e.g. re-queued): dial for it again."""
@@ -641,6 +655,7 @@ class Engine:
             request=self._request(job.row, contact),
             policy=job.policy,
             resumed=resumed,
+            windows_json=job.row.calling_windows,
         )
         self._live[contact.id] = call
         self._live_job[call.job_id] += 1
@@ -678,6 +693,7 @@ class Engine:
         each job has a contact ready again, and which jobs must stop (failed: the provider
         rejects its calls; paused: most of its recent attempts failed at the carrier)."""
         verdicts: list[JobVerdict] = []
+        self._numbers_freed({call.organization_id for call, _ in done}, now)
         for (call, result), outcome in zip(done, outcomes, strict=True):
             if result.not_placed:
                 self._provider_unreachable(call, result.reason or "provider unreachable", now)
@@ -737,6 +753,19 @@ class Engine:
                 force_retryable=result.retryable,
             )
             status, next_retry_at = decision.status, decision.next_retry_at
+        next_call_at: float | None = None
+        call_until: float | None = None
+        if status in (ContactStatus.PENDING, ContactStatus.QUEUED):
+            # Waiting again: within its calling windows. A retry that would fall outside them
+            # moves to their next opening.
+            interval = self.rules.interval(
+                call.windows_json, call.contact.zones, max(now, next_retry_at or now)
+            )
+            if interval is not None:
+                next_call_at = interval[0] if interval[0] > now else None
+                call_until = interval[1]
+                if next_retry_at is not None:
+                    next_retry_at = max(next_retry_at, interval[0])
         return Outcome(
             contact_id=call.contact.id,
             job_id=call.job_id,
@@ -753,6 +782,8 @@ class Engine:
             charged_usd=round(charged, 6),
             started_at=call.contact.started_at,
             give_back=give_back,
+            next_call_at=next_call_at,
+            call_until=call_until,
         )
 
     def _provider_unreachable(self, call: LiveCall, reason: str, now: float) -> None:
@@ -788,6 +819,16 @@ class Engine:
         for job_id in list(self._jobs):
             self._held_verdicts.append(JobVerdict(job_id, JobStatus.PAUSED, reason))
             self._stop_dialing(job_id)
+
+    def _numbers_freed(self, organizations: set[str], now: float) -> None:
+        """Calls of these organizations ended: their numbers may now be dialed by another of the
+        organization's jobs, which may have been held back by such a call (claims skip a
+        number in a live call of its organization). Those jobs look again."""
+        if not organizations:
+            return
+        for job in self._jobs.values():
+            if job.idle_until > now and job.row.organization_id in organizations:
+                job.idle_until = now
 
     def _count_fatal(self, job: RunningJob, result: DialResult) -> JobVerdict | None:
         """Provider errors that are not the contacts' fault, in a row, fail the job."""

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dialer import estimates, export, intake, states
+from dialer import estimates, export, intake, states, windows
 from dialer.clock import Clock
 from dialer.config import Config, Organization
 from dialer.scheduler import Engine
@@ -98,6 +98,9 @@ class CreateJob:
     agent_id: str | None = None
     scheduled_start_unix: float | None = None
     ringing_timeout_seconds: float | None = None
+    calling_windows: windows.Windows | None = None  # None: the organization's default
+    window_timezone: str = windows.RECIPIENT
+    expires_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,8 @@ class Created:
     total_contacts: int
     estimated_duration: str
     estimated_cost: str
+    suppressed: int = 0  # on the do-not-call list: stored cancelled (do_not_call)
+    no_common_window: tuple[str, ...] = ()  # numbers whose zones never share an open window
 
 
 # How long an Idempotency-Key is remembered.
@@ -183,6 +188,20 @@ def parse_schedule(value: str, tz_name: str, now: float) -> float:
     return timestamp
 
 
+def parse_expiry(value: str, tz_name: str, now: float) -> float:
+    """`expiresAt` (ISO 8601; a naive time is read in `tz_name`) -> unix time in the future."""
+    try:
+        return parse_schedule(value, tz_name, now)
+    except ServiceError as exc:
+        if exc.code == "past_scheduled_time":
+            raise ServiceError(400, "invalid_expires_at", "expiresAt is in the past") from None
+        if exc.code == "invalid_scheduled_time":
+            raise ServiceError(
+                400, "invalid_expires_at", f"expiresAt {value[:64]!r} is not an ISO 8601 date-time"
+            ) from None
+        raise
+
+
 def validate_timezone(tz_name: str) -> None:
     try:
         ZoneInfo(tz_name)
@@ -217,6 +236,7 @@ class JobService:
         self.store = store
         self.engine = engine
         self.clock = clock
+        self.rules = windows.Rules({})
 
     # ------------------------------------------------------------ create
 
@@ -252,10 +272,26 @@ class JobService:
         )
         if request.scheduled_start_unix is not None and request.scheduled_start_unix > now:
             scheduled = request.scheduled_start_unix
+        if request.window_timezone != windows.RECIPIENT:
+            validate_timezone(request.window_timezone)
+        expires = (
+            parse_expiry(request.expires_at, request.timezone, now) if request.expires_at else None
+        )
+        if expires is not None and scheduled is not None and expires <= scheduled:
+            raise ServiceError(
+                400, "invalid_expires_at", "expiresAt must be after scheduledStartTime"
+            )
         engine_cfg = self.config.engine
         total = len(parsed.contacts)
         cost = estimates.cost_usd(
             total, engine_cfg.default_call_seconds, self.config.pricing.usd_per_minute
+        )
+        org = self.config.organization(org_id) or Organization(id=org_id)
+        job_windows = request.calling_windows or org.default_windows()
+        # From now, even for a scheduled job: it may be started early. An interval that has ended
+        # by the time the job dials is moved to the next one then.
+        contacts, without_window = _contacts_in_windows(
+            parsed, job_windows, request.window_timezone, request.timezone, now
         )
         duration = estimates.duration_seconds(
             total,
@@ -281,31 +317,38 @@ class JobService:
             created_at=now,
             estimated_cost_usd=cost,
             ringing_timeout_seconds=request.ringing_timeout_seconds,
+            calling_windows=json.dumps(windows.windows_json(job_windows)),
+            window_timezone=request.window_timezone,
+            expires_at=expires,
+            from_number=number.number,
         )
-        org = self.config.organization(org_id) or Organization(id=org_id)
         limits = CreateLimits(
             credits_usd=org.credits_usd,
             max_active_jobs=org.max_active_jobs,
             max_stored_contacts=org.max_stored_contacts,
         )
-        created = Created(
-            job=job,
-            total_contacts=total,
-            estimated_duration=estimates.format_duration(duration),
-            estimated_cost=estimates.format_usd(cost),
-        )
+
+        def created(suppressed: int) -> Created:
+            return Created(
+                job=job,
+                total_contacts=total,
+                estimated_duration=estimates.format_duration(duration),
+                estimated_cost=estimates.format_usd(cost),
+                suppressed=suppressed,
+                no_common_window=tuple(without_window),
+            )
+
         record = None
         if idempotency is not None:
+            render = idempotency.render
             record = IdempotencyRecord(
                 key=idempotency.key,
                 fingerprint=idempotency.fingerprint,
-                response=json.dumps(idempotency.render(created)),
+                response=lambda suppressed: json.dumps(render(created(suppressed))),
                 since=now - IDEMPOTENCY_SECONDS,
             )
         try:
-            await self.store.create_job(
-                job, [NewContact(phone, data) for phone, data in parsed.contacts], limits, record
-            )
+            suppressed = await self.store.create_job(job, contacts, limits, record)
         except LimitExceeded as exc:
             raise limit_error(exc, cost, total) from None
         except IdempotencyReplay as exc:  # the same key, committed while this one was checked
@@ -313,7 +356,7 @@ class JobService:
                 idempotency.fingerprint if idempotency else "", (exc.fingerprint, exc.response)
             ) from None
         self.engine.notify()
-        return created
+        return created(suppressed)
 
     def _agent_for(
         self, org_id: str, wanted: str | None, number_id: str, outbound_agent: str | None
@@ -358,7 +401,7 @@ class JobService:
         self, org_id: str, job_id: str, contact_status: str | None, page: int, page_size: int
     ) -> Detail:
         found = await self.store.job_detail(
-            org_id, job_id, contact_status, page_size, (page - 1) * page_size
+            org_id, job_id, contact_status, page_size, (page - 1) * page_size, self.clock.now()
         )
         if found is None:
             raise not_found(job_id)
@@ -386,7 +429,17 @@ class JobService:
             job.concurrent_call_limit,
             call_seconds,
         )
-        finish = start + remaining
+        if job.calling_windows is not None:
+            # Calls are only made while the windows are open: the remaining work is spread
+            # over open time (read in the job's window zone, else its own), and no contact
+            # finishes before its window first opens.
+            job_windows = self.rules.windows(job.calling_windows)
+            zone = job.window_timezone if job.window_timezone != windows.RECIPIENT else job.timezone
+            finish = windows.advance_open(job_windows, (zone,), start, remaining)
+            if found.last_call_due is not None:
+                finish = max(finish, found.last_call_due + call_seconds)
+        else:
+            finish = start + remaining
         if found.last_retry_due is not None:
             # A queued retry cannot finish before it is due.
             finish = max(finish, found.last_retry_due + call_seconds)
@@ -576,7 +629,11 @@ class JobService:
     async def export_csv(self, org_id: str, job_id: str) -> tuple[JobRow, AsyncIterator[bytes]]:
         """The job and its contacts as CSV chunks (read page by page, never all at once)."""
         job = await self.get(org_id, job_id)
-        return job, export.csv_chunks(self.store, job.id)
+        return job, export.csv_chunks(self.store, job.id, self.clock.now())
+
+    def call_records(self, org_id: str, start: float, end: float) -> AsyncIterator[bytes]:
+        """Every attempt of the organization started in [start, end) as CSV chunks."""
+        return export.call_record_chunks(self.store, org_id, start, end)
 
 
 def full_breakdown(counts: dict[str, int]) -> dict[str, int]:
@@ -594,3 +651,46 @@ def progress(job: JobRow, counts: dict[str, int]) -> dict[str, int]:
         "successfulCalls": successful,
         "failedCalls": failed,
     }
+
+
+def _contacts_in_windows(
+    parsed: intake.ParsedContacts,
+    job_windows: windows.Windows,
+    window_timezone: str,
+    job_timezone: str,
+    at: float,
+) -> tuple[list[NewContact], list[str]]:
+    """The contacts to store, each with its zones and the interval it may first be dialed in;
+    those whose zones never share an open window are stored cancelled (no_common_window).
+    Also the numbers of those."""
+    contacts: list[NewContact] = []
+    without: list[str] = []
+    intervals: dict[tuple[str, ...], tuple[float, float | None] | None] = {}
+    for phone, data in parsed.contacts:
+        # Intake hands data over as JSON text; only a contact that names a zone is decoded.
+        explicit = (
+            (json.loads(data).get("timezone") if '"timezone"' in data else None)
+            if isinstance(data, str)
+            else data.get("timezone")
+        )
+        zones = windows.contact_zones(
+            explicit if isinstance(explicit, str) and explicit else None,
+            phone,
+            window_timezone,
+            job_timezone,
+        )
+        if zones not in intervals:
+            intervals[zones] = windows.next_callable(job_windows, zones, at)
+        found = intervals[zones]
+        joined = windows.join_zones(zones)
+        if found is None:
+            without.append(phone)
+            contacts.append(
+                NewContact(
+                    phone, data, joined, status="cancelled", failure_reason="no_common_window"
+                )
+            )
+            continue
+        start, until = found
+        contacts.append(NewContact(phone, data, joined, start if start > at else None, until))
+    return contacts, without

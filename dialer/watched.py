@@ -47,6 +47,11 @@ default_outcome = "completed"
 [[organizations]]
 id = "{org}"
 max_active_jobs = 1000
+# Open all day and uncapped: these runs must not depend on the time of day they run at.
+calling_windows = [
+  {{ days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start = "00:00", end = "24:00" }},
+]
+max_attempts_per_number_per_day = 0
 [[agents]]
 id = "agent_watched"
 organization = "{org}"

@@ -4,22 +4,40 @@
 INSERT INTO jobs (id, organization_id, name, description, status, agent_id, phone_number_id,
                   concurrent_call_limit, max_attempts, retry_statuses, retry_delay_seconds,
                   retry_backoff, timezone, scheduled_start_time, created_at, updated_at,
-                  total_contacts, estimated_cost_usd, ringing_timeout_seconds)
+                  total_contacts, estimated_cost_usd, ringing_timeout_seconds, calling_windows,
+                  window_timezone, expires_at, from_number)
 VALUES (:id, :organization_id, :name, :description, :status, :agent_id, :phone_number_id,
         :concurrent_call_limit, :max_attempts, :retry_statuses, :retry_delay_seconds,
         :retry_backoff, :timezone, :scheduled_start_time, :created_at, :created_at,
-        :total_contacts, :estimated_cost_usd, :ringing_timeout_seconds)
+        :total_contacts, :estimated_cost_usd, :ringing_timeout_seconds, :calling_windows,
+        :window_timezone, :expires_at, :from_number)
 
 -- insert_contact --
 INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)
 VALUES (?, ?, ?, ?, 'pending', ?, ?)
 
 -- insert_contacts --
--- A part of a list in one statement: :contacts is [[phone, {data}], ...] in upload order, the
--- first of them at upload position :first_seq.
-INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)
-SELECT :job_id, :first_seq + key, value ->> 0, value -> 1, 'pending', :max_attempts, :now
-FROM json_each(:contacts)
+-- A part of a list in one statement: :contacts is [[phone, {data}, zones, next_call_at,
+-- call_until, status, failure reason], ...] in upload order, the first at upload position
+-- :first_seq. A number on the organization's do-not-call
+-- list is stored cancelled (do_not_call) here, in the transaction that reads the list.
+INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at,
+                      timezone, next_call_at, call_until, failure_reason, completed_at)
+SELECT :job_id, :first_seq + c.key, c.value ->> 0, c.value -> 1,
+       CASE WHEN d.number IS NULL THEN c.value ->> 5 ELSE 'cancelled' END,
+       :max_attempts, :now, c.value ->> 2,
+       CASE WHEN d.number IS NULL AND c.value ->> 5 = 'pending' THEN c.value ->> 3 END,
+       CASE WHEN d.number IS NULL AND c.value ->> 5 = 'pending' THEN c.value ->> 4 END,
+       CASE WHEN d.number IS NULL THEN c.value ->> 6 ELSE 'do_not_call' END,
+       CASE WHEN d.number IS NULL AND c.value ->> 5 = 'pending' THEN NULL ELSE :now END
+FROM json_each(:contacts) AS c
+LEFT JOIN dnc_numbers AS d ON d.organization_id = :org AND d.number = c.value ->> 0
+ORDER BY c.key
+
+-- count_listed --
+-- How many of a JSON array of numbers are on the organization's do-not-call list.
+SELECT count(*) FROM json_each(:numbers) AS n
+JOIN dnc_numbers AS d ON d.organization_id = :org AND d.number = n.value
 
 -- insert_status_counts --
 -- Every status of a job's breakdown exists from the start (zeros included).
@@ -53,7 +71,9 @@ SELECT json_group_array(json_object(
         'retryDelaySeconds', j.retry_delay_seconds, 'backoffMultiplier', j.retry_backoff),
     'statusReason', j.status_reason,
     'pauseReason', CASE WHEN j.status = 'paused' THEN j.status_reason END,
-    'retryRounds', j.retry_rounds)) FROM (
+    'retryRounds', j.retry_rounds, 'callingWindows', json(j.calling_windows),
+    'windowTimezone', j.window_timezone,
+    'expiresAt', strftime('%Y-%m-%dT%H:%M:%SZ', j.expires_at, 'unixepoch'))) FROM (
     SELECT jobs.*,
         coalesce((SELECT n FROM job_status_counts
                   WHERE job_id = jobs.id AND status = 'completed'), 0) AS successful,
@@ -81,7 +101,8 @@ SELECT json_group_object(status, n) FROM job_status_counts WHERE job_id = ?
 -- (job_id, status, seq) and stops after the page instead of filtering the whole job.
 SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contact_data), c.status, c.attempt_count,
                   c.max_attempts, c.last_attempt_at, c.next_retry_at, c.completed_at, c.error_code,
-                  c.failure_reason, c.room_name, c.call_duration, c.updated_at)) FROM (
+                  c.failure_reason, c.room_name, c.call_duration, c.updated_at,
+                  c.timezone, c.next_call_at, c.call_until)) FROM (
     SELECT * FROM contacts WHERE job_id = :job_id
     ORDER BY seq
     LIMIT :limit OFFSET :offset) AS c
@@ -89,7 +110,8 @@ SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contac
 -- list_contacts_in_status --
 SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contact_data), c.status, c.attempt_count,
                   c.max_attempts, c.last_attempt_at, c.next_retry_at, c.completed_at, c.error_code,
-                  c.failure_reason, c.room_name, c.call_duration, c.updated_at)) FROM (
+                  c.failure_reason, c.room_name, c.call_duration, c.updated_at,
+                  c.timezone, c.next_call_at, c.call_until)) FROM (
     SELECT * FROM contacts WHERE job_id = :job_id AND status = :status
     ORDER BY seq
     LIMIT :limit OFFSET :offset) AS c
@@ -103,13 +125,17 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN (SELECT value FROM
 -- is built in C without the GIL, not object by object on the event loop. The documents are
 -- joined as text (a view's JSON reads back as text, and parsing it again would cost).
 SELECT '[' || coalesce(group_concat(doc, ','), '') || ']' FROM (
-    SELECT doc FROM contact_documents WHERE job_id = :job_id
+    SELECT json_set(doc, '$.nextCallAt', CASE WHEN wait_until > :now
+        THEN strftime('%Y-%m-%dT%H:%M:%SZ', wait_until, 'unixepoch') END) AS doc
+    FROM contact_documents WHERE job_id = :job_id
     ORDER BY seq
     LIMIT :limit OFFSET :offset)
 
 -- contacts_page_api_in_status --
 SELECT '[' || coalesce(group_concat(doc, ','), '') || ']' FROM (
-    SELECT doc FROM contact_documents WHERE job_id = :job_id AND status = :status
+    SELECT json_set(doc, '$.nextCallAt', CASE WHEN wait_until > :now
+        THEN strftime('%Y-%m-%dT%H:%M:%SZ', wait_until, 'unixepoch') END) AS doc
+    FROM contact_documents WHERE job_id = :job_id AND status = :status
     ORDER BY seq
     LIMIT :limit OFFSET :offset)
 
@@ -125,22 +151,129 @@ UPDATE jobs SET status = 'running', actual_start_time = coalesce(actual_start_ti
 WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
 
 -- pick_contacts --
--- The contacts a claim takes for one job, as one JSON array [[id, next attempt no], ...]: due
--- retries first (in due order), then fresh contacts in upload order. Each part reads its index
--- in order and stops at :limit, so a claim costs the same in a job of any size. Only for a
--- running job: a job paused (or cancelled) after the scheduler chose it claims no one. Within a
--- job contact ids grow with seq, so `id` breaks ties of next_retry_at in upload order.
-SELECT json_group_array(json_array(id, attempt_count + 1)) FROM (
-    SELECT id, attempt_count FROM (
-        SELECT id, attempt_count FROM contacts
+-- The contacts a claim takes for one job, as one JSON array [[id, next attempt no, phone], ...]:
+-- due retries first (in due order), then fresh contacts callable since the job was created (in
+-- upload order), then those whose window opened since (in opening order). Each part reads its
+-- index in order and stops at :limit, so a claim costs the same in a job of any size. Only
+-- within the contact's interval (next_call_at, call_until), and never a number on the
+-- organization's do-not-call list, in a live call of the organization, or at its cap of dials
+-- in 24 h (:cap, 0: none). Only for a running job not expired: a job paused (or cancelled)
+-- after the scheduler chose it claims no one. Within a job contact ids grow with seq, so `id`
+-- breaks ties in upload order.
+SELECT json_group_array(json_array(id, attempt_count + 1, phone)) FROM (
+    SELECT id, attempt_count, phone FROM (
+        SELECT id, attempt_count, phone FROM contacts AS c
         WHERE job_id = :job_id AND status = 'queued' AND next_retry_at <= :now
+          AND (call_until IS NULL OR call_until > :now)
+          AND NOT EXISTS (SELECT 1 FROM dnc_numbers AS d
+                          WHERE d.organization_id = :org AND d.number = c.phone)
+          AND NOT EXISTS (SELECT 1 FROM attempts AS a
+                          WHERE a.organization_id = :org AND a.to_number = c.phone
+                            AND a.outcome IS NULL)
+          AND (:cap = 0 OR (SELECT count(*) FROM attempts AS a
+                            WHERE a.organization_id = :org AND a.to_number = c.phone
+                              AND a.started_at > :now - 86400
+                              AND coalesce(a.outcome, '') <> 'not_placed') < :cap)
         ORDER BY next_retry_at, id LIMIT :limit)
     UNION ALL
-    SELECT id, attempt_count FROM (
-        SELECT id, attempt_count FROM contacts WHERE job_id = :job_id AND status = 'pending'
+    SELECT id, attempt_count, phone FROM (
+        SELECT id, attempt_count, phone FROM contacts AS c
+        WHERE job_id = :job_id AND status = 'pending' AND next_call_at IS NULL
+          AND (call_until IS NULL OR call_until > :now)
+          AND NOT EXISTS (SELECT 1 FROM dnc_numbers AS d
+                          WHERE d.organization_id = :org AND d.number = c.phone)
+          AND NOT EXISTS (SELECT 1 FROM attempts AS a
+                          WHERE a.organization_id = :org AND a.to_number = c.phone
+                            AND a.outcome IS NULL)
+          AND (:cap = 0 OR (SELECT count(*) FROM attempts AS a
+                            WHERE a.organization_id = :org AND a.to_number = c.phone
+                              AND a.started_at > :now - 86400
+                              AND coalesce(a.outcome, '') <> 'not_placed') < :cap)
         ORDER BY seq LIMIT :limit)
+    UNION ALL
+    SELECT id, attempt_count, phone FROM (
+        SELECT id, attempt_count, phone FROM contacts AS c
+        WHERE job_id = :job_id AND status = 'pending' AND next_call_at <= :now
+          AND (call_until IS NULL OR call_until > :now)
+          AND NOT EXISTS (SELECT 1 FROM dnc_numbers AS d
+                          WHERE d.organization_id = :org AND d.number = c.phone)
+          AND NOT EXISTS (SELECT 1 FROM attempts AS a
+                          WHERE a.organization_id = :org AND a.to_number = c.phone
+                            AND a.outcome IS NULL)
+          AND (:cap = 0 OR (SELECT count(*) FROM attempts AS a
+                            WHERE a.organization_id = :org AND a.to_number = c.phone
+                              AND a.started_at > :now - 86400
+                              AND coalesce(a.outcome, '') <> 'not_placed') < :cap)
+        ORDER BY next_call_at, seq LIMIT :limit)
     LIMIT :limit)
-WHERE (SELECT status FROM jobs WHERE id = :job_id) = 'running'
+WHERE (SELECT status = 'running' AND (expires_at IS NULL OR expires_at > :now)
+       FROM jobs WHERE id = :job_id)
+
+-- job_organizations --
+-- {job id: organization id} for a JSON array of job ids.
+SELECT json_group_object(id, organization_id) FROM jobs
+WHERE id IN (SELECT value FROM json_each(?))
+
+-- next_call_due --
+-- When a job's earliest waiting contact may be dialed (a window opening, a cap ending).
+SELECT next_call_at FROM contacts
+WHERE job_id = :job_id AND status = 'pending' AND next_call_at > :now
+ORDER BY next_call_at LIMIT 1
+
+-- next_window_end --
+-- When the earliest interval of a job's open contacts ends (they are then rolled forward).
+SELECT call_until FROM contacts
+WHERE job_id = :job_id AND call_until > :now AND status IN ('pending', 'queued')
+ORDER BY call_until LIMIT 1
+
+-- ended_intervals --
+-- A job's open contacts whose interval ended, with what computes their next one.
+SELECT json_group_array(json_array(c.id, c.timezone, max(coalesce(c.next_call_at, 0),
+                                   coalesce(c.next_retry_at, 0)))) FROM contacts AS c
+WHERE c.job_id = :job_id AND c.call_until <= :now AND c.status IN ('pending', 'queued')
+
+-- roll_intervals --
+-- [[contact id, next_call_at, call_until], ...]: the next interval of each; a queued retry
+-- waits for its opening.
+UPDATE contacts
+SET next_call_at = b.value ->> 1, call_until = b.value ->> 2,
+    next_retry_at = CASE WHEN contacts.status = 'queued'
+                         THEN max(contacts.next_retry_at, coalesce(b.value ->> 1, 0)) END,
+    updated_at = :now
+FROM json_each(:rows) AS b
+WHERE contacts.id = b.value ->> 0 AND contacts.status IN ('pending', 'queued')
+
+-- cancel_without_window --
+-- Contacts whose windows are never open in all their zones any more.
+UPDATE contacts
+SET status = 'cancelled', failure_reason = 'no_common_window', next_retry_at = NULL,
+    next_call_at = NULL, call_until = NULL, completed_at = :now, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pending', 'queued')
+
+-- open_phones --
+-- The numbers of these contacts (a JSON array of ids) that are still open.
+SELECT json_group_array(DISTINCT phone) FROM contacts
+WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'queued')
+
+-- defer_capped --
+-- The open contacts of the organization with these numbers that are at the cap of dials in
+-- 24 h wait until the oldest dial that counts turns 24 h old; their interval is then
+-- recomputed (it ends then).
+UPDATE contacts
+SET next_call_at = d.release, call_until = d.release,
+    next_retry_at = CASE WHEN contacts.status = 'queued'
+                         THEN max(contacts.next_retry_at, d.release) END,
+    updated_at = :now
+FROM (
+    SELECT c.id AS id, (
+        SELECT a.started_at FROM attempts AS a
+        WHERE a.organization_id = :org AND a.to_number = c.phone
+          AND a.started_at > :now - 86400 AND coalesce(a.outcome, '') <> 'not_placed'
+        ORDER BY a.started_at DESC LIMIT 1 OFFSET :cap - 1) + 86400 AS release
+    FROM contacts AS c
+    WHERE c.phone IN (SELECT value FROM json_each(:phones)) AND c.status IN ('pending', 'queued')
+      AND c.job_id IN (SELECT id FROM jobs WHERE organization_id = :org)) AS d
+WHERE contacts.id = d.id AND d.release IS NOT NULL
 
 -- create_claim_batch --
 CREATE TEMP TABLE IF NOT EXISTS claim_batch (
@@ -171,27 +304,35 @@ WHERE id IN (SELECT contact_id FROM temp.claim_batch)
                            WHERE b.contact_id = contacts.id)
 
 -- insert_claimed_attempts --
-INSERT INTO attempts (contact_id, job_id, attempt_no, room_name, started_at)
-SELECT contact_id, job_id, attempt_no, room_name, :now FROM temp.claim_batch
+-- With the call record's numbers: the contact's, and the caller number of its job.
+INSERT INTO attempts (contact_id, job_id, attempt_no, room_name, started_at, organization_id,
+                      to_number, from_number)
+SELECT b.contact_id, b.job_id, b.attempt_no, b.room_name, :now, j.organization_id, c.phone,
+       j.from_number
+FROM temp.claim_batch AS b
+JOIN contacts AS c ON c.id = b.contact_id
+JOIN jobs AS j ON j.id = b.job_id
 
 -- claimed_contacts --
--- The claimed contacts as one JSON array [[id, seq, phone, data, attempt no, max attempts], ...]
+-- The claimed contacts as one JSON array
+-- [[id, seq, phone, data, attempt no, max attempts, zones], ...]
 SELECT json_group_array(json_array(c.id, c.seq, c.phone, json(c.contact_data), c.attempt_count,
-                                   c.max_attempts))
+                                   c.max_attempts, c.timezone))
 FROM temp.claim_batch AS b JOIN contacts AS c ON c.id = b.contact_id
 
 -- finish_contact --
 UPDATE contacts
 SET status = :status, next_retry_at = :next_retry_at, completed_at = :completed_at,
     error_code = :error_code, failure_reason = :failure_reason,
-    call_duration = coalesce(:duration, call_duration), updated_at = :now
+    call_duration = coalesce(:duration, call_duration), next_call_at = :next_call_at,
+    call_until = :call_until, updated_at = :now
 WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
 
 -- give_back_attempt --
 -- The dial never reached the provider: the attempt does not count.
 UPDATE contacts
 SET status = :status, attempt_count = attempt_count - 1, next_retry_at = :next_retry_at,
-    updated_at = :now
+    next_call_at = :next_call_at, call_until = :call_until, updated_at = :now
 WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
 
 -- create_outcome_batch --
@@ -213,7 +354,9 @@ CREATE TEMP TABLE IF NOT EXISTS outcome_batch (
     sip_code       INTEGER,
     answered_at    REAL,
     ended_at       REAL,
-    charged_usd    REAL NOT NULL
+    charged_usd    REAL NOT NULL,
+    next_call_at   REAL,
+    call_until     REAL
 )
 
 -- clear_outcome_batch --
@@ -223,7 +366,7 @@ DELETE FROM temp.outcome_batch
 INSERT INTO temp.outcome_batch
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
        value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11,
-       value ->> 12, value ->> 13, value ->> 14
+       value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16
 FROM json_each(?)
 
 -- finish_contacts_batch --
@@ -231,7 +374,8 @@ FROM json_each(?)
 UPDATE contacts
 SET status = b.status, next_retry_at = b.next_retry_at, completed_at = b.completed_at,
     error_code = b.error_code, failure_reason = b.reason,
-    call_duration = coalesce(b.duration, contacts.call_duration), updated_at = :now
+    call_duration = coalesce(b.duration, contacts.call_duration), next_call_at = b.next_call_at,
+    call_until = b.call_until, updated_at = :now
 FROM temp.outcome_batch AS b
 WHERE contacts.id = b.contact_id AND b.give_back = 0
   AND contacts.status = 'dialing' AND contacts.attempt_count = b.attempt_no
@@ -239,7 +383,8 @@ WHERE contacts.id = b.contact_id AND b.give_back = 0
 -- give_back_batch --
 UPDATE contacts
 SET status = b.status, attempt_count = contacts.attempt_count - 1,
-    next_retry_at = b.next_retry_at, updated_at = :now
+    next_retry_at = b.next_retry_at, next_call_at = b.next_call_at, call_until = b.call_until,
+    updated_at = :now
 FROM temp.outcome_batch AS b
 WHERE contacts.id = b.contact_id AND b.give_back = 1
   AND contacts.status = 'dialing' AND contacts.attempt_count = b.attempt_no
@@ -262,6 +407,16 @@ WHERE outcome IS NULL AND (contact_id, attempt_no) IN (
 
 -- forget_outcome --
 DELETE FROM temp.outcome_batch WHERE contact_id = ?
+
+-- cancel_listed_outcomes --
+-- Contacts of this batch going back to wait whose number was listed meanwhile: never dialed
+-- again.
+UPDATE contacts
+SET status = 'cancelled', failure_reason = 'do_not_call', next_retry_at = NULL,
+    next_call_at = NULL, call_until = NULL, completed_at = :now, updated_at = :now
+WHERE id IN (SELECT contact_id FROM temp.outcome_batch) AND status IN ('pending', 'queued')
+  AND EXISTS (SELECT 1 FROM jobs AS j JOIN dnc_numbers AS d ON d.organization_id = j.organization_id
+              WHERE j.id = contacts.job_id AND d.number = contacts.phone)
 
 -- cancelled_jobs --
 SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND status = 'cancelled'
@@ -302,7 +457,7 @@ WHERE id = :id AND organization_id = :org
 
 -- cancel_contacts --
 UPDATE contacts SET status = 'cancelled', next_retry_at = NULL, completed_at = :now,
-                    updated_at = :now
+                    next_call_at = NULL, call_until = NULL, updated_at = :now
 WHERE job_id = :id AND status IN ('pending', 'queued')
 
 -- fail_job --
@@ -315,15 +470,22 @@ UPDATE jobs SET status = 'scheduled', scheduled_start_time = :when, timezone = :
 WHERE id = :id AND organization_id = :org AND status IN ('pending', 'scheduled')
 
 -- next_retry_due --
-SELECT min(next_retry_at) FROM contacts WHERE job_id = ? AND status = 'queued'
+-- The earliest retry still to come (one due now but held back, by a live call to its number,
+-- is woken when that call ends).
+SELECT min(next_retry_at) FROM contacts
+WHERE job_id = :job_id AND status = 'queued' AND next_retry_at > :now
 
 -- dialing_contacts --
 SELECT c.id, c.job_id, c.seq, c.phone, c.contact_data, c.attempt_count, c.max_attempts,
-       a.room_name, a.started_at
+       a.room_name, a.started_at, c.timezone
 FROM contacts c
 JOIN attempts a ON a.contact_id = c.id AND a.attempt_no = c.attempt_count AND a.outcome IS NULL
 WHERE c.status = 'dialing'
 ORDER BY c.job_id, c.seq
+
+-- last_call_due --
+-- The latest time a job's waiting contact may first be dialed (estimates).
+SELECT max(next_call_at) FROM contacts WHERE job_id = ? AND status = 'pending'
 
 -- last_retry_due --
 SELECT max(next_retry_at) FROM contacts WHERE job_id = ? AND status = 'queued'
@@ -365,8 +527,10 @@ WHERE id = :id AND organization_id = :org AND status = 'paused'
 -- retry_contacts --
 -- Another round for contacts that ended in one of :statuses: due now, with :attempts more
 -- attempts than they have made (never fewer than they had). Their attempt rows stay as they are.
+-- Their calling interval is recomputed by the next claim (it ends now).
 UPDATE contacts
-SET status = 'queued', next_retry_at = :now, completed_at = NULL,
+SET status = 'queued', next_retry_at = :now, completed_at = NULL, next_call_at = NULL,
+    call_until = :now,
     max_attempts = max(max_attempts, attempt_count + :attempts), updated_at = :now
 WHERE job_id = :job_id AND status IN (SELECT value FROM json_each(:statuses))
 
@@ -385,6 +549,7 @@ WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
 SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contact_data), c.status, c.attempt_count,
                   c.max_attempts, c.last_attempt_at, c.next_retry_at, c.completed_at, c.error_code,
                   c.failure_reason, c.room_name, c.call_duration, c.updated_at,
+                  c.timezone, c.next_call_at, c.call_until,
                   a.started_at, a.answered_at, a.ended_at)) FROM (
     SELECT * FROM contacts
     WHERE job_id = :job_id AND seq > :after_seq
@@ -481,3 +646,79 @@ DELETE FROM idempotency_keys WHERE organization_id = :org AND created_at < :sinc
 -- insert_idempotency_key --
 INSERT INTO idempotency_keys (organization_id, key, fingerprint, job_id, response, created_at)
 VALUES (:org, :key, :fingerprint, :job_id, :response, :now)
+
+
+-- ------------------------------------------------------------------ expiry
+
+-- next_expiry --
+SELECT min(expires_at) FROM jobs
+WHERE expires_at IS NOT NULL AND status IN ('pending', 'scheduled', 'running', 'paused')
+
+-- expired_jobs --
+SELECT id FROM jobs
+WHERE expires_at IS NOT NULL AND expires_at <= :now
+  AND status IN ('pending', 'scheduled', 'running', 'paused')
+
+-- expire_contacts --
+UPDATE contacts
+SET status = 'cancelled', failure_reason = 'expired', next_retry_at = NULL, next_call_at = NULL,
+    call_until = NULL, completed_at = :now, updated_at = :now
+WHERE job_id = :id AND status IN ('pending', 'queued')
+
+-- expire_job --
+-- Completed now, or once the calls still live end (it runs until they are recorded).
+UPDATE jobs
+SET status = CASE WHEN coalesce((SELECT n FROM job_status_counts
+                                 WHERE job_id = :id AND status = 'dialing'), 0) > 0
+                  THEN 'running' ELSE 'completed' END,
+    completed_at = CASE WHEN coalesce((SELECT n FROM job_status_counts
+                                       WHERE job_id = :id AND status = 'dialing'), 0) > 0
+                        THEN NULL ELSE :now END,
+    actual_start_time = coalesce(actual_start_time, :now),
+    status_reason = 'expired', updated_at = :now
+WHERE id = :id AND status IN ('pending', 'scheduled', 'running', 'paused')
+
+-- ------------------------------------------------------------------ do-not-call
+
+-- dnc_add --
+-- :numbers is a JSON array of E.164 numbers; returns those newly listed.
+INSERT INTO dnc_numbers (organization_id, number, reason, source, added_at)
+SELECT :org, value, :reason, :source, :now FROM json_each(:numbers) WHERE true
+ON CONFLICT (organization_id, number) DO NOTHING
+RETURNING number
+
+-- dnc_cancel_contacts --
+-- Listed numbers are never dialed again, in whichever job of the organization they wait.
+UPDATE contacts
+SET status = 'cancelled', failure_reason = 'do_not_call', next_retry_at = NULL,
+    next_call_at = NULL, call_until = NULL, completed_at = :now, updated_at = :now
+WHERE phone IN (SELECT value FROM json_each(:numbers)) AND status IN ('pending', 'queued')
+  AND job_id IN (SELECT id FROM jobs WHERE organization_id = :org)
+RETURNING job_id
+
+-- dnc_remove --
+DELETE FROM dnc_numbers WHERE organization_id = :org AND number = :number
+
+-- dnc_page --
+SELECT json_group_array(json_object('number', number, 'reason', reason, 'source', source,
+    'addedAt', strftime('%Y-%m-%dT%H:%M:%SZ', added_at, 'unixepoch'))) FROM (
+    SELECT * FROM dnc_numbers
+    WHERE organization_id = :org AND (:number IS NULL OR number = :number)
+    ORDER BY number LIMIT :limit OFFSET :offset)
+
+-- dnc_count --
+SELECT count(*) FROM dnc_numbers
+WHERE organization_id = :org AND (:number IS NULL OR number = :number)
+
+-- ------------------------------------------------------------------ call records
+
+-- call_records_page --
+-- Every attempt of the organization started in [:from, :to), in start order, after the
+-- keyset (:after_started, :after_id), as one JSON array of rows in export column order.
+SELECT json_group_array(json_array(a.id, a.job_id, a.contact_id, a.from_number, a.to_number,
+                                   a.started_at, a.answered_at, a.ended_at, a.duration,
+                                   a.outcome, a.sip_code, a.reason)) FROM (
+    SELECT * FROM attempts
+    WHERE organization_id = :org AND started_at >= :from AND started_at < :to
+      AND (started_at, id) > (:after_started, :after_id)
+    ORDER BY started_at, id LIMIT :limit) AS a

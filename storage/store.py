@@ -14,7 +14,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from storage import db as dbmod
 from storage.connection import (
@@ -49,12 +49,21 @@ class NewJob:
     created_at: float
     estimated_cost_usd: float
     ringing_timeout_seconds: float | None = None  # None: the provider's configured one
+    calling_windows: str | None = None  # JSON list; None: always open
+    window_timezone: str = "recipient"
+    expires_at: float | None = None
+    from_number: str | None = None  # the caller number, for the call records
 
 
 @dataclass(frozen=True, slots=True)
 class NewContact:
     phone: str
     data: dict[str, Any] | str  # a dict, or a JSON object's text already encoded
+    zones: str | None = None  # the zones its windows are read in, comma-separated
+    next_call_at: float | None = None  # not before (None: now)
+    call_until: float | None = None  # not at or after (None: no end)
+    status: str = "pending"  # or "cancelled" with a failure reason (e.g. no_common_window)
+    failure_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +95,10 @@ class JobRow:
     deleted_at: float | None = None  # hidden from every route (migration 0008)
     ringing_timeout_seconds: float | None = None  # None: the provider's configured one
     spent_usd: float = 0.0  # charged so far (migration 0006)
+    calling_windows: str | None = None  # JSON list (migration 0007); None: always open
+    window_timezone: str = "recipient"
+    expires_at: float | None = None
+    from_number: str | None = None
 
     @property
     def average_call_seconds(self) -> float | None:
@@ -117,6 +130,16 @@ class ContactRow:
     room_name: str | None
     call_duration: int | None
     updated_at: float
+    timezone: str | None = None  # zones used (migration 0007), comma-separated
+    next_call_at: float | None = None
+    call_until: float | None = None
+
+    def wait_until(self, now: float) -> float | None:
+        """When an open contact may next be dialed, if later than `now` (else None)."""
+        if self.status not in ("pending", "queued"):
+            return None
+        wait = max(self.next_call_at or 0.0, self.next_retry_at or 0.0)
+        return wait if wait > now else None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ContactRow:
@@ -137,6 +160,7 @@ class JobDetailRow:
     contacts_json: str  # the page of contacts, a JSON array in the API's contact shape
     contacts_total: int
     last_retry_due: float | None  # the latest nextRetryAt of the job's queued contacts
+    last_call_due: float | None = None  # the latest window opening its pending contacts wait for
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +212,9 @@ class AttemptRow:
     reason: str | None
     duration: int | None
     charged_usd: float
+    organization_id: str | None = None  # the call record's parties (migration 0007)
+    to_number: str | None = None
+    from_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +230,7 @@ class ClaimedContact:
     max_attempts: int
     room_name: str
     started_at: float
+    zones: str | None = None  # the zones its calling windows are read in
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +272,8 @@ class Outcome:
     charged_usd: float
     started_at: float  # when the attempt was claimed (the call's slot was taken)
     give_back: bool = False  # the dial never happened: the attempt does not count
+    next_call_at: float | None = None  # when waiting again: its calling interval
+    call_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +317,7 @@ class IdempotencyRecord:
 
     key: str
     fingerprint: str
-    response: str  # JSON
+    response: Callable[[int], str]  # the answer's JSON, given how many numbers were suppressed
     since: float  # a record older than this has expired
 
 
@@ -310,6 +340,33 @@ class LimitExceeded(Exception):
         self.available = available
 
 
+class CallingRules(Protocol):
+    """What the store asks the dialer about calling windows and caps (dialer.windows knows)."""
+
+    def daily_cap(self, organization_id: str) -> int:
+        """Dials to one number in any 24 h across the organization's jobs (0: no cap)."""
+        ...
+
+    def interval(
+        self, windows_json: str | None, zones: str | None, at: float
+    ) -> tuple[float, float | None] | None:
+        """(from, until) of the first interval at or after `at` (`from` is `at` when open
+        then; `until` None: no end); None when the windows are never open in all the zones."""
+        ...
+
+
+class AlwaysOpen:
+    """No windows, no caps (a store used without the dialer's rules)."""
+
+    def daily_cap(self, organization_id: str) -> int:
+        return 0
+
+    def interval(
+        self, windows_json: str | None, zones: str | None, at: float
+    ) -> tuple[float, float | None] | None:
+        return at, None
+
+
 class Store:
     """Async facade over the SQLite database. Construct with `await Store.open(path)`.
 
@@ -321,6 +378,8 @@ class Store:
     # {organization: credits} as JSON: organizations whose running jobs pause when their spend
     # reaches their credits (see set_credit_limits).
     _credit_limits = "{}"
+    # Calling windows and caps, as the engine sets them (see CallingRules).
+    calling_rules: CallingRules = AlwaysOpen()
 
     def __init__(self, path: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.path = path
@@ -473,11 +532,13 @@ class Store:
         contacts: Sequence[NewContact],
         limits: CreateLimits | None = None,
         idempotency: IdempotencyRecord | None = None,
-    ) -> None:
-        """Insert a job and its contacts. With `limits`, first check in the same transaction
-        (so that racing creates cannot both pass) that the organization stays within them;
-        raise LimitExceeded if not. With `idempotency`, a key the organization already used
-        raises IdempotencyReplay (nothing is created), else the answer is kept with the job."""
+    ) -> int:
+        """Insert a job and its contacts; return how many were suppressed by the organization's
+        do-not-call list (stored cancelled, do_not_call); numbers at their cap wait. With
+        `limits`, first check in the same transaction (so that racing creates cannot both
+        pass) that the organization stays within them; raise LimitExceeded if not. With
+        `idempotency`, a key the organization already used raises IdempotencyReplay (nothing is
+        created), else the answer is kept with the job."""
         params = {
             "id": job.id,
             "organization_id": job.organization_id,
@@ -497,12 +558,24 @@ class Store:
             "total_contacts": len(contacts),
             "estimated_cost_usd": job.estimated_cost_usd,
             "ringing_timeout_seconds": job.ringing_timeout_seconds,
+            "calling_windows": job.calling_windows,
+            "window_timezone": job.window_timezone,
+            "expires_at": job.expires_at,
+            "from_number": job.from_number,
         }
         statuses_json = json.dumps(CONTACT_STATUSES)
+        phones_json = json.dumps([c.phone for c in contacts if c.status == "pending"])
+        org = job.organization_id
+        cap = self.calling_rules.daily_cap(org)
 
-        def tx(conn: sqlite3.Connection) -> None:
-            if idempotency is not None:
-                _keep_idempotency(conn, job, idempotency)
+        def tx(conn: sqlite3.Connection) -> int:
+            listed = int(
+                conn.execute(Q()["count_listed"], {"org": org, "numbers": phones_json}).fetchone()[
+                    0
+                ]
+            )
+            if idempotency is not None:  # a replay answers before any limit is checked
+                _keep_idempotency(conn, job, idempotency, idempotency.response(listed))
             if limits is not None:
                 _check_limits(conn, job, len(contacts), limits)
             conn.execute(Q()["insert_job"], params)
@@ -522,10 +595,14 @@ class Store:
                         "first_seq": start + 1,
                         "max_attempts": job.max_attempts,
                         "now": job.created_at,
+                        "org": org,
                     },
                 )
+            if cap:
+                _defer_capped(conn, org, cap, phones_json, job.created_at)
+            return listed
 
-        await self._write(tx)
+        return await self._write(tx)
 
     async def get_job(self, organization_id: str, job_id: str) -> JobRow | None:
         def q(conn: sqlite3.Connection) -> JobRow | None:
@@ -563,8 +640,10 @@ class Store:
         contact_status: str | None,
         limit: int,
         offset: int,
+        now: float = 0.0,
     ) -> JobDetailRow | None:
-        """Job, status counts, a page of contacts, the filtered total, timing facts."""
+        """Job, status counts, a page of contacts, the filtered total, timing facts. A contact
+        shows nextCallAt when it waits past `now`."""
 
         def q(conn: sqlite3.Connection) -> JobDetailRow | None:
             row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
@@ -572,7 +651,13 @@ class Store:
                 return None
             job = JobRow.from_row(row)
             counts = _counts(conn, job_id)
-            params = {"job_id": job_id, "status": contact_status, "limit": limit, "offset": offset}
+            params = {
+                "job_id": job_id,
+                "status": contact_status,
+                "limit": limit,
+                "offset": offset,
+                "now": now,
+            }
             query = "contacts_page_api" if contact_status is None else "contacts_page_api_in_status"
             contacts_json = conn.execute(Q()[query], params).fetchone()[0]
             total = counts.get(contact_status, 0) if contact_status else job.total_contacts
@@ -582,6 +667,7 @@ class Store:
                 contacts_json=contacts_json,
                 contacts_total=total,
                 last_retry_due=conn.execute(Q()["last_retry_due"], (job_id,)).fetchone()[0],
+                last_call_due=conn.execute(Q()["last_call_due"], (job_id,)).fetchone()[0],
             )
 
         return await self._read_small(q)
@@ -828,11 +914,11 @@ class Store:
         credit_limits = self._credit_limits
 
         def tx(conn: sqlite3.Connection) -> CycleResult:
-            completed, refused = _record(conn, outcomes, now)
+            completed, refused = _record(conn, outcomes, now, self.calling_rules)
             applied = [v for v in verdicts if _apply_verdict(conn, v, now)]
             if credit_limits != "{}":
                 applied += _pause_out_of_credits(conn, credit_limits, now)
-            claims = _claim(conn, wanted, now, room_namer)
+            claims = _claim(conn, wanted, now, room_namer, self.calling_rules)
             completed += [j for j, c in claims.items() if c.completed and j not in completed]
             return CycleResult(completed, refused, claims, applied)
 
@@ -867,6 +953,7 @@ class Store:
                     max_attempts=r["max_attempts"],
                     room_name=r["room_name"],
                     started_at=r["started_at"],
+                    zones=r["timezone"],
                 )
                 for r in conn.execute(Q()["dialing_contacts"])
             ]
@@ -895,6 +982,97 @@ class Store:
         return await self._read(
             lambda conn: float(conn.execute(Q()["get_spend"], (organization_id,)).fetchone()[0])
         )
+
+    # ------------------------------------------------------------- expiry
+
+    async def next_expiry(self) -> float | None:
+        """The earliest `expiresAt` of a job still open."""
+
+        def q(conn: sqlite3.Connection) -> float | None:
+            value = conn.execute(Q()["next_expiry"]).fetchone()[0]
+            return float(value) if value is not None else None
+
+        return await self._read(q)
+
+    async def expire_jobs(self, now: float) -> list[str]:
+        """Jobs past their `expiresAt`: open contacts cancelled (expired), the job completed
+        (or running until its live calls end). Returns the jobs expired."""
+
+        def tx(conn: sqlite3.Connection) -> list[str]:
+            ids = [r[0] for r in conn.execute(Q()["expired_jobs"], {"now": now})]
+            for job_id in ids:
+                conn.execute(Q()["expire_contacts"], {"id": job_id, "now": now})
+                conn.execute(Q()["expire_job"], {"id": job_id, "now": now})
+            return ids
+
+        return await self._write(tx)
+
+    # ------------------------------------------------------------- do-not-call
+
+    async def dnc_add(
+        self,
+        organization_id: str,
+        numbers: Sequence[str],
+        reason: str | None,
+        source: str,
+        now: float,
+    ) -> tuple[int, list[str]]:
+        """List numbers (E.164) for the organization; their open contacts in every job of it are
+        cancelled (do_not_call) in the same transaction. Returns (newly listed, jobs touched)."""
+        params = {
+            "org": organization_id,
+            "numbers": json.dumps(list(dict.fromkeys(numbers))),
+            "reason": reason,
+            "source": source,
+            "now": now,
+        }
+
+        def tx(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+            added = len(conn.execute(Q()["dnc_add"], params).fetchall())
+            jobs = {r[0] for r in conn.execute(Q()["dnc_cancel_contacts"], params)}
+            return added, sorted(jobs)
+
+        return await self._write(tx)
+
+    async def dnc_remove(self, organization_id: str, number: str) -> bool:
+        params = {"org": organization_id, "number": number}
+        return await self._write(lambda conn: conn.execute(Q()["dnc_remove"], params).rowcount == 1)
+
+    async def dnc_page(
+        self, organization_id: str, number: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the organization's list (by number) and the total matching."""
+        params = {"org": organization_id, "number": number, "limit": limit, "offset": offset}
+
+        def q(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
+            rows: list[dict[str, Any]] = json.loads(
+                conn.execute(Q()["dnc_page"], params).fetchone()[0] or "[]"
+            )
+            return rows, int(conn.execute(Q()["dnc_count"], params).fetchone()[0])
+
+        return await self._read(q)
+
+    # ------------------------------------------------------------- call records
+
+    async def call_records(
+        self,
+        organization_id: str,
+        start: float,
+        end: float,
+        after: tuple[float, int],
+        limit: int,
+    ) -> list[list[Any]]:
+        """Attempts of the organization started in [start, end), in start order, after the
+        keyset `after` (started_at, id): rows in dialer.export.CALL_COLUMNS order."""
+        params = {
+            "org": organization_id,
+            "from": start,
+            "to": end,
+            "after_started": after[0],
+            "after_id": after[1],
+            "limit": limit,
+        }
+        return await self._read(lambda conn: _json_rows(conn, "call_records_page", params))
 
     # ------------------------------------------------------------- api keys
 
@@ -947,10 +1125,20 @@ CONTACT_STATUSES = (
 
 
 def _contact_json(contact: NewContact) -> str:
-    """[phone, data] as JSON text (data encoded once: intake hands it over as text)."""
+    """[phone, data, zones, next_call_at, call_until, status, failure reason] as JSON text
+    (data encoded once: intake hands it over as text)."""
     data = contact.data
     encoded = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    return f"[{json.dumps(contact.phone)},{encoded}]"
+    rest = json.dumps(
+        [
+            contact.zones,
+            contact.next_call_at,
+            contact.call_until,
+            contact.status,
+            contact.failure_reason,
+        ]
+    )
+    return f"[{json.dumps(contact.phone)},{encoded},{rest[1:]}"
 
 
 def _json_rows(conn: sqlite3.Connection, query: str, params: Any) -> list[list[Any]]:
@@ -988,22 +1176,44 @@ def _no_rooms(job_id: str, contact_id: int, attempt_no: int) -> str:
 
 
 def _claim(
-    conn: sqlite3.Connection, wanted: Mapping[str, int], now: float, room_namer: RoomNamer
+    conn: sqlite3.Connection,
+    wanted: Mapping[str, int],
+    now: float,
+    room_namer: RoomNamer,
+    rules: CallingRules,
 ) -> dict[str, JobClaim]:
     """Claim up to `wanted[job]` ready contacts per job and write their attempt rows.
 
-    One small pick per job, then a handful of set-based statements for all of them. A job that
-    had fewer ready contacts than wanted learns when its next retry is due; with none queued it
-    is completed if nothing else is open.
+    One small pick per job, then a handful of set-based statements for all of them. Contacts
+    whose calling interval ended are first moved to their next one. A number is claimed once per
+    organization and cycle (never in two live calls); one that reaches its cap makes the
+    organization's other contacts with it wait. A job that had fewer ready contacts than wanted
+    learns when it next has work; with none it is completed if nothing else is open.
     """
+    orgs: dict[str, str] = {}
+    if wanted:
+        text = conn.execute(Q()["job_organizations"], (json.dumps(list(wanted)),)).fetchone()[0]
+        orgs = json.loads(text or "{}")
     picked: dict[str, list[list[Any]]] = {}
     batch: list[list[Any]] = []
+    phones: dict[str, set[str]] = {}  # organization -> numbers claimed in this cycle
     for job_id, limit in wanted.items():
-        params = {"job_id": job_id, "now": now, "limit": limit}
+        org = orgs.get(job_id, "")
+        _roll_intervals(conn, job_id, now, rules)
+        params = {
+            "job_id": job_id,
+            "now": now,
+            "limit": limit,
+            "org": org,
+            "cap": rules.daily_cap(org),
+        }
         picks = json.loads(conn.execute(Q()["pick_contacts"], params).fetchone()[0] or "[]")
-        picked[job_id] = picks
+        taken = phones.setdefault(org, set())
+        kept = [p for p in picks if p[2] not in taken]
+        taken.update(p[2] for p in kept)
+        picked[job_id] = kept
         batch.extend(
-            [cid, job_id, attempt, room_namer(job_id, cid, attempt)] for cid, attempt in picks
+            [cid, job_id, attempt, room_namer(job_id, cid, attempt)] for cid, attempt, _ in kept
         )
     claimed: dict[str, list[ClaimedContact]] = {job_id: [] for job_id in wanted}
     if batch:
@@ -1013,10 +1223,14 @@ def _claim(
         if moved != len(batch):  # cannot happen inside this transaction: the picks are fresh
             raise TransitionError(f"claimed {moved} of {len(batch)} picked contacts")
         conn.execute(Q()["insert_claimed_attempts"], {"now": now})
+        for org, numbers in phones.items():
+            cap = rules.daily_cap(org)
+            if cap and numbers:
+                _defer_capped(conn, org, cap, json.dumps(sorted(numbers)), now)
         rooms = {row[0]: row[3] for row in batch}
         jobs = {row[0]: row[1] for row in batch}
         rows = json.loads(conn.execute(Q()["claimed_contacts"]).fetchone()[0])
-        for cid, seq, phone, data, attempt, max_attempts in rows:
+        for cid, seq, phone, data, attempt, max_attempts, zones in rows:
             claimed[jobs[cid]].append(
                 ClaimedContact(
                     id=cid,
@@ -1028,6 +1242,7 @@ def _claim(
                     max_attempts=max_attempts,
                     room_name=rooms[cid],
                     started_at=now,
+                    zones=zones,
                 )
             )
     result: dict[str, JobClaim] = {}
@@ -1036,7 +1251,7 @@ def _claim(
         due: float | None = None
         completed = False
         if len(contacts) < limit:
-            due = conn.execute(Q()["next_retry_due"], (job_id,)).fetchone()[0]
+            due = _next_work(conn, job_id, now)
             completed = due is None and bool(
                 conn.execute(Q()["complete_job_if_done"], {"id": job_id, "now": now}).rowcount
             )
@@ -1044,8 +1259,65 @@ def _claim(
     return result
 
 
+def _next_work(conn: sqlite3.Connection, job_id: str, now: float) -> float | None:
+    """When a job next has work: a retry falls due, a window opens or ends, a cap lifts."""
+    params = {"job_id": job_id, "now": now}
+    times = [
+        conn.execute(Q()[query], params).fetchone()
+        for query in ("next_retry_due", "next_call_due", "next_window_end")
+    ]
+    found = [float(row[0]) for row in times if row is not None and row[0] is not None]
+    return min(found) if found else None
+
+
+def _roll_intervals(conn: sqlite3.Connection, job_id: str, now: float, rules: CallingRules) -> None:
+    """Move a job's open contacts whose calling interval ended to their next one (computed by
+    the rules from their zones and the job's windows); cancel those that have none."""
+    text = conn.execute(Q()["ended_intervals"], {"job_id": job_id, "now": now}).fetchone()[0]
+    ended: list[list[Any]] = json.loads(text) if text else []
+    if not ended:
+        return
+    row = conn.execute(Q()["get_job_any_org"], (job_id,)).fetchone()
+    windows_json = row["calling_windows"] if row is not None else None
+    rolled: list[list[Any]] = []
+    without: list[int] = []
+    for cid, zones, waits_for in ended:
+        found = rules.interval(windows_json, zones, max(now, float(waits_for or 0)))
+        if found is None:
+            without.append(cid)
+        else:
+            rolled.append([cid, found[0] if found[0] > now else None, found[1]])
+    if rolled:
+        conn.execute(Q()["roll_intervals"], {"rows": json.dumps(rolled), "now": now})
+    if without:
+        conn.execute(Q()["cancel_without_window"], {"ids": json.dumps(without), "now": now})
+
+
+def _defer_waiting_at_cap(
+    conn: sqlite3.Connection, accepted: Sequence[Outcome], now: float, rules: CallingRules
+) -> None:
+    """Contacts going back to wait whose number is at its cap wait until it lifts."""
+    waiting: dict[str, list[int]] = {}
+    for o in accepted:
+        if o.next_status in ("pending", "queued") and rules.daily_cap(o.organization_id):
+            waiting.setdefault(o.organization_id, []).append(o.contact_id)
+    for org, ids in waiting.items():
+        phones = conn.execute(Q()["open_phones"], (json.dumps(ids),)).fetchone()[0]
+        _defer_capped(conn, org, rules.daily_cap(org), phones or "[]", now)
+
+
+def _defer_capped(
+    conn: sqlite3.Connection, org: str, cap: int, phones_json: str, now: float
+) -> None:
+    """Open contacts of the organization with these numbers, at the cap: wait (defer_capped)."""
+    conn.execute(Q()["defer_capped"], {"org": org, "cap": cap, "phones": phones_json, "now": now})
+
+
 def _record(
-    conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float
+    conn: sqlite3.Connection,
+    outcomes: Sequence[Outcome],
+    now: float,
+    rules: CallingRules,
 ) -> tuple[list[str], list[Outcome]]:
     """Record finished attempts; return (jobs that became completed, refused outcomes).
 
@@ -1059,7 +1331,9 @@ def _record(
     accepted, refused = _transition_contacts(conn, settled, now)
     conn.execute(Q()["finish_attempts_batch"])
     conn.execute(Q()["drop_given_back_attempts"])
+    conn.execute(Q()["cancel_listed_outcomes"], {"now": now})
     conn.execute(Q()["clear_outcome_batch"])
+    _defer_waiting_at_cap(conn, accepted, now, rules)
     spend: dict[str, float] = {}
     job_spend: dict[str, float] = {}
     calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]
@@ -1082,7 +1356,9 @@ def _record(
     return completed, refused
 
 
-def _keep_idempotency(conn: sqlite3.Connection, job: NewJob, record: IdempotencyRecord) -> None:
+def _keep_idempotency(
+    conn: sqlite3.Connection, job: NewJob, record: IdempotencyRecord, response: str
+) -> None:
     params = {"org": job.organization_id, "key": record.key, "since": record.since}
     row = conn.execute(Q()["find_idempotency_key"], params).fetchone()
     if row is not None:
@@ -1094,7 +1370,7 @@ def _keep_idempotency(conn: sqlite3.Connection, job: NewJob, record: Idempotency
             **params,
             "fingerprint": record.fingerprint,
             "job_id": job.id,
-            "response": record.response,
+            "response": response,
             "now": job.created_at,
         },
     )
@@ -1169,6 +1445,8 @@ def _batch_row(o: Outcome, now: float) -> list[Any]:
         o.answered_at,
         o.ended_at,
         o.charged_usd,
+        o.next_call_at,
+        o.call_until,
     ]
 
 
@@ -1206,6 +1484,8 @@ def _transition_contacts(
             "error_code": row[7],
             "failure_reason": o.reason,
             "duration": o.duration,
+            "next_call_at": o.next_call_at,
+            "call_until": o.call_until,
             "now": now,
         }
         query = Q()["give_back_attempt" if o.give_back else "finish_contact"]

@@ -24,6 +24,13 @@ from storage.store import Store
 ORG = "org_a"
 OTHER_ORG = "org_b"
 NUMBER = "num_a"
+OPEN_ALL_DAY = [
+    {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "24:00"}
+]
+NO_CALLING_RULES: dict[str, Any] = {
+    "calling_windows": OPEN_ALL_DAY,
+    "max_attempts_per_number_per_day": 0,
+}
 
 
 def make_config(tmp_path: Path | None = None, **overrides: Any) -> configmod.Config:
@@ -37,9 +44,11 @@ def make_config(tmp_path: Path | None = None, **overrides: Any) -> configmod.Con
             "provider": "simulated",
             "simulated": {"call_seconds": 0, "ring_seconds": 0, "default_outcome": "completed"},
         },
+        # Windows open all day and no per-number cap: tests of other behaviour dial at once at
+        # any fake-clock time; tests of calling rules set their own (see OPEN_ALL_DAY).
         "organizations": [
-            {"id": ORG, "name": "A"},
-            {"id": OTHER_ORG, "name": "B"},
+            {"id": ORG, "name": "A", **NO_CALLING_RULES},
+            {"id": OTHER_ORG, "name": "B", **NO_CALLING_RULES},
         ],
         "agents": [
             {"id": "agent_a", "organization": ORG, "livekit_agent_name": "agent-a"},

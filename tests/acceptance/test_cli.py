@@ -89,3 +89,34 @@ def test_serve_banner_commands_work_with_the_example_config(
     )
     assert status == 201, body
     assert body["totalContacts"] == 7 and body["invalidCount"] == 1
+
+
+def test_dnc_add_list_import_remove(service_factory: Any, tmp_path: Path) -> None:
+    """dnc add/list/import/remove manage one organization's list and refuse bad input."""
+    svc = service_factory()
+    cfg = ("--org", "org_demo", "--config", str(svc.config))
+    added = run(
+        "dnc", "add", "+12025550111", "+12025550112", "--reason", "asked", *cfg, cwd=tmp_path
+    )
+    assert (added.returncode, added.stdout.strip()) == (0, "added 2, already listed 0")
+    bad = run("dnc", "add", "12025550113", *cfg, cwd=tmp_path)
+    assert bad.returncode == 1 and "not valid E.164" in bad.stderr
+    csv_file = tmp_path / "dnc.csv"
+    csv_file.write_text("phone\n+12025550112\n+12025550114\nnope\n")
+    imported = run("dnc", "import", str(csv_file), *cfg, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "added 1, already listed 1, invalid rows 1"
+    listed = run("dnc", "list", *cfg, cwd=tmp_path)
+    lines = listed.stdout.strip().splitlines()[1:]
+    assert [line.split()[:2] for line in lines] == [
+        ["+12025550111", "cli"],
+        ["+12025550112", "cli"],
+        ["+12025550114", "import"],
+    ]
+    assert lines[0].endswith("asked")
+    removed = run("dnc", "remove", "+12025550111", *cfg, cwd=tmp_path)
+    assert removed.returncode == 0
+    again = run("dnc", "remove", "+12025550111", *cfg, cwd=tmp_path)
+    assert again.returncode == 1 and "not on this organization" in again.stderr
+    unknown = run("dnc", "list", "--org", "nope", "--config", str(svc.config), cwd=tmp_path)
+    assert unknown.returncode == 2

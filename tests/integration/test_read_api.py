@@ -35,6 +35,9 @@ DETAIL_FIELDS = {
     "contactsPage",
     "contactsPageSize",
     "contactsHasMore",
+    "callingWindows",
+    "windowTimezone",
+    "expiresAt",
 }
 CONTACT_FIELDS = {
     "id",
@@ -50,6 +53,8 @@ CONTACT_FIELDS = {
     "roomName",
     "failureReason",
     "callDuration",
+    "timezone",
+    "nextCallAt",
 }
 LIST_ITEM_FIELDS = {
     "id",

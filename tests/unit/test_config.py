@@ -273,3 +273,31 @@ def test_livekit_secret_is_not_in_repr() -> None:
     """Secrets never show up when a config is printed or logged."""
     config = configmod.parse({"telephony": {"livekit": {"api_secret": "s3cr3t-value"}}})
     assert "s3cr3t-value" not in repr(config)
+
+
+def test_organization_calling_rules_default_and_validate(tmp_path: Path) -> None:
+    """Organizations default to windows every day 08:00-21:00 and a cap of 3; windows in TOML
+    are validated at start-up with the organization's key named."""
+    from dialer import windows
+
+    plain = configmod.parse({"organizations": [{"id": "o"}]}).organizations[0]
+    assert plain.default_windows() == windows.DEFAULT_WINDOWS
+    assert plain.max_attempts_per_number_per_day == 3
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[organizations]]\nid = "o"\nmax_attempts_per_number_per_day = 0\n'
+        'calling_windows = [{ days = ["sat"], start = "10:00", end = "18:00" }]\n'
+    )
+    org = configmod.load(path).organizations[0]
+    assert org.max_attempts_per_number_per_day == 0
+    assert windows.windows_json(org.default_windows()) == [
+        {"days": ["sat"], "start": "10:00", "end": "18:00"}
+    ]
+    path.write_text(
+        '[[organizations]]\nid = "o"\n'
+        'calling_windows = [{ days = ["sat"], start = "18:00", end = "10:00" }]\n'
+    )
+    with pytest.raises(configmod.ConfigError, match=r"organizations\.0\.calling_windows"):
+        configmod.load(path)
+    with pytest.raises(configmod.ConfigError, match="max_attempts_per_number_per_day"):
+        configmod.parse({"organizations": [{"id": "o", "max_attempts_per_number_per_day": -1}]})

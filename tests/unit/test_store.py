@@ -17,7 +17,16 @@ from storage.store import (
     Outcome,
     Store,
 )
-from tests.unit.conftest import ORG, T0, namer, new_contacts, new_job, outcome_for, running_job
+from tests.unit.conftest import (
+    ORG,
+    T0,
+    namer,
+    new_contacts,
+    new_job,
+    outcome_for,
+    phones,
+    running_job,
+)
 
 
 async def contacts_of(store: Store, job_id: str = "job_1") -> list[ContactRow]:
@@ -460,7 +469,8 @@ async def test_closed_store_refuses_work(store: Store) -> None:
 async def test_one_claim_serves_several_jobs(store: Store) -> None:
     """One claim transaction takes contacts of several jobs, each within its own limit."""
     await running_job(store, 3, job_id="job_a")
-    await running_job(store, 2, job_id="job_b")
+    others = [NewContact(phone=p, data={"phone": p}) for p in phones(2, start=100)]
+    await running_job(store, others, job_id="job_b")
     claims = await store.claim({"job_a": 2, "job_b": 5}, T0, namer)
     assert [c.seq for c in claims["job_a"].contacts] == [1, 2]
     assert not claims["job_a"].short

@@ -1,0 +1,81 @@
+"""Do-not-call lists: one per organization, numbers in E.164, for the API and the CLI.
+
+Listing a number cancels its waiting contacts in every job of the organization (do_not_call) in
+the same transaction, and claims never take a listed number, so a number listed while its job
+runs is never dialed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dialer import intake
+from dialer.service import ServiceError
+from storage.store import Store
+
+MAX_NUMBERS = 10_000
+SOURCES = ("api", "import", "cli")
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    added: int
+    already_listed: int
+    jobs: list[str]  # jobs whose waiting contacts were cancelled
+
+
+def invalid_numbers(numbers: Sequence[Any]) -> list[dict[str, Any]]:
+    """The entries that are not E.164 numbers, with their index and why."""
+    bad: list[dict[str, Any]] = []
+    for index, number in enumerate(numbers):
+        problem = intake.e164_problem(number) if isinstance(number, str) else "not a string"
+        if problem:
+            bad.append({"index": index, "value": str(number)[:64], "reason": problem})
+    return bad
+
+
+async def add(
+    store: Store,
+    organization_id: str,
+    numbers: Sequence[str],
+    reason: str | None,
+    source: str,
+    now: float,
+) -> Added:
+    """List numbers; all must be valid E.164 (else 400 invalid_numbers, nothing listed)."""
+    if not numbers:
+        raise ServiceError(400, "validation_error", "'numbers' must list at least one number")
+    if len(numbers) > MAX_NUMBERS:
+        raise ServiceError(400, "validation_error", f"more than {MAX_NUMBERS} numbers")
+    bad = invalid_numbers(numbers)
+    if bad:
+        raise ServiceError(
+            400,
+            "invalid_numbers",
+            f"{len(bad)} number(s) are not valid E.164 numbers: "
+            + ", ".join(repr(b["value"]) for b in bad[:10]),
+            {"invalidNumbers": bad[: intake.MAX_REPORTED_INVALID]},
+        )
+    unique = list(dict.fromkeys(numbers))
+    added, jobs = await store.dnc_add(organization_id, unique, reason, source, now)
+    return Added(added=added, already_listed=len(unique) - added, jobs=jobs)
+
+
+async def import_csv(
+    store: Store, organization_id: str, data: bytes, reason: str | None, now: float
+) -> tuple[Added, intake.ParsedContacts]:
+    """List the numbers of a CSV's `phone` column; invalid rows are skipped and reported."""
+    parsed = intake.parse_csv(data)
+    numbers = [phone for phone, _ in parsed.contacts]
+    added, jobs = await store.dnc_add(organization_id, numbers, reason, "import", now)
+    return Added(added=added, already_listed=len(numbers) - added, jobs=jobs), parsed
+
+
+async def remove(store: Store, organization_id: str, number: str) -> None:
+    """Take a number off the list (404 not_listed when it is not on it)."""
+    if not await store.dnc_remove(organization_id, number):
+        raise ServiceError(
+            404, "not_listed", f"{number[:64]!r} is not on this organization's do-not-call list"
+        )
