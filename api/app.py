@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import batch, health, webhooks
+from api import batch, health, metrics, webhooks
 from api import keys as appkeys
 from api.auth import auth_middleware
 from api.compat import setup as setup_compat
@@ -69,6 +69,7 @@ def create_app(
     app[appkeys.CLOCK] = clock
     app[appkeys.KEY_CACHE] = KeyCache()
     app.router.add_get("/healthz", health.healthz)
+    metrics.setup(app)
     app.router.add_routes(batch.routes)
     setup_compat(app, envelopes)
     setup_controls(app)

@@ -10,7 +10,7 @@ from aiohttp import web
 from api import keys as appkeys
 from api.errors import ApiError, Handler
 
-PUBLIC_PREFIXES = ("/healthz",)
+PUBLIC_PREFIXES = ("/healthz", "/metrics")  # /metrics: its own optional token
 
 
 def presented_key(request: web.Request) -> str | None:
