@@ -34,17 +34,16 @@ class EngineStats:
         self._freed: dict[str, deque[float]] = {}
 
     def attempts_ended(self, outcomes: Sequence[Outcome]) -> None:
-        """Count a batch of ended attempts (job-clock times: the fake clock in tests)."""
-        dials = self.dials
-        attempt, ring = self.attempt_seconds, self.ring_seconds
-        for o in outcomes:
-            dials[o.outcome, o.sip_code] += 1
-            if o.give_back:  # no call was placed: it took no time and never rang
-                continue
-            if o.ended_at is not None:
-                attempt.observe(max(0.0, o.ended_at - o.started_at))
-            if o.answered_at is not None:
-                ring.observe(max(0.0, o.answered_at - o.started_at))
+        """Count a batch of ended attempts (job-clock times: the fake clock in tests). Attempts
+        that placed no call (given back) took no time and never rang."""
+        self.dials.update([(o.outcome, o.sip_code) for o in outcomes])
+        placed = [o for o in outcomes if not o.give_back]
+        self.attempt_seconds.observe_many(
+            [max(0.0, o.ended_at - o.started_at) for o in placed if o.ended_at is not None]
+        )
+        self.ring_seconds.observe_many(
+            [max(0.0, o.answered_at - o.started_at) for o in placed if o.answered_at is not None]
+        )
 
     def slot_freed(self, job_id: str, at: float) -> None:
         """A call of a job that still has contacts ready ended at `at`: its slot waits."""
@@ -58,9 +57,8 @@ class EngineStats:
         freed = self._freed.get(job_id)
         if not freed:
             return
-        observe, popleft = self.refill_seconds.observe, freed.popleft
-        for _ in range(min(started, len(freed))):
-            observe(at - popleft())
+        popleft = freed.popleft
+        self.refill_seconds.observe_many([at - popleft() for _ in range(min(started, len(freed)))])
 
     def slots_unwanted(self, job_id: str) -> None:
         """The job has nothing ready (or is no longer dialed): its free slots wait for no one,
