@@ -534,7 +534,7 @@ class Engine:
             job = self._jobs.get(call.job_id)
             if job is not None and job.idle_until <= now:  # a contact waits for this slot
                 stats.slot_freed(call.job_id, call.ended_perf)
-        stats.attempts_ended(outcomes)
+        stats.attempts_ended(outcomes, [result for _, result in done])
         self._held_verdicts.extend(self._judge(done, outcomes, now))
         self._log_attempts(done, outcomes)
         self._held.extend(outcomes)

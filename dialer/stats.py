@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Container, Sequence
 
+from dialer.providers.base import DialResult
 from storage.latency import FAST_BUCKETS, BucketCounts
 from storage.store import Outcome
 
@@ -33,10 +34,16 @@ class EngineStats:
         # the job starts its next calls in them.
         self._freed: dict[str, deque[float]] = {}
 
-    def attempts_ended(self, outcomes: Sequence[Outcome]) -> None:
-        """Count a batch of ended attempts (job-clock times: the fake clock in tests). Attempts
-        that placed no call (given back) took no time and never rang."""
-        self.dials.update([(o.outcome, o.sip_code) for o in outcomes])
+    def attempts_ended(self, outcomes: Sequence[Outcome], results: Sequence[DialResult]) -> None:
+        """Count a batch of ended attempts and how their calls ended (job-clock times: the fake
+        clock in tests). A dial that never reached the provider counts as `not_placed`; attempts
+        given back placed no call: they took no time and never rang."""
+        self.dials.update(
+            [
+                ("not_placed" if r.not_placed else o.outcome, o.sip_code)
+                for o, r in zip(outcomes, results, strict=True)
+            ]
+        )
         placed = [o for o in outcomes if not o.give_back]
         self.attempt_seconds.observe_many(
             [max(0.0, o.ended_at - o.started_at) for o in placed if o.ended_at is not None]

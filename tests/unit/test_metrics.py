@@ -4,6 +4,8 @@ figures, the ready-contacts count and its sampling bound."""
 from __future__ import annotations
 
 from dialer.metrics import ReadyContacts
+from dialer.providers.base import DialResult
+from dialer.states import ContactStatus
 from dialer.stats import EngineStats
 from storage import db as dbmod
 from storage.connection import StorageUnavailable
@@ -28,8 +30,8 @@ async def claimed(store: Store, n: int, now: float = T0) -> list[ClaimedContact]
 async def test_attempts_counted_by_outcome_and_sip_code_durations_from_the_claim(
     store: Store,
 ) -> None:
-    """Dials count per (outcome, SIP code); durations and ring times run from the claim; an
-    attempt that never placed a call adds no duration."""
+    """Dials count per (outcome, SIP code), a dial that never reached the provider apart;
+    durations and ring times run from the claim; attempts given back add no duration."""
     await running_job(store, 3)
     a, b, c = await claimed(store, 3)
     stats = EngineStats()
@@ -38,9 +40,21 @@ async def test_attempts_counted_by_outcome_and_sip_code_durations_from_the_claim
             outcome_for(a, "completed", answered_at=T0 + 3, ended_at=T0 + 40),
             outcome_for(b, "busy", sip_code=486, ended_at=T0 + 5),
             outcome_for(c, "failed", next_status="pending", give_back=True, ended_at=T0 + 1),
-        ]
+            outcome_for(c, "failed", next_status="pending", give_back=True, ended_at=T0 + 1),
+        ],
+        [
+            DialResult(ContactStatus.COMPLETED),
+            DialResult(ContactStatus.BUSY, sip_code=486),
+            DialResult(ContactStatus.FAILED, not_placed=True),
+            DialResult(ContactStatus.FAILED, job_fatal=True),
+        ],
     )
-    assert stats.dials == {("completed", None): 1, ("busy", 486): 1, ("failed", None): 1}
+    assert stats.dials == {
+        ("completed", None): 1,
+        ("busy", 486): 1,
+        ("not_placed", None): 1,
+        ("failed", None): 1,
+    }
     assert (stats.attempt_seconds.count, stats.attempt_seconds.total) == (2, 45.0)
     assert (stats.ring_seconds.count, stats.ring_seconds.total) == (1, 3.0)
 
