@@ -266,3 +266,17 @@ async def _provider_down(running: Running) -> bool:
         and engine.storage_outage is None
         and (engine.held_outcomes == 0)
     )
+
+
+async def test_each_app_has_its_own_registry(start_app: StartApp, tmp_path: Path) -> None:
+    """Two apps in one process never share figures: each scrape shows its own engine only."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    busy = await start_app(make_config(tmp_path / "a"))
+    quiet = await start_app(make_config(tmp_path / "b"))
+    job_id = (await busy.create_json(phones(3)))["batchJobId"]
+    await busy.wait_status(job_id, "completed")
+    assert (
+        value(await scrape(busy), "dialer_dials_total", outcome="completed", sip_code="none") == 3
+    )
+    assert not [s for s in await scrape(quiet) if s[0] == "dialer_dials_total"]
