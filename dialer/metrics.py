@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from dialer.config import Config
 from dialer.scheduler import Engine
-from storage.connection import StorageUnavailable
+from storage.db import StorageError
 from storage.latency import BucketCounts
 from storage.store import Store
 
@@ -57,7 +57,7 @@ class ReadyContacts:
                 return
             try:
                 self.by_org = await store.contacts_ready(now, self.MOST_PER_JOB)
-            except StorageUnavailable:
+            except StorageError:  # unavailable, or closed while the service stops
                 return  # the last sample stays; dialer_storage_healthy says why
             self._sampled = self._monotonic()
 
