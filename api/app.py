@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import batch, compliance, health, openapi, ratelimit, schemas, webhooks
+from api import batch, compliance, health, metrics, openapi, ratelimit, schemas, webhooks
 from api import keys as appkeys
 from api.auth import auth_middleware
 from api.compat import setup as setup_compat
@@ -81,6 +81,7 @@ def create_app(
     ratelimit.setup(app, config.server.requests_per_second, config.server.burst)
     app.router.add_get("/healthz", health.healthz)
     openapi.setup(app)
+    metrics.setup(app)
     app.router.add_routes(batch.routes)
     app.router.add_routes(compliance.routes)
     setup_compat(app, envelopes)

@@ -11,7 +11,7 @@ from api import keys as appkeys
 from api import ratelimit
 from api.errors import ApiError, Handler
 
-PUBLIC_PREFIXES = ("/healthz", "/openapi.json")
+PUBLIC_PREFIXES = ("/healthz", "/openapi.json", "/metrics")  # /metrics: its own optional token
 MAX_KEY_CHARS = 256
 
 

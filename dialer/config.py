@@ -63,6 +63,11 @@ class EngineConfig(_Section):
     auto_pause_failure_ratio: float = Field(default=0.5, gt=0, le=1)
 
 
+class MetricsConfig(_Section):
+    # When set, `GET /metrics` answers only requests with `Authorization: Bearer <token>`.
+    token: str | None = Field(default=None, min_length=1, repr=False)
+
+
 class PricingConfig(_Section):
     usd_per_minute: float = Field(default=0.10, ge=0)
 
@@ -204,6 +209,7 @@ class Config(_Section):
     storage: StorageConfig = StorageConfig()
     engine: EngineConfig = EngineConfig()
     pricing: PricingConfig = PricingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     telephony: TelephonyConfig = TelephonyConfig()
     organizations: list[Organization] = Field(default_factory=list)
     agents: list[Agent] = Field(default_factory=list)

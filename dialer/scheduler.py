@@ -18,6 +18,7 @@ import contextlib
 import math
 import random
 import secrets
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from dialer.config import Config
 from dialer.held import HeldOutcomes
 from dialer.providers.base import DialRequest, DialResult, Provider
 from dialer.states import ContactStatus, JobStatus
+from dialer.stats import EngineStats
 from storage.connection import StorageUnavailable
 from storage.store import ClaimedContact, JobRow, JobVerdict, Outcome, Store
 
@@ -166,6 +168,7 @@ class LiveCall:
     resumed: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     windows_json: str | None = None  # the job's calling windows (None: always open)
+    ended_perf: float = 0.0  # time.perf_counter() when the call ended (for slot refill)
 
 
 # Room-name suffixes need uniqueness, not secrecy: a fast generator seeded from the OS.
@@ -214,6 +217,7 @@ class Engine:
         self.foreground = Foreground()
         self._rr = 0
         self.max_live_observed = 0
+        self.stats = EngineStats()  # counts for /metrics (dialer.metrics)
         self.running = False
         self.idle = asyncio.Event()  # set whenever the loop parks with nothing ready to do
         self._progress = asyncio.Event()
@@ -267,6 +271,30 @@ class Engine:
 
     def live_calls(self, job_id: str | None = None) -> int:
         return len(self._live) if job_id is None else self._live_job[job_id]
+
+    def slots(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(organization, caller number id) -> (live calls, free slots): the calls the jobs
+        dialed for could start now within their own, their organization's and the global
+        limits (calls-per-second tokens and contacts ready aside). Counted when asked (a
+        metrics scrape), in O(live calls + jobs): nothing is kept per call for it."""
+        live: Counter[tuple[str, str]] = Counter(
+            (c.organization_id, c.number_id) for c in self._live.values()
+        )
+        room: Counter[tuple[str, str]] = Counter()
+        for job in self._jobs.values():
+            row = job.row
+            room[row.organization_id, row.phone_number_id] += max(
+                0, row.concurrent_call_limit - self._live_job[row.id]
+            )
+        global_free = max(0, self.config.engine.max_concurrent_calls - len(self._live))
+        found: dict[tuple[str, str], tuple[int, int]] = {}
+        for key in live.keys() | room.keys():
+            free = min(room[key], global_free)
+            org = self.config.organization(key[0])
+            if org is not None and org.max_concurrent_calls is not None:
+                free = min(free, max(0, org.max_concurrent_calls - self._live_org[key[0]]))
+            found[key] = (live[key], free)
+        return found
 
     async def run(self) -> None:
         """Run until `stop()`; then drain live calls for the grace period.
@@ -434,6 +462,7 @@ class Engine:
                 fresh[row.id] = RunningJob(row=row, policy=_policy(row))
         self._jobs = fresh
         self._failure_windows = {j: w for j, w in self._failure_windows.items() if j in fresh}
+        self.stats.dialing_for(fresh)
         self._next_scheduled = _earliest(await self.store.next_scheduled_start(), next_expiry)
 
     async def _expire(self, now: float) -> float | None:
@@ -461,6 +490,7 @@ class Engine:
         live calls nor any committed state ever exceed a limit. If the transaction fails, the
         outcomes stay held (in order) and are written first by the next one that succeeds.
         """
+        began = time.perf_counter()
         most = CYCLE_MAX_SERVING if self.foreground.serving else CYCLE_MAX
         done, self._done = self._done[:most], self._done[most:]
         if done:
@@ -489,11 +519,14 @@ class Engine:
         self._held_verdicts.clear()
         if self._journal is not None and not self._held:
             self._journal.clear()
+        started_at = time.perf_counter()
         for job_id, (job, bucket, granted) in plan.items():
             got = result.claims[job_id]
             for contact in got.contacts:
                 self._start_call(job, contact)
+            self.stats.slots_refilled(job_id, len(got.contacts), started_at)
             if got.short:
+                self.stats.slots_unwanted(job_id)
                 bucket.give_back(granted - len(got.contacts))
                 # Nothing more is ready now: sleep until its next retry is due, or it is done.
                 job.idle_until = got.next_retry_due if got.next_retry_due is not None else math.inf
@@ -517,15 +550,21 @@ class Engine:
         for job_id in result.completed:
             self._job_finished(job_id)
         self._progressed()
+        self.stats.cycle_seconds.observe(time.perf_counter() - began)
         return next_due
 
     def _take_ended(self, done: list[tuple[LiveCall, DialResult]], now: float) -> None:
         """Turn ended calls into outcomes held for the next write; free their slots."""
         outcomes = [self._outcome(call, result, now) for call, result in done]
+        stats = self.stats
         for call, _ in done:
             self._live.pop(call.contact.id, None)
             self._live_job[call.job_id] -= 1
             self._live_org[call.organization_id] -= 1
+            job = self._jobs.get(call.job_id)
+            if job is not None and job.idle_until <= now:  # a contact waits for this slot
+                stats.slot_freed(call.job_id, call.ended_perf)
+        stats.attempts_ended(outcomes, [result for _, result in done])
         self._held_verdicts.extend(self._judge(done, outcomes, now))
         self._log_attempts(done, outcomes)
         self._held.extend(outcomes)
@@ -681,6 +720,7 @@ class Engine:
                 reason=f"provider error: {type(exc).__name__}",
                 ended_at=self.clock.now(),
             )
+        call.ended_perf = time.perf_counter()
         self._done.append((call, result))
         self._wake.set()
 
@@ -857,6 +897,7 @@ class Engine:
         self._jobs.pop(job_id, None)
         self._failure_windows.pop(job_id, None)
         self._callers.pop(job_id, None)
+        self.stats.slots_unwanted(job_id)
 
     def _job_finished(self, job_id: str) -> None:
         self._stop_dialing(job_id)

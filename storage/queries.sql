@@ -443,6 +443,19 @@ ON CONFLICT (organization_id) DO UPDATE SET spent_usd = spent_usd + excluded.spe
 -- get_spend --
 SELECT coalesce((SELECT spent_usd FROM organization_spend WHERE organization_id = ?), 0)
 
+-- contacts_ready --
+-- Contacts ready to dial per organization, in running jobs: pending ones (from the kept
+-- counts) plus queued ones whose retry is due (a range of the queued-due index, counted up to
+-- :most per job so that a sample costs little in a job of any size).
+SELECT j.organization_id,
+       sum(coalesce((SELECT n FROM job_status_counts c
+                     WHERE c.job_id = j.id AND c.status = 'pending'), 0)
+           + (SELECT count(*) FROM (SELECT 1 FROM contacts q
+                                    WHERE q.job_id = j.id AND q.status = 'queued'
+                                      AND q.next_retry_at <= :now LIMIT :most)))
+FROM jobs j WHERE j.status = 'running'
+GROUP BY j.organization_id
+
 -- complete_job_if_done --
 UPDATE jobs SET status = 'completed', completed_at = :now, updated_at = :now
 WHERE id = :id AND status = 'running'

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
@@ -24,6 +25,7 @@ from storage.connection import (
     create_private,
 )
 from storage.db import TransitionError
+from storage.latency import FAST_BUCKETS, BucketCounts
 
 T = TypeVar("T")
 
@@ -393,6 +395,9 @@ class Store:
         self._identity: dict[str, tuple[int, int]] = {}
         # Called when a write fails (the engine then checks storage until a write succeeds).
         self.on_write_failed: Callable[[], None] | None = None
+        # For /metrics: how long writes took (queueing for the writer included), and failures.
+        self.write_seconds = BucketCounts(FAST_BUCKETS)
+        self.write_failures = 0
 
     @classmethod
     async def open(cls, path: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> Store:
@@ -497,15 +502,18 @@ class Store:
             raise dbmod.StorageError("store is closed")
         if self.lost is not None:
             raise StorageUnavailable(self.lost)
+        started = time.perf_counter()
         try:
             # Shielded: once a transaction is handed to the thread it runs to its end, and the
             # caller learns its result even when the caller itself is being cancelled.
             result = await asyncio.shield(conn.write(fn))
         except StorageUnavailable as exc:
+            self.write_failures += 1
             self.last_write_error = str(exc)
             if self.on_write_failed is not None:
                 self.on_write_failed()
             raise
+        self.write_seconds.observe(time.perf_counter() - started)
         self.last_write_error = None
         return result
 
@@ -1073,6 +1081,16 @@ class Store:
             "limit": limit,
         }
         return await self._read(lambda conn: _json_rows(conn, "call_records_page", params))
+
+    async def contacts_ready(self, now: float, most_per_job: int) -> dict[str, int]:
+        """Organization -> contacts ready to dial in its running jobs (pending, or queued
+        with their retry due), the due retries counted up to `most_per_job` per job."""
+        params = {"now": now, "most": most_per_job}
+        return await self._read_small(
+            lambda conn: {
+                org: int(n) for org, n in conn.execute(Q()["contacts_ready"], params).fetchall()
+            }
+        )
 
     # ------------------------------------------------------------- api keys
 

@@ -111,6 +111,7 @@ def test_unknown_keys_are_rejected_by_name(data: dict[str, Any], where: str) -> 
         ),
         ({"telephony": {"simulated": {"mix": {"ringing": 1.0}}}}, "telephony.simulated.mix"),
         ({"telephony": {"simulated": {"mix": {"busy": 0.0}}}}, "telephony.simulated.mix"),
+        ({"metrics": {"token": ""}}, "metrics.token"),
     ],
 )
 def test_wrong_types_and_values_are_rejected_by_name(data: dict[str, Any], where: str) -> None:
