@@ -1,0 +1,166 @@
+-- Outbound webhooks: endpoints per organization, and an outbox of events and their deliveries
+-- written by triggers, in the same transaction as the change each event reports (so no code
+-- path can forget one, and a crash loses none). dialer/webhooks.py sends what is due.
+
+-- An endpoint: `events` is a JSON array of event types, NULL for every type. The secret is kept
+-- (it signs every delivery) and never shown again after the create answer.
+CREATE TABLE webhook_endpoints (
+    id              TEXT PRIMARY KEY,
+    organization_id TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    events          TEXT,
+    description     TEXT,
+    secret          TEXT NOT NULL,
+    created_at      REAL NOT NULL
+);
+CREATE INDEX webhook_endpoints_org ON webhook_endpoints (organization_id, created_at);
+
+-- An event, once, whatever the number of endpoints: its webhook-id is the same on every
+-- delivery and retry. `sequence` increases per organization.
+CREATE TABLE webhook_events (
+    id              INTEGER PRIMARY KEY,
+    organization_id TEXT NOT NULL,
+    webhook_id      TEXT NOT NULL UNIQUE,
+    type            TEXT NOT NULL,
+    sequence        INTEGER NOT NULL,
+    created_at      REAL NOT NULL,
+    data            TEXT NOT NULL,                 -- JSON object
+    UNIQUE (organization_id, sequence)
+);
+
+-- One event to one endpoint. pending: to send at next_attempt_at; delivered; failed (dead
+-- letter, until replayed). Deleting an endpoint deletes its deliveries.
+CREATE TABLE webhook_deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        INTEGER NOT NULL REFERENCES webhook_events (id),
+    endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+    organization_id TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    last_attempt_at REAL,
+    last_status     INTEGER,                       -- HTTP status of the last answer
+    last_error      TEXT,
+    delivered_at    REAL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at, id)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_org ON webhook_deliveries (organization_id, id);
+CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id);
+
+-- A job as the list route shows it (the same shape as api.batch.job_summary, which a test holds
+-- it to). Failure statuses: dialer.states.FAILURE_STATUSES.
+CREATE VIEW job_documents AS
+SELECT j.id, j.organization_id, j.created_at, j.status, j.deleted_at, json_object(
+    'id', j.id, 'name', j.name, 'description', j.description, 'status', j.status,
+    'organizationId', j.organization_id, 'agentId', j.agent_id,
+    'fromPhoneNumberId', j.phone_number_id, 'totalContacts', j.total_contacts,
+    'contactsProcessed', j.successful + j.failed, 'successfulCalls', j.successful,
+    'failedCalls', j.failed,
+    'scheduledStartTime', strftime('%Y-%m-%dT%H:%M:%SZ', j.scheduled_start_time, 'unixepoch'),
+    'actualStartTime', strftime('%Y-%m-%dT%H:%M:%SZ', j.actual_start_time, 'unixepoch'),
+    'completedAt', strftime('%Y-%m-%dT%H:%M:%SZ', j.completed_at, 'unixepoch'),
+    'createdAt', strftime('%Y-%m-%dT%H:%M:%SZ', j.created_at, 'unixepoch'),
+    'concurrentCallLimit', j.concurrent_call_limit,
+    'retryPolicy', json_object(
+        'maxAttempts', j.max_attempts, 'retryableStatuses', json(j.retry_statuses),
+        'retryDelaySeconds', j.retry_delay_seconds, 'backoffMultiplier', j.retry_backoff),
+    'statusReason', j.status_reason,
+    'pauseReason', CASE WHEN j.status = 'paused' THEN j.status_reason END,
+    'retryRounds', j.retry_rounds) AS doc
+FROM (
+    SELECT jobs.*,
+        coalesce((SELECT n FROM job_status_counts
+                  WHERE job_id = jobs.id AND status = 'completed'), 0) AS successful,
+        coalesce((SELECT sum(n) FROM job_status_counts
+                  WHERE job_id = jobs.id AND status IN ('no_answer', 'busy', 'timeout',
+                        'blocked', 'invalid_number', 'carrier_error', 'failed')), 0) AS failed
+    FROM jobs) AS j;
+
+-- Insert (organization_id, type, created_at, data) here to record an event: it becomes an event
+-- row and a delivery per endpoint of the organization that takes that type, or nothing at all
+-- when no endpoint does.
+CREATE VIEW webhook_outbox AS
+SELECT organization_id, type, created_at, data FROM webhook_events WHERE 0;
+
+CREATE TRIGGER webhook_outbox_insert INSTEAD OF INSERT ON webhook_outbox
+WHEN EXISTS (
+    SELECT 1 FROM webhook_endpoints AS e
+    WHERE e.organization_id = NEW.organization_id
+      AND (e.events IS NULL OR EXISTS (SELECT 1 FROM json_each(e.events) WHERE value = NEW.type)))
+BEGIN
+    INSERT INTO webhook_events (organization_id, webhook_id, type, sequence, created_at, data)
+    VALUES (NEW.organization_id, 'msg_' || lower(hex(randomblob(16))), NEW.type,
+            coalesce((SELECT max(sequence) FROM webhook_events
+                      WHERE organization_id = NEW.organization_id), 0) + 1,
+            NEW.created_at, NEW.data);
+    INSERT INTO webhook_deliveries (event_id, endpoint_id, organization_id, status,
+                                    next_attempt_at)
+    SELECT last_insert_rowid(), e.id, e.organization_id, 'pending', NEW.created_at
+    FROM webhook_endpoints AS e
+    WHERE e.organization_id = NEW.organization_id
+      AND (e.events IS NULL OR EXISTS (SELECT 1 FROM json_each(e.events) WHERE value = NEW.type));
+END;
+
+-- The event sources. Each first checks that the organization has an endpoint at all (one index
+-- probe), so that the engine's statements cost the same as before for an organization without.
+
+-- job.started / paused / resumed / completed / cancelled / failed, on the status change.
+CREATE TRIGGER webhook_job_status AFTER UPDATE OF status ON jobs
+WHEN OLD.status <> NEW.status
+  AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE organization_id = NEW.organization_id)
+BEGIN
+    INSERT INTO webhook_outbox (organization_id, type, created_at, data)
+    SELECT NEW.organization_id, t.type, NEW.updated_at,
+           (SELECT doc FROM job_documents WHERE id = NEW.id)
+    FROM (SELECT CASE
+            WHEN NEW.status IN ('completed', 'cancelled', 'failed') THEN 'job.' || NEW.status
+            WHEN NEW.status = 'paused' THEN 'job.paused'
+            WHEN OLD.status = 'paused' THEN 'job.resumed'
+            WHEN NEW.status = 'running' THEN 'job.started'
+          END AS type) AS t
+    WHERE t.type IS NOT NULL;
+END;
+
+-- contact.attempt_finished when an attempt gets its outcome (a dial that never reached the
+-- provider is no attempt: its row is deleted, never given one), then contact.finished when that
+-- outcome was the contact's last. The engine writes the contact before the attempt in the same
+-- transaction, so the contact read here is already the one the outcome made.
+CREATE TRIGGER webhook_attempt_finished AFTER UPDATE OF outcome ON attempts
+WHEN OLD.outcome IS NULL AND NEW.outcome IS NOT NULL AND NEW.outcome <> 'not_placed'
+  AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE organization_id = (
+      SELECT organization_id FROM jobs WHERE id = NEW.job_id))
+BEGIN
+    INSERT INTO webhook_outbox (organization_id, type, created_at, data)
+    SELECT j.organization_id, 'contact.attempt_finished', c.updated_at,
+           json_set(d.doc, '$.attempt', json_object(
+               'attemptNumber', NEW.attempt_no,
+               'startedAt', strftime('%Y-%m-%dT%H:%M:%SZ', NEW.started_at, 'unixepoch'),
+               'answeredAt', strftime('%Y-%m-%dT%H:%M:%SZ', NEW.answered_at, 'unixepoch'),
+               'endedAt', strftime('%Y-%m-%dT%H:%M:%SZ', NEW.ended_at, 'unixepoch'),
+               'outcome', NEW.outcome, 'sipCode', NEW.sip_code, 'reason', NEW.reason,
+               'roomName', NEW.room_name, 'durationSeconds', NEW.duration))
+    FROM contacts AS c JOIN jobs AS j ON j.id = c.job_id JOIN contact_documents AS d ON d.id = c.id
+    WHERE c.id = NEW.contact_id;
+    INSERT INTO webhook_outbox (organization_id, type, created_at, data)
+    SELECT j.organization_id, 'contact.finished', c.updated_at, d.doc
+    FROM contacts AS c JOIN jobs AS j ON j.id = c.job_id JOIN contact_documents AS d ON d.id = c.id
+    WHERE c.id = NEW.contact_id AND c.attempt_count = NEW.attempt_no
+      AND c.status NOT IN ('pending', 'queued', 'dialing');
+END;
+
+-- contact.finished for a contact that reached a final status without an attempt ending: the
+-- pending or queued contacts of a cancelled job, a dial given back for a cancelled job. (An
+-- outcome keeps the attempt count; those are reported by webhook_attempt_finished.)
+CREATE TRIGGER webhook_contact_finished AFTER UPDATE OF status ON contacts
+WHEN OLD.status <> NEW.status
+  AND NEW.status NOT IN ('pending', 'queued', 'dialing')
+  AND NOT (OLD.status = 'dialing' AND NEW.attempt_count = OLD.attempt_count)
+  AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE organization_id = (
+      SELECT organization_id FROM jobs WHERE id = NEW.job_id))
+BEGIN
+    INSERT INTO webhook_outbox (organization_id, type, created_at, data)
+    SELECT j.organization_id, 'contact.finished', NEW.updated_at, d.doc
+    FROM jobs AS j, contact_documents AS d
+    WHERE j.id = NEW.job_id AND d.id = NEW.id;
+END;
