@@ -435,8 +435,11 @@ VALUES (:id, :org, :url, :events, :description, :secret, :now)
 SELECT * FROM webhook_endpoints WHERE organization_id = ? ORDER BY created_at, id
 
 -- delete_webhook_endpoint --
--- Its deliveries go with it (ON DELETE CASCADE); its events stay for the other endpoints.
+-- Its deliveries go first (delete_webhook_endpoint_deliveries); its events stay for the others.
 DELETE FROM webhook_endpoints WHERE id = ? AND organization_id = ?
+
+-- delete_webhook_endpoint_deliveries --
+DELETE FROM webhook_deliveries WHERE endpoint_id = ? AND organization_id = ?
 
 -- webhook_sender_endpoints --
 SELECT id, url, secret FROM webhook_endpoints ORDER BY id

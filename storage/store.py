@@ -944,14 +944,13 @@ class Store:
 
     async def delete_webhook_endpoint(self, organization_id: str, endpoint_id: str) -> bool:
         """Remove an endpoint and its deliveries; False when the organization has no such one."""
-        return await self._write(
-            lambda conn: (
-                conn.execute(
-                    Q()["delete_webhook_endpoint"], (endpoint_id, organization_id)
-                ).rowcount
-                == 1
-            )
-        )
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            params = (endpoint_id, organization_id)
+            conn.execute(Q()["delete_webhook_endpoint_deliveries"], params)
+            return bool(conn.execute(Q()["delete_webhook_endpoint"], params).rowcount == 1)
+
+        return await self._write(tx)
 
     async def due_webhook_deliveries(
         self, free: Mapping[str, int], busy: Mapping[str, Sequence[int]], now: float
