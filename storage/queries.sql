@@ -449,13 +449,14 @@ SELECT id, url, secret FROM webhook_endpoints ORDER BY id
 -- of delivery ids), oldest due first, with their event:
 -- [[delivery id, attempts, webhook id, type, sequence, created_at, data], ...]
 SELECT json_group_array(json_array(d.id, d.attempts, e.webhook_id, e.type, e.sequence,
-                                   e.created_at, json(e.data))) FROM (
+                                   e.created_at, json(doc.data))) FROM (
     SELECT id, attempts, event_id FROM webhook_deliveries
     WHERE endpoint_id = :endpoint_id AND status = 'pending' AND next_attempt_at <= :now
       AND id NOT IN (SELECT value FROM json_each(:busy))
     ORDER BY next_attempt_at, id
     LIMIT :limit) AS d
 JOIN webhook_events AS e ON e.id = d.event_id
+JOIN webhook_event_documents AS doc ON doc.id = d.event_id
 
 -- webhook_next_due --
 -- When the earliest delivery of an endpoint that is not in flight is due.

@@ -25,7 +25,12 @@ CREATE TABLE webhook_events (
     type            TEXT NOT NULL,
     sequence        INTEGER NOT NULL,
     created_at      REAL NOT NULL,
-    data            TEXT NOT NULL,                 -- JSON object
+    -- A job event: the job document at the change. A contact event: the contact's changing
+    -- fields at the change, a JSON array (see contact_snapshot below), small to write on the
+    -- engine's path; webhook_event_documents renders the document when it is sent.
+    data            TEXT NOT NULL,
+    contact_id      INTEGER,
+    attempt_id      INTEGER,                       -- contact.attempt_finished: the attempt
     UNIQUE (organization_id, sequence)
 );
 
@@ -33,7 +38,7 @@ CREATE TABLE webhook_events (
 -- letter, until replayed). Deleting an endpoint deletes its deliveries.
 CREATE TABLE webhook_deliveries (
     id              INTEGER PRIMARY KEY,
-    event_id        INTEGER NOT NULL REFERENCES webhook_events (id),
+    event_id        INTEGER NOT NULL,                -- webhook_events.id (written together)
     endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoints (id),
     organization_id TEXT NOT NULL,
     status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
@@ -77,11 +82,12 @@ FROM (
                         'blocked', 'invalid_number', 'carrier_error', 'failed')), 0) AS failed
     FROM jobs) AS j;
 
--- Insert (organization_id, type, created_at, data) here to record an event: it becomes an event
--- row and a delivery per endpoint of the organization that takes that type, or nothing at all
--- when no endpoint does.
+-- Insert (organization_id, type, created_at, data, contact_id, attempt_id) here to record an
+-- event: it becomes an event row and a delivery per endpoint of the organization that takes
+-- that type, or nothing at all when no endpoint does.
 CREATE VIEW webhook_outbox AS
-SELECT organization_id, type, created_at, data FROM webhook_events WHERE 0;
+SELECT organization_id, type, created_at, data, contact_id, attempt_id FROM webhook_events
+WHERE 0;
 
 CREATE TRIGGER webhook_outbox_insert INSTEAD OF INSERT ON webhook_outbox
 WHEN EXISTS (
@@ -89,11 +95,12 @@ WHEN EXISTS (
     WHERE e.organization_id = NEW.organization_id
       AND (e.events IS NULL OR EXISTS (SELECT 1 FROM json_each(e.events) WHERE value = NEW.type)))
 BEGIN
-    INSERT INTO webhook_events (organization_id, webhook_id, type, sequence, created_at, data)
+    INSERT INTO webhook_events (organization_id, webhook_id, type, sequence, created_at, data,
+                                contact_id, attempt_id)
     VALUES (NEW.organization_id, 'msg_' || lower(hex(randomblob(16))), NEW.type,
             coalesce((SELECT max(sequence) FROM webhook_events
                       WHERE organization_id = NEW.organization_id), 0) + 1,
-            NEW.created_at, NEW.data);
+            NEW.created_at, NEW.data, NEW.contact_id, NEW.attempt_id);
     INSERT INTO webhook_deliveries (event_id, endpoint_id, organization_id, status,
                                     next_attempt_at)
     SELECT last_insert_rowid(), e.id, e.organization_id, 'pending', NEW.created_at
@@ -101,6 +108,33 @@ BEGIN
     WHERE e.organization_id = NEW.organization_id
       AND (e.events IS NULL OR EXISTS (SELECT 1 FROM json_each(e.events) WHERE value = NEW.type));
 END;
+
+-- The event's `data` as it is sent: a job event's document as written; a contact event's the
+-- contact as the detail route shows it (contact_documents) with the fields it had at the change
+-- (the snapshot [status, error_code, attempt_count, max_attempts, last_attempt_at,
+-- next_retry_at, completed_at, room_name, failure_reason, call_duration]), plus the attempt
+-- (immutable once it has its outcome) for contact.attempt_finished.
+CREATE VIEW webhook_event_documents AS
+SELECT e.id, CASE WHEN e.contact_id IS NULL THEN e.data ELSE (
+    SELECT json_set(
+        CASE WHEN e.attempt_id IS NULL THEN d.doc ELSE json_set(d.doc, '$.attempt', json((
+            SELECT json_object(
+                'attemptNumber', a.attempt_no,
+                'startedAt', strftime('%Y-%m-%dT%H:%M:%SZ', a.started_at, 'unixepoch'),
+                'answeredAt', strftime('%Y-%m-%dT%H:%M:%SZ', a.answered_at, 'unixepoch'),
+                'endedAt', strftime('%Y-%m-%dT%H:%M:%SZ', a.ended_at, 'unixepoch'),
+                'outcome', a.outcome, 'sipCode', a.sip_code, 'reason', a.reason,
+                'roomName', a.room_name, 'durationSeconds', a.duration)
+            FROM attempts AS a WHERE a.id = e.attempt_id))) END,
+        '$.status', e.data ->> 0, '$.errorCode', e.data ->> 1,
+        '$.attemptCount', e.data ->> 2, '$.maxAttempts', e.data ->> 3,
+        '$.lastAttemptAt', strftime('%Y-%m-%dT%H:%M:%SZ', e.data ->> 4, 'unixepoch'),
+        '$.nextRetryAt', strftime('%Y-%m-%dT%H:%M:%SZ', e.data ->> 5, 'unixepoch'),
+        '$.completedAt', strftime('%Y-%m-%dT%H:%M:%SZ', e.data ->> 6, 'unixepoch'),
+        '$.roomName', e.data ->> 7, '$.failureReason', e.data ->> 8,
+        '$.callDuration', e.data ->> 9)
+    FROM contact_documents AS d WHERE d.id = e.contact_id) END AS data
+FROM webhook_events AS e;
 
 -- The event sources. Each first checks that the organization has an endpoint at all (one index
 -- probe), so that the engine's statements cost the same as before for an organization without.
@@ -110,9 +144,9 @@ CREATE TRIGGER webhook_job_status AFTER UPDATE OF status ON jobs
 WHEN OLD.status <> NEW.status
   AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE organization_id = NEW.organization_id)
 BEGIN
-    INSERT INTO webhook_outbox (organization_id, type, created_at, data)
+    INSERT INTO webhook_outbox (organization_id, type, created_at, data, contact_id, attempt_id)
     SELECT NEW.organization_id, t.type, NEW.updated_at,
-           (SELECT doc FROM job_documents WHERE id = NEW.id)
+           (SELECT doc FROM job_documents WHERE id = NEW.id), NULL, NULL
     FROM (SELECT CASE
             WHEN NEW.status IN ('completed', 'cancelled', 'failed') THEN 'job.' || NEW.status
             WHEN NEW.status = 'paused' THEN 'job.paused'
@@ -131,22 +165,19 @@ WHEN OLD.outcome IS NULL AND NEW.outcome IS NOT NULL AND NEW.outcome <> 'not_pla
   AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE organization_id = (
       SELECT organization_id FROM jobs WHERE id = NEW.job_id))
 BEGIN
-    INSERT INTO webhook_outbox (organization_id, type, created_at, data)
-    SELECT j.organization_id, 'contact.attempt_finished', c.updated_at,
-           json_set(d.doc, '$.attempt', json_object(
-               'attemptNumber', NEW.attempt_no,
-               'startedAt', strftime('%Y-%m-%dT%H:%M:%SZ', NEW.started_at, 'unixepoch'),
-               'answeredAt', strftime('%Y-%m-%dT%H:%M:%SZ', NEW.answered_at, 'unixepoch'),
-               'endedAt', strftime('%Y-%m-%dT%H:%M:%SZ', NEW.ended_at, 'unixepoch'),
-               'outcome', NEW.outcome, 'sipCode', NEW.sip_code, 'reason', NEW.reason,
-               'roomName', NEW.room_name, 'durationSeconds', NEW.duration))
-    FROM contacts AS c JOIN jobs AS j ON j.id = c.job_id JOIN contact_documents AS d ON d.id = c.id
-    WHERE c.id = NEW.contact_id;
-    INSERT INTO webhook_outbox (organization_id, type, created_at, data)
-    SELECT j.organization_id, 'contact.finished', c.updated_at, d.doc
-    FROM contacts AS c JOIN jobs AS j ON j.id = c.job_id JOIN contact_documents AS d ON d.id = c.id
-    WHERE c.id = NEW.contact_id AND c.attempt_count = NEW.attempt_no
-      AND c.status NOT IN ('pending', 'queued', 'dialing');
+    INSERT INTO webhook_outbox (organization_id, type, created_at, data, contact_id, attempt_id)
+    SELECT j.organization_id, t.type, c.updated_at,
+           json_array(c.status, c.error_code, c.attempt_count, c.max_attempts,
+                      c.last_attempt_at, c.next_retry_at, c.completed_at, c.room_name,
+                      c.failure_reason, c.call_duration),
+           c.id, CASE t.type WHEN 'contact.attempt_finished' THEN NEW.id END
+    FROM contacts AS c JOIN jobs AS j ON j.id = c.job_id,
+         (SELECT 'contact.attempt_finished' AS type, 1 AS k
+          UNION ALL SELECT 'contact.finished', 2) AS t
+    WHERE c.id = NEW.contact_id
+      AND (t.type = 'contact.attempt_finished' OR (c.attempt_count = NEW.attempt_no
+           AND c.status NOT IN ('pending', 'queued', 'dialing')))
+    ORDER BY t.k;
 END;
 
 -- contact.finished for a contact that reached a final status without an attempt ending: the
@@ -159,8 +190,11 @@ WHEN OLD.status <> NEW.status
   AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE organization_id = (
       SELECT organization_id FROM jobs WHERE id = NEW.job_id))
 BEGIN
-    INSERT INTO webhook_outbox (organization_id, type, created_at, data)
-    SELECT j.organization_id, 'contact.finished', NEW.updated_at, d.doc
-    FROM jobs AS j, contact_documents AS d
-    WHERE j.id = NEW.job_id AND d.id = NEW.id;
+    INSERT INTO webhook_outbox (organization_id, type, created_at, data, contact_id, attempt_id)
+    SELECT j.organization_id, 'contact.finished', NEW.updated_at,
+           json_array(NEW.status, NEW.error_code, NEW.attempt_count, NEW.max_attempts,
+                      NEW.last_attempt_at, NEW.next_retry_at, NEW.completed_at, NEW.room_name,
+                      NEW.failure_reason, NEW.call_duration),
+           NEW.id, NULL
+    FROM jobs AS j WHERE j.id = NEW.job_id;
 END;

@@ -111,7 +111,10 @@ def test_kill_9_mid_job_loses_no_webhook_event(
 def audit_outbox(svc: Any) -> list[Any]:
     """Every attempt with an outcome has its contact.attempt_finished event, every final contact
     its contact.finished, every job status its event: the outbox and the history agree."""
-    events = svc.db_rows("SELECT webhook_id, type, sequence, data FROM webhook_events")
+    events = svc.db_rows(
+        "SELECT e.webhook_id, e.type, e.sequence, d.data FROM webhook_events AS e"
+        " JOIN webhook_event_documents AS d ON d.id = e.id ORDER BY e.id"
+    )
     attempts_reported = sorted(
         (d["id"], d["attempt"]["attemptNumber"], d["attempt"]["outcome"])
         for e in events
@@ -127,12 +130,15 @@ def audit_outbox(svc: Any) -> list[Any]:
     )
     assert attempts_reported == attempts
     finished = sorted(
-        json.loads(e["data"])["id"] for e in events if e["type"] == "contact.finished"
+        (d["id"], d["status"])
+        for e in events
+        if e["type"] == "contact.finished"
+        for d in [json.loads(e["data"])]
     )
     final = sorted(
-        f"contact_{r['id']}"
+        (f"contact_{r['id']}", r["status"])
         for r in svc.db_rows(
-            "SELECT id FROM contacts WHERE status NOT IN ('pending', 'queued', 'dialing')"
+            "SELECT id, status FROM contacts WHERE status NOT IN ('pending', 'queued', 'dialing')"
         )
     )
     assert finished == final

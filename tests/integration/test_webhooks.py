@@ -257,6 +257,49 @@ async def test_every_event_of_a_job_life_arrives_signed_in_sequence(
     assert all(e["timestamp"].endswith("Z") for e in events)
 
 
+async def test_a_late_delivery_shows_the_contact_as_it_was_at_the_event(
+    start_app: StartApp, tmp_path: Path, receiver: Receiver
+) -> None:
+    """An attempt's event delivered after the contact moved on (retried, then final) still
+    shows the contact as that attempt left it; the later events show the later states."""
+    config = make_config(
+        tmp_path,
+        webhooks={"allow_private_urls": True},
+        telephony={"simulated": {"rules": [{"prefix": "+1202555", "outcome": "busy"}]}},
+    )
+    app = await start_app(config)
+    receiver.answer = _statuses(503)
+    await register(app, receiver, events=["contact.attempt_finished", "contact.finished"])
+    job_id = (await app.create_json([{"phone": "+12025550101"}], maxAttempts=2))["batchJobId"]
+
+    async def job_done() -> bool:
+        await app.clock.advance(30)
+        return (await app.detail(job_id))["status"] == "completed"
+
+    await wait_until(job_done)
+    receiver.answer = _statuses(200)
+
+    async def all_delivered() -> bool:
+        await app.clock.advance(300)
+        return (await deliveries(app, status="delivered"))["total"] == 3
+
+    await wait_until(all_delivered)
+    first, second, finished = receiver.delivered()
+    assert (first["type"], first["data"]["status"], first["data"]["attemptCount"]) == (
+        "contact.attempt_finished",
+        "queued",
+        1,
+    )
+    assert first["data"]["nextRetryAt"] is not None and first["data"]["completedAt"] is None
+    assert (first["data"]["attempt"]["attemptNumber"], first["data"]["attempt"]["outcome"]) == (
+        1,
+        "busy",
+    )
+    assert (second["data"]["status"], second["data"]["attempt"]["attemptNumber"]) == ("busy", 2)
+    assert finished["type"] == "contact.finished"
+    assert finished["data"] == (await app.detail(job_id))["contacts"][0]
+
+
 async def test_cancel_reports_the_job_and_every_contact(app: Running, receiver: Receiver) -> None:
     """A cancelled job: job.cancelled, then contact.finished for each cancelled contact."""
     await register(app, receiver)
