@@ -7,6 +7,7 @@ Every figure is measured in the run. Scenarios (see README, Performance):
   ingest  POST /batch/create with a 10,000-row CSV, 5 times
   scale   100 jobs x 10,000 contacts running at once: throughput and peak RSS
   webhooks  a 10,000-contact job without a webhook endpoint, then with one that never answers
+            (instant calls; then 0.1 s calls at concurrentCallLimit 50)
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Sizes:
     scale_jobs: int = 100
     scale_contacts: int = 10_000
     webhooks_contacts: int = 10_000
+    webhooks_call_seconds: float = 0.1
 
 
 QUICK = Sizes(
@@ -69,6 +71,7 @@ QUICK = Sizes(
     scale_jobs=4,
     scale_contacts=200,
     webhooks_contacts=500,
+    webhooks_call_seconds=0.02,
 )
 
 
@@ -475,16 +478,21 @@ async def scenario_webhooks(tmp: Path, sizes: Sizes) -> dict[str, Any]:
     n = sizes.webhooks_contacts
     result: dict[str, Any] = {"scenario": "webhooks", "contacts": n, "runs": sizes.engine_runs}
     try:
-        # Instant calls: the job is nothing but storage work, the outbox rows included. Calls
-        # of `pacing_call_seconds` at 1,000 at a time: a job as calls make it.
-        for label, call_seconds in (("instant", 0.0), ("paced", sizes.pacing_call_seconds)):
+        # Instant calls at 1,000 at a time: the job is nothing but storage work, the outbox
+        # rows included. Then a job as calls make it: concurrentCallLimit 50 (the most a job
+        # may have), calls of `webhooks_call_seconds`, once each way.
+        shapes = (
+            ("instant", 0.0, 1000, sizes.engine_runs),
+            ("paced", sizes.webhooks_call_seconds, 50, 1),
+        )
+        for label, call_seconds, limit, runs in shapes:
             seconds: dict[bool, list[float]] = {False: [], True: []}
-            for run in range(sizes.engine_runs):
+            for run in range(runs):
                 for with_endpoint in (False, True):
                     path = tmp / f"webhooks-{label}{run}{int(with_endpoint)}.db"
                     config = bench_config(str(path), call_seconds=call_seconds)
                     elapsed, deliveries = await _webhooks_run(
-                        config, n, url if with_endpoint else None
+                        config, n, limit, url if with_endpoint else None
                     )
                     seconds[with_endpoint].append(elapsed)
             plain, dead = statistics.median(seconds[False]), statistics.median(seconds[True])
@@ -499,7 +507,9 @@ async def scenario_webhooks(tmp: Path, sizes: Sizes) -> dict[str, Any]:
     return result
 
 
-async def _webhooks_run(config: configmod.Config, n: int, url: str | None) -> tuple[float, int]:
+async def _webhooks_run(
+    config: configmod.Config, n: int, limit: int, url: str | None
+) -> tuple[float, int]:
     """One job with the webhook sender running (and an endpoint at `url`): its seconds and the
     deliveries written."""
     from dialer.webhooks import WebhookSender, new_endpoint_id, new_secret
@@ -514,7 +524,7 @@ async def _webhooks_run(config: configmod.Config, n: int, url: str | None) -> tu
             )
             await h.store.insert_webhook_endpoint(endpoint)
         started = time.perf_counter()
-        job_id = await h.create(n, limit=1000)
+        job_id = await h.create(n, limit=limit)
         await h.wait_done([job_id])
         elapsed = time.perf_counter() - started
         _, deliveries = await h.store.list_webhook_deliveries(ORG, None, None, 1, 0)
