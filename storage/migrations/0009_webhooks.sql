@@ -103,7 +103,10 @@ BEGIN
             NEW.created_at, NEW.data, NEW.contact_id, NEW.attempt_id);
     INSERT INTO webhook_deliveries (event_id, endpoint_id, organization_id, status,
                                     next_attempt_at)
-    SELECT last_insert_rowid(), e.id, e.organization_id, 'pending', NEW.created_at
+    -- (the event just written has the highest id; last_insert_rowid() would move on to the
+    -- first delivery row as soon as it is written)
+    SELECT (SELECT max(id) FROM webhook_events), e.id, e.organization_id, 'pending',
+           NEW.created_at
     FROM webhook_endpoints AS e
     WHERE e.organization_id = NEW.organization_id
       AND (e.events IS NULL OR EXISTS (SELECT 1 FROM json_each(e.events) WHERE value = NEW.type));

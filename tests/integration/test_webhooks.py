@@ -446,6 +446,40 @@ async def test_slow_endpoint_holds_four_slots_and_times_out_on_the_clock(
     assert all(r["lastError"] == "timed out after 10 s" for r in timed_out)
 
 
+async def test_a_hanging_endpoint_does_not_hold_up_another(
+    app: Running, receiver: Receiver
+) -> None:
+    """With one endpoint that never answers, another endpoint still gets every event at once
+    (each event to each endpoint once) and the job completes."""
+
+    async def hang(n: int) -> int:
+        await receiver.release.wait()
+        return 200
+
+    receiver.answer = hang
+    await register(app, receiver)
+    fast = Receiver()
+    fast_app = web.Application()
+    fast_app.router.add_post("/hook", fast.handle)
+    async with TestServer(fast_app, host="127.0.0.1") as server:
+        fast.server = server
+        await register(app, fast)
+        phones = [{"phone": f"+1202555{101 + i:04d}"} for i in range(6)]
+        job_id = (await app.create_json(phones))["batchJobId"]
+        await app.wait_status(job_id, "completed")
+        await wait_until(lambda: _count(fast, 14))  # started, 6 x 2, completed
+        events = fast.delivered()
+        assert [e["sequence"] for e in events] == list(range(1, 15))
+        assert [e["type"] for e in events].count("contact.attempt_finished") == 6
+        assert len(fast.requests) == 14
+        await wait_until(lambda: _all_recorded(app, 14))
+        await wait_until(lambda: _in_flight_at_most(app, 4))  # the fast ones' results written
+        assert len(receiver.requests) == 4 and sender(app).in_flight == 4
+        rows = (await deliveries(app, pageSize=100))["deliveries"]
+        assert len(rows) == 28
+        assert len({(r["endpointId"], r["webhookId"]) for r in rows}) == 28
+
+
 async def test_deliveries_list_filters_and_pages(app: Running, receiver: Receiver) -> None:
     """endpointId, status, page and pageSize filter and page the list; bad values are 400."""
     endpoint = await register(app, receiver)
@@ -567,6 +601,10 @@ async def _requests(receiver: Receiver, n: int) -> bool:
 
 async def _fails(count: Callable[[], int], n: int) -> bool:
     return count() >= n
+
+
+async def _in_flight_at_most(running: Running, n: int) -> bool:
+    return sender(running).in_flight <= n
 
 
 async def _recorded(running: Running, attempts: int) -> bool:
