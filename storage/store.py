@@ -962,20 +962,18 @@ class Store:
             due: list[DueDelivery] = []
             earliest: float | None = None
             for endpoint_id, limit in free.items():
+                if limit <= 0:  # every slot taken: a send ending wakes the sender anyway
+                    continue
                 taken = list(busy.get(endpoint_id, ()))
                 params = {"endpoint_id": endpoint_id, "now": now, "limit": limit}
-                if limit > 0:
-                    rows = _json_rows(
-                        conn, "webhook_due_deliveries", {**params, "busy": json.dumps(taken)}
-                    )
-                    picked = [DueDelivery(v[0], endpoint_id, *v[1:]) for v in rows]
-                    due.extend(picked)
-                    taken.extend(d.id for d in picked)
-                if limit > 0 or not taken:
-                    params["busy"] = json.dumps(taken)
-                    at = conn.execute(Q()["webhook_next_due"], params).fetchone()[0]
-                    if at is not None and (earliest is None or at < earliest):
-                        earliest = at
+                params["busy"] = json.dumps(taken)
+                rows = _json_rows(conn, "webhook_due_deliveries", params)
+                picked = [DueDelivery(v[0], endpoint_id, *v[1:]) for v in rows]
+                due.extend(picked)
+                params["busy"] = json.dumps(taken + [d.id for d in picked])
+                at = conn.execute(Q()["webhook_next_due"], params).fetchone()[0]
+                if at is not None and (earliest is None or at < earliest):
+                    earliest = at
             return due, earliest
 
         return await self._read_small(q)
