@@ -17,6 +17,7 @@ import base64
 import contextlib
 import ipaddress
 import json
+import math
 import secrets
 import socket
 import time
@@ -55,9 +56,9 @@ EVENT_TYPES = (
 RETRY_SCHEDULE_SECONDS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 
-# With nothing pending the sender looks for work this often (the engine's progress and the API
-# wake it as soon as there may be some); after a storage failure it waits at most this long.
-IDLE_POLL_SECONDS = 30.0
+# After a storage failure the sender waits at most this long before it tries again. (With nothing
+# pending it waits on no timer at all: every change that writes an event is followed by the
+# engine's progress event, which wakes it.)
 MAX_STORAGE_BACKOFF_SECONDS = 30.0
 MAX_ERROR_CHARS = 300
 USER_AGENT = "batch-dialer-webhooks/1"
@@ -247,7 +248,7 @@ class WebhookSender:
             self._wake.clear()
             watcher = self._watch_changes()
             try:
-                wait: float | None = IDLE_POLL_SECONDS
+                wait: float | None = None
                 try:
                     await self._flush()
                     wait = await self._fill()
@@ -262,8 +263,8 @@ class WebhookSender:
                         log.warning("webhook_storage_unavailable", error=str(exc))
                     self.storage_error = str(exc)
                 if not self._wake.is_set():
-                    timeout = IDLE_POLL_SECONDS if wait is None else max(0.0, wait)
-                    self.parked_until = self.clock.now() + timeout
+                    timeout = None if wait is None else max(0.0, wait)
+                    self.parked_until = math.inf if timeout is None else self.clock.now() + timeout
                     try:
                         await self.clock.wait(self._wake, timeout)
                     finally:
