@@ -9,7 +9,17 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import batch, compliance, health, metrics, openapi, ratelimit, schemas, webhooks
+from api import (
+    batch,
+    compliance,
+    health,
+    metrics,
+    openapi,
+    outbound_webhooks,
+    ratelimit,
+    schemas,
+    webhooks,
+)
 from api import keys as appkeys
 from api.auth import auth_middleware
 from api.compat import setup as setup_compat
@@ -22,6 +32,7 @@ from dialer.providers import Provider, make_provider
 from dialer.providers.base import WebhookSink
 from dialer.scheduler import Engine
 from dialer.service import JobService
+from dialer.webhooks import WebhookSender
 from storage.store import Store
 
 log = structlog.get_logger("api")
@@ -86,6 +97,7 @@ def create_app(
     app.router.add_routes(compliance.routes)
     setup_compat(app, envelopes)
     setup_controls(app)
+    app.router.add_routes(outbound_webhooks.routes)
     if takes_webhooks:
         app.router.add_post(webhook_path, webhooks.livekit)
         openapi.register(
@@ -122,10 +134,17 @@ def create_app(
         watcher = asyncio.create_task(
             health.watch_files(the_store, engine), name="database-watcher"
         )
+        sender = app[appkeys.WEBHOOK_SENDER] = WebhookSender(
+            the_store, clock, config.webhooks, changes=engine.progress_event
+        )
+        sending = asyncio.create_task(sender.run(), name="webhook-sender")
         try:
             yield
         finally:
             watcher.cancel()
+            sender.stop()
+            with contextlib.suppress(Exception):  # its loop logs and survives its errors
+                await sending
             engine.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -9,6 +9,7 @@ from dialer.config import Config
 from dialer.keys import KeyCache
 from dialer.scheduler import Engine
 from dialer.service import JobService
+from dialer.webhooks import WebhookSender
 from storage.store import Store
 
 CONFIG = web.AppKey("config", Config)
@@ -17,4 +18,5 @@ ENGINE = web.AppKey("engine", Engine)
 SERVICE = web.AppKey("service", JobService)
 CLOCK = web.AppKey("clock", Clock)
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
+WEBHOOK_SENDER = web.AppKey("webhook_sender", WebhookSender)
 ORG = web.RequestKey("organization_id", str)  # set by the auth middleware

@@ -6,6 +6,8 @@ Every figure is measured in the run. Scenarios (see README, Performance):
   api     32 concurrent HTTP clients on detail and list while the engine works
   ingest  POST /batch/create with a 10,000-row CSV, 5 times
   scale   100 jobs x 10,000 contacts running at once: throughput and peak RSS
+  webhooks  a 10,000-contact job without a webhook endpoint, then with one that never answers
+            (instant calls; then 0.1 s calls at concurrentCallLimit 50)
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class Sizes:
     watched_pacing_contacts: int = 2_000
     watched_seconds: float = 5.0
     heavy_jobs: int = 10
+    webhooks_contacts: int = 10_000
+    webhooks_call_seconds: float = 0.1
 
 
 QUICK = Sizes(
@@ -74,6 +78,8 @@ QUICK = Sizes(
     watched_pacing_contacts=100,
     watched_seconds=1.0,
     heavy_jobs=2,
+    webhooks_contacts=500,
+    webhooks_call_seconds=0.02,
 )
 
 
@@ -93,6 +99,7 @@ def bench_config(
                     "default_outcome": "completed",
                 }
             },
+            "webhooks": {"allow_private_urls": True},  # the webhooks scenario's local receiver
             # The bench creates more jobs and contacts than the default quotas allow. Windows
             # open all day: the figures must not depend on the time of day the bench runs at.
             # The per-number cap stays on (each number is dialed once).
@@ -473,6 +480,83 @@ async def scenario_scale(tmp: Path, sizes: Sizes) -> dict[str, Any]:
     return result
 
 
+async def scenario_webhooks(tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    """The same job without a webhook endpoint, then with one on 127.0.0.1 that never answers
+    (every delivery times out), `engine_runs` times in turn: the medians' ratio is what a dead
+    endpoint costs the engine (the outbox rows written with every outcome included)."""
+    from aiohttp import web
+
+    hang = asyncio.Event()
+
+    async def never_answer(request: web.Request) -> web.Response:
+        await hang.wait()
+        return web.Response()
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", never_answer)
+    runner = web.AppRunner(receiver, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    n = sizes.webhooks_contacts
+    result: dict[str, Any] = {"scenario": "webhooks", "contacts": n, "runs": sizes.engine_runs}
+    try:
+        # Instant calls at 1,000 at a time: the job is nothing but storage work, the outbox
+        # rows included. Then a job as calls make it: concurrentCallLimit 50 (the most a job
+        # may have), calls of `webhooks_call_seconds`, once each way.
+        shapes = (
+            ("instant", 0.0, 1000, sizes.engine_runs),
+            ("paced", sizes.webhooks_call_seconds, 50, 1),
+        )
+        for label, call_seconds, limit, runs in shapes:
+            seconds: dict[bool, list[float]] = {False: [], True: []}
+            for run in range(runs):
+                for with_endpoint in (False, True):
+                    path = tmp / f"webhooks-{label}{run}{int(with_endpoint)}.db"
+                    config = bench_config(str(path), call_seconds=call_seconds)
+                    elapsed, deliveries = await _webhooks_run(
+                        config, n, limit, url if with_endpoint else None
+                    )
+                    seconds[with_endpoint].append(elapsed)
+            plain, dead = statistics.median(seconds[False]), statistics.median(seconds[True])
+            result[f"{label}_seconds_without_endpoint"] = round(plain, 3)
+            result[f"{label}_seconds_with_dead_endpoint"] = round(dead, 3)
+            result[f"{label}_ratio"] = round(dead / plain, 3)
+        result["deliveries_written"] = deliveries
+    finally:
+        hang.set()
+        await runner.cleanup()
+    result["target"] = "paced_ratio <= 1.10"
+    return result
+
+
+async def _webhooks_run(
+    config: configmod.Config, n: int, limit: int, url: str | None
+) -> tuple[float, int]:
+    """One job with the webhook sender running (and an endpoint at `url`): its seconds and the
+    deliveries written."""
+    from dialer.webhooks import WebhookSender, new_endpoint_id, new_secret
+    from storage.store import WebhookEndpointRow
+
+    async with Harness(config) as h:
+        sender = WebhookSender(h.store, h.clock, config.webhooks, changes=h.engine.progress_event)
+        sending = asyncio.create_task(sender.run())
+        if url is not None:
+            endpoint = WebhookEndpointRow(
+                new_endpoint_id(), ORG, url, None, None, new_secret(), time.time()
+            )
+            await h.store.insert_webhook_endpoint(endpoint)
+        started = time.perf_counter()
+        job_id = await h.create(n, limit=limit)
+        await h.wait_done([job_id])
+        elapsed = time.perf_counter() - started
+        _, deliveries = await h.store.list_webhook_deliveries(ORG, None, None, 1, 0)
+        sender.stop()
+        await sending
+    return elapsed, deliveries
+
+
 # ------------------------------------------------------------------ serving
 
 
@@ -530,6 +614,7 @@ SCENARIOS: dict[str, Callable[[Path, Sizes], Awaitable[dict[str, Any]]]] = {
     "heavy": lambda tmp, sizes: watched.scenario_heavy(
         tmp, sizes.watched_contacts, sizes.heavy_jobs, 2 * sizes.watched_seconds
     ),
+    "webhooks": scenario_webhooks,
 }
 
 

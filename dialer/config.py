@@ -148,6 +148,14 @@ class TelephonyConfig(_Section):
     livekit: LiveKitConfig = LiveKitConfig()
 
 
+class WebhooksConfig(_Section):
+    # Endpoints on loopback, link-local or private addresses are refused unless this is set
+    # (a receiver on the same host or network: development, tests).
+    allow_private_urls: bool = False
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=64)
+
+
 class Organization(_Section):
     id: str = Field(min_length=1)
     name: str = ""
@@ -211,6 +219,7 @@ class Config(_Section):
     pricing: PricingConfig = PricingConfig()
     metrics: MetricsConfig = MetricsConfig()
     telephony: TelephonyConfig = TelephonyConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     organizations: list[Organization] = Field(default_factory=list)
     agents: list[Agent] = Field(default_factory=list)
     phone_numbers: list[PhoneNumber] = Field(default_factory=list)

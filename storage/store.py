@@ -14,7 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from storage import db as dbmod
@@ -367,6 +367,72 @@ class AlwaysOpen:
         self, windows_json: str | None, zones: str | None, at: float
     ) -> tuple[float, float | None] | None:
         return at, None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpointRow:
+    id: str
+    organization_id: str
+    url: str
+    events: tuple[str, ...] | None  # None: every event type
+    description: str | None
+    secret: str = field(repr=False)
+    created_at: float = 0.0
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> WebhookEndpointRow:
+        values = dict(row)
+        events = values["events"]
+        values["events"] = None if events is None else tuple(json.loads(events))
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDeliveryRow:
+    """A delivery of one event to one endpoint, as the deliveries route lists it."""
+
+    id: int
+    event_id: int
+    endpoint_id: str
+    organization_id: str
+    status: str
+    attempts: int
+    next_attempt_at: float | None
+    last_attempt_at: float | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: float | None
+    webhook_id: str
+    type: str
+    sequence: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A delivery the sender is to make now, with what it sends."""
+
+    id: int
+    endpoint_id: str
+    attempts: int  # made before this one
+    webhook_id: str
+    type: str
+    sequence: int
+    created_at: float
+    data: Any  # the event's data, parsed
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """What one send of a delivery came to, and what the delivery becomes."""
+
+    delivery_id: int
+    attempts_before: int
+    status: str  # pending (retried at next_attempt_at), delivered, failed
+    next_attempt_at: float | None
+    http_status: int | None
+    error: str | None
+    attempted_at: float
 
 
 class Store:
@@ -1120,6 +1186,138 @@ class Store:
     async def revoke_api_key(self, key_id: str, now: float) -> bool:
         return await self._write(
             lambda conn: conn.execute(Q()["revoke_api_key"], (now, key_id)).rowcount == 1
+        )
+
+    # ------------------------------------------------------------- webhooks
+
+    async def insert_webhook_endpoint(self, endpoint: WebhookEndpointRow) -> None:
+        params = {
+            "id": endpoint.id,
+            "org": endpoint.organization_id,
+            "url": endpoint.url,
+            "events": None if endpoint.events is None else json.dumps(list(endpoint.events)),
+            "description": endpoint.description,
+            "secret": endpoint.secret,
+            "now": endpoint.created_at,
+        }
+        await self._write(lambda conn: conn.execute(Q()["insert_webhook_endpoint"], params))
+
+    async def list_webhook_endpoints(self, organization_id: str) -> list[WebhookEndpointRow]:
+        return await self._read_small(
+            lambda conn: [
+                WebhookEndpointRow.from_row(r)
+                for r in conn.execute(Q()["list_webhook_endpoints"], (organization_id,))
+            ]
+        )
+
+    async def delete_webhook_endpoint(self, organization_id: str, endpoint_id: str) -> bool:
+        """Remove an endpoint and its deliveries; False when the organization has no such one."""
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            params = (endpoint_id, organization_id)
+            conn.execute(Q()["delete_webhook_endpoint_deliveries"], params)
+            return bool(conn.execute(Q()["delete_webhook_endpoint"], params).rowcount == 1)
+
+        return await self._write(tx)
+
+    async def due_webhook_deliveries(
+        self, free: Mapping[str, int], busy: Mapping[str, Sequence[int]], now: float
+    ) -> tuple[list[DueDelivery], float | None]:
+        """For each endpoint, up to `free[endpoint]` due deliveries not in flight (`busy`), and
+        when the earliest delivery not in flight and not taken now is due (None: none)."""
+
+        def q(conn: sqlite3.Connection) -> tuple[list[DueDelivery], float | None]:
+            due: list[DueDelivery] = []
+            earliest: float | None = None
+            for endpoint_id, limit in free.items():
+                if limit <= 0:  # every slot taken: a send ending wakes the sender anyway
+                    continue
+                taken = list(busy.get(endpoint_id, ()))
+                params = {"endpoint_id": endpoint_id, "now": now, "limit": limit}
+                params["busy"] = json.dumps(taken)
+                rows = _json_rows(conn, "webhook_due_deliveries", params)
+                picked = [DueDelivery(v[0], endpoint_id, *v[1:]) for v in rows]
+                due.extend(picked)
+                params["busy"] = json.dumps(taken + [d.id for d in picked])
+                at = conn.execute(Q()["webhook_next_due"], params).fetchone()[0]
+                if at is not None and (earliest is None or at < earliest):
+                    earliest = at
+            return due, earliest
+
+        return await self._read_small(q)
+
+    async def webhook_sender_endpoints(self) -> dict[str, tuple[str, str]]:
+        """{endpoint id: (url, secret)} of every organization's endpoints."""
+        return await self._read_small(
+            lambda conn: {
+                r["id"]: (r["url"], r["secret"])
+                for r in conn.execute(Q()["webhook_sender_endpoints"])
+            }
+        )
+
+    async def record_webhook_attempts(self, attempts: Sequence[DeliveryAttempt]) -> int:
+        """Write the sends of a round in one transaction; return the deliveries updated."""
+        results = json.dumps(
+            [
+                [
+                    a.delivery_id,
+                    a.attempts_before,
+                    a.status,
+                    a.next_attempt_at,
+                    a.http_status,
+                    a.error,
+                    a.attempted_at,
+                ]
+                for a in attempts
+            ]
+        )
+        return await self._write(
+            lambda conn: conn.execute(Q()["record_webhook_attempts"], {"results": results}).rowcount
+        )
+
+    async def list_webhook_deliveries(
+        self,
+        organization_id: str,
+        endpoint_id: str | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[WebhookDeliveryRow], int]:
+        params = {
+            "org": organization_id,
+            "endpoint_id": endpoint_id,
+            "status": status,
+            "limit": limit,
+            "offset": offset,
+        }
+
+        def q(conn: sqlite3.Connection) -> tuple[list[WebhookDeliveryRow], int]:
+            rows = [
+                WebhookDeliveryRow(**dict(r))
+                for r in conn.execute(Q()["list_webhook_deliveries"], params)
+            ]
+            return rows, int(conn.execute(Q()["count_webhook_deliveries"], params).fetchone()[0])
+
+        return await self._read_small(q)
+
+    async def get_webhook_delivery(
+        self, organization_id: str, delivery_id: int
+    ) -> WebhookDeliveryRow | None:
+        def q(conn: sqlite3.Connection) -> WebhookDeliveryRow | None:
+            params = {"id": delivery_id, "org": organization_id}
+            row = conn.execute(Q()["get_webhook_delivery"], params).fetchone()
+            return WebhookDeliveryRow(**dict(row)) if row else None
+
+        return await self._read_small(q)
+
+    async def replay_webhook_delivery(
+        self, organization_id: str, delivery_id: int, now: float
+    ) -> bool:
+        """Make a failed delivery due now; False when it is not the organization's or not
+        failed."""
+        params = {"id": delivery_id, "org": organization_id, "now": now}
+        return await self._write(
+            lambda conn: conn.execute(Q()["replay_webhook_delivery"], params).rowcount == 1
         )
 
 

@@ -39,6 +39,9 @@ shutdown_grace_seconds = {grace}
 [telephony]
 provider = "simulated"
 
+[webhooks]
+allow_private_urls = true
+
 [telephony.simulated]
 call_seconds = {call_seconds}
 ring_seconds = 0

@@ -34,6 +34,7 @@ def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: P
         "watched",
         "watched_pacing",
         "heavy",
+        "webhooks",
     }
     engine = rows["engine"]
     assert engine["contacts_per_second"] > 0 and engine["sqlite_ceiling_per_second"] > 0
@@ -47,6 +48,9 @@ def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: P
     assert api["requests"] > 0 and api["errors"] == 0
     assert 0 < api["p50_ms"] <= api["p99_ms"]
     assert rows["ingest"]["median_seconds"] > 0
+    hooks = rows["webhooks"]
+    assert hooks["deliveries_written"] == 2 * hooks["contacts"] + 2  # 2 per contact, 2 per job
+    assert hooks["paced_seconds_with_dead_endpoint"] > 0 and hooks["instant_ratio"] > 0
     scale = rows["scale"]
     assert scale["contacts"] == scale["jobs"] * 200 and scale["peak_rss_mb"] > 0
     assert scale["ratio_to_engine"] == pytest.approx(

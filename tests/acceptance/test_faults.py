@@ -80,10 +80,10 @@ def small_filesystem(path: Path, size: str = "4m") -> Iterator[Path]:
 def test_second_instance_is_refused_and_changes_nothing(service_factory: Any) -> None:
     """A second serve on the same database exits 2 within 5 s with one line naming the database
     and the holder's PID, touches no call, and the first instance records real outcomes."""
-    first = service_factory(call_seconds=0.5)
+    first = service_factory(call_seconds=3.0)  # calls outlast the second start
     first.start()
     first.create_key()
-    job_id = create(first, 60, limit=20)
+    job_id = create(first, 40, limit=20)
     first.wait(lambda: breakdown(first, job_id)["dialing"] == 20)
     assert first.proc is not None
     before = [tuple(r) for r in first.db_rows("SELECT id, status FROM contacts ORDER BY id")]

@@ -1,0 +1,402 @@
+"""Outbound webhooks: the event types, endpoint URL checks, signing, the retry schedule, and the
+sender task that delivers the outbox.
+
+Events are written by triggers (migration 0009) in the same transaction as the change each one
+reports, as one event row and a delivery row per endpoint that takes its type. The sender reads
+due deliveries, posts them signed with the Standard Webhooks scheme (the `standardwebhooks`
+library), and writes what came of each send. It runs beside the engine with its own HTTP
+session and its own tasks: a slow endpoint holds only its own slots, never the engine or the
+other endpoints. Delivery is at least once (a crash between a send and its record sends again,
+with the same webhook-id, so receivers drop the duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import json
+import math
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+import structlog
+from aiohttp.abc import AbstractResolver, ResolveResult
+from standardwebhooks.webhooks import Webhook
+from yarl import URL
+
+from dialer.clock import Clock
+from dialer.config import WebhooksConfig
+from dialer.service import iso
+from storage.connection import StorageUnavailable
+from storage.store import DeliveryAttempt, DueDelivery, Store
+
+log = structlog.get_logger("webhooks")
+
+EVENT_TYPES = (
+    "job.started",
+    "job.paused",
+    "job.resumed",
+    "job.completed",
+    "job.cancelled",
+    "job.failed",
+    "contact.attempt_finished",
+    "contact.finished",
+    "contact.result",
+)
+
+# After the n-th failed send (n = 1..7) the delivery is tried again this long after; after the
+# 8th it is failed (a dead letter, until replayed).
+RETRY_SCHEDULE_SECONDS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+# After a storage failure the sender waits at most this long before it tries again. (With nothing
+# pending it waits on no timer at all: every change that writes an event is followed by the
+# engine's progress event, which wakes it.)
+MAX_STORAGE_BACKOFF_SECONDS = 30.0
+MAX_ERROR_CHARS = 300
+USER_AGENT = "batch-dialer-webhooks/1"
+
+
+class InvalidWebhookUrl(ValueError):
+    """The URL cannot be a webhook endpoint."""
+
+
+def new_secret() -> str:
+    """A signing secret: `whsec_` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def new_endpoint_id() -> str:
+    return "whep_" + secrets.token_hex(12)
+
+
+# ----------------------------------------------------------------- URLs
+
+
+def check_url(raw: str, allow_private: bool) -> str:
+    """The URL as given when it may be an endpoint: http or https with a host, and unless
+    `allow_private`, not a loopback, link-local or private address (nor `localhost`). Names are
+    checked again on every send, on the addresses they resolve to."""
+    try:
+        url = URL(raw)
+    except (ValueError, TypeError):
+        raise InvalidWebhookUrl("not a URL") from None
+    if url.scheme not in ("http", "https") or not url.host or not url.is_absolute():
+        raise InvalidWebhookUrl("the URL must be http:// or https:// with a host")
+    if url.user is not None or url.password is not None:
+        raise InvalidWebhookUrl("the URL must not carry credentials")
+    if not allow_private:
+        host = url.host.rstrip(".").lower()
+        if host == "localhost" or host.endswith(".localhost"):
+            raise InvalidWebhookUrl("loopback addresses are not allowed")
+        try:
+            public = public_address(host)
+        except ValueError:
+            public = True  # a name: checked on every send, on the addresses it resolves to
+        if not public:
+            raise InvalidWebhookUrl("loopback, link-local and private addresses are not allowed")
+    return raw
+
+
+def public_address(address: str) -> bool:
+    """Whether an IP address is one a webhook may be sent to (ValueError: not an address)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (
+        ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+        or ip.is_unspecified
+        or ip.is_multicast
+        or ip.is_reserved
+    )
+
+
+class PublicResolver(AbstractResolver):
+    """Resolves names like aiohttp does, then refuses private addresses (so a name that points
+    at the internal network is not posted to)."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        allowed = [r for r in found if public_address(r["host"])]
+        if not allowed:
+            raise OSError(f"{host} resolves only to private addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+# ----------------------------------------------------------------- signing
+
+
+def body(delivery: DueDelivery) -> str:
+    """The exact body posted (and signed): the same on every retry."""
+    return json.dumps(
+        {
+            "type": delivery.type,
+            "timestamp": iso(delivery.created_at),
+            "sequence": delivery.sequence,
+            "data": delivery.data,
+        },
+        separators=(",", ":"),
+    )
+
+
+def signed_headers(secret: str, webhook_id: str, timestamp: int, payload: str) -> dict[str, str]:
+    """The Standard Webhooks headers of one send."""
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": Webhook(secret).sign(webhook_id, when, payload),
+    }
+
+
+# ----------------------------------------------------------------- outcomes
+
+
+def after_failure(attempts_made: int, gone: bool, now: float) -> tuple[str, float | None]:
+    """(status, next attempt time) of a delivery whose send number `attempts_made` failed."""
+    if gone or attempts_made > len(RETRY_SCHEDULE_SECONDS):
+        return "failed", None
+    return "pending", now + RETRY_SCHEDULE_SECONDS[attempts_made - 1]
+
+
+@dataclass
+class _Sent:
+    status: int | None
+    error: str | None
+
+
+# ----------------------------------------------------------------- the sender
+
+
+class WebhookSender:
+    """Delivers the outbox: a loop that starts a task per due delivery (at most
+    `max_in_flight_per_endpoint` per endpoint), then writes the sends' results in batches.
+
+    The retry schedule and the request timeout run on the injected clock; the signature's
+    timestamp is wall time (the receiver compares it with its own clock). Storage failures
+    never end the loop: results stay in memory until they are written.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        config: WebhooksConfig,
+        *,
+        changes: Callable[[], asyncio.Event] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.config = config
+        self._changes = changes
+        self._wall = wall
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._in_flight: dict[int, tuple[str, asyncio.Task[None]]] = {}
+        self._results: list[DeliveryAttempt] = []
+        self._endpoints: dict[str, tuple[str, str]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.storage_error: str | None = None
+        # The clock time the loop waits until for its next round (None: working), for tests.
+        self.parked_until: float | None = None
+
+    def wake(self) -> None:
+        """Look for due deliveries now (an endpoint or a replay was added)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self) -> None:
+        resolver = None if self.config.allow_private_urls else PublicResolver()
+        connector = aiohttp.TCPConnector(resolver=resolver, limit=0)
+        async with aiohttp.ClientSession(
+            connector=connector, headers={"User-Agent": USER_AGENT}
+        ) as session:
+            self._session = session
+            try:
+                await self._loop()
+            finally:
+                await self._shutdown()
+
+    async def _loop(self) -> None:
+        backoff = 0.0
+        while not self._stopping:
+            self._wake.clear()
+            watcher = self._watch_changes()
+            try:
+                wait: float | None = None
+                try:
+                    await self._flush()
+                    wait = await self._fill()
+                    backoff = 0.0
+                    self.storage_error = None
+                except Exception as exc:  # storage failing (or a bug): never end the loop
+                    backoff = min(max(1.0, backoff * 2), MAX_STORAGE_BACKOFF_SECONDS)
+                    wait = backoff
+                    if not isinstance(exc, StorageUnavailable):
+                        log.error("webhook_sender_error", exc_info=exc)
+                    elif self.storage_error is None:
+                        log.warning("webhook_storage_unavailable", error=str(exc))
+                    self.storage_error = str(exc)
+                if not self._wake.is_set():
+                    timeout = None if wait is None else max(0.0, wait)
+                    self.parked_until = math.inf if timeout is None else self.clock.now() + timeout
+                    try:
+                        await self.clock.wait(self._wake, timeout)
+                    finally:
+                        self.parked_until = None
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+
+    def _watch_changes(self) -> asyncio.Task[None] | None:
+        """A task that wakes the loop at the engine's next change (new events may be due)."""
+        if self._changes is None or self._stopping:
+            return None
+        event = self._changes()
+
+        async def watch() -> None:
+            await event.wait()
+            self._wake.set()
+
+        return asyncio.create_task(watch(), name="webhook-changes")
+
+    async def _flush(self) -> None:
+        """Write the results of finished sends (kept if the write fails, tried again). A sent
+        delivery keeps its slot until then, so that it is not picked and sent again."""
+        if not self._results:
+            return
+        batch = list(self._results)
+        await self.store.record_webhook_attempts(batch)
+        del self._results[: len(batch)]
+        for result in batch:
+            self._in_flight.pop(result.delivery_id, None)
+
+    async def _fill(self) -> float | None:
+        """Start a send for each due delivery with a free slot; return the seconds until the
+        next delivery is due (None: nothing pending)."""
+        now = self.clock.now()
+        self._endpoints = await self.store.webhook_sender_endpoints()
+        slots = self.config.max_in_flight_per_endpoint
+        busy: dict[str, list[int]] = {}
+        for delivery_id, (endpoint_id, _) in self._in_flight.items():
+            busy.setdefault(endpoint_id, []).append(delivery_id)
+        free = {e: max(0, slots - len(busy.get(e, ()))) for e in self._endpoints}
+        due, earliest = await self.store.due_webhook_deliveries(free, busy, now)
+        for delivery in due:
+            if delivery.id not in self._in_flight:  # finished meanwhile: recorded, not resent
+                self._start(delivery)
+        return None if earliest is None else earliest - now
+
+    def _start(self, delivery: DueDelivery) -> None:
+        endpoint = self._endpoints.get(delivery.endpoint_id)
+        if endpoint is None:
+            return
+        url, secret = endpoint
+        task = asyncio.create_task(self._deliver(delivery, url, secret), name="webhook-delivery")
+        self._in_flight[delivery.id] = (delivery.endpoint_id, task)
+
+    async def _deliver(self, delivery: DueDelivery, url: str, secret: str) -> None:
+        try:
+            sent = await self._send(delivery, url, secret)
+        except Exception as exc:  # a bug in a send must not end the sender
+            log.error("webhook_send_crashed", delivery_id=delivery.id, exc_info=exc)
+            sent = _Sent(None, f"internal error: {type(exc).__name__}")
+        now = self.clock.now()
+        attempts = delivery.attempts + 1
+        ok = sent.status is not None and 200 <= sent.status < 300
+        if ok:
+            status, next_at = "delivered", None
+        else:
+            status, next_at = after_failure(attempts, sent.status == 410, now)
+        self._results.append(
+            DeliveryAttempt(
+                delivery.id, delivery.attempts, status, next_at, sent.status, sent.error, now
+            )
+        )
+        log.info(
+            "webhook_delivery_" + ("delivered" if ok else "failed"),
+            delivery_id=delivery.id,
+            endpoint_id=delivery.endpoint_id,
+            event_type=delivery.type,
+            attempt=attempts,
+            http_status=sent.status,
+            error=sent.error,
+            next_status=status,
+        )
+        self._wake.set()
+
+    async def _send(self, delivery: DueDelivery, url: str, secret: str) -> _Sent:
+        """One POST, answered within the timeout (on the injected clock) or abandoned."""
+        assert self._session is not None
+        payload = body(delivery)
+        headers = signed_headers(secret, delivery.webhook_id, int(self._wall()), payload)
+        headers["Content-Type"] = "application/json"
+        session = self._session
+        answered = asyncio.Event()
+        outcome: list[_Sent] = []
+
+        async def post() -> None:
+            try:
+                async with session.post(
+                    url, data=payload.encode("utf-8"), headers=headers, allow_redirects=False
+                ) as resp:
+                    await resp.read()
+                    error = None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+                    outcome.append(_Sent(resp.status, error))
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                outcome.append(_Sent(None, _error_text(exc)))
+            finally:
+                answered.set()
+
+        request = asyncio.create_task(post(), name="webhook-post")
+        try:
+            if not await self.clock.wait(answered, self.config.request_timeout_seconds):
+                return _Sent(None, f"timed out after {self.config.request_timeout_seconds:g} s")
+        finally:
+            if not request.done():
+                request.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await request
+        return outcome[0]
+
+    async def _shutdown(self) -> None:
+        """Abandon the sends in flight (sent again after the restart) and write what finished."""
+        tasks = [task for _, task in self._in_flight.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._in_flight.clear()
+        with contextlib.suppress(StorageUnavailable):
+            await self._flush()
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:MAX_ERROR_CHARS]

@@ -1,0 +1,83 @@
+"""Outbound webhook helpers: the retry schedule, signing, URL checks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from dialer import webhooks
+
+
+def test_retry_schedule_is_5s_5min_30min_2h_5h_10h_10h_then_failed() -> None:
+    """After each of the first 7 failed sends the next comes after its delay; the 8th fails."""
+    delays = [webhooks.after_failure(n, False, 1000.0) for n in range(1, 8)]
+    assert [at - 1000.0 for _, at in delays if at is not None] == [
+        5,
+        300,
+        1800,
+        7200,
+        18000,
+        36000,
+        36000,
+    ]
+    assert {status for status, _ in delays} == {"pending"}
+    assert webhooks.after_failure(8, False, 1000.0) == ("failed", None)
+
+
+def test_gone_fails_at_once() -> None:
+    """A 410 makes the delivery failed on its first send."""
+    assert webhooks.after_failure(1, True, 0.0) == ("failed", None)
+
+
+def test_signed_headers_verify_with_the_standardwebhooks_library() -> None:
+    """The headers verify with the official library; a changed body does not."""
+    secret = webhooks.new_secret()
+    now = int(time.time())
+    headers = webhooks.signed_headers(secret, "msg_1", now, '{"a":1}')
+    assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    assert headers["webhook-signature"].startswith("v1,")
+    assert Webhook(secret).verify('{"a":1}', headers) == {"a": 1}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify('{"a":2}', headers)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.5.5",
+        "192.168.1.1",
+        "169.254.1.1",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "0.0.0.0",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+    ],
+)
+def test_private_addresses_are_not_public(address: str) -> None:
+    """Loopback, private, link-local, unspecified, mapped and multicast addresses are refused."""
+    assert not webhooks.public_address(address)
+
+
+def test_public_addresses_and_names() -> None:
+    """A public address passes; a host name is left to the send-time resolver check."""
+    assert webhooks.public_address("93.184.216.34")
+    assert webhooks.check_url("https://hooks.example.com/x", False) == "https://hooks.example.com/x"
+    with pytest.raises(webhooks.InvalidWebhookUrl):
+        webhooks.check_url("http://api.localhost/x", False)
+    assert webhooks.check_url("http://127.0.0.1:9/x", True) == "http://127.0.0.1:9/x"
+
+
+async def test_send_time_resolver_refuses_names_of_private_addresses() -> None:
+    """A name that resolves only to loopback (from /etc/hosts) is not connected to."""
+    resolver = webhooks.PublicResolver()
+    try:
+        with pytest.raises(OSError, match="private addresses"):
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()
