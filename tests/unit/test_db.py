@@ -93,12 +93,11 @@ def test_every_query_the_store_uses_exists() -> None:
 # ------------------------------------------------------------------ migrations
 
 
-def test_migrations_are_numbered_from_one_each_number_once() -> None:
-    """Migration files are numbered from 0001, each number once, in order. (Numbers are handed
-    out to branches in advance, so a branch may lack the ones before its own until they merge.)"""
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    """Migration files are numbered 0001, 0002, ... with no gap and no number twice: a database
+    at version N has every migration up to N."""
     versions = [v for v, _ in dbmod.migrations()]
-    assert versions[0] == 1
-    assert versions == sorted(set(versions))
+    assert versions == list(range(1, len(versions) + 1))
 
 
 def test_migrate_fresh_db_creates_tables_and_triggers(conn: sqlite3.Connection) -> None:
