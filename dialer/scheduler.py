@@ -19,7 +19,7 @@ import math
 import random
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -71,51 +71,49 @@ class Outage:
 
 
 class Foreground:
-    """The API requests in flight, which the engine lets go first.
+    """The API requests being served, which the engine lets go first when they are many.
 
-    Before a cycle, while requests are in flight, the engine waits until they are done (or
-    `max_wait_seconds` passed, so that it never stalls under a stream of requests) and keeps the
-    cycle small. Only requests actually in flight count: a dashboard that polls a few times a
-    second costs the engine almost nothing, and only real contention for the event loop slows
-    it. Wall-clock pacing of the event loop, not job time (so not the injectable clock).
+    The engine defers each cycle by `defer_seconds` and keeps it small while requests are
+    contending for the event loop: one is in flight, or at least `busy_requests` ended within
+    the last `window_seconds` (a stream of requests: most handlers never wait, so "in flight"
+    alone is rarely seen). A dashboard polling a few times a second, or two pollers at 20/s
+    each, stay under that rate and cost the engine nothing; only real contention slows it.
+    Wall-clock pacing of the event loop, not job time (so not the injectable clock).
     """
 
     def __init__(
         self,
-        max_wait_seconds: float = 0.005,
-        wait_for: Callable[[Awaitable[bool], float], Awaitable[bool]] | None = None,
+        defer_seconds: float = 0.01,
+        window_seconds: float = 0.05,
+        busy_requests: int = 4,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.max_wait_seconds = max_wait_seconds
+        self.defer_seconds = defer_seconds
+        self.window_seconds = window_seconds
         self.active = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
-        self._wait_for = wait_for or _wait_at_most
+        self._ended: deque[float] = deque(maxlen=busy_requests)
+        self._monotonic = monotonic
+        self._sleep = sleep
 
     def enter(self) -> None:
         self.active += 1
-        self._quiet.clear()
 
     def leave(self) -> None:
         self.active = max(0, self.active - 1)
-        if self.active == 0:
-            self._quiet.set()
+        self._ended.append(self._monotonic())
 
     @property
     def serving(self) -> bool:
-        return self.active > 0
+        if self.active > 0:
+            return True
+        ended = self._ended
+        return len(ended) == ended.maxlen and self._monotonic() - ended[0] < self.window_seconds
 
     async def yield_to_requests(self) -> None:
-        """Let the requests in flight finish first, for at most `max_wait_seconds`."""
-        if self.active:
-            await self._wait_for(self._quiet.wait(), self.max_wait_seconds)
-
-
-async def _wait_at_most(waiting: Awaitable[bool], seconds: float) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            return await waiting
-    except TimeoutError:
-        return False
+        """Let the requests being served run first for a moment."""
+        if self.serving:
+            await self._sleep(self.defer_seconds)
 
 
 class TokenBucket:

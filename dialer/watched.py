@@ -296,7 +296,7 @@ async def scenario_watched_pacing(
 async def scenario_heavy(tmp: Path, contacts: int, jobs_n: int, seconds: float) -> dict[str, Any]:
     async with Served(tmp, "heavy", call_seconds=0) as served:
         setup = served.client()
-        start = math.ceil(time.time()) + 4.0
+        start = math.ceil(time.time()) + 3.0 + 1.5 * jobs_n  # after every create
         jobs = [
             await served.create(setup, contacts, 50, i * contacts, start) for i in range(jobs_n)
         ]

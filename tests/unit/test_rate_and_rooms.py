@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable
 
 import pytest
 
@@ -89,38 +87,55 @@ def test_room_names_are_unique_per_call() -> None:
 # ------------------------------------------------------------------ API first
 
 
-async def test_foreground_defers_the_engine_only_while_requests_are_in_flight() -> None:
-    """In flight: the engine waits for them, at most max_wait_seconds; none in flight (even
-    just after one ended): it does not wait at all."""
-    waits: list[float] = []
+class Sleeps:
+    """Records the pauses asked for instead of taking them."""
 
-    async def wait_for(waiting: Awaitable[bool], seconds: float) -> bool:
-        waits.append(seconds)
-        waiting.close()  # type: ignore[attr-defined]
-        return False
+    def __init__(self) -> None:
+        self.asked: list[float] = []
 
-    fg = Foreground(max_wait_seconds=0.005, wait_for=wait_for)
+    async def __call__(self, seconds: float) -> None:
+        self.asked.append(seconds)
+
+
+async def test_foreground_defers_the_engine_under_a_stream_of_requests() -> None:
+    """A request in flight, or busy_requests ended within the window: the engine waits."""
+    now = [100.0]
+    sleeps = Sleeps()
+    fg = Foreground(
+        defer_seconds=0.01,
+        window_seconds=0.05,
+        busy_requests=4,
+        monotonic=lambda: now[0],
+        sleep=sleeps,
+    )
     await fg.yield_to_requests()
-    assert not fg.serving and waits == []
-    fg.enter()
+    assert not fg.serving and sleeps.asked == []
     fg.enter()
     assert fg.serving
     await fg.yield_to_requests()
-    assert waits == [0.005]
-    fg.leave()
+    assert sleeps.asked == [0.01]
     fg.leave()
     fg.leave()  # an extra leave never goes below zero
-    assert fg.active == 0 and not fg.serving
+    assert fg.active == 0 and not fg.serving  # two requests in the window: not a stream
+    for _ in range(3):
+        now[0] += 0.01
+        fg.enter()
+        fg.leave()
+    assert fg.serving  # five ended within 50 ms
+    now[0] += 0.049
+    assert not fg.serving  # the oldest of the last four is now out of the window
     await fg.yield_to_requests()
-    assert waits == [0.005]
+    assert sleeps.asked == [0.01]
 
 
-async def test_foreground_wait_ends_when_the_requests_do() -> None:
-    """The engine's wait ends as soon as the last request in flight leaves."""
-    fg = Foreground(max_wait_seconds=60)
-    fg.enter()
-    waiting = asyncio.create_task(fg.yield_to_requests())
-    await asyncio.sleep(0)
-    assert not waiting.done()
-    fg.leave()
-    await asyncio.wait_for(waiting, 1)
+async def test_foreground_light_polling_costs_the_engine_nothing() -> None:
+    """Two pollers at 20 requests/s each (40/s): the engine never waits for them."""
+    now = [0.0]
+    sleeps = Sleeps()
+    fg = Foreground(monotonic=lambda: now[0], sleep=sleeps)
+    for _ in range(200):
+        now[0] += 0.025
+        fg.enter()
+        fg.leave()
+        await fg.yield_to_requests()
+    assert sleeps.asked == []
