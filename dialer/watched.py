@@ -303,11 +303,13 @@ async def scenario_heavy(tmp: Path, contacts: int, jobs_n: int, seconds: float) 
         await asyncio.sleep(max(0.0, start - time.time()))
         latencies, errors = await _hammer(served, jobs[0], 32, time.time() + seconds)
         elapsed = time.time() - start
+        await setup.close()  # idle through the hammering: the server may have closed it
+        reader = served.client()
         done = 0
         for job_id in jobs:
-            _, body = await setup.request("GET", f"/batch/jobs/{job_id}?contactsPageSize=1")
+            _, body = await reader.request("GET", f"/batch/jobs/{job_id}?contactsPageSize=1")
             done += body["statusBreakdown"]["completed"]
-        await setup.close()
+        await reader.close()
     return {
         "scenario": "heavy",
         "clients": 32,
