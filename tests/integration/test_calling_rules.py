@@ -136,6 +136,7 @@ async def test_window_closing_stops_new_calls_until_the_next_opening(
     )
     job_id = created["batchJobId"]
     await settled(running, job_id, p12025550101="dialing")
+    await wait_until(lambda: _call_on_the_clock(running))  # safe to advance the clock now
     await running.clock.advance(2400)  # 08:40: the first call ends after the window closed
     body = await settled(running, job_id, p12025550101="completed")
     await wait_until(lambda: _running_and_idle(running, job_id))
@@ -145,6 +146,11 @@ async def test_window_closing_stops_new_calls_until_the_next_opening(
     assert by_phone(body)[NEW_YORK]["callDuration"] is not None
     await running.clock.advance(ts("2026-01-06T13:00:00Z") - running.clock.now())
     await settled(running, job_id, p12025550102="dialing")
+
+
+async def _call_on_the_clock(running: Running) -> bool:
+    """The live call waits on the fake clock (its task has run up to its sleep)."""
+    return running.clock.timers >= 1
 
 
 async def _running_and_idle(running: Running, job_id: str) -> bool:
@@ -533,9 +539,14 @@ async def test_a_number_is_never_in_two_live_calls_of_one_organization(
 
 
 async def idle_with_live(running: Running) -> None:
-    """Let the engine park (calls may still be live)."""
+    """Let the engine park (calls may still be live, each waiting on the fake clock)."""
     await running.clock.advance(0)
     await wait_until(lambda: _parked(running))
+    await wait_until(lambda: _calls_on_the_clock(running))
+
+
+async def _calls_on_the_clock(running: Running) -> bool:
+    return running.clock.timers >= running.engine.live_calls()
 
 
 async def _live(running: Running, count: int) -> bool:
