@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dialer import windows
+
 ORG = "org_chaos"
 NUMBER = "num_chaos"
 OPEN_STATUSES = ("pending", "queued", "dialing")
@@ -368,12 +370,7 @@ no_answer = 0.2
 
 [[organizations]]
 id = "{org}"
-# Open all day and uncapped: these runs must not depend on the time of day they run at.
-calling_windows = [
-  {{ days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start = "00:00", end = "24:00" }},
-]
-max_attempts_per_number_per_day = 0
-
+{open_all_day}
 [[agents]]
 id = "agent_chaos"
 organization = "{org}"
@@ -621,6 +618,7 @@ class Runner:
     def write_config(self, port: int) -> None:
         self.config.write_text(
             CONFIG.format(
+                open_all_day=windows.ALL_DAY_UNCAPPED_TOML,
                 port=port,
                 db=json.dumps(str(self.db)),
                 ledger=json.dumps(str(self.ledger)),

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dialer import windows
+
 ORG = "org_watched"
 NUMBER = "num_watched"
 
@@ -47,12 +49,7 @@ default_outcome = "completed"
 [[organizations]]
 id = "{org}"
 max_active_jobs = 1000
-# Open all day and uncapped: these runs must not depend on the time of day they run at.
-calling_windows = [
-  {{ days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start = "00:00", end = "24:00" }},
-]
-max_attempts_per_number_per_day = 0
-[[agents]]
+{open_all_day}[[agents]]
 id = "agent_watched"
 organization = "{org}"
 [[phone_numbers]]
@@ -115,6 +112,7 @@ class Served:
         self.config = self.dir / "config.toml"
         self.config.write_text(
             CONFIG.format(
+                open_all_day=windows.ALL_DAY_UNCAPPED_TOML,
                 port=self.port,
                 db=self.dir / "dialer.db",
                 call_seconds=call_seconds,

@@ -55,6 +55,13 @@ Windows = tuple[Window, ...]
 
 DEFAULT_WINDOWS: Windows = (Window(days=tuple(range(7)), start=8 * 60, end=21 * 60),)
 ALL_DAY: Windows = (Window(days=tuple(range(7)), start=0, end=24 * 60),)
+# An [[organizations]] entry's keys (TOML) for runs that must not depend on the time of day they
+# run at (benchmarks, chaos runs, process tests): windows open all day, no per-number cap.
+ALL_DAY_UNCAPPED_TOML = """calling_windows = [
+  { days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start = "00:00", end = "24:00" },
+]
+max_attempts_per_number_per_day = 0
+"""
 
 
 def _hhmm(minutes: int) -> str:

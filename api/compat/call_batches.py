@@ -6,7 +6,7 @@ Our statuses map to the vendor's vocabulary through the table below (mirrored in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from aiohttp import web
 
@@ -41,18 +41,7 @@ CALL_STATUS: dict[ContactStatus, str] = {
     ContactStatus.FAILED: "failed",
     ContactStatus.CANCELLED: "cancelled",
 }
-CALL_STATUS_VALUES = (
-    "pending",
-    "queued",
-    "ringing",
-    "answered",
-    "in_progress",
-    "completed",
-    "failed",
-    "no_answer",
-    "busy",
-    "cancelled",
-)
+CALL_STATUS_VALUES: tuple[str, ...] = get_args(schemas.CallStatus)  # the vendor's enum
 
 CALLS_DEFAULT_LIMIT = 100
 CALLS_MAX_LIMIT = 500

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from dialer import windows
+
 BASE_CONFIG = """
 [server]
 host = "127.0.0.1"
@@ -54,12 +56,7 @@ outcome = "busy"
 
 [[organizations]]
 id = "org_demo"
-# Open all day and uncapped: these runs must not depend on the time of day they run at.
-calling_windows = [
-  {{ days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start = "00:00", end = "24:00" }},
-]
-max_attempts_per_number_per_day = 0
-
+{open_all_day}
 [[agents]]
 id = "agent_demo"
 organization = "org_demo"
@@ -104,6 +101,7 @@ class Service:
         self.log = self.tmp / "service.log"
         self.config.write_text(
             BASE_CONFIG.format(
+                open_all_day=windows.ALL_DAY_UNCAPPED_TOML,
                 port=self.port,
                 db=self.db,
                 ledger=self.ledger,
