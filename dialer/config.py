@@ -130,6 +130,11 @@ class LiveKitConfig(_Section):
     webhook_path: str = "/webhooks/livekit"
     poll_interval_seconds: float = Field(default=15.0, gt=0)
     request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The callee is dialed only once the dispatched agent is in the room; an agent that has not
+    # joined within this long means no dial (the attempt is given back). That many such failures
+    # in a row for one job pause the job.
+    agent_join_timeout_seconds: float = Field(default=10.0, gt=0)
+    agent_join_failure_limit: int = Field(default=3, ge=1)
 
     def with_env(self) -> LiveKitConfig:
         """Fill empty credentials from LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET."""

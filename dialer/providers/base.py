@@ -21,6 +21,11 @@ class DialRequest:
     contact_data: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0  # when the attempt was claimed (used when re-attaching)
     ringing_timeout_seconds: float | None = None  # the job's own; None: the provider's default
+    # The call's context for the agent (sent in the dispatch metadata).
+    job_name: str = ""
+    timezone: str | None = None  # the contact's zone (IANA), when known
+    callback_url: str = ""  # where the agent posts the call's result
+    callback_token: str = field(default="", repr=False)  # authorizes that one attempt; never logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,9 @@ class DialResult:
     job_fatal: bool = False
     # The attempt was cut short (e.g. by a crash); retry it even if its status is not retryable.
     retryable: bool = False
+    # The agent did not join the room in time: nobody was dialed, the attempt does not count,
+    # and the contact is tried again a little later. Several in a row pause the job.
+    agent_not_joined: bool = False
 
 
 class Provider(Protocol):
