@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from api import (
+    agent,
     batch,
     compliance,
     health,
@@ -25,11 +26,13 @@ from api.auth import auth_middleware
 from api.compat import setup as setup_compat
 from api.controls import setup as setup_controls
 from api.errors import Envelope, Handler, error_middleware
+from dialer.agent import AgentResults
 from dialer.clock import Clock, SystemClock
 from dialer.config import Config, check_telephony
 from dialer.keys import KeyCache
 from dialer.providers import Provider, make_provider
 from dialer.providers.base import WebhookSink
+from dialer.providers.simulated import SimulatedProvider
 from dialer.scheduler import Engine
 from dialer.service import JobService
 from dialer.webhooks import WebhookSender
@@ -98,6 +101,7 @@ def create_app(
     setup_compat(app, envelopes)
     setup_controls(app)
     app.router.add_routes(outbound_webhooks.routes)
+    app.router.add_routes(agent.routes)
     if takes_webhooks:
         app.router.add_post(webhook_path, webhooks.livekit)
         openapi.register(
@@ -120,6 +124,9 @@ def create_app(
         app[appkeys.STORE] = the_store
         app[appkeys.ENGINE] = engine
         app[appkeys.SERVICE] = JobService(config, the_store, engine, clock)
+        results = app[agent.RESULTS] = AgentResults(the_store, engine, clock)
+        if isinstance(the_provider, SimulatedProvider):
+            the_provider.agent = results  # its scripted agents report through the same door
         failed = app[health.ENGINE_FAILED] = asyncio.Event()
         task = app[health.ENGINE_TASK] = asyncio.create_task(engine.run(), name="engine")
 

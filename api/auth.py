@@ -27,11 +27,18 @@ def presented_key(request: web.Request) -> str | None:
     return None
 
 
+def is_result_path(path: str) -> bool:
+    """`/calls/{roomName}/result`: an agent's callback token or an API key (api.agent)."""
+    return path.startswith("/calls/") and path.endswith("/result") and path.count("/") == 3
+
+
 def auth_middleware(public_prefixes: tuple[str, ...]) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(PUBLIC_PREFIXES + public_prefixes):
             return await handler(request)
+        if is_result_path(request.path):
+            return await handler(request)  # a callback token or an API key: api.agent checks
         key = presented_key(request)
         if key is None:
             raise ApiError(

@@ -9,7 +9,15 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from api import errors, jsonbody, openapi, schemas
 from api import keys as appkeys
@@ -51,6 +59,8 @@ class CreateFields(_Strict):
     callingWindows: Any = None
     windowTimezone: StrictStr = Field(default=windows.RECIPIENT, min_length=1, max_length=100)
     expiresAt: StrictStr | None = Field(default=None, max_length=100)
+    # An agent's voicemail result is retried under the retry policy (false: it ends no_answer).
+    retryOnVoicemail: StrictBool = True
 
 
 class CreateJson(CreateFields):
@@ -155,6 +165,7 @@ def job_summary(job: JobRow, counts: dict[str, int]) -> dict[str, Any]:
         "callingWindows": None if job.calling_windows is None else json.loads(job.calling_windows),
         "windowTimezone": job.window_timezone,
         "expiresAt": service.iso(job.expires_at),
+        "retryOnVoicemail": job.retry_on_voicemail,
     }
 
 
@@ -187,6 +198,9 @@ def contact_json(c: ContactRow, now: float = 0.0) -> dict[str, Any]:
         "callDuration": c.call_duration,
         "timezone": c.timezone,
         "nextCallAt": service.iso(c.wait_until(now)),
+        "disposition": c.disposition,
+        "summary": c.summary,
+        "resultData": c.result_data,
     }
 
 
@@ -293,6 +307,7 @@ async def create_job(request: web.Request) -> web.Response:
                 calling_windows=_calling_windows(form.callingWindows),
                 window_timezone=form.windowTimezone or windows.RECIPIENT,
                 expires_at=form.expiresAt,
+                retry_on_voicemail=form.retryOnVoicemail,
             ),
             parsed,
             None if key is None else service.Idempotency(key, content, render),
@@ -378,9 +393,15 @@ def _coerce_form(fields: dict[str, str]) -> dict[str, Any]:
             "callingWindows",
             "windowTimezone",
             "expiresAt",
+            "retryOnVoicemail",
         ):
             continue
-        if name in _FORM_INTS:
+        if name == "retryOnVoicemail":
+            flag = value.strip().lower()
+            if flag not in ("true", "false"):
+                raise ApiError(400, "validation_error", "'retryOnVoicemail' must be true or false")
+            data[name] = flag == "true"
+        elif name in _FORM_INTS:
             number = bounded_int(value.strip(), 0, 10**9)
             if number is None:
                 raise ApiError(400, "validation_error", f"'{name}' must be an integer")

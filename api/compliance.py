@@ -44,6 +44,7 @@ class DncEntry(BaseModel):
     reason: str | None
     source: str
     addedAt: str
+    jobId: str | None = None  # source 'agent': the job of the call it was asked in
 
 
 class DncPage(BaseModel):

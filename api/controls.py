@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from api import agent, openapi, schemas
 from api import keys as appkeys
-from api import openapi, schemas
 from api.auth import organization
 from api.batch import read_json, validation_error
 from api.errors import ApiError
@@ -190,9 +190,11 @@ async def _first(*events: asyncio.Event, timeout: float) -> bool:
 
 @routes.get("/batch/jobs/{batch_job_id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
-    """A `progress` event now and whenever the job's counts or status change (throttled), an
-    `end` event when the job is completed, failed or cancelled; then the stream closes."""
+    """A `progress` event now and whenever the job's counts or status change (throttled), a
+    `result` event for each result an agent posts for one of its calls, an `end` event when the
+    job is completed, failed or cancelled; then the stream closes."""
     svc = request.app[appkeys.SERVICE]
+    results = request.app[agent.RESULTS]
     engine = request.app[appkeys.ENGINE]
     closing = request.app[STREAMS_CLOSING]
     org, job_id = organization(request), request.match_info["batch_job_id"]
@@ -200,6 +202,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     # Taken before each read, so a change made while we read or write is never missed.
     changed = engine.progress_event()
     job, counts = await svc.snapshot(org, job_id)
+    last_result = await results.store.last_result_id(job_id)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -213,6 +216,11 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     event_id = 0
     with contextlib.suppress(ConnectionError):
         while True:
+            while rows := await results.store.results_since(job_id, last_result, 100):
+                for row in rows:
+                    event_id += 1
+                    await response.write(sse("result", event_id, agent.result_json(row)))
+                last_result = rows[-1].id
             data = progress_event(job, counts)
             final = job.status in states.TERMINAL_JOB_STATUSES
             if final or data != sent:

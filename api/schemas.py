@@ -126,6 +126,7 @@ class JobSummary(_Answer):
     statusReason: str | None
     pauseReason: str | None
     retryRounds: int
+    retryOnVoicemail: bool
 
 
 class JobList(_Answer):
@@ -150,6 +151,11 @@ class Contact(_Answer):
     roomName: str | None
     failureReason: str | None
     callDuration: int | None
+    disposition: str | None = Field(
+        default=None, description="The agent's latest result for the latest attempt"
+    )
+    summary: str | None = None
+    resultData: dict[str, Any] | None = None
 
 
 class JobDetail(JobSummary):

@@ -34,6 +34,9 @@ class ServerConfig(_Section):
     # long a connection may take to send a request head.
     max_connections: int = Field(default=1000, ge=1)
     header_timeout_seconds: float = Field(default=15.0, gt=0)
+    # The address agents reach this service at: each call's `callbackUrl` is
+    # `{public_url}/calls/{roomName}/result`. Default: http://host:port.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
 
 
 class StorageConfig(_Section):
@@ -86,6 +89,14 @@ class SimulatedRule(_Section):
     ]
     sip_code: int | None = None
     seconds: float | None = Field(default=None, ge=0)
+    # A scripted agent: on an answered call it reports this result through the service's
+    # results route (as a real agent posts to its callbackUrl) before the call ends.
+    disposition: (
+        Literal["completed", "not_interested", "voicemail", "callback_requested", "do_not_call"]
+        | None
+    ) = None
+    callback_after_seconds: float = Field(default=3600.0, ge=0)  # callback_requested: when
+    summary: str | None = Field(default=None, max_length=2000)
 
 
 class SimulatedConfig(_Section):

@@ -35,6 +35,9 @@ COLUMNS = (
     "room_name",
     "timezone",
     "next_call_at",
+    "disposition",
+    "summary",
+    "result_data",
 )
 
 
@@ -81,6 +84,9 @@ def row(call: CallRow, custom: list[tuple[str, str]], now: float = 0.0) -> list[
         c.room_name or "",
         c.timezone or "",
         _time(c.wait_until(now)),
+        c.disposition or "",
+        c.summary or "",
+        _cell(c.result_data),
     ]
     return fixed + [_cell(c.contact_data.get(field)) for _, field in custom]
 

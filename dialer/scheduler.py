@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from dialer import autopause, retry, windows
+from dialer import autopause, results, retry, windows
 from dialer.clock import Clock
 from dialer.config import Config
 from dialer.held import HeldOutcomes
@@ -191,6 +191,13 @@ class Engine:
             {o.id: o.max_attempts_per_number_per_day for o in config.organizations}
         )
         store.calling_rules = self.rules
+        store.result_rules = results.ResultRules(self.rules)
+        # Where agents post their results, and the secret of their per-attempt tokens (read
+        # from the database when the loop starts). `serve` sets the URL once it listens.
+        self.public_url = config.server.public_url or (
+            f"http://{config.server.host}:{config.server.port}"
+        )
+        self._callback_secret = b""
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._jobs: dict[str, RunningJob] = {}
@@ -315,6 +322,7 @@ class Engine:
     async def _step(self) -> None:
         """One pass of the loop: reconcile (once), activate jobs, one cycle, then wait."""
         if not self._reconciled:
+            self._callback_secret = await self.store.callback_secret()
             await self._reconcile()
             self._reconciled = True
         self._wake.clear()
@@ -547,6 +555,8 @@ class Engine:
                 log.warning("job_auto_paused", job_id=verdict.job_id, reason=verdict.reason)
         for job_id in result.completed:
             self._job_finished(job_id)
+        for job_id in result.resulted:  # agents' results queued contacts again: look for them
+            self.wake_job(job_id)
         self._progressed()
         self.stats.cycle_seconds.observe(time.perf_counter() - began)
         return next_due
@@ -679,6 +689,10 @@ class Engine:
             contact_data=contact.contact_data,
             started_at=contact.started_at,
             ringing_timeout_seconds=job.ringing_timeout_seconds,
+            job_name=job.name,
+            timezone=_zone(job, contact),
+            callback_url=results.callback_url(self.public_url, contact.room_name),
+            callback_token=results.callback_token(self._callback_secret, contact.room_name),
         )
 
     def _start_call(
@@ -929,6 +943,16 @@ class Engine:
                 continue
             job = self._jobs.get(row.id) or RunningJob(row=row, policy=_policy(row))
             self._start_call(job, contact, resumed=True)
+
+
+def _zone(job: JobRow, contact: ClaimedContact) -> str:
+    """The zone the agent should speak in: the contact's own (its first, when its number spans
+    several), else the one the job's windows are read in, else the job's."""
+    if contact.zones:
+        return contact.zones.split(",", 1)[0]
+    if job.window_timezone != windows.RECIPIENT:
+        return job.window_timezone
+    return job.timezone
 
 
 def _policy(row: JobRow) -> retry.RetryPolicy:

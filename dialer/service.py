@@ -101,6 +101,7 @@ class CreateJob:
     calling_windows: windows.Windows | None = None  # None: the organization's default
     window_timezone: str = windows.RECIPIENT
     expires_at: str | None = None
+    retry_on_voicemail: bool = True  # an agent's voicemail result is retried under the policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +322,7 @@ class JobService:
             window_timezone=request.window_timezone,
             expires_at=expires,
             from_number=number.number,
+            retry_on_voicemail=request.retry_on_voicemail,
         )
         limits = CreateLimits(
             credits_usd=org.credits_usd,

@@ -5,12 +5,12 @@ INSERT INTO jobs (id, organization_id, name, description, status, agent_id, phon
                   concurrent_call_limit, max_attempts, retry_statuses, retry_delay_seconds,
                   retry_backoff, timezone, scheduled_start_time, created_at, updated_at,
                   total_contacts, estimated_cost_usd, ringing_timeout_seconds, calling_windows,
-                  window_timezone, expires_at, from_number)
+                  window_timezone, expires_at, from_number, retry_on_voicemail)
 VALUES (:id, :organization_id, :name, :description, :status, :agent_id, :phone_number_id,
         :concurrent_call_limit, :max_attempts, :retry_statuses, :retry_delay_seconds,
         :retry_backoff, :timezone, :scheduled_start_time, :created_at, :created_at,
         :total_contacts, :estimated_cost_usd, :ringing_timeout_seconds, :calling_windows,
-        :window_timezone, :expires_at, :from_number)
+        :window_timezone, :expires_at, :from_number, :retry_on_voicemail)
 
 -- insert_contact --
 INSERT INTO contacts (job_id, seq, phone, contact_data, status, max_attempts, updated_at)
@@ -81,7 +81,8 @@ SELECT json_group_object(status, n) FROM job_status_counts WHERE job_id = ?
 SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contact_data), c.status, c.attempt_count,
                   c.max_attempts, c.last_attempt_at, c.next_retry_at, c.completed_at, c.error_code,
                   c.failure_reason, c.room_name, c.call_duration, c.updated_at,
-                  c.timezone, c.next_call_at, c.call_until)) FROM (
+                  c.timezone, c.next_call_at, c.call_until,
+                  c.disposition, c.summary, json(c.result_data))) FROM (
     SELECT * FROM contacts WHERE job_id = :job_id
     ORDER BY seq
     LIMIT :limit OFFSET :offset) AS c
@@ -90,7 +91,8 @@ SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contac
 SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contact_data), c.status, c.attempt_count,
                   c.max_attempts, c.last_attempt_at, c.next_retry_at, c.completed_at, c.error_code,
                   c.failure_reason, c.room_name, c.call_duration, c.updated_at,
-                  c.timezone, c.next_call_at, c.call_until)) FROM (
+                  c.timezone, c.next_call_at, c.call_until,
+                  c.disposition, c.summary, json(c.result_data))) FROM (
     SELECT * FROM contacts WHERE job_id = :job_id AND status = :status
     ORDER BY seq
     LIMIT :limit OFFSET :offset) AS c
@@ -542,6 +544,7 @@ SELECT json_group_array(json_array(c.id, c.job_id, c.seq, c.phone, json(c.contac
                   c.max_attempts, c.last_attempt_at, c.next_retry_at, c.completed_at, c.error_code,
                   c.failure_reason, c.room_name, c.call_duration, c.updated_at,
                   c.timezone, c.next_call_at, c.call_until,
+                  c.disposition, c.summary, json(c.result_data),
                   a.started_at, a.answered_at, a.ended_at)) FROM (
     SELECT * FROM contacts
     WHERE job_id = :job_id AND seq > :after_seq
@@ -693,7 +696,7 @@ DELETE FROM dnc_numbers WHERE organization_id = :org AND number = :number
 
 -- dnc_page --
 SELECT json_group_array(json_object('number', number, 'reason', reason, 'source', source,
-    'addedAt', strftime('%Y-%m-%dT%H:%M:%SZ', added_at, 'unixepoch'))) FROM (
+    'addedAt', strftime('%Y-%m-%dT%H:%M:%SZ', added_at, 'unixepoch'), 'jobId', job_id)) FROM (
     SELECT * FROM dnc_numbers
     WHERE organization_id = :org AND (:number IS NULL OR number = :number)
     ORDER BY number LIMIT :limit OFFSET :offset)
@@ -790,3 +793,93 @@ WHERE d.id = :id AND d.organization_id = :org
 -- it (one that had used every retry is failed again at once).
 UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = :now
 WHERE id = :id AND organization_id = :org AND status = 'failed'
+
+-- ------------------------------------------------------------------ agents' results
+
+-- attempt_for_room --
+-- The attempt a room belongs to (a dial given back is none), in a job not deleted.
+SELECT j.organization_id, a.job_id, a.contact_id, a.attempt_no, a.outcome, a.ended_at
+FROM attempts AS a JOIN jobs AS j ON j.id = a.job_id
+WHERE a.contact_id = :contact_id AND a.attempt_no = :attempt_no AND a.room_name = :room
+  AND j.deleted_at IS NULL AND (a.outcome IS NULL OR a.outcome <> 'not_placed')
+
+-- count_results_for_attempt --
+SELECT count(*) FROM call_results WHERE contact_id = :contact_id AND attempt_no = :attempt_no
+
+-- insert_result --
+INSERT INTO call_results (organization_id, job_id, contact_id, attempt_no, room_name,
+                          disposition, callback_at, summary, data, source, received_at)
+VALUES (:org, :job_id, :contact_id, :attempt_no, :room, :disposition, :callback_at, :summary,
+        :data, :source, :now)
+
+-- show_result_on_contact --
+-- The latest result of the contact's latest attempt is what its document shows.
+UPDATE contacts SET disposition = :disposition, summary = :summary, result_data = :data,
+                    updated_at = :now
+WHERE id = :contact_id AND attempt_count = :attempt_no
+
+-- any_pending_result --
+SELECT EXISTS (SELECT 1 FROM call_results WHERE applied_at IS NULL)
+
+-- pending_results_in_batch --
+-- Results posted while the calls of this batch of outcomes were live: the latest per attempt.
+SELECT r.contact_id, r.attempt_no, max(r.id), max(b.give_back)
+FROM temp.outcome_batch AS b
+JOIN call_results AS r ON r.contact_id = b.contact_id AND r.attempt_no = b.attempt_no
+WHERE r.applied_at IS NULL
+GROUP BY r.contact_id, r.attempt_no
+
+-- cancel_contact_if_listed --
+UPDATE contacts
+SET status = 'cancelled', failure_reason = 'do_not_call', next_retry_at = NULL,
+    next_call_at = NULL, call_until = NULL, completed_at = :now, updated_at = :now
+WHERE id = :contact_id AND status IN ('pending', 'queued')
+  AND EXISTS (SELECT 1 FROM jobs AS j JOIN dnc_numbers AS d ON d.organization_id = j.organization_id
+              WHERE j.id = contacts.job_id AND d.number = contacts.phone)
+
+-- result_context --
+SELECT r.disposition, r.callback_at, c.status, c.attempt_count, c.max_attempts, c.timezone,
+       c.phone, j.id, j.organization_id, j.status, j.retry_statuses, j.retry_delay_seconds,
+       j.retry_backoff, j.retry_on_voicemail, j.calling_windows
+FROM call_results AS r JOIN contacts AS c ON c.id = r.contact_id JOIN jobs AS j ON j.id = c.job_id
+WHERE r.id = :result_id
+
+-- apply_result_to_contact --
+-- Only a contact whose latest attempt this was, and that is not dialing again nor cancelled (by
+-- an operator, a do-not-call listing or its job's expiry).
+UPDATE contacts
+SET status = :status, next_retry_at = :next_retry_at, next_call_at = :next_call_at,
+    call_until = :call_until, max_attempts = :max_attempts, completed_at = :completed_at,
+    error_code = NULL, failure_reason = :failure_reason, updated_at = :now
+WHERE id = :contact_id AND attempt_count = :attempt_no AND status NOT IN ('dialing', 'cancelled')
+
+-- mark_results_applied --
+UPDATE call_results SET applied_at = :now
+WHERE contact_id = :contact_id AND attempt_no = :attempt_no AND applied_at IS NULL
+
+-- reopen_job --
+-- A result queued a contact of a job that had completed: it runs again.
+UPDATE jobs SET status = 'running', completed_at = NULL, updated_at = :now
+WHERE id = :id AND status = 'completed'
+
+-- dnc_add_from_agent --
+INSERT INTO dnc_numbers (organization_id, number, reason, source, added_at, job_id)
+VALUES (:org, :number, :reason, 'agent', :now, :job_id)
+ON CONFLICT (organization_id, number) DO NOTHING
+
+-- results_for_attempt --
+SELECT json_group_array(json_array(id, organization_id, job_id, contact_id, attempt_no,
+                                   room_name, disposition, callback_at, summary, json(data),
+                                   source, received_at, applied_at)) FROM (
+    SELECT * FROM call_results WHERE contact_id = :contact_id AND attempt_no = :attempt_no
+    ORDER BY id)
+
+-- results_since --
+SELECT json_group_array(json_array(id, organization_id, job_id, contact_id, attempt_no,
+                                   room_name, disposition, callback_at, summary, json(data),
+                                   source, received_at, applied_at)) FROM (
+    SELECT * FROM call_results WHERE job_id = :job_id AND id > :after_id
+    ORDER BY id LIMIT :limit)
+
+-- last_result_id --
+SELECT coalesce(max(id), 0) FROM call_results WHERE job_id = :job_id

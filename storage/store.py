@@ -55,6 +55,7 @@ class NewJob:
     window_timezone: str = "recipient"
     expires_at: float | None = None
     from_number: str | None = None  # the caller number, for the call records
+    retry_on_voicemail: bool = True  # a voicemail result is retried under the policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class JobRow:
     window_timezone: str = "recipient"
     expires_at: float | None = None
     from_number: str | None = None
+    retry_on_voicemail: bool = True  # migration 0010
 
     @property
     def average_call_seconds(self) -> float | None:
@@ -111,6 +113,7 @@ class JobRow:
     def from_row(cls, row: sqlite3.Row) -> JobRow:
         values = dict(row)
         values["retry_statuses"] = tuple(json.loads(values["retry_statuses"]))
+        values["retry_on_voicemail"] = bool(values["retry_on_voicemail"])
         return cls(**values)
 
 
@@ -135,6 +138,9 @@ class ContactRow:
     timezone: str | None = None  # zones used (migration 0007), comma-separated
     next_call_at: float | None = None
     call_until: float | None = None
+    disposition: str | None = None  # the agent's latest result (migration 0010)
+    summary: str | None = None
+    result_data: dict[str, Any] | None = None
 
     def wait_until(self, now: float) -> float | None:
         """When an open contact may next be dialed, if later than `now` (else None)."""
@@ -147,6 +153,8 @@ class ContactRow:
     def from_row(cls, row: sqlite3.Row) -> ContactRow:
         values = dict(row)
         values["contact_data"] = json.loads(values["contact_data"])
+        if values.get("result_data") is not None:
+            values["result_data"] = json.loads(values["result_data"])
         return cls(**values)
 
     @classmethod
@@ -284,6 +292,7 @@ class CycleResult:
     refused: list[Outcome]  # outcomes whose contact was not `dialing` that attempt
     claims: dict[str, JobClaim]
     verdicts: list[JobVerdict]  # the verdicts that took effect
+    resulted: list[str] = field(default_factory=list)  # jobs whose contacts a result changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +368,114 @@ class CallingRules(Protocol):
         """(from, until) of the first interval at or after `at` (`from` is `at` when open
         then; `until` None: no end); None when the windows are never open in all the zones."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFacts:
+    """What decides a result's effect: the result, its contact and attempt, and the job."""
+
+    disposition: str
+    callback_at: float | None
+    attempt_no: int
+    max_attempts: int  # the contact's
+    zones: str | None  # the contact's
+    job_status: str
+    retry_statuses: tuple[str, ...]
+    retry_delay_seconds: float
+    retry_backoff: float
+    retry_on_voicemail: bool
+    calling_windows: str | None
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContactChange:
+    """A contact's next state after an agent's result."""
+
+    status: str
+    next_retry_at: float | None
+    next_call_at: float | None
+    call_until: float | None
+    max_attempts: int
+    completed_at: float | None
+    failure_reason: str | None
+    do_not_call: bool = False  # its number goes on the organization's do-not-call list
+
+
+class ResultRules(Protocol):
+    """What the store asks the dialer about agents' results (dialer.results knows)."""
+
+    def change(self, facts: ResultFacts) -> ContactChange: ...
+
+
+class NoResultRules:
+    """A store used without the dialer: results are kept, never applied."""
+
+    def change(self, facts: ResultFacts) -> ContactChange:
+        raise RuntimeError("no result rules: the store was opened without the dialer")
+
+
+@dataclass(frozen=True, slots=True)
+class NewResult:
+    """A result an agent posted for one attempt (already validated)."""
+
+    room_name: str
+    contact_id: int
+    attempt_no: int
+    disposition: str
+    callback_at: float | None
+    summary: str | None
+    data_json: str | None  # a JSON object's text
+    source: str  # 'token', 'api_key' or 'simulated'
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    id: int
+    organization_id: str
+    job_id: str
+    contact_id: int
+    attempt_no: int
+    room_name: str
+    disposition: str
+    callback_at: float | None
+    summary: str | None
+    data: dict[str, Any] | None
+    source: str
+    received_at: float
+    applied_at: float | None
+
+    @classmethod
+    def from_values(cls, values: list[Any]) -> ResultRow:
+        return cls(*values)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRef:
+    """The attempt a room belongs to, as a result is checked against it."""
+
+    organization_id: str
+    job_id: str
+    contact_id: int
+    attempt_no: int
+    outcome: str | None  # None while the call is live
+    ended_at: float | None
+
+
+class ResultRefused(Exception):
+    """A result that cannot be taken: `code` is `result_window_closed` or `too_many_results`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecorded:
+    result: ResultRow
+    contact_status: str  # after the result (unchanged while the call is live)
+    applied: bool  # its effect was made now (False: when the call's outcome is written)
 
 
 class AlwaysOpen:
@@ -452,6 +569,7 @@ class Store:
     _credit_limits = "{}"
     # Calling windows and caps, as the engine sets them (see CallingRules).
     calling_rules: CallingRules = AlwaysOpen()
+    result_rules: ResultRules = NoResultRules()
 
     def __init__(self, path: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.path = path
@@ -661,6 +779,7 @@ class Store:
             "window_timezone": job.window_timezone,
             "expires_at": job.expires_at,
             "from_number": job.from_number,
+            "retry_on_voicemail": int(job.retry_on_voicemail),
         }
         statuses_json = json.dumps(CONTACT_STATUSES)
         phones_json = json.dumps([c.phone for c in contacts if c.status == "pending"])
@@ -1013,13 +1132,16 @@ class Store:
         credit_limits = self._credit_limits
 
         def tx(conn: sqlite3.Connection) -> CycleResult:
-            completed, refused = _record(conn, outcomes, now, self.calling_rules)
+            resulted: list[str] = []
+            completed, refused = _record(
+                conn, outcomes, now, self.calling_rules, self.result_rules, resulted
+            )
             applied = [v for v in verdicts if _apply_verdict(conn, v, now)]
             if credit_limits != "{}":
                 applied += _pause_out_of_credits(conn, credit_limits, now)
             claims = _claim(conn, wanted, now, room_namer, self.calling_rules)
             completed += [j for j, c in claims.items() if c.completed and j not in completed]
-            return CycleResult(completed, refused, claims, applied)
+            return CycleResult(completed, refused, claims, applied, resulted)
 
         return await self._write(tx)
 
@@ -1105,6 +1227,105 @@ class Store:
             return ids
 
         return await self._write(tx)
+
+    # ------------------------------------------------------------- agents' results
+
+    async def callback_secret(self) -> bytes:
+        """The secret callback tokens are signed with (made once per database)."""
+
+        def q(conn: sqlite3.Connection) -> bytes:
+            row = conn.execute("SELECT value FROM secrets WHERE name = 'callback_token'").fetchone()
+            return bytes.fromhex(row[0])
+
+        return await self._read_small(q)
+
+    async def attempt_for_room(
+        self, room_name: str, contact_id: int, attempt_no: int
+    ) -> AttemptRef | None:
+        """The attempt that room belongs to, if it exists (in a job not deleted)."""
+        params = {"room": room_name, "contact_id": contact_id, "attempt_no": attempt_no}
+
+        def q(conn: sqlite3.Connection) -> AttemptRef | None:
+            row = conn.execute(Q()["attempt_for_room"], params).fetchone()
+            return AttemptRef(*row) if row else None
+
+        return await self._read_small(q)
+
+    async def record_result(
+        self,
+        new: NewResult,
+        organization_id: str | None,
+        now: float,
+        *,
+        window_seconds: float,
+        most_per_attempt: int,
+    ) -> ResultRecorded | None:
+        """Keep an agent's result for its attempt and show it on the contact; once the call has
+        ended, make its effect at once (while it is live, the engine makes it when it writes
+        the call's outcome). None: no such attempt (for `organization_id`, when given).
+        Raises ResultRefused when the call ended more than `window_seconds` ago or the attempt
+        has `most_per_attempt` results already."""
+        where = {"room": new.room_name, "contact_id": new.contact_id, "attempt_no": new.attempt_no}
+        rules = self.result_rules
+
+        def tx(conn: sqlite3.Connection) -> ResultRecorded | None:
+            row = conn.execute(Q()["attempt_for_room"], where).fetchone()
+            if row is None:
+                return None
+            ref = AttemptRef(*row)
+            if organization_id is not None and ref.organization_id != organization_id:
+                return None
+            ended = ref.outcome is not None
+            if ended and (ref.ended_at or 0.0) + window_seconds < now:
+                raise ResultRefused(
+                    "result_window_closed",
+                    f"The call ended more than {window_seconds / 60:g} minutes ago; its result "
+                    "can no longer be taken",
+                )
+            count = conn.execute(Q()["count_results_for_attempt"], where).fetchone()[0]
+            if count >= most_per_attempt:
+                raise ResultRefused(
+                    "too_many_results", f"This call has {count} results already (at most)"
+                )
+            values = {
+                **where,
+                "org": ref.organization_id,
+                "job_id": ref.job_id,
+                "disposition": new.disposition,
+                "callback_at": new.callback_at,
+                "summary": new.summary,
+                "data": new.data_json,
+                "source": new.source,
+                "now": now,
+            }
+            result_id = conn.execute(Q()["insert_result"], values).lastrowid
+            assert result_id is not None
+            conn.execute(Q()["show_result_on_contact"], values)
+            if ended:
+                _apply_result(conn, new.contact_id, new.attempt_no, result_id, now, rules)
+            history = _results(conn, "results_for_attempt", where)
+            status = conn.execute(
+                "SELECT status FROM contacts WHERE id = ?", (new.contact_id,)
+            ).fetchone()[0]
+            return ResultRecorded(history[-1], status, ended)
+
+        return await self._write(tx)
+
+    async def results_for_attempt(self, contact_id: int, attempt_no: int) -> list[ResultRow]:
+        """Every result posted for one attempt, oldest first."""
+        params = {"contact_id": contact_id, "attempt_no": attempt_no}
+        return await self._read_small(lambda conn: _results(conn, "results_for_attempt", params))
+
+    async def results_since(self, job_id: str, after_id: int, limit: int) -> list[ResultRow]:
+        """A job's results after result `after_id`, oldest first (the live events)."""
+        params = {"job_id": job_id, "after_id": after_id, "limit": limit}
+        return await self._read_small(lambda conn: _results(conn, "results_since", params))
+
+    async def last_result_id(self, job_id: str) -> int:
+        params = {"job_id": job_id}
+        return await self._read_small(
+            lambda conn: int(conn.execute(Q()["last_result_id"], params).fetchone()[0])
+        )
 
     # ------------------------------------------------------------- do-not-call
 
@@ -1389,6 +1610,10 @@ def _json_rows(conn: sqlite3.Connection, query: str, params: Any) -> list[list[A
     return rows
 
 
+def _results(conn: sqlite3.Connection, query: str, params: Any) -> list[ResultRow]:
+    return [ResultRow.from_values(v) for v in _json_rows(conn, query, params)]
+
+
 def _contact_page(conn: sqlite3.Connection, params: dict[str, Any]) -> list[ContactRow]:
     """A page of a job's contacts in upload order, of one status when params["status"]."""
     query = "list_contacts" if params["status"] is None else "list_contacts_in_status"
@@ -1559,10 +1784,14 @@ def _record(
     outcomes: Sequence[Outcome],
     now: float,
     rules: CallingRules,
+    result_rules: ResultRules,
+    resulted: list[str] | None = None,
 ) -> tuple[list[str], list[Outcome]]:
     """Record finished attempts; return (jobs that became completed, refused outcomes).
 
     A retry decided for a job that was cancelled meanwhile becomes the final outcome instead.
+    Results the agents posted while these calls were live take effect here, in the same
+    transaction (their jobs are added to `resulted`).
     """
     if not outcomes:
         return [], []
@@ -1572,6 +1801,8 @@ def _record(
     accepted, refused = _transition_contacts(conn, settled, now)
     conn.execute(Q()["finish_attempts_batch"])
     conn.execute(Q()["drop_given_back_attempts"])
+    if conn.execute(Q()["any_pending_result"]).fetchone()[0]:
+        _apply_pending_results(conn, now, result_rules, resulted)
     conn.execute(Q()["cancel_listed_outcomes"], {"now": now})
     conn.execute(Q()["clear_outcome_batch"])
     _defer_waiting_at_cap(conn, accepted, now, rules)
@@ -1595,6 +1826,88 @@ def _record(
     params = {"ids": json.dumps(job_ids), "now": now}
     completed = [r[0] for r in conn.execute(Q()["complete_jobs_if_done"], params)]
     return completed, refused
+
+
+def _apply_pending_results(
+    conn: sqlite3.Connection, now: float, rules: ResultRules, resulted: list[str] | None
+) -> None:
+    """The results posted while the calls of temp.outcome_batch were live: the latest of each
+    attempt takes effect (a dial given back was no call: its results only stop waiting)."""
+    pending = conn.execute(Q()["pending_results_in_batch"]).fetchall()
+    for contact_id, attempt_no, result_id, give_back in pending:
+        if give_back:
+            params = {"contact_id": contact_id, "attempt_no": attempt_no, "now": now}
+            conn.execute(Q()["mark_results_applied"], params)
+            continue
+        job_id = _apply_result(conn, contact_id, attempt_no, result_id, now, rules)
+        if job_id is not None and resulted is not None and job_id not in resulted:
+            resulted.append(job_id)
+
+
+def _apply_result(
+    conn: sqlite3.Connection,
+    contact_id: int,
+    attempt_no: int,
+    result_id: int,
+    now: float,
+    rules: ResultRules,
+) -> str | None:
+    """Make the effect of result `result_id` (the latest for the attempt, whose call has ended)
+    on its contact; mark the attempt's results applied. Returns the job when the contact
+    changed (None: the contact moved on since, e.g. it is dialing again or was cancelled)."""
+    row = conn.execute(Q()["result_context"], {"result_id": result_id}).fetchone()
+    conn.execute(
+        Q()["mark_results_applied"],
+        {"contact_id": contact_id, "attempt_no": attempt_no, "now": now},
+    )
+    if row is None:
+        return None
+    (disposition, callback_at, status, attempt_count, max_attempts, zones, phone) = row[:7]
+    job_id, org, job_status, retry_statuses, delay, backoff, on_voicemail, windows_json = row[7:]
+    if attempt_count != attempt_no or status in ("dialing", "cancelled"):
+        return None
+    change = rules.change(
+        ResultFacts(
+            disposition=disposition,
+            callback_at=callback_at,
+            attempt_no=attempt_no,
+            max_attempts=max_attempts,
+            zones=zones,
+            job_status=job_status,
+            retry_statuses=tuple(json.loads(retry_statuses)),
+            retry_delay_seconds=delay,
+            retry_backoff=backoff,
+            retry_on_voicemail=bool(on_voicemail),
+            calling_windows=windows_json,
+            now=now,
+        )
+    )
+    params = {
+        "contact_id": contact_id,
+        "attempt_no": attempt_no,
+        "status": change.status,
+        "next_retry_at": change.next_retry_at,
+        "next_call_at": change.next_call_at,
+        "call_until": change.call_until,
+        "max_attempts": change.max_attempts,
+        "completed_at": change.completed_at,
+        "failure_reason": change.failure_reason,
+        "now": now,
+    }
+    if conn.execute(Q()["apply_result_to_contact"], params).rowcount != 1:
+        return None
+    if change.do_not_call:
+        reason = "Asked not to be called again (agent result)"
+        listing = {"org": org, "number": phone, "reason": reason, "now": now, "job_id": job_id}
+        conn.execute(Q()["dnc_add_from_agent"], listing)
+        numbers = {"org": org, "numbers": json.dumps([phone]), "now": now}
+        conn.execute(Q()["dnc_cancel_contacts"], numbers).fetchall()
+    if change.status in ("pending", "queued"):
+        # Waiting again: never for a number listed meanwhile; else its job looks for it.
+        listed = {"contact_id": contact_id, "now": now}
+        if conn.execute(Q()["cancel_contact_if_listed"], listed).rowcount == 0:
+            conn.execute(Q()["reopen_job"], {"id": job_id, "now": now})
+    return str(job_id)
 
 
 def _keep_idempotency(

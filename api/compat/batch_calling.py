@@ -491,6 +491,17 @@ def dynamic_variables(contact: ContactRow) -> dict[str, Any]:
     return {k: v for k, v in contact.contact_data.items() if k not in RESERVED_KEYS}
 
 
+def recipient_status(contact: ContactRow) -> str:
+    """The recipient's status; a call the agent reported as a voicemail shows as `voicemail`
+    (the vendor's own status for it) once the contact is no longer being dialed."""
+    if contact.disposition == "voicemail" and contact.status not in (
+        ContactStatus.DIALING,
+        ContactStatus.CANCELLED,
+    ):
+        return "voicemail"
+    return RECIPIENT_STATUS[ContactStatus(contact.status)]
+
+
 def recipient_id(contact: ContactRow) -> str:
     given = contact.contact_data.get(RECIPIENT_ID_KEY)
     if isinstance(given, str) and given:
@@ -501,7 +512,7 @@ def recipient_id(contact: ContactRow) -> str:
 def recipient_json(job: JobRow, contact: ContactRow) -> dict[str, Any]:
     return {
         "id": recipient_id(contact),
-        "status": RECIPIENT_STATUS[ContactStatus(contact.status)],
+        "status": recipient_status(contact),
         "created_at_unix": int(job.created_at),
         "updated_at_unix": int(contact.updated_at),
         "phone_number": contact.phone,

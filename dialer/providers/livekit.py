@@ -69,10 +69,15 @@ def agent_metadata(request: DialRequest) -> str:
     return json.dumps(
         {
             "jobId": request.job_id,
-            "contactId": request.contact_id,
+            "jobName": request.job_name,
+            "contactId": f"contact_{request.contact_id}",  # the id the API shows
             "attempt": request.attempt_no,
             "phoneNumber": request.to_number,
+            "callerNumber": request.from_number,
             "contactData": request.contact_data,
+            "timezone": request.timezone,
+            "callbackUrl": request.callback_url,
+            "callbackToken": request.callback_token,
         },
         separators=(",", ":"),
     )

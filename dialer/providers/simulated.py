@@ -9,16 +9,29 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Protocol
+
+import structlog
 
 from dialer.clock import Clock
 from dialer.config import SimulatedConfig, SimulatedRule
 from dialer.providers.base import DEFAULT_SIP_CODE, DialRequest, DialResult
 from dialer.states import ContactStatus
 
+log = structlog.get_logger("dialer.providers.simulated")
+
+
+class ResultPoster(Protocol):
+    """Where a scripted agent reports (dialer.agent.AgentResults, set by the app)."""
+
+    async def post(
+        self, room_name: str, caller: Any, result: Any, *, source: str | None = None
+    ) -> Any: ...
+
 
 class SimulatedProvider:
     name = "simulated"
+    agent: ResultPoster | None = None
 
     def __init__(self, config: SimulatedConfig, clock: Clock) -> None:
         self._config = config
@@ -41,10 +54,11 @@ class SimulatedProvider:
             self._ledger.close()
             self._ledger = None
 
+    def _rule(self, number: str) -> SimulatedRule | None:
+        return next((r for r in self._rules if number.startswith(r.prefix)), None)
+
     def _outcome(self, number: str) -> tuple[ContactStatus, int | None, float | None]:
-        rule: SimulatedRule | None = next(
-            (r for r in self._rules if number.startswith(r.prefix)), None
-        )
+        rule = self._rule(number)
         if rule is not None:
             status = ContactStatus(rule.outcome)
             sip = rule.sip_code if rule.sip_code is not None else DEFAULT_SIP_CODE[status]
@@ -83,6 +97,7 @@ class SimulatedProvider:
             answered_at = self._clock.now()
             if talk:
                 await self._clock.sleep(talk / speed)
+            await self._report(request)
             return DialResult(
                 status=status,
                 answered_at=answered_at,
@@ -100,6 +115,28 @@ class SimulatedProvider:
             ended_at=self._clock.now(),
             room_name=request.room_name,
         )
+
+    async def _report(self, request: DialRequest) -> None:
+        """The scripted agent of the number's rule, if it has one, reports its result while the
+        call is still live, through the same checks as an agent posting to its callbackUrl."""
+        rule = self._rule(request.to_number)
+        if rule is None or rule.disposition is None or self.agent is None:
+            return
+        # Imported here: dialer.agent imports the engine, which imports the providers.
+        from dialer.agent import AgentResult, Caller
+
+        callback_at = None
+        if rule.disposition == "callback_requested":
+            callback_at = self._clock.now() + rule.callback_after_seconds
+        try:
+            await self.agent.post(
+                request.room_name,
+                Caller(token=request.callback_token),
+                AgentResult(rule.disposition, callback_at, rule.summary),
+                source="simulated",
+            )
+        except Exception as exc:  # a refused result is the agent's problem, not the call's
+            log.warning("simulated_result_refused", room=request.room_name, error=str(exc))
 
     async def resume(self, request: DialRequest) -> DialResult:
         # A simulated call does not outlive the process that "placed" it.

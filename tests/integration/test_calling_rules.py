@@ -371,7 +371,13 @@ async def test_dnc_routes_add_list_remove_and_import(start_app: StartApp, tmp_pa
     page = await resp.json()
     assert (page["total"], page["page"], page["pageSize"]) == (2, 1, 1)
     assert page["numbers"] == [
-        {"number": NEW_YORK, "reason": "asked", "source": "api", "addedAt": MONDAY_NOON_UTC}
+        {
+            "number": NEW_YORK,
+            "reason": "asked",
+            "source": "api",
+            "addedAt": MONDAY_NOON_UTC,
+            "jobId": None,
+        }
     ]
     resp = await running.client.get("/dnc", params={"number": LONDON}, headers=running.headers())
     assert [n["number"] for n in (await resp.json())["numbers"]] == [LONDON]

@@ -55,6 +55,9 @@ CONTACT_FIELDS = {
     "callDuration",
     "timezone",
     "nextCallAt",
+    "disposition",
+    "summary",
+    "resultData",
 }
 LIST_ITEM_FIELDS = {
     "id",

@@ -614,3 +614,30 @@ async def _recorded(running: Running, attempts: int) -> bool:
 
 async def _all_recorded(running: Running, n: int) -> bool:
     return (await deliveries(running, status="delivered"))["total"] >= n
+
+
+async def test_an_agent_result_is_a_signed_contact_result_event(
+    start_app: StartApp, tmp_path: Path, receiver: Receiver
+) -> None:
+    """A scripted simulated agent reports a voicemail: contact.result carries it."""
+    rule = {"prefix": "+1202555", "outcome": "completed", "disposition": "voicemail"}
+    running = await start_app(
+        make_config(
+            tmp_path,
+            webhooks={"allow_private_urls": True},
+            telephony={"simulated": {"rules": [rule]}},
+        )
+    )
+    await register(running, receiver, events=["contact.result"])
+    job_id = (await running.create_json([{"phone": "+12025550101"}], maxAttempts=1))["batchJobId"]
+    await running.wait_status(job_id, "completed")
+    await wait_until(lambda: _count(receiver, 1))
+    (event,) = receiver.delivered()
+    room = (await running.detail(job_id))["contacts"][0]["roomName"]
+    assert event["type"] == "contact.result"
+    assert {k: event["data"][k] for k in ("jobId", "roomName", "disposition", "attemptNumber")} == {
+        "jobId": job_id,
+        "roomName": room,
+        "disposition": "voicemail",
+        "attemptNumber": 1,
+    }

@@ -66,7 +66,7 @@ async def test_claim_never_takes_a_listed_number(store: Store) -> None:
     await running_job(store, [contact("+12025550001"), contact("+12025550002")])
     await store._write(
         lambda conn: conn.execute(
-            "INSERT INTO dnc_numbers VALUES (?, '+12025550001', NULL, 'api', 0)", (ORG,)
+            "INSERT INTO dnc_numbers VALUES (?, '+12025550001', NULL, 'api', 0, NULL)", (ORG,)
         )
     )
     assert await claimed_phones(store, T0) == ["+12025550002"]

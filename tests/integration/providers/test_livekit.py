@@ -57,7 +57,7 @@ async def test_dial_dispatches_agent_and_dials_as_configured(
     assert "job_test" in request.room_name and "_c7_a2_" in request.room_name
     assert dispatch.agent_name == AGENT
     metadata = json.loads(dispatch.metadata)
-    assert metadata["jobId"] == "job_test" and metadata["contactId"] == 7
+    assert metadata["jobId"] == "job_test" and metadata["contactId"] == "contact_7"
     assert metadata["contactData"] == {"name": "Ada", "balance": "12.50"}
     [dial] = fake.dials
     assert dial.wait_until_answered
