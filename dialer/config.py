@@ -83,9 +83,12 @@ class SimulatedRule(_Section):
         "invalid_number",
         "carrier_error",
         "failed",
-    ]
+    ] = "completed"
     sip_code: int | None = None
     seconds: float | None = Field(default=None, ge=0)
+    # False: the agent never joins the room, so nobody is dialed; the attempt ends after
+    # `seconds` (the join timeout, as it were) and is given back like LiveKit's.
+    agent_joins: bool = True
 
 
 class SimulatedConfig(_Section):

@@ -11,10 +11,14 @@ import random
 from pathlib import Path
 from typing import IO
 
+import structlog
+
 from dialer.clock import Clock
 from dialer.config import SimulatedConfig, SimulatedRule
 from dialer.providers.base import DEFAULT_SIP_CODE, DialRequest, DialResult
 from dialer.states import ContactStatus
+
+log = structlog.get_logger("dialer.providers.simulated")
 
 
 class SimulatedProvider:
@@ -41,10 +45,9 @@ class SimulatedProvider:
             self._ledger.close()
             self._ledger = None
 
-    def _outcome(self, number: str) -> tuple[ContactStatus, int | None, float | None]:
-        rule: SimulatedRule | None = next(
-            (r for r in self._rules if number.startswith(r.prefix)), None
-        )
+    def _outcome(
+        self, rule: SimulatedRule | None
+    ) -> tuple[ContactStatus, int | None, float | None]:
         if rule is not None:
             status = ContactStatus(rule.outcome)
             sip = rule.sip_code if rule.sip_code is not None else DEFAULT_SIP_CODE[status]
@@ -57,7 +60,13 @@ class SimulatedProvider:
             status = ContactStatus(self._config.default_outcome or ContactStatus.COMPLETED)
         return status, DEFAULT_SIP_CODE[status], None
 
+    def _rule(self, number: str) -> SimulatedRule | None:
+        return next((r for r in self._rules if number.startswith(r.prefix)), None)
+
     async def dial(self, request: DialRequest) -> DialResult:
+        rule = self._rule(request.to_number)
+        if rule is not None and not rule.agent_joins:
+            return await self._agent_not_joined(request, rule.seconds or 0.0)
         self.dials += 1
         if self._ledger is not None:
             # Written and flushed before the "call" starts: the ledger is the record of every
@@ -73,7 +82,7 @@ class SimulatedProvider:
                 )
                 + "\n"
             )
-        status, sip_code, seconds = self._outcome(request.to_number)
+        status, sip_code, seconds = self._outcome(rule)
         speed = self._config.speed
         ring = self._config.ring_seconds if status is not ContactStatus.NO_ANSWER else 0.0
         if status is ContactStatus.COMPLETED:
@@ -99,6 +108,24 @@ class SimulatedProvider:
             reason=f"simulated {status.value}",
             ended_at=self._clock.now(),
             room_name=request.room_name,
+        )
+
+    async def _agent_not_joined(self, request: DialRequest, seconds: float) -> DialResult:
+        """The agent never came: nobody is dialed (no ledger line), as the LiveKit provider."""
+        if seconds:
+            await self._clock.sleep(seconds / self._config.speed)
+        log.warning(
+            "agent_not_joined",
+            room=request.room_name,
+            agent=request.agent_name,
+            timeout_seconds=seconds,
+        )
+        return DialResult(
+            status=ContactStatus.FAILED,
+            reason=f"Agent '{request.agent_name}' did not join within {seconds:g} s",
+            ended_at=self._clock.now(),
+            room_name=request.room_name,
+            agent_not_joined=True,
         )
 
     async def resume(self, request: DialRequest) -> DialResult:
