@@ -5,8 +5,8 @@ One attempt, one room: the agent is dispatched into a fresh room and, once it ha
 `create_sip_participant(wait_until_answered=True)`; an agent that does not join in time means no
 dial at all. The call is followed until it ends - by a signed webhook, by polling the room when no
 webhook comes, and at `max_call_seconds` by deleting the room. The room is deleted after every
-attempt. A dial that fails is mapped to a contact status
-by `classify`, with the SIP code table of `base.SIP_STATUS_TABLE`.
+attempt. A dial that fails is mapped to a contact status by `classify`, with the SIP code table of
+`base.SIP_STATUS_TABLE`.
 
 A call is never placed twice by this module: the client runs with `failover=False` (no replayed
 dials), and a call found in `dialing` after a restart is only looked at (`resume`), never dialed.
