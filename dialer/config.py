@@ -86,7 +86,7 @@ class SimulatedRule(_Section):
         "invalid_number",
         "carrier_error",
         "failed",
-    ]
+    ] = "completed"
     sip_code: int | None = None
     seconds: float | None = Field(default=None, ge=0)
     # A scripted agent: on an answered call it reports this result through the service's
@@ -97,6 +97,9 @@ class SimulatedRule(_Section):
     ) = None
     callback_after_seconds: float = Field(default=3600.0, ge=0)  # callback_requested: when
     summary: str | None = Field(default=None, max_length=2000)
+    # False: the agent never joins the room, so nobody is dialed; the attempt ends after
+    # `seconds` (the join timeout, as it were) and is given back like LiveKit's.
+    agent_joins: bool = True
 
 
 class SimulatedConfig(_Section):

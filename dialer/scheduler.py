@@ -153,6 +153,7 @@ class RunningJob:
     policy: retry.RetryPolicy
     idle_until: float = 0.0  # no contact is ready before this time (math.inf: none left)
     fatal_streak: int = 0
+    agent_streak: int = 0  # attempts in a row whose agent did not join
 
 
 @dataclass
@@ -252,6 +253,9 @@ class Engine:
     def job_resumed(self, job_id: str) -> None:
         """An operator resumed or retried the job: forget its recent failures, dial for it."""
         self._failure_windows.pop(job_id, None)
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.agent_streak = 0
         outage = self.provider_outage
         if outage is not None:  # try the provider again now; pause again only after a while
             outage.next_probe = 0.0
@@ -756,10 +760,17 @@ class Engine:
                 continue
             if outcome.next_status == ContactStatus.QUEUED and outcome.next_retry_at is not None:
                 job.idle_until = min(job.idle_until, outcome.next_retry_at)
-            verdict = self._count_fatal(job, result)
-            # Calls cut short by a restart say nothing about the carrier: not counted.
-            if verdict is None and not (result.not_placed or result.job_fatal or result.retryable):
-                verdict = self._watch_failures(job, result.status, now)
+            if result.agent_not_joined:
+                # Nobody was dialed: it tells about the agent, not the provider or the carrier.
+                verdict = self._count_agent_not_joined(job, result)
+            else:
+                job.agent_streak = 0
+                verdict = self._count_fatal(job, result)
+                # Calls cut short by a restart say nothing about the carrier: not counted.
+                if verdict is None and not (
+                    result.not_placed or result.job_fatal or result.retryable
+                ):
+                    verdict = self._watch_failures(job, result.status, now)
             if verdict is not None:
                 verdicts.append(verdict)
                 self._stop_dialing(job.row.id)  # its live calls finish and are recorded
@@ -785,10 +796,11 @@ class Engine:
         charged = 0.0
         if result.duration:
             charged = result.duration / 60.0 * self.config.pricing.usd_per_minute
-        give_back = result.not_placed or result.job_fatal
+        give_back = result.not_placed or result.job_fatal or result.agent_not_joined
         next_retry_at: float | None
-        if result.not_placed:
-            # No call was placed: try again a little later, without spending an attempt.
+        if result.not_placed or result.agent_not_joined:
+            # No call was placed (the provider was not reached, or the agent never came into
+            # the room): try again a little later, without spending an attempt.
             status, next_retry_at = ContactStatus.QUEUED, now + NOT_PLACED_BACKOFF_SECONDS
         elif result.job_fatal:
             # Not the contact's fault: it goes back to where it was before this claim.
@@ -893,6 +905,17 @@ class Engine:
         return JobVerdict(
             job.row.id, JobStatus.FAILED, result.reason or "provider rejected the call"
         )
+
+    def _count_agent_not_joined(self, job: RunningJob, result: DialResult) -> JobVerdict | None:
+        """Attempts in a row whose agent did not join the room pause the job (the agent worker
+        is down or overloaded: every further attempt would end the same way). Any other result
+        ends the streak (see _judge)."""
+        job.agent_streak += 1
+        limit = self.config.telephony.livekit.agent_join_failure_limit
+        if job.agent_streak < limit:
+            return None
+        reason = f"{result.reason or 'The agent did not join'}, {limit} times in a row"
+        return JobVerdict(job.row.id, JobStatus.PAUSED, reason)
 
     def _watch_failures(
         self, job: RunningJob, outcome: ContactStatus, now: float

@@ -36,13 +36,11 @@ class EngineStats:
 
     def attempts_ended(self, outcomes: Sequence[Outcome], results: Sequence[DialResult]) -> None:
         """Count a batch of ended attempts and how their calls ended (job-clock times: the fake
-        clock in tests). A dial that never reached the provider counts as `not_placed`; attempts
-        given back placed no call: they took no time and never rang."""
+        clock in tests). A dial that never reached the provider counts as `not_placed`, one not
+        made because the agent did not join as `agent_not_joined`; attempts given back placed no
+        call: they took no time and never rang."""
         self.dials.update(
-            [
-                ("not_placed" if r.not_placed else o.outcome, o.sip_code)
-                for o, r in zip(outcomes, results, strict=True)
-            ]
+            [(_dial_label(o, r), o.sip_code) for o, r in zip(outcomes, results, strict=True)]
         )
         placed = [o for o in outcomes if not o.give_back]
         self.attempt_seconds.observe_many(
@@ -76,3 +74,11 @@ class EngineStats:
         """Only these jobs are dialed for now: forget the slots of the others."""
         for job_id in [j for j in self._freed if j not in jobs]:
             del self._freed[job_id]
+
+
+def _dial_label(outcome: Outcome, result: DialResult) -> str:
+    if result.not_placed:
+        return "not_placed"
+    if result.agent_not_joined:
+        return "agent_not_joined"
+    return outcome.outcome

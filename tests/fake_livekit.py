@@ -4,8 +4,9 @@ It speaks what the dialer uses and nothing more: Twirp over HTTP on 127.0.0.1 wi
 bodies, HS256 JWTs checked against the API secret (issuer = API key, grants per method), Twirp
 JSON errors (`meta.sip_status_code` as a string, like the SIP bridge), and signed webhooks
 (`application/webhook+json`, `Authorization: <raw JWT>` with a `sha256` claim) posted back to
-the engine. Each callee number is scripted with a `Callee`; time (talk, ring-out) runs on the
-test's FakeClock.
+the engine. Each callee number is scripted with a `Callee`; the dispatched agent joins the room
+at once, after a delay, or never (`agent_join_seconds`, or per number in `agent_join_for`); time
+(agent joins, talk, ring-out) runs on the test's FakeClock.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import itertools
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -117,6 +119,7 @@ class FakeRoom:
     sid: str
     participants: dict[str, api.ParticipantInfo] = field(default_factory=dict)
     dispatches: list[api.CreateAgentDispatchRequest] = field(default_factory=list)
+    dispatch_ids: list[str] = field(default_factory=list)  # those not deleted
 
 
 Handler = Callable[[Any, dict[str, Any]], Awaitable[Message]]
@@ -138,6 +141,14 @@ class FakeLiveKit:
         self.dials: list[api.CreateSIPParticipantRequest] = []
         self.dispatches: list[api.CreateAgentDispatchRequest] = []
         self.deleted: list[str] = []
+        self.deleted_dispatches: list[str] = []
+        # When the dispatched agent joins its room, in seconds after the dispatch (None: never;
+        # a join after the room or the dispatch is gone does not happen). Per callee number,
+        # read from the dispatch metadata as an agent would, else the default.
+        self.agent_join_seconds: float | None = 0.0
+        self.agent_join_for: dict[str, float | None] = {}
+        # (clock time, "Service/Method" or "AgentJoined", room) in the order things happened.
+        self.timeline: list[tuple[float, str, str]] = []
         self.request_ids: list[str] = []
         self.calls: list[str] = []  # "Service/Method" of every authenticated request
         self.webhook_url: str | None = None
@@ -159,6 +170,10 @@ class FakeLiveKit:
             "livekit.AgentDispatchService/CreateDispatch": (
                 api.CreateAgentDispatchRequest,
                 self._create_dispatch,
+            ),
+            "livekit.AgentDispatchService/DeleteDispatch": (
+                api.DeleteAgentDispatchRequest,
+                self._delete_dispatch,
             ),
             "livekit.RoomService/ListParticipants": (
                 api.ListParticipantsRequest,
@@ -252,6 +267,8 @@ class FakeLiveKit:
             except Exception:
                 raise TwirpFailure("malformed", 400, "cannot decode the request") from None
             self.calls.append(method.removeprefix("livekit."))
+            room_name = getattr(message, "room", "") or getattr(message, "room_name", "")
+            self.timeline.append((self.clock.now(), method.removeprefix("livekit."), room_name))
             self._authorize(method, message, claims)
             dropped = isinstance(message, api.CreateSIPParticipantRequest) and (
                 self._callee(message).behaviour == "disconnect"
@@ -288,7 +305,7 @@ class FakeLiveKit:
             allowed = bool(claims.get("sip", {}).get("call"))
         elif method.endswith("DeleteRoom"):
             allowed = bool(video.get("roomCreate"))
-        else:  # ListParticipants, CreateDispatch: admin of that room
+        else:  # ListParticipants, CreateDispatch, DeleteDispatch: admin of that room
             allowed = bool(video.get("roomAdmin")) and video.get("room") == message.room
         if not allowed:
             raise TwirpFailure("permission_denied", 403, "missing grant")
@@ -299,20 +316,71 @@ class FakeLiveKit:
         room = self._room(req.room)
         room.dispatches.append(req)
         self.dispatches.append(req)
+        dispatch_id = f"AD_{next(self._ids)}"
+        room.dispatch_ids.append(dispatch_id)
+        delay = self._agent_delay(req.metadata)
+        if delay == 0:
+            self._agent_joins(room.name, dispatch_id, req.agent_name)
+        elif delay is not None:
+            self._spawn(self._agent_joins_after(room.name, dispatch_id, req.agent_name, delay))
+            await asyncio.sleep(0)  # the join timer is on the clock before the dispatch returns
+        return api.AgentDispatch(
+            id=dispatch_id,
+            agent_name=req.agent_name,
+            room=req.room,
+            metadata=req.metadata,
+        )
+
+    def _agent_delay(self, metadata: str) -> float | None:
+        try:
+            number = json.loads(metadata).get("phoneNumber")
+        except ValueError:
+            number = None
+        if number in self.agent_join_for:
+            return self.agent_join_for[number]
+        return self.agent_join_seconds
+
+    async def _agent_joins_after(
+        self, room_name: str, dispatch_id: str, agent_name: str, seconds: float
+    ) -> None:
+        await self.clock.sleep(seconds)
+        self._agent_joins(room_name, dispatch_id, agent_name)
+
+    def _agent_joins(self, room_name: str, dispatch_id: str, agent_name: str) -> None:
+        """The agent worker takes the dispatch: an AGENT participant joins (webhook
+        `participant_joined`), unless the room or the dispatch is gone by then."""
+        room = self.rooms.get(room_name)
+        if room is None or dispatch_id not in room.dispatch_ids:
+            return
         agent = api.ParticipantInfo(
             sid=f"PA_{next(self._ids)}",
-            identity=f"agent-{req.agent_name}",
+            identity=f"agent-{agent_name}",
             kind=api.ParticipantInfo.AGENT,
             state=api.ParticipantInfo.ACTIVE,
             joined_at=int(self.clock.now()),
         )
         room.participants[agent.identity] = agent
-        return api.AgentDispatch(
-            id=f"AD_{next(self._ids)}",
-            agent_name=req.agent_name,
-            room=req.room,
-            metadata=req.metadata,
+        self.timeline.append((self.clock.now(), "AgentJoined", room.name))
+        self._emit("participant_joined", room, agent)
+
+    async def _delete_dispatch(self, req: Any, claims: dict[str, Any]) -> Message:
+        room = self.rooms.get(req.room)
+        if room is None or req.dispatch_id not in room.dispatch_ids:
+            raise TwirpFailure("not_found", 404, "dispatch not found")
+        room.dispatch_ids.remove(req.dispatch_id)
+        self.deleted_dispatches.append(req.dispatch_id)
+        return api.AgentDispatch(id=req.dispatch_id, room=req.room)
+
+    def joined_at(self, room_name: str) -> float | None:
+        """When the agent joined `room_name`, from the timeline."""
+        return next(
+            (t for t, what, room in self.timeline if what == "AgentJoined" and room == room_name),
+            None,
         )
+
+    def requested_at(self, method: str, room_name: str) -> list[float]:
+        """When `method` ("Service/Method") was requested for `room_name`, in order."""
+        return [t for t, what, room in self.timeline if what == method and room == room_name]
 
     def _callee(self, req: Any) -> Callee:
         return self.numbers.get(req.sip_call_to, self.default)

@@ -1,10 +1,12 @@
 """The LiveKit SIP provider: real phone calls through `livekit-api`.
 
-One attempt, one room: the agent is dispatched into a fresh room, the callee is dialed into it with
-`create_sip_participant(wait_until_answered=True)`, and the call is followed until it ends - by a
-signed webhook, by polling the room when no webhook comes, and at `max_call_seconds` by deleting
-the room. The room is deleted after every attempt. A dial that fails is mapped to a contact status
-by `classify`, with the SIP code table of `base.SIP_STATUS_TABLE`.
+One attempt, one room: the agent is dispatched into a fresh room and, once it has joined (a signed
+`participant_joined` webhook or a look at the room), the callee is dialed into it with
+`create_sip_participant(wait_until_answered=True)`; an agent that does not join in time means no
+dial at all. The call is followed until it ends - by a signed webhook, by polling the room when no
+webhook comes, and at `max_call_seconds` by deleting the room. The room is deleted after every
+attempt. A dial that fails is mapped to a contact status by `classify`, with the SIP code table of
+`base.SIP_STATUS_TABLE`.
 
 A call is never placed twice by this module: the client runs with `failover=False` (no replayed
 dials), and a call found in `dialing` after a restart is only looked at (`resume`), never dialed.
@@ -45,6 +47,9 @@ DIAL_BACKSTOP_SECONDS = 5.0
 # After a restart, a call cannot outlive its ring window plus max_call_seconds (LiveKit enforces
 # max_call_duration); past that, a room we cannot reach is recorded as interrupted.
 RESUME_MARGIN_SECONDS = 60.0
+# While the dispatched agent is awaited, the room is looked at this often (clock time); a
+# `participant_joined` webhook for the agent ends the wait at once.
+AGENT_POLL_SECONDS = 0.5
 # How many webhook event ids are remembered to drop duplicates.
 SEEN_EVENTS = 4096
 
@@ -65,7 +70,9 @@ def phone_identity(request: DialRequest) -> str:
 
 
 def agent_metadata(request: DialRequest) -> str:
-    """What the agent receives in its dispatch: who it is calling and for which job."""
+    """What the agent receives in its dispatch: whom it calls for which job, and where it reports
+    the call's result. `contactId` is the id the API shows. Carries the attempt's callback token:
+    never log it."""
     return json.dumps(
         {
             "jobId": request.job_id,
@@ -178,6 +185,7 @@ class LiveCall:
     ended_at: float | None = None
     end_reason: str | None = None
     ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    agent_joined: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def end(self, at: float, reason: str) -> bool:
         """Record the end once; False if it was already known (events are idempotent)."""
@@ -270,7 +278,7 @@ class LiveKitProvider:
         request = call.request
         log.info("call_dial_started", room=request.room_name, agent=request.agent_name)
         try:
-            await self.lk.agent_dispatch.create_dispatch(
+            dispatch = await self.lk.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(
                     agent_name=request.agent_name,
                     room=request.room_name,
@@ -279,6 +287,10 @@ class LiveKitProvider:
             )
         except (api.ServerError, aiohttp.ClientError, TimeoutError) as exc:
             return self._failed(exc, dial_sent=False)
+        # Nobody is dialed before the agent is there to speak: a callee who answers into
+        # silence hangs up.
+        if not await self._agent_joins(call):
+            return await self._agent_not_joined(call, dispatch.id)
         try:
             await self._within(
                 self.lk.sip.create_sip_participant(
@@ -292,6 +304,75 @@ class LiveKitProvider:
         call.answered_at = self._clock.now()
         log.info("call_answered", room=request.room_name)
         return await self._until_end(call)
+
+    async def _agent_joins(self, call: LiveCall) -> bool:
+        """Until an agent is in the call's room: a webhook says so at once, else the room is
+        looked at every AGENT_POLL_SECONDS. False after `agent_join_timeout_seconds`."""
+        started = self._clock.now()
+        deadline = started + self._config.agent_join_timeout_seconds
+        while not call.agent_joined.is_set():
+            if await self._agent_in_room(call):
+                call.agent_joined.set()
+                break
+            left = deadline - self._clock.now()
+            if left <= 0:
+                return False
+            await self._clock.wait(call.agent_joined, min(AGENT_POLL_SECONDS, left))
+        log.info(
+            "agent_joined",
+            room=call.request.room_name,
+            seconds=round(self._clock.now() - started, 3),
+        )
+        return True
+
+    async def _agent_in_room(self, call: LiveCall) -> bool:
+        """Whether an agent is in the room; False too when LiveKit cannot be asked right now."""
+        room = call.request.room_name
+        try:
+            listing = await self.lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        except api.ServerError as exc:
+            if exc.code != api.ServerErrorCode.NOT_FOUND:  # not_found: no room yet
+                log.warning("agent_poll_failed", room=room, error=str(exc))
+            return False
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("agent_poll_failed", room=room, error=f"{type(exc).__name__}: {exc}")
+            return False
+        return any(
+            p.kind == api.ParticipantInfo.AGENT and p.state != api.ParticipantInfo.DISCONNECTED
+            for p in listing.participants
+        )
+
+    async def _agent_not_joined(self, call: LiveCall, dispatch_id: str) -> DialResult:
+        """Nobody was dialed: withdraw the dispatch (the room is deleted by `_settle`), so that
+        an agent that comes late finds no call to join."""
+        request = call.request
+        timeout = self._config.agent_join_timeout_seconds
+        log.warning(
+            "agent_not_joined",
+            room=request.room_name,
+            agent=request.agent_name,
+            timeout_seconds=timeout,
+        )
+        if dispatch_id:
+            try:
+                await self.lk.agent_dispatch.delete_dispatch(dispatch_id, request.room_name)
+            except api.ServerError as exc:
+                if exc.code != api.ServerErrorCode.NOT_FOUND:
+                    log.warning(
+                        "agent_dispatch_delete_failed", room=request.room_name, error=str(exc)
+                    )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning(
+                    "agent_dispatch_delete_failed",
+                    room=request.room_name,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+        return DialResult(
+            status=ContactStatus.FAILED,
+            reason=f"Agent '{request.agent_name}' did not join within {timeout:g} s",
+            ended_at=self._clock.now(),
+            agent_not_joined=True,
+        )
 
     def _sip_request(self, call: LiveCall) -> api.CreateSIPParticipantRequest:
         request = call.request
@@ -485,8 +566,8 @@ class LiveKitProvider:
     def receive_webhook(self, body: str, authorization: str) -> str:
         """Verify a LiveKit webhook (signature and body hash) and apply it.
 
-        Raises WebhookRejected when it does not verify; returns what it did: "ended",
-        "duplicate" or "ignored".
+        Raises WebhookRejected when it does not verify; returns what it did: "agent_joined",
+        "ended", "duplicate" or "ignored".
         """
         try:
             event = self._receiver.receive(body, authorization)
@@ -496,7 +577,8 @@ class LiveKitProvider:
         return self.apply_event(event)
 
     def apply_event(self, event: api.WebhookEvent) -> str:
-        """Apply a verified event: the end of a call we follow. Idempotent."""
+        """Apply a verified event: the agent joining, or the end, of a call we follow.
+        Idempotent."""
         if event.id:
             if event.id in self._seen_events:
                 return "duplicate"
@@ -508,6 +590,15 @@ class LiveKitProvider:
         if call is None:
             log.debug("webhook_ignored", webhook_event=event.event, room=room)
             return "ignored"
+        if (
+            event.event == "participant_joined"
+            and event.participant.kind == api.ParticipantInfo.AGENT
+        ):
+            if call.agent_joined.is_set():
+                return "duplicate"
+            call.agent_joined.set()
+            log.info("webhook_agent_joined", room=room, agent=event.participant.identity)
+            return "agent_joined"
         if event.event == "participant_left" and event.participant.identity == call.identity:
             cause = api.DisconnectReason.Name(event.participant.disconnect_reason)
             reason = f"participant_left ({cause})"

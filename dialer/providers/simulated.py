@@ -54,11 +54,9 @@ class SimulatedProvider:
             self._ledger.close()
             self._ledger = None
 
-    def _rule(self, number: str) -> SimulatedRule | None:
-        return next((r for r in self._rules if number.startswith(r.prefix)), None)
-
-    def _outcome(self, number: str) -> tuple[ContactStatus, int | None, float | None]:
-        rule = self._rule(number)
+    def _outcome(
+        self, rule: SimulatedRule | None
+    ) -> tuple[ContactStatus, int | None, float | None]:
         if rule is not None:
             status = ContactStatus(rule.outcome)
             sip = rule.sip_code if rule.sip_code is not None else DEFAULT_SIP_CODE[status]
@@ -71,7 +69,13 @@ class SimulatedProvider:
             status = ContactStatus(self._config.default_outcome or ContactStatus.COMPLETED)
         return status, DEFAULT_SIP_CODE[status], None
 
+    def _rule(self, number: str) -> SimulatedRule | None:
+        return next((r for r in self._rules if number.startswith(r.prefix)), None)
+
     async def dial(self, request: DialRequest) -> DialResult:
+        rule = self._rule(request.to_number)
+        if rule is not None and not rule.agent_joins:
+            return await self._agent_not_joined(request, rule.seconds or 0.0)
         self.dials += 1
         if self._ledger is not None:
             # Written and flushed before the "call" starts: the ledger is the record of every
@@ -87,7 +91,7 @@ class SimulatedProvider:
                 )
                 + "\n"
             )
-        status, sip_code, seconds = self._outcome(request.to_number)
+        status, sip_code, seconds = self._outcome(rule)
         speed = self._config.speed
         ring = self._config.ring_seconds if status is not ContactStatus.NO_ANSWER else 0.0
         if status is ContactStatus.COMPLETED:
@@ -97,7 +101,7 @@ class SimulatedProvider:
             answered_at = self._clock.now()
             if talk:
                 await self._clock.sleep(talk / speed)
-            await self._report(request)
+            await self._report(request, rule)
             return DialResult(
                 status=status,
                 answered_at=answered_at,
@@ -116,10 +120,9 @@ class SimulatedProvider:
             room_name=request.room_name,
         )
 
-    async def _report(self, request: DialRequest) -> None:
+    async def _report(self, request: DialRequest, rule: SimulatedRule | None) -> None:
         """The scripted agent of the number's rule, if it has one, reports its result while the
         call is still live, through the same checks as an agent posting to its callbackUrl."""
-        rule = self._rule(request.to_number)
         if rule is None or rule.disposition is None or self.agent is None:
             return
         # Imported here: dialer.agent imports the engine, which imports the providers.
@@ -137,6 +140,24 @@ class SimulatedProvider:
             )
         except Exception as exc:  # a refused result is the agent's problem, not the call's
             log.warning("simulated_result_refused", room=request.room_name, error=str(exc))
+
+    async def _agent_not_joined(self, request: DialRequest, seconds: float) -> DialResult:
+        """The agent never came: nobody is dialed (no ledger line), as the LiveKit provider."""
+        if seconds:
+            await self._clock.sleep(seconds / self._config.speed)
+        log.warning(
+            "agent_not_joined",
+            room=request.room_name,
+            agent=request.agent_name,
+            timeout_seconds=seconds,
+        )
+        return DialResult(
+            status=ContactStatus.FAILED,
+            reason=f"Agent '{request.agent_name}' did not join within {seconds:g} s",
+            ended_at=self._clock.now(),
+            room_name=request.room_name,
+            agent_not_joined=True,
+        )
 
     async def resume(self, request: DialRequest) -> DialResult:
         # A simulated call does not outlive the process that "placed" it.

@@ -118,6 +118,43 @@ async def test_busy_number_is_retried_with_backoff(start_app: StartApp, tmp_path
     assert len({a.room_name for a in history}) == 3
 
 
+async def test_agent_not_joined_streak_pauses_the_job_and_other_results_reset_it(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Attempts whose agent did not join are given back (retried 10 s later, attemptCount
+    unchanged, counted apart in the metrics); a call in between ends the streak; three in a row
+    pause the job, saying why."""
+    no_agent = ["+12025550101", "+12025550102", "+12025550104", "+12025550105"]
+    rules = [{"prefix": p, "agent_joins": False, "seconds": 0} for p in no_agent]
+    config = make_config(tmp_path, telephony={"simulated": {"rules": rules}})
+    running = await start_app(config)
+    created = await running.create_json(phones(5), concurrentCallLimit=1)
+    job_id = created["batchJobId"]
+
+    async def settled() -> bool:
+        body = await running.detail(job_id)
+        statuses = {c["status"] for c in body["contacts"]}
+        return not statuses & {"pending", "dialing"} and await _parked(running)
+
+    await wait_until(settled)  # 101, 102 not joined; 103 called; 104, 105 not joined
+    body = await running.detail(job_id)
+    assert (body["status"], body["pauseReason"]) == ("running", None)
+    contacts = {c["phoneNumber"]: c for c in body["contacts"]}
+    assert contacts["+12025550103"]["status"] == "completed"
+    retry_at = iso(running.clock.now() + scheduler.NOT_PLACED_BACKOFF_SECONDS)
+    for phone in no_agent:
+        assert contacts[phone]["status"] == "queued"
+        assert (contacts[phone]["attemptCount"], contacts[phone]["nextRetryAt"]) == (0, retry_at)
+        assert contacts[phone]["failureReason"] is None
+
+    await running.clock.advance(scheduler.NOT_PLACED_BACKOFF_SECONDS)  # 101 again: 3 in a row
+    body = await running.wait_status(job_id, "paused")
+    assert body["pauseReason"] == "Agent 'agent-a' did not join within 0 s, 3 times in a row"
+    assert body["statusBreakdown"]["queued"] == 4
+    assert all(c["attemptCount"] == 0 for c in body["contacts"] if c["phoneNumber"] in no_agent)
+    assert running.engine.stats.dials[("agent_not_joined", None)] == 5  # in /metrics
+
+
 async def test_scheduled_job_starts_on_time(running: Running) -> None:
     """A scheduled job waits for its time, then starts without polling."""
     start = running.clock.now() + 3600

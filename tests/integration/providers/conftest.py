@@ -19,6 +19,7 @@ from tests.fake_livekit import API_KEY, API_SECRET, TRUNK, FakeLiveKit
 
 CALLER = "+12025550100"
 AGENT = "reminder-agent"
+CALLBACK_TOKEN = "cbt-secret-0123456789"
 
 
 def livekit_config(url: str, **overrides: Any) -> LiveKitConfig:
@@ -38,17 +39,22 @@ def livekit_config(url: str, **overrides: Any) -> LiveKitConfig:
 def dial_request(
     to: str, clock: FakeClock, *, contact_id: int = 1, attempt: int = 1, trunk: str = TRUNK
 ) -> DialRequest:
+    room = room_name("job_test", contact_id, attempt)
     return DialRequest(
         job_id="job_test",
         contact_id=contact_id,
         attempt_no=attempt,
-        room_name=room_name("job_test", contact_id, attempt),
+        room_name=room,
         to_number=to,
         from_number=CALLER,
         sip_trunk_id=trunk,
         agent_name=AGENT,
         contact_data={"name": "Ada", "balance": "12.50"},
         started_at=clock.now(),
+        job_name="December reminders",
+        timezone="America/New_York",
+        callback_url=f"http://127.0.0.1:8080/calls/{room}/result",
+        callback_token=CALLBACK_TOKEN,
     )
 
 
@@ -69,6 +75,12 @@ async def answered(provider: LiveKitProvider, request: DialRequest) -> None:
             and call.answered_at is not None
         )
     )
+
+
+async def on_clock(clock: FakeClock, timers: int = 1) -> None:
+    """Until at least `timers` sleepers wait on the clock (e.g. the provider's wait for the agent
+    between two looks at the room, plus the fake agent's join), so advancing it cannot race."""
+    await until(lambda: clock.timers >= timers)
 
 
 async def parked(clock: FakeClock) -> None:

@@ -22,6 +22,8 @@ from tests.integration.providers.conftest import StartLiveKit, answered, dial_re
 
 ANSWERS = "+12025550111"
 TALK_SECONDS = 30
+NO_AGENT = "+12025550119"  # the dispatched agent never joins the room
+AGENT_JOIN_TIMEOUT = 10
 # number, SIP code the callee's carrier answers, status it must end in
 FAILURES = [
     ("+12025550112", 486, ContactStatus.BUSY),
@@ -80,6 +82,21 @@ class ProviderContract:
         assert not (result.not_placed or result.job_fatal)
         assert harness.dials() == 1
 
+    async def test_agent_that_never_joins_means_no_call(self, harness: Harness) -> None:
+        """An agent that does not join the room in time: nobody is dialed, and the result gives
+        the attempt back as `agent_not_joined` (not a provider outage, not the job's fault)."""
+        request = dial_request(NO_AGENT, harness.clock)
+        call = asyncio.create_task(harness.provider.dial(request))
+        await until(lambda: harness.clock.timers >= 1)
+        await harness.clock.advance(AGENT_JOIN_TIMEOUT)
+        result = await asyncio.wait_for(call, 10)
+        assert result.status is ContactStatus.FAILED
+        assert result.agent_not_joined
+        assert result.reason == "Agent 'reminder-agent' did not join within 10 s"
+        assert result.room_name == request.room_name
+        assert not (result.not_placed or result.job_fatal or result.retryable)
+        assert harness.dials() == 0
+
     async def test_resume_of_a_call_that_is_gone_never_dials(self, harness: Harness) -> None:
         """Resuming an attempt whose call is not live records it as interrupted and never dials."""
         request = dial_request(ANSWERS, harness.clock)
@@ -99,6 +116,7 @@ class TestSimulatedProvider(ProviderContract):
             SimulatedRule(prefix=number, outcome=status.value, sip_code=code, seconds=0)
             for number, code, status in FAILURES
         ]
+        rules.append(SimulatedRule(prefix=NO_AGENT, agent_joins=False, seconds=AGENT_JOIN_TIMEOUT))
         provider = SimulatedProvider(
             SimulatedConfig(ring_seconds=0, call_seconds=0, rules=rules), clock
         )
@@ -117,7 +135,8 @@ class TestLiveKitProvider(ProviderContract):
         fake.numbers[ANSWERS] = Callee.answers(talk_seconds=TALK_SECONDS)
         for number, code, _ in FAILURES:
             fake.numbers[number] = Callee.fails(code)
-        provider = await start_livekit()
+        fake.agent_join_for[NO_AGENT] = None
+        provider = await start_livekit(agent_join_timeout_seconds=AGENT_JOIN_TIMEOUT)
 
         async def talking(request: DialRequest) -> None:
             await answered(provider, request)

@@ -8,19 +8,22 @@ import json
 import socket
 
 import pytest
+from structlog.testing import capture_logs
 
 from dialer.clock import FakeClock
 from dialer.providers.base import SIP_STATUS_TABLE, DialRequest, WebhookRejected
-from dialer.providers.livekit import LiveKitProvider, phone_identity
+from dialer.providers.livekit import AGENT_POLL_SECONDS, LiveKitProvider, phone_identity
 from dialer.states import ContactStatus
 from tests.fake_livekit import API_KEY, TRUNK, Callee, FakeLiveKit
 from tests.integration.providers.conftest import (
     AGENT,
+    CALLBACK_TOKEN,
     CALLER,
     StartLiveKit,
     answered,
     dial_request,
     livekit_config,
+    on_clock,
     parked,
     until,
 )
@@ -43,7 +46,8 @@ def assert_cleaned_up(fake: FakeLiveKit, provider: LiveKitProvider, request: Dia
 async def test_dial_dispatches_agent_and_dials_as_configured(
     fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
 ) -> None:
-    """The agent is dispatched with the contact's data; the dial carries the configured limits."""
+    """The agent is dispatched with the call's context and, once it is in the room, the callee is
+    dialed with the configured limits."""
     fake.numbers[NUMBER] = Callee.answers(talk_seconds=5)
     provider = await start_livekit(ringing_timeout_seconds=25, max_call_seconds=600)
     request = dial_request(NUMBER, clock, contact_id=7, attempt=2)
@@ -56,9 +60,18 @@ async def test_dial_dispatches_agent_and_dials_as_configured(
     assert result.status is ContactStatus.COMPLETED and result.duration == 5
     assert "job_test" in request.room_name and "_c7_a2_" in request.room_name
     assert dispatch.agent_name == AGENT
-    metadata = json.loads(dispatch.metadata)
-    assert metadata["jobId"] == "job_test" and metadata["contactId"] == "contact_7"
-    assert metadata["contactData"] == {"name": "Ada", "balance": "12.50"}
+    assert json.loads(dispatch.metadata) == {
+        "jobId": "job_test",
+        "jobName": "December reminders",
+        "contactId": "contact_7",
+        "attempt": 2,
+        "phoneNumber": NUMBER,
+        "callerNumber": CALLER,
+        "contactData": {"name": "Ada", "balance": "12.50"},
+        "timezone": "America/New_York",
+        "callbackUrl": request.callback_url,
+        "callbackToken": CALLBACK_TOKEN,
+    }
     [dial] = fake.dials
     assert dial.wait_until_answered
     assert (dial.sip_trunk_id, dial.sip_call_to, dial.sip_number) == (TRUNK, NUMBER, CALLER)
@@ -68,11 +81,104 @@ async def test_dial_dispatches_agent_and_dials_as_configured(
     assert dial.max_call_duration.seconds == 600
     assert fake.calls == [
         "AgentDispatchService/CreateDispatch",
+        "RoomService/ListParticipants",  # the agent is there: dial
         "SIP/CreateSIPParticipant",
         "RoomService/DeleteRoom",
     ]
-    assert len(set(fake.request_ids)) == 3
+    assert len(set(fake.request_ids)) == 4
     assert_cleaned_up(fake, provider, request)
+
+
+async def test_callee_is_dialed_only_once_the_agent_is_in_the_room(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
+) -> None:
+    """Without webhooks, the room is looked at every 0.5 s after the dispatch and the callee is
+    dialed at the first look that finds the agent (joined at 2.25 s), never before."""
+    fake.numbers[NUMBER] = Callee.answers(talk_seconds=5)
+    fake.agent_join_seconds = 2.25
+    fake.webhooks_enabled = False
+    provider = await start_livekit()
+    request = dial_request(NUMBER, clock)
+    start = clock.now()
+    call = asyncio.create_task(provider.dial(request))
+    for _ in range(5):  # the looks at 0, 0.5, ... 2 s find no agent
+        await on_clock(clock, timers=2)  # the provider's next look, the agent's join
+        assert fake.dials == []
+        await clock.advance(AGENT_POLL_SECONDS)
+    await answered(provider, request)
+    fake.webhooks_enabled = True  # the hang-up is told
+    await clock.advance(5)
+    result = await asyncio.wait_for(call, 10)
+
+    assert result.status is ContactStatus.COMPLETED and result.duration == 5
+    assert fake.joined_at(request.room_name) == start + 2.25
+    assert fake.requested_at("SIP/CreateSIPParticipant", request.room_name) == [start + 2.5]
+    assert fake.requested_at("RoomService/ListParticipants", request.room_name) == [
+        start + 0.5 * i for i in range(6)
+    ]
+
+
+async def test_agent_join_webhook_ends_the_wait_at_once(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
+) -> None:
+    """The signed `participant_joined` webhook of the agent wakes the wait: the callee is dialed
+    the moment the agent joins, not at the next look at the room."""
+    fake.numbers[NUMBER] = Callee.answers(talk_seconds=5)
+    fake.agent_join_seconds = 2.25
+    provider = await start_livekit()
+    request = dial_request(NUMBER, clock)
+    start = clock.now()
+    call = asyncio.create_task(provider.dial(request))
+    for _ in range(4):
+        await on_clock(clock, timers=2)
+        await clock.advance(AGENT_POLL_SECONDS)
+    await on_clock(clock, timers=2)
+    await clock.advance(0.25)  # the agent joins; the next look would be at 2.5 s
+    await until(lambda: bool(fake.dials))
+    assert clock.now() == start + 2.25
+    assert fake.requested_at("SIP/CreateSIPParticipant", request.room_name) == [start + 2.25]
+    assert fake.calls.count("RoomService/ListParticipants") == 5  # none of them found it
+    assert any(e.event == "participant_joined" for e in fake.sent)
+    await answered(provider, request)
+    await clock.advance(5)
+    result = await asyncio.wait_for(call, 10)
+    assert result.status is ContactStatus.COMPLETED and result.duration == 5
+
+
+@pytest.mark.parametrize("join_after", [None, 15.0], ids=["never", "late"])
+async def test_agent_that_does_not_join_in_time_means_no_dial(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock, join_after: float | None
+) -> None:
+    """An agent that never joins, or joins after agent_join_timeout_seconds: nobody is dialed,
+    the dispatch and the room are removed, `agent_not_joined` is logged (without the callback
+    token) and the result gives the attempt back."""
+    fake.numbers[NUMBER] = Callee.answers()
+    fake.agent_join_seconds = join_after
+    provider = await start_livekit(agent_join_timeout_seconds=10)
+    request = dial_request(NUMBER, clock)
+    start = clock.now()
+    with capture_logs() as logs:
+        call = asyncio.create_task(provider.dial(request))
+        await on_clock(clock, timers=1 if join_after is None else 2)
+        await clock.advance(10)
+        result = await asyncio.wait_for(call, 10)
+
+    assert result.status is ContactStatus.FAILED
+    assert result.agent_not_joined
+    assert not (result.not_placed or result.job_fatal or result.retryable)
+    assert result.reason == "Agent 'reminder-agent' did not join within 10 s"
+    assert result.ended_at == start + 10 and result.room_name == request.room_name
+    assert fake.dials == [] and "SIP/CreateSIPParticipant" not in fake.calls
+    assert len(fake.deleted_dispatches) == 1
+    assert fake.calls[-2:] == ["AgentDispatchService/DeleteDispatch", "RoomService/DeleteRoom"]
+    assert request.room_name in fake.deleted
+    assert_cleaned_up(fake, provider, request)
+    [logged] = [e for e in logs if e["event"] == "agent_not_joined"]
+    assert (logged["agent"], logged["timeout_seconds"]) == (AGENT, 10)
+    assert CALLBACK_TOKEN not in repr(logs)
+
+    await clock.advance(10)  # a late agent finds neither its dispatch nor the room
+    assert fake.rooms == {} and fake.joined_at(request.room_name) is None
 
 
 async def test_hang_up_is_learned_from_the_webhook(
@@ -89,7 +195,7 @@ async def test_hang_up_is_learned_from_the_webhook(
     result = await asyncio.wait_for(call, 10)
     assert result.status is ContactStatus.COMPLETED
     assert result.duration == 42
-    assert "RoomService/ListParticipants" not in fake.calls
+    assert fake.calls.count("RoomService/ListParticipants") == 1  # only the look for the agent
     assert_cleaned_up(fake, provider, request)
 
 
@@ -245,7 +351,7 @@ async def test_lost_webhook_is_covered_by_polling(
     result = await asyncio.wait_for(call, 10)
     assert result.status is ContactStatus.COMPLETED
     assert result.duration == 30
-    assert fake.calls.count("RoomService/ListParticipants") == 2
+    assert fake.calls.count("RoomService/ListParticipants") == 1 + 2  # the agent, then 2 polls
     assert_cleaned_up(fake, provider, request)
 
 

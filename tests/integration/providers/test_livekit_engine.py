@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 from livekit import api
+from structlog.testing import capture_logs
 
 from dialer import config as configmod
+from dialer import service
 from dialer.clock import FakeClock
 from dialer.providers.base import DialRequest
-from dialer.providers.livekit import LiveKitProvider
+from dialer.providers.livekit import AGENT_POLL_SECONDS, LiveKitProvider
+from dialer.scheduler import NOT_PLACED_BACKOFF_SECONDS
 from tests.conftest import NUMBER, ORG, Running, StartApp, make_config, wait_until
 from tests.fake_livekit import API_KEY, API_SECRET, TRUNK, Callee, FakeLiveKit
 from tests.integration.providers.conftest import answered, parked, until
@@ -267,3 +270,89 @@ async def test_restart_with_the_room_gone_records_interrupted_and_retries_per_po
     assert len(fake.dials) == 1  # not re-dialed on the spot
     await clock.advance(300)  # the retry delay of the default policy
     await until(lambda: len(fake.dials) == 2)
+
+
+async def _agent_awaited(clock: FakeClock) -> None:
+    """Until the provider waits on the clock for the agent (its next look at the room is due
+    within AGENT_POLL_SECONDS), so that advancing the clock cannot race its request."""
+    await until(
+        lambda: (
+            (due := clock.next_deadline) is not None
+            and clock.now() < due <= clock.now() + AGENT_POLL_SECONDS
+        )
+    )
+
+
+async def test_agent_that_never_joins_gives_attempts_back_and_pauses_the_job(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """An agent that never joins: no call, its dispatch and room removed, the attempt given back
+    (attemptCount unchanged, no attempt row, retried 10 s later); the third time in a row the job
+    pauses saying why. Resumed, it counts afresh, and dials once the agent joins."""
+    phone = "+12025550181"
+    fake.numbers[phone] = Callee.answers(talk_seconds=5)
+    fake.agent_join_seconds = None
+    config = livekit_app_config(
+        tmp_path, fake.url, agent_join_timeout_seconds=10, agent_join_failure_limit=3
+    )
+    running = await start_on_fake(start_app, fake, clock, config)
+
+    async def contact() -> dict[str, Any]:
+        return dict((await running.detail(job_id))["contacts"][0])
+
+    async def not_joined(times: int) -> dict[str, Any]:
+        """Let the `times`-th attempt's wait for the agent run out; the contact as recorded."""
+        await until(lambda: len(fake.dispatches) == times)
+        await _agent_awaited(clock)
+        await clock.advance(10)
+        ended_at = clock.now()
+        await until(lambda: len(fake.deleted) == times)
+        found: dict[str, Any] = {}
+
+        async def recorded() -> bool:
+            nonlocal found
+            found = await contact()
+            return bool(found["status"] == "queued")
+
+        await wait_until(recorded)
+        assert found["nextRetryAt"] == service.iso(ended_at + NOT_PLACED_BACKOFF_SECONDS)
+        return found
+
+    with capture_logs() as logs:
+        created = await running.create_json([{"phone": phone}], concurrentCallLimit=1)
+        job_id = created["batchJobId"]
+        for times in (1, 2):
+            found = await not_joined(times)
+            assert found["attemptCount"] == 0
+            assert (await running.detail(job_id))["status"] == "running"
+            await clock.advance(NOT_PLACED_BACKOFF_SECONDS)  # the retry is due
+        await not_joined(3)
+        body = await running.wait_status(job_id, "paused")
+
+    assert body["pauseReason"] == "Agent 'agent-a' did not join within 10 s, 3 times in a row"
+    [paused_contact] = body["contacts"]
+    assert (paused_contact["status"], paused_contact["attemptCount"]) == ("queued", 0)
+    contact_id = int(paused_contact["id"].removeprefix("contact_"))
+    assert await running.store.list_attempts(contact_id) == []
+    assert fake.dials == [] and "SIP/CreateSIPParticipant" not in fake.calls
+    assert len(fake.deleted_dispatches) == 3 and len(fake.deleted) == 3
+    assert len([e for e in logs if e["event"] == "agent_not_joined"]) == 3
+    assert running.engine.provider_outage is None  # LiveKit answered: no outage
+    metadata = json.loads(fake.dispatches[0].metadata)
+    assert metadata["contactId"] == paused_contact["id"]  # the id the API shows
+    assert metadata["jobId"] == job_id and metadata["attempt"] == 1
+    assert metadata["callerNumber"] == "+12025550100" and metadata["phoneNumber"] == phone
+
+    resp = await running.client.post(f"/batch/jobs/{job_id}/resume", headers=running.headers())
+    assert resp.status == 200
+    await clock.advance(NOT_PLACED_BACKOFF_SECONDS)  # the contact's retry is due
+    await not_joined(4)
+    assert (await running.detail(job_id))["status"] == "running"  # a fresh count: 1 of 3
+    fake.agent_join_seconds = 0.0  # the agent worker is back
+    await clock.advance(NOT_PLACED_BACKOFF_SECONDS)
+    await until(lambda: len(fake.dials) == 1)
+    await answered(provider_of(running), _request_for(running, phone))
+    await clock.advance(5)
+    body = await running.wait_status(job_id, "completed")
+    done = body["contacts"][0]
+    assert (done["status"], done["attemptCount"], done["callDuration"]) == ("completed", 1, 5)
