@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import structlog
 
 from dialer import config as configmod
-from dialer import dnc, instance, intake, keys, logs
+from dialer import dnc, instance, intake, keys, logs, results
 from dialer.clock import SystemClock
 from dialer.service import ServiceError
 from storage.db import StorageError
@@ -142,6 +142,7 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
     from aiohttp import web
 
     from api import connections, health
+    from api import keys as appkeys
     from api.app import create_app
 
     path = config.storage.path
@@ -177,6 +178,9 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
     limits: connections.ConnectionGuard | None = None
     try:
         await runner.setup()
+        if config.server.public_url is None:  # agents call back where it really listens
+            engine = app[appkeys.ENGINE]
+            engine.public_url = results.default_public_url(host, sock.getsockname()[1])
         limits = connections.guard(runner, config.server)
         site = web.SockSite(runner, sock)
         await site.start()

@@ -135,5 +135,12 @@ def token_matches(secret: bytes, room_name: str, presented: str) -> bool:
     return hmac.compare_digest(callback_token(secret, room_name), presented)
 
 
+def default_public_url(host: str, port: int) -> str:
+    """`[server] public_url` when it is not set: the listening address (a wildcard host read as
+    127.0.0.1, the agents then being on the same machine)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
 def callback_url(public_url: str, room_name: str) -> str:
     return f"{public_url.rstrip('/')}/calls/{room_name}/result"

@@ -195,8 +195,8 @@ class Engine:
         store.result_rules = results.ResultRules(self.rules)
         # Where agents post their results, and the secret of their per-attempt tokens (read
         # from the database when the loop starts). `serve` sets the URL once it listens.
-        self.public_url = config.server.public_url or (
-            f"http://{config.server.host}:{config.server.port}"
+        self.public_url = config.server.public_url or results.default_public_url(
+            config.server.host, config.server.port
         )
         self._callback_secret = b""
         self._wake = asyncio.Event()

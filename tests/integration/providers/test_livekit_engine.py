@@ -356,3 +356,49 @@ async def test_agent_that_never_joins_gives_attempts_back_and_pauses_the_job(
     body = await running.wait_status(job_id, "completed")
     done = body["contacts"][0]
     assert (done["status"], done["attemptCount"], done["callDuration"]) == ("completed", 1, 5)
+
+
+async def test_agent_reads_its_metadata_and_reports_through_the_callback_url(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The agent's side of the loop on LiveKit: the dispatch metadata names the API's contact id
+    and a callbackUrl on this service; a voicemail posted there with the token while the call is
+    live queues the contact for a retry once the call ends."""
+    fake.numbers["+12025550141"] = Callee.answers(talk_seconds=20)
+    config = livekit_app_config(tmp_path, fake.url)
+    running = await start_on_fake(start_app, fake, clock, config)
+    running.engine.public_url = str(running.client.make_url("/")).rstrip("/")
+    created = await running.create_json(
+        [{"phone": "+12025550141", "name": "Ada"}], maxAttempts=2, name="Reminders"
+    )
+    job_id = created["batchJobId"]
+    await until(lambda: len(fake.dials) == 1)
+    await answered(provider_of(running), _request_for(running, "+12025550141"))
+    meta = json.loads(fake.dispatches[0].metadata)
+    detail = await running.detail(job_id)
+    assert (meta["contactId"], meta["jobName"], meta["callerNumber"]) == (
+        detail["contacts"][0]["id"],
+        "Reminders",
+        "+12025550100",
+    )
+    path = meta["callbackUrl"].removeprefix(running.engine.public_url)
+    assert path == f"/calls/{detail['contacts'][0]['roomName']}/result"
+    resp = await running.client.post(
+        path,
+        json={"disposition": "voicemail", "summary": "machine"},
+        headers={"Authorization": f"Bearer {meta['callbackToken']}"},
+    )
+    assert resp.status == 200, await resp.text()
+    await clock.advance(20)  # the callee hangs up
+
+    async def retry_queued() -> bool:
+        contact = (await running.detail(job_id))["contacts"][0]
+        return contact["status"] == "queued"
+
+    await wait_until(retry_queued)
+    contact = (await running.detail(job_id))["contacts"][0]
+    assert (contact["disposition"], contact["summary"], contact["attemptCount"]) == (
+        "voicemail",
+        "machine",
+        1,
+    )
