@@ -47,6 +47,7 @@ async def foreground_middleware(request: web.Request, handler: Handler) -> web.S
     engine = request.app.get(appkeys.ENGINE)
     if engine is None or request.path.endswith("/events"):  # streams stay open: not counted
         return await handler(request)
+    await engine.foreground.let_engine_first()
     engine.foreground.enter()
     try:
         return await handler(request)

@@ -42,6 +42,9 @@ log = structlog.get_logger("dialer.scheduler")
 # bigger cycles make fewer transactions.
 CYCLE_MAX = 1000
 CYCLE_MAX_SERVING = 100
+# A cycle for at most this many ended calls runs at once even while requests are being served
+# (see Foreground).
+SMALL_CYCLE = 64
 # The smallest share of free slots a job is offered in a cycle (see _plan).
 MIN_SHARE = 32
 
@@ -71,14 +74,20 @@ class Outage:
 
 
 class Foreground:
-    """The API requests being served, which the engine lets go first when they are many.
+    """Who goes first on the event loop: the API requests being served, or the engine.
 
-    The engine defers each cycle by `defer_seconds` and keeps it small while requests are
-    contending for the event loop: one is in flight, or at least `busy_requests` ended within
-    the last `window_seconds` (a stream of requests: most handlers never wait, so "in flight"
-    alone is rarely seen). A dashboard polling a few times a second, or two pollers at 20/s
-    each, stay under that rate and cost the engine nothing; only real contention slows it.
-    Wall-clock pacing of the event loop, not job time (so not the injectable clock).
+    Big engine work yields to requests: the engine defers a cycle for more than `SMALL_CYCLE`
+    ended calls by `defer_seconds` and keeps it small while requests are contending for the
+    event loop: one is in flight, or at least `busy_requests` ended within the last
+    `window_seconds` (a stream of requests: most handlers never wait, so "in flight" alone is
+    rarely seen). A dashboard polling a few times a second, or two pollers at 20/s each, stay
+    under that rate and cost the engine nothing; only real contention slows it.
+
+    Small engine work goes first: refilling the slots of a few ended calls costs the loop a few
+    milliseconds, while every millisecond a slot waits is lost on every round of a paced job. So
+    the engine runs such a cycle at once, and a request that arrives meanwhile waits for it (at
+    most `engine_wait_seconds`) before it starts. Wall-clock pacing of the event loop, not job
+    time (so not the injectable clock).
     """
 
     def __init__(
@@ -88,6 +97,7 @@ class Foreground:
         busy_requests: int = 4,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        engine_wait_seconds: float = 0.01,
     ) -> None:
         self.defer_seconds = defer_seconds
         self.window_seconds = window_seconds
@@ -95,6 +105,11 @@ class Foreground:
         self._ended: deque[float] = deque(maxlen=busy_requests)
         self._monotonic = monotonic
         self._sleep = sleep
+        # Set while the engine owes nothing; cleared while it has a few ended calls whose slots
+        # to refill, which new requests then let go first (for at most `engine_wait_seconds`).
+        self._engine_done = asyncio.Event()
+        self._engine_done.set()
+        self.engine_wait_seconds = engine_wait_seconds
 
     def enter(self) -> None:
         self.active += 1
@@ -110,9 +125,27 @@ class Foreground:
         ended = self._ended
         return len(ended) == ended.maxlen and self._monotonic() - ended[0] < self.window_seconds
 
-    async def yield_to_requests(self) -> None:
-        """Let the requests being served run first for a moment."""
-        if self.serving:
+    def engine_owes(self) -> None:
+        """A few calls ended: their slots are to be refilled before new requests start."""
+        self._engine_done.clear()
+
+    def engine_paid(self) -> None:
+        self._engine_done.set()
+
+    async def let_engine_first(self) -> None:
+        """A request arriving while the engine refills a few slots waits for it, briefly: a
+        refill costs a few milliseconds, and a call whose slot waits for a stream of requests
+        loses that time on every round."""
+        done = self._engine_done
+        if not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.engine_wait_seconds)
+
+    async def yield_to_requests(self, work: int = SMALL_CYCLE + 1) -> None:
+        """Let the requests being served run first for a moment, unless the cycle about to run
+        is small: refilling the slots of `work` ended calls costs the loop a few milliseconds,
+        less than the calls would lose waiting for the requests."""
+        if work > SMALL_CYCLE and self.serving:
             await self._sleep(self.defer_seconds)
 
 
@@ -333,8 +366,12 @@ class Engine:
         now = self.clock.now()
         if self._jobs_dirty or (self._next_scheduled is not None and self._next_scheduled <= now):
             await self._activate(now)
-        await self.foreground.yield_to_requests()
-        next_due = await self._cycle(self.clock.now())
+        await self.foreground.yield_to_requests(len(self._done))
+        try:
+            next_due = await self._cycle(self.clock.now())
+        finally:
+            if not self._done:
+                self.foreground.engine_paid()
         if self.storage_outage is not None or self.store.last_write_error is not None:
             if not self.wrote:
                 # Nothing was written this pass: a write of its own tells that storage is back.
@@ -738,6 +775,10 @@ class Engine:
             )
         call.ended_perf = time.perf_counter()
         self._done.append((call, result))
+        if len(self._done) <= SMALL_CYCLE:
+            self.foreground.engine_owes()
+        else:  # a big cycle: the requests go first after all (see Foreground)
+            self.foreground.engine_paid()
         self._wake.set()
 
     # ------------------------------------------------------------ outcomes

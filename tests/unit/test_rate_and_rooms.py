@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
-from dialer.scheduler import Foreground, TokenBucket, room_name
+from dialer.scheduler import SMALL_CYCLE, Foreground, TokenBucket, room_name
 from tests.unit.conftest import T0
 
 
@@ -139,3 +140,31 @@ async def test_foreground_light_polling_costs_the_engine_nothing() -> None:
         fg.leave()
         await fg.yield_to_requests()
     assert sleeps.asked == []
+
+
+async def test_foreground_small_engine_work_is_not_deferred() -> None:
+    """Under a stream of requests the engine defers big cycles only: a few ended calls' slots
+    are refilled at once."""
+    sleeps = Sleeps()
+    fg = Foreground(monotonic=lambda: 0.0, sleep=sleeps)
+    fg.enter()
+    assert fg.serving
+    await fg.yield_to_requests(SMALL_CYCLE)
+    assert sleeps.asked == []
+    await fg.yield_to_requests(SMALL_CYCLE + 1)
+    assert sleeps.asked == [fg.defer_seconds]
+
+
+async def test_requests_let_a_small_engine_refill_go_first_briefly() -> None:
+    """A request waits while the engine owes a refill: until it is paid, at most the bound."""
+    fg = Foreground(engine_wait_seconds=5.0)
+    await asyncio.wait_for(fg.let_engine_first(), 1.0)  # nothing owed: no wait
+    fg.engine_owes()
+    waiting = asyncio.create_task(fg.let_engine_first())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    fg.engine_paid()
+    await asyncio.wait_for(waiting, 1.0)
+    bounded = Foreground(engine_wait_seconds=0.0)
+    bounded.engine_owes()
+    await asyncio.wait_for(bounded.let_engine_first(), 1.0)  # never longer than the bound
