@@ -36,6 +36,10 @@ csv.field_size_limit(MAX_CSV_BYTES + 1)
 # ASCII digits only and a full match: `\d` would accept other scripts' digits and `$` a trailing
 # newline, and either would reach the carrier as the number to dial.
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# A North American number in E.164 whose national number has no leading zero: `phonenumbers`
+# would parse it to exactly (country code 1, the ten digits), so it is built directly (parsing
+# is a third of the cost of checking a large upload).
+_NANP_E164 = re.compile(r"\+1[1-9][0-9]{9}")
 # What a formatted number may hold when a default country is given: ASCII digits, a leading +,
 # spaces (also no-break), dashes, dots, slashes and parentheses; no letters, no extension.
 _FORMATTED = re.compile(r"\+?[0-9 \u00a0().\-/]{2,40}")
@@ -96,10 +100,13 @@ def e164_problem(value: str) -> str | None:
     """Why `value` is not a valid E.164 number, or None if it is."""
     if not _E164.fullmatch(value):
         return "not in E.164 format (+ then 2 to 15 digits, no spaces or punctuation)"
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException:
-        return "not a phone number"
+    if _NANP_E164.fullmatch(value):
+        parsed = phonenumbers.PhoneNumber(country_code=1, national_number=int(value[2:]))
+    else:
+        try:
+            parsed = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException:
+            return "not a phone number"
     if not phonenumbers.is_valid_number(parsed):
         return "not a valid number for its country code"
     return None

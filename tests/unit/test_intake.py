@@ -503,3 +503,22 @@ def test_json_limit_counts_distinct_contacts_and_rows_stop_at_20000() -> None:
     assert len(intake.parse_json_contacts(items).contacts) == intake.MAX_CONTACTS
     many: list[Any] = [{"phone": VALID}] * (intake.MAX_ROWS + 1)
     assert json_error(many).code == "too_many_contacts"
+
+
+def test_north_american_fast_path_agrees_with_phonenumbers() -> None:
+    """+1 numbers skip phonenumbers.parse: the verdict is the library's own for every one."""
+    import random
+
+    import phonenumbers
+
+    def reference(value: str) -> bool:
+        try:
+            return phonenumbers.is_valid_number(phonenumbers.parse(value, None))
+        except phonenumbers.NumberParseException:
+            return False
+
+    rnd = random.Random(7)
+    samples = ["+1" + "".join(rnd.choice("0123456789") for _ in range(10)) for _ in range(20_000)]
+    samples += ["+12025550101", "+10235925634", "+11234567890", "+18005550100", "+16045550100"]
+    for value in samples:
+        assert (intake.e164_problem(value) is None) == reference(value), value
