@@ -1,13 +1,15 @@
 """Outbound webhooks: the event types, endpoint URL checks, signing, the retry schedule, and the
 sender task that delivers the outbox.
 
-Events are written by triggers (migration 0009) in the same transaction as the change each one
-reports, as one event row and a delivery row per endpoint that takes its type. The sender reads
-due deliveries, posts them signed with the Standard Webhooks scheme (the `standardwebhooks`
-library), and writes what came of each send. It runs beside the engine with its own HTTP
-session and its own tasks: a slow endpoint holds only its own slots, never the engine or the
-other endpoints. Delivery is at least once (a crash between a send and its record sends again,
-with the same webhook-id, so receivers drop the duplicate).
+Events are written by triggers (migrations 0009, 0010) in the same transaction as the change
+each one reports, as one small row per change; the deliveries of an event to the endpoints that
+take its type are pending from then on. The sender takes the deliveries it is about to send (an
+event gets its sequence and a delivery its row only then, outside the engine's transactions),
+posts them signed with the Standard Webhooks scheme (the `standardwebhooks` library), and
+writes what came of each send. It runs beside the engine with its own HTTP session, its own
+tasks and reads off the event loop: a slow endpoint holds only its own slots and costs nothing
+more, never the engine or the other endpoints. Delivery is at least once (a crash between a send
+and its record sends again, with the same webhook-id, so receivers drop the duplicate).
 """
 
 from __future__ import annotations
@@ -306,7 +308,7 @@ class WebhookSender:
         for delivery_id, (endpoint_id, _) in self._in_flight.items():
             busy.setdefault(endpoint_id, []).append(delivery_id)
         free = {e: max(0, slots - len(busy.get(e, ()))) for e in self._endpoints}
-        due, earliest = await self.store.due_webhook_deliveries(free, busy, now)
+        due, earliest = await self.store.take_webhook_deliveries(free, busy, now)
         for delivery in due:
             if delivery.id not in self._in_flight:  # finished meanwhile: recorded, not resent
                 self._start(delivery)
