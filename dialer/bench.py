@@ -547,6 +547,7 @@ async def _webhooks_run(
                 new_endpoint_id(), ORG, url, None, None, new_secret(), time.time()
             )
             await h.store.insert_webhook_endpoint(endpoint)
+            sender.endpoints_changed()
         started = time.perf_counter()
         job_id = await h.create(n, limit=limit)
         await h.wait_done([job_id])

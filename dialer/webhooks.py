@@ -62,6 +62,9 @@ DELIVERY_STATUSES = ("pending", "delivered", "failed")
 # pending it waits on no timer at all: every change that writes an event is followed by the
 # engine's progress event, which wakes it.)
 MAX_STORAGE_BACKOFF_SECONDS = 30.0
+# The sender reads the endpoints again when told they changed (endpoints_changed), and at least
+# this often: not on every round (a round follows each of the engine's cycles).
+ENDPOINTS_REFRESH_SECONDS = 5.0
 MAX_ERROR_CHARS = 300
 USER_AGENT = "batch-dialer-webhooks/1"
 
@@ -215,13 +218,20 @@ class WebhookSender:
         self._in_flight: dict[int, tuple[str, asyncio.Task[None]]] = {}
         self._results: list[DeliveryAttempt] = []
         self._endpoints: dict[str, tuple[str, str]] = {}
+        self._endpoints_changes = 0  # endpoints_changed() calls
+        self._endpoints_read: tuple[int, float] | None = None  # (changes seen, clock time)
         self._session: aiohttp.ClientSession | None = None
         self.storage_error: str | None = None
         # The clock time the loop waits until for its next round (None: working), for tests.
         self.parked_until: float | None = None
 
     def wake(self) -> None:
-        """Look for due deliveries now (an endpoint or a replay was added)."""
+        """Look for due deliveries now (a replay was asked for)."""
+        self._wake.set()
+
+    def endpoints_changed(self) -> None:
+        """An endpoint was added or removed: read them again, and look for deliveries now."""
+        self._endpoints_changes += 1
         self._wake.set()
 
     def stop(self) -> None:
@@ -302,7 +312,10 @@ class WebhookSender:
         """Start a send for each due delivery with a free slot; return the seconds until the
         next delivery is due (None: nothing pending)."""
         now = self.clock.now()
-        self._endpoints = await self.store.webhook_sender_endpoints()
+        changes, last = self._endpoints_changes, self._endpoints_read
+        if last is None or last[0] != changes or not 0 <= now - last[1] < ENDPOINTS_REFRESH_SECONDS:
+            self._endpoints = await self.store.webhook_sender_endpoints()
+            self._endpoints_read = (changes, now)
         slots = self.config.max_in_flight_per_endpoint
         busy: dict[str, list[int]] = {}
         for delivery_id, (endpoint_id, _) in self._in_flight.items():
