@@ -249,7 +249,7 @@ END;
 -- and contact.finished when the contact is now final. One row from the contact's new fields,
 -- not a read of it.
 CREATE TRIGGER webhook_attempt_finished AFTER UPDATE OF status ON contacts
-WHEN OLD.status = 'dialing' AND NEW.attempt_count = OLD.attempt_count
+WHEN OLD.status = 'dialing' AND NEW.status <> 'dialing' AND NEW.attempt_count = OLD.attempt_count
   AND EXISTS (SELECT 1 FROM webhook_endpoints)
 BEGIN
     INSERT INTO webhook_changes (organization_id, kind, created_at, token, contact_id,
