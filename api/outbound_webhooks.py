@@ -105,6 +105,7 @@ async def create_endpoint(request: web.Request) -> web.Response:
         created_at=request.app[appkeys.CLOCK].now(),
     )
     await store.insert_webhook_endpoint(endpoint)
+    request.app[appkeys.WEBHOOK_SENDER].endpoints_changed()
     return web.json_response({**endpoint_json(endpoint), "secret": endpoint.secret}, status=201)
 
 
@@ -120,6 +121,7 @@ async def delete_endpoint(request: web.Request) -> web.Response:
     store = request.app[appkeys.STORE]
     if not await store.delete_webhook_endpoint(organization(request), endpoint_id):
         raise ApiError(404, "webhook_endpoint_not_found", "Webhook endpoint not found")
+    request.app[appkeys.WEBHOOK_SENDER].endpoints_changed()
     return web.json_response({"id": endpoint_id, "deleted": True})
 
 

@@ -7,7 +7,8 @@ Every figure is measured in the run. Scenarios (see README, Performance):
   ingest  POST /batch/create with a 10,000-row CSV, 5 times
   scale   100 jobs x 10,000 contacts running at once: throughput and peak RSS
   webhooks  a 10,000-contact job without a webhook endpoint, then with one that never answers
-            (instant calls; then 0.1 s calls at concurrentCallLimit 50)
+            (every request times out): instant calls (median of 5 pairs), then 0.1 s calls at
+            concurrentCallLimit 50
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Sizes:
     heavy_jobs: int = 10
     webhooks_contacts: int = 10_000
     webhooks_call_seconds: float = 0.1
+    webhooks_runs: int = 5
 
 
 QUICK = Sizes(
@@ -80,6 +82,7 @@ QUICK = Sizes(
     heavy_jobs=2,
     webhooks_contacts=500,
     webhooks_call_seconds=0.02,
+    webhooks_runs=1,
 )
 
 
@@ -482,13 +485,16 @@ async def scenario_scale(tmp: Path, sizes: Sizes) -> dict[str, Any]:
 
 async def scenario_webhooks(tmp: Path, sizes: Sizes) -> dict[str, Any]:
     """The same job without a webhook endpoint, then with one on 127.0.0.1 that never answers
-    (every delivery times out), `engine_runs` times in turn: the medians' ratio is what a dead
+    (every delivery times out), `webhooks_runs` times in turn: the medians' ratio is what a dead
     endpoint costs the engine (the outbox rows written with every outcome included)."""
     from aiohttp import web
 
     hang = asyncio.Event()
+    requests = 0
 
     async def never_answer(request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
         await hang.wait()
         return web.Response()
 
@@ -500,13 +506,13 @@ async def scenario_webhooks(tmp: Path, sizes: Sizes) -> dict[str, Any]:
     await site.start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     n = sizes.webhooks_contacts
-    result: dict[str, Any] = {"scenario": "webhooks", "contacts": n, "runs": sizes.engine_runs}
+    result: dict[str, Any] = {"scenario": "webhooks", "contacts": n, "runs": sizes.webhooks_runs}
     try:
         # Instant calls at 1,000 at a time: the job is nothing but storage work, the outbox
         # rows included. Then a job as calls make it: concurrentCallLimit 50 (the most a job
         # may have), calls of `webhooks_call_seconds`, once each way.
         shapes = (
-            ("instant", 0.0, 1000, sizes.engine_runs),
+            ("instant", 0.0, 1000, sizes.webhooks_runs),
             ("paced", sizes.webhooks_call_seconds, 50, 1),
         )
         for label, call_seconds, limit, runs in shapes:
@@ -515,6 +521,7 @@ async def scenario_webhooks(tmp: Path, sizes: Sizes) -> dict[str, Any]:
                 for with_endpoint in (False, True):
                     path = tmp / f"webhooks-{label}{run}{int(with_endpoint)}.db"
                     config = bench_config(str(path), call_seconds=call_seconds)
+                    requests = 0
                     elapsed, deliveries = await _webhooks_run(
                         config, n, limit, url if with_endpoint else None
                     )
@@ -523,11 +530,14 @@ async def scenario_webhooks(tmp: Path, sizes: Sizes) -> dict[str, Any]:
             result[f"{label}_seconds_without_endpoint"] = round(plain, 3)
             result[f"{label}_seconds_with_dead_endpoint"] = round(dead, 3)
             result[f"{label}_ratio"] = round(dead / plain, 3)
+            # Requests the dead endpoint got while the (last) job ran: 4 in flight, 4 more
+            # after each timeout.
+            result[f"{label}_requests_to_dead_endpoint"] = requests
         result["deliveries_written"] = deliveries
     finally:
         hang.set()
         await runner.cleanup()
-    result["target"] = "paced_ratio <= 1.10"
+    result["target"] = "instant_ratio and paced_ratio <= 1.10"
     return result
 
 
@@ -547,6 +557,7 @@ async def _webhooks_run(
                 new_endpoint_id(), ORG, url, None, None, new_secret(), time.time()
             )
             await h.store.insert_webhook_endpoint(endpoint)
+            sender.endpoints_changed()
         started = time.perf_counter()
         job_id = await h.create(n, limit=limit)
         await h.wait_done([job_id])

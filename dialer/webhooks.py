@@ -1,13 +1,15 @@
 """Outbound webhooks: the event types, endpoint URL checks, signing, the retry schedule, and the
 sender task that delivers the outbox.
 
-Events are written by triggers (migration 0009) in the same transaction as the change each one
-reports, as one event row and a delivery row per endpoint that takes its type. The sender reads
-due deliveries, posts them signed with the Standard Webhooks scheme (the `standardwebhooks`
-library), and writes what came of each send. It runs beside the engine with its own HTTP
-session and its own tasks: a slow endpoint holds only its own slots, never the engine or the
-other endpoints. Delivery is at least once (a crash between a send and its record sends again,
-with the same webhook-id, so receivers drop the duplicate).
+Events are written by triggers (migrations 0009, 0010) in the same transaction as the change
+each one reports, as one small row per change; the deliveries of an event to the endpoints that
+take its type are pending from then on. The sender takes the deliveries it is about to send (an
+event gets its sequence and a delivery its row only then, outside the engine's transactions),
+posts them signed with the Standard Webhooks scheme (the `standardwebhooks` library), and
+writes what came of each send. It runs beside the engine with its own HTTP session, its own
+tasks and reads off the event loop: a slow endpoint holds only its own slots and costs nothing
+more, never the engine or the other endpoints. Delivery is at least once (a crash between a send
+and its record sends again, with the same webhook-id, so receivers drop the duplicate).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ DELIVERY_STATUSES = ("pending", "delivered", "failed")
 # pending it waits on no timer at all: every change that writes an event is followed by the
 # engine's progress event, which wakes it.)
 MAX_STORAGE_BACKOFF_SECONDS = 30.0
+# The sender reads the endpoints again when told they changed (endpoints_changed), and at least
+# this often: not on every round (a round follows each of the engine's cycles).
+ENDPOINTS_REFRESH_SECONDS = 5.0
 MAX_ERROR_CHARS = 300
 USER_AGENT = "batch-dialer-webhooks/1"
 
@@ -213,13 +218,20 @@ class WebhookSender:
         self._in_flight: dict[int, tuple[str, asyncio.Task[None]]] = {}
         self._results: list[DeliveryAttempt] = []
         self._endpoints: dict[str, tuple[str, str]] = {}
+        self._endpoints_changes = 0  # endpoints_changed() calls
+        self._endpoints_read: tuple[int, float] | None = None  # (changes seen, clock time)
         self._session: aiohttp.ClientSession | None = None
         self.storage_error: str | None = None
         # The clock time the loop waits until for its next round (None: working), for tests.
         self.parked_until: float | None = None
 
     def wake(self) -> None:
-        """Look for due deliveries now (an endpoint or a replay was added)."""
+        """Look for due deliveries now (a replay was asked for)."""
+        self._wake.set()
+
+    def endpoints_changed(self) -> None:
+        """An endpoint was added or removed: read them again, and look for deliveries now."""
+        self._endpoints_changes += 1
         self._wake.set()
 
     def stop(self) -> None:
@@ -300,13 +312,16 @@ class WebhookSender:
         """Start a send for each due delivery with a free slot; return the seconds until the
         next delivery is due (None: nothing pending)."""
         now = self.clock.now()
-        self._endpoints = await self.store.webhook_sender_endpoints()
+        changes, last = self._endpoints_changes, self._endpoints_read
+        if last is None or last[0] != changes or not 0 <= now - last[1] < ENDPOINTS_REFRESH_SECONDS:
+            self._endpoints = await self.store.webhook_sender_endpoints()
+            self._endpoints_read = (changes, now)
         slots = self.config.max_in_flight_per_endpoint
         busy: dict[str, list[int]] = {}
         for delivery_id, (endpoint_id, _) in self._in_flight.items():
             busy.setdefault(endpoint_id, []).append(delivery_id)
         free = {e: max(0, slots - len(busy.get(e, ()))) for e in self._endpoints}
-        due, earliest = await self.store.due_webhook_deliveries(free, busy, now)
+        due, earliest = await self.store.take_webhook_deliveries(free, busy, now)
         for delivery in due:
             if delivery.id not in self._in_flight:  # finished meanwhile: recorded, not resent
                 self._start(delivery)

@@ -720,62 +720,148 @@ SELECT json_group_array(json_array(a.id, a.job_id, a.contact_id, a.from_number, 
 
 
 -- insert_webhook_endpoint --
-INSERT INTO webhook_endpoints (id, organization_id, url, events, description, secret, created_at)
-VALUES (:id, :org, :url, :events, :description, :secret, :now)
+-- In the first free slot of its organization; it takes the events recorded from now on.
+INSERT INTO webhook_endpoints (id, organization_id, url, events, description, secret, created_at,
+                               slot, taken_through)
+SELECT :id, :org, :url, :events, :description, :secret, :now,
+       (SELECT min(s.slot) FROM (
+            SELECT 0 AS slot
+            UNION ALL SELECT slot + 1 FROM webhook_endpoints WHERE organization_id = :org) AS s
+        WHERE s.slot NOT IN (SELECT slot FROM webhook_endpoints WHERE organization_id = :org)),
+       coalesce((SELECT max(id) FROM webhook_changes), 0) * 2 + 1
 
 -- list_webhook_endpoints --
-SELECT * FROM webhook_endpoints WHERE organization_id = ? ORDER BY created_at, id
+SELECT id, organization_id, url, events, description, secret, created_at
+FROM webhook_endpoints WHERE organization_id = ? ORDER BY created_at, id
 
 -- delete_webhook_endpoint --
--- Its deliveries go first (delete_webhook_endpoint_deliveries); its events stay for the others.
+-- Its taken deliveries go first (delete_webhook_endpoint_deliveries); the others go with it.
 DELETE FROM webhook_endpoints WHERE id = ? AND organization_id = ?
 
 -- delete_webhook_endpoint_deliveries --
-DELETE FROM webhook_deliveries WHERE endpoint_id = ? AND organization_id = ?
+DELETE FROM webhook_taken_deliveries WHERE endpoint_id = ? AND organization_id = ?
 
 -- webhook_sender_endpoints --
 SELECT id, url, secret FROM webhook_endpoints ORDER BY id
 
 -- webhook_due_deliveries --
--- Up to :limit deliveries of one endpoint that are due and not in flight (:busy, a JSON array
--- of delivery ids), oldest due first, with their event:
--- [[delivery id, attempts, webhook id, type, sequence, created_at, data], ...]
-SELECT json_group_array(json_array(d.id, d.attempts, e.webhook_id, e.type, e.sequence,
-                                   e.created_at, json(doc.data))) FROM (
-    SELECT id, attempts, event_id FROM webhook_deliveries
+-- Up to :limit taken deliveries of one endpoint that are due and not in flight (:busy, a JSON
+-- array of delivery ids), oldest due first: [[delivery id, event id, attempts made, due at], ...]
+SELECT json_group_array(json_array(id, event_id, attempts, next_attempt_at)) FROM (
+    SELECT id, event_id, attempts, next_attempt_at FROM webhook_taken_deliveries
     WHERE endpoint_id = :endpoint_id AND status = 'pending' AND next_attempt_at <= :now
       AND id NOT IN (SELECT value FROM json_each(:busy))
-    ORDER BY next_attempt_at, id
-    LIMIT :limit) AS d
-JOIN webhook_events AS e ON e.id = d.event_id
-JOIN webhook_event_documents AS doc ON doc.id = d.event_id
+    ORDER BY next_attempt_at, id LIMIT :limit)
+
+-- webhook_next_untaken --
+-- The next :limit deliveries of one endpoint not taken yet, in event order (as the view
+-- webhook_untaken_deliveries has them, looked for after change :seen, which had none):
+-- [[delivery id, event id, 0, due at], ...]
+SELECT json_group_array(json_array(id, event_id, 0, created_at)) FROM (
+    SELECT (c.id * 2 + k.k) * 32 + p.slot AS id, c.id * 2 + k.k AS event_id, c.created_at
+    FROM webhook_endpoints AS p
+    JOIN webhook_changes AS c
+        ON c.id > max(:seen, p.taken_through / 2 - 1) AND c.organization_id = p.organization_id
+    JOIN webhook_event_kinds AS k ON k.kind = c.kind
+    WHERE p.id = :endpoint_id AND c.id * 2 + k.k > p.taken_through
+      AND (p.events IS NULL OR instr(p.events, '"' || k.type || '"') > 0)
+    ORDER BY c.id, k.k LIMIT :limit)
+
+-- last_webhook_change --
+SELECT coalesce(max(id), 0) FROM webhook_changes
 
 -- webhook_next_due --
--- When the earliest delivery of an endpoint that is not in flight is due.
-SELECT min(next_attempt_at) FROM webhook_deliveries
+-- When the earliest taken delivery of an endpoint that is not in flight is due (one not taken
+-- is due at once: it is only left when every slot is busy).
+SELECT min(next_attempt_at) FROM webhook_taken_deliveries
 WHERE endpoint_id = :endpoint_id AND status = 'pending'
   AND id NOT IN (SELECT value FROM json_each(:busy))
+
+-- webhook_changes_organizations --
+-- The organizations of these changes (a JSON array of ids), each with the latest of them.
+SELECT c.organization_id, max(c.id)
+FROM json_each(?) AS i JOIN webhook_changes AS c ON c.id = i.value
+GROUP BY c.organization_id
+
+-- webhook_sequence_state --
+SELECT last_sequence, through_change FROM webhook_sequences WHERE organization_id = ?
+
+-- number_webhook_changes --
+-- Give the organization's changes in (:through, :upto] their sequence, in order, from :last.
+UPDATE webhook_changes SET sequence = n.sequence
+FROM (SELECT c.id, :last + sum(k.events) OVER (ORDER BY c.id) - k.events + 1 AS sequence
+      FROM webhook_changes AS c
+      JOIN (SELECT kind, count(*) AS events FROM webhook_event_kinds GROUP BY kind) AS k
+          ON k.kind = c.kind
+      WHERE c.id > :through AND c.id <= :upto AND c.organization_id = :org) AS n
+WHERE webhook_changes.id = n.id
+
+-- save_webhook_sequence_state --
+INSERT INTO webhook_sequences (organization_id, last_sequence, through_change)
+VALUES (:org, coalesce((
+    SELECT max(c.sequence + k.events - 1)
+    FROM webhook_changes AS c
+    JOIN (SELECT kind, count(*) AS events FROM webhook_event_kinds GROUP BY kind) AS k
+        ON k.kind = c.kind
+    WHERE c.id > :through AND c.id <= :upto AND c.organization_id = :org), :last), :upto)
+ON CONFLICT (organization_id) DO UPDATE
+SET last_sequence = excluded.last_sequence, through_change = excluded.through_change
+
+-- take_webhook_deliveries --
+-- [[delivery id, event id, endpoint id, due at], ...], each the next of its endpoint in order.
+-- (An endpoint deleted meanwhile takes nothing.)
+INSERT INTO webhook_taken_deliveries (id, event_id, endpoint_id, organization_id, status,
+                                      next_attempt_at)
+SELECT t.value ->> 0, t.value ->> 1, p.id, p.organization_id, 'pending', t.value ->> 3
+FROM json_each(:taken) AS t JOIN webhook_endpoints AS p ON p.id = t.value ->> 2
+WHERE t.value ->> 1 > p.taken_through
+
+-- advance_webhook_taken --
+-- [[endpoint id, event id], ...]: the endpoint's deliveries up to that event are taken.
+UPDATE webhook_endpoints SET taken_through = max(taken_through, t.value ->> 1)
+FROM json_each(:through) AS t
+WHERE webhook_endpoints.id = t.value ->> 0
+
+-- webhook_payloads --
+-- The events as they are sent: [[event id, webhook id, type, sequence, created_at, data], ...]
+SELECT json_group_array(json_array(i.value, e.webhook_id, e.type, e.sequence, e.created_at,
+                                   json(d.data)))
+FROM json_each(:events) AS i
+JOIN webhook_events AS e ON e.change_id = i.value >> 1 AND e.k = i.value & 1
+JOIN webhook_event_documents AS d ON d.change_id = i.value >> 1 AND d.k = i.value & 1
 
 -- record_webhook_attempts --
 -- The sends of a round: [[delivery id, attempts before, status, next attempt at, HTTP status,
 -- error, attempted at], ...]. Guarded on the attempt count, so a result never lands twice.
-UPDATE webhook_deliveries
+UPDATE webhook_taken_deliveries
 SET status = r.value ->> 2, attempts = attempts + 1, next_attempt_at = r.value ->> 3,
     last_status = r.value ->> 4, last_error = r.value ->> 5, last_attempt_at = r.value ->> 6,
     delivered_at = CASE WHEN r.value ->> 2 = 'delivered' THEN r.value ->> 6 END
 FROM json_each(:results) AS r
-WHERE webhook_deliveries.id = r.value ->> 0 AND webhook_deliveries.status = 'pending'
-  AND webhook_deliveries.attempts = r.value ->> 1
+WHERE webhook_taken_deliveries.id = r.value ->> 0
+  AND webhook_taken_deliveries.status = 'pending'
+  AND webhook_taken_deliveries.attempts = r.value ->> 1
 
 -- list_webhook_deliveries --
--- Newest first; filters: endpoint, status.
-SELECT d.*, e.webhook_id, e.type, e.sequence, e.created_at
-FROM webhook_deliveries AS d JOIN webhook_events AS e ON e.id = d.event_id
-WHERE d.organization_id = :org
-  AND (:endpoint_id IS NULL OR d.endpoint_id = :endpoint_id)
-  AND (:status IS NULL OR d.status = :status)
+-- Newest first, taken or not (see the webhook_deliveries view); filters: endpoint, status.
+SELECT d.*, e.webhook_id, e.type, e.sequence, e.created_at FROM (
+    SELECT id, event_id, endpoint_id, organization_id, status, attempts, next_attempt_at,
+           last_attempt_at, last_status, last_error, delivered_at
+    FROM webhook_taken_deliveries
+    WHERE organization_id = :org
+      AND (:endpoint_id IS NULL OR endpoint_id = :endpoint_id)
+      AND (:status IS NULL OR status = :status)
+    UNION ALL
+    SELECT id, event_id, endpoint_id, organization_id, 'pending', 0, created_at, NULL, NULL,
+           NULL, NULL
+    FROM webhook_untaken_deliveries
+    WHERE organization_id = :org
+      AND (:endpoint_id IS NULL OR endpoint_id = :endpoint_id)
+      AND coalesce(:status, 'pending') = 'pending'
+    ORDER BY id DESC
+    LIMIT :limit OFFSET :offset) AS d
+JOIN webhook_events AS e ON e.change_id = d.event_id >> 1 AND e.k = d.event_id & 1
 ORDER BY d.id DESC
-LIMIT :limit OFFSET :offset
 
 -- count_webhook_deliveries --
 SELECT count(*) FROM webhook_deliveries
@@ -784,14 +870,25 @@ WHERE organization_id = :org
   AND (:status IS NULL OR status = :status)
 
 -- get_webhook_delivery --
-SELECT d.*, e.webhook_id, e.type, e.sequence, e.created_at
-FROM webhook_deliveries AS d JOIN webhook_events AS e ON e.id = d.event_id
-WHERE d.id = :id AND d.organization_id = :org
+-- By id: `event id * 32 + endpoint slot`, taken or not.
+SELECT d.*, e.webhook_id, e.type, e.sequence, e.created_at FROM (
+    SELECT id, event_id, endpoint_id, organization_id, status, attempts, next_attempt_at,
+           last_attempt_at, last_status, last_error, delivered_at
+    FROM webhook_taken_deliveries WHERE id = :id AND organization_id = :org
+    UNION ALL
+    SELECT u.id, u.event_id, u.endpoint_id, u.organization_id, 'pending', 0, u.created_at,
+           NULL, NULL, NULL, NULL
+    FROM webhook_untaken_deliveries AS u
+    WHERE u.change_id = :id >> 6 AND u.k = (:id >> 5) & 1 AND u.organization_id = :org
+      AND u.endpoint_id = (SELECT id FROM webhook_endpoints
+                           WHERE organization_id = :org AND slot = :id & 31)
+    LIMIT 1) AS d
+JOIN webhook_events AS e ON e.change_id = d.event_id >> 1 AND e.k = d.event_id & 1
 
 -- replay_webhook_delivery --
 -- A dead letter is sent again now; failing again, it takes up the retry schedule where it left
 -- it (one that had used every retry is failed again at once).
-UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = :now
+UPDATE webhook_taken_deliveries SET status = 'pending', next_attempt_at = :now
 WHERE id = :id AND organization_id = :org AND status = 'failed'
 
 -- ------------------------------------------------------------------ agents' results

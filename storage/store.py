@@ -525,7 +525,7 @@ class WebhookDeliveryRow:
     delivered_at: float | None
     webhook_id: str
     type: str
-    sequence: int
+    sequence: int | None  # None until one of the organization's events at or after it is sent
     created_at: float
 
 
@@ -541,6 +541,18 @@ class DueDelivery:
     sequence: int
     created_at: float
     data: Any  # the event's data, parsed
+
+
+@dataclass(frozen=True, slots=True)
+class _Pick:
+    """A delivery the sender is about to send: taken already (a row), or not yet."""
+
+    id: int
+    event_id: int
+    endpoint_id: str
+    attempts: int
+    due: float
+    taken: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,6 +599,10 @@ class Store:
         # For /metrics: how long writes took (queueing for the writer included), and failures.
         self.write_seconds = BucketCounts(FAST_BUCKETS)
         self.write_failures = 0
+        # Per webhook endpoint: the change up to which a look found nothing for it to take (so
+        # that an endpoint whose events are rare does not look through the same changes of
+        # its organization, or of others, on every round).
+        self._webhook_seen: dict[str, int] = {}
 
     @classmethod
     async def open(cls, path: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> Store:
@@ -736,6 +752,14 @@ class Store:
             except sqlite3.Error:
                 if inline.in_transaction:
                     inline.rollback()
+        conn = self._small
+        if conn is None:
+            raise dbmod.StorageError("store is closed")
+        return await conn.read(fn)
+
+    async def _read_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A read on the small reader's thread: for work that must not take the event loop's
+        time even briefly (the webhook sender's, done beside the engine)."""
         conn = self._small
         if conn is None:
             raise dbmod.StorageError("store is closed")
@@ -1464,33 +1488,74 @@ class Store:
             conn.execute(Q()["delete_webhook_endpoint_deliveries"], params)
             return bool(conn.execute(Q()["delete_webhook_endpoint"], params).rowcount == 1)
 
-        return await self._write(tx)
+        deleted = await self._write(tx)
+        if deleted:
+            self._webhook_seen.pop(endpoint_id, None)
+        return deleted
 
-    async def due_webhook_deliveries(
+    async def take_webhook_deliveries(
         self, free: Mapping[str, int], busy: Mapping[str, Sequence[int]], now: float
     ) -> tuple[list[DueDelivery], float | None]:
-        """For each endpoint, up to `free[endpoint]` due deliveries not in flight (`busy`), and
-        when the earliest delivery not in flight and not taken now is due (None: none)."""
+        """For each endpoint, up to `free[endpoint]` deliveries to send now (oldest due first,
+        not in flight: `busy`), with what they send; and when the earliest other one is due
+        (None: none is waiting on time).
 
-        def q(conn: sqlite3.Connection) -> tuple[list[DueDelivery], float | None]:
-            due: list[DueDelivery] = []
+        A delivery not taken before is taken now, in one write: its organization's events up to
+        it get their sequence, it gets its row, and its endpoint's taken_through moves past it.
+        The reads run on a reader's thread, never on the event loop.
+        """
+        wanted = {e: n for e, n in free.items() if n > 0}
+        if not wanted:  # every slot taken: a send ending wakes the sender anyway
+            return [], None
+
+        seen = dict(self._webhook_seen)
+
+        def pick(conn: sqlite3.Connection) -> tuple[list[_Pick], float | None]:
+            picks: list[_Pick] = []
             earliest: float | None = None
-            for endpoint_id, limit in free.items():
-                if limit <= 0:  # every slot taken: a send ending wakes the sender anyway
-                    continue
+            last_change = conn.execute(Q()["last_webhook_change"]).fetchone()[0]
+            for endpoint_id, limit in wanted.items():
                 taken = list(busy.get(endpoint_id, ()))
                 params = {"endpoint_id": endpoint_id, "now": now, "limit": limit}
                 params["busy"] = json.dumps(taken)
-                rows = _json_rows(conn, "webhook_due_deliveries", params)
-                picked = [DueDelivery(v[0], endpoint_id, *v[1:]) for v in rows]
-                due.extend(picked)
-                params["busy"] = json.dumps(taken + [d.id for d in picked])
+                params["seen"] = seen.get(endpoint_id, 0)
+                due = [
+                    _Pick(v[0], v[1], endpoint_id, v[2], v[3], taken=True)
+                    for v in _json_rows(conn, "webhook_due_deliveries", params)
+                ]
+                new = [
+                    _Pick(v[0], v[1], endpoint_id, v[2], v[3], taken=False)
+                    for v in _json_rows(conn, "webhook_next_untaken", params)
+                ]
+                if not new:
+                    seen[endpoint_id] = last_change  # none to take up to there
+                mine = _oldest_due_first(due, new, limit)
+                picks.extend(mine)
+                params["busy"] = json.dumps(taken + [p.id for p in mine if p.taken])
                 at = conn.execute(Q()["webhook_next_due"], params).fetchone()[0]
                 if at is not None and (earliest is None or at < earliest):
                     earliest = at
-            return due, earliest
+            return picks, earliest
 
-        return await self._read_small(q)
+        picks, earliest = await self._read_aside(pick)
+        self._webhook_seen.update((e, seen[e]) for e in wanted if e in seen)
+        if not picks:
+            return [], earliest
+        new = [p for p in picks if not p.taken]
+        if new:
+            await self._write(lambda conn: _take(conn, new))
+
+        def payloads(conn: sqlite3.Connection) -> dict[int, list[Any]]:
+            events = json.dumps(sorted({p.event_id for p in picks}))
+            return {v[0]: v for v in _json_rows(conn, "webhook_payloads", {"events": events})}
+
+        sent = await self._read_aside(payloads)
+        due = [
+            DueDelivery(p.id, p.endpoint_id, p.attempts, *sent[p.event_id][1:])
+            for p in picks
+            if p.event_id in sent
+        ]
+        return due, earliest
 
     async def webhook_sender_endpoints(self) -> dict[str, tuple[str, str]]:
         """{endpoint id: (url, secret)} of every organization's endpoints."""
@@ -1544,7 +1609,7 @@ class Store:
             ]
             return rows, int(conn.execute(Q()["count_webhook_deliveries"], params).fetchone()[0])
 
-        return await self._read_small(q)
+        return await self._read(q)  # O(pending) for the untaken ones: off the loop
 
     async def get_webhook_delivery(
         self, organization_id: str, delivery_id: int
@@ -1601,6 +1666,42 @@ def _contact_json(contact: NewContact) -> str:
         ]
     )
     return f"[{json.dumps(contact.phone)},{encoded},{rest[1:]}"
+
+
+def _oldest_due_first(due: list[_Pick], new: list[_Pick], limit: int) -> list[_Pick]:
+    """Up to `limit` of an endpoint's due taken deliveries and its next ones not taken, oldest
+    due first; of the latter always the first ones (an endpoint takes its events in order)."""
+    picked: list[_Pick] = []
+    while len(picked) < limit and (due or new):
+        if not new or (due and (due[0].due, due[0].id) <= (new[0].due, new[0].id)):
+            picked.append(due.pop(0))
+        else:
+            picked.append(new.pop(0))
+    return picked
+
+
+def _take(conn: sqlite3.Connection, picks: Sequence[_Pick]) -> None:
+    """Take deliveries not taken yet (each its endpoint's next ones, in event order): number the
+    events of their organizations up to them, write their rows, move the endpoints past them."""
+    upto: dict[str, int] = {}
+    for row in conn.execute(
+        Q()["webhook_changes_organizations"], (json.dumps([p.event_id >> 1 for p in picks]),)
+    ):
+        upto[row[0]] = max(upto.get(row[0], 0), row[1])
+    for org, change in upto.items():
+        state = conn.execute(Q()["webhook_sequence_state"], (org,)).fetchone()
+        last, through = (state[0], state[1]) if state is not None else (0, 0)
+        if change <= through:
+            continue
+        params = {"org": org, "last": last, "through": through, "upto": change}
+        conn.execute(Q()["number_webhook_changes"], params)
+        conn.execute(Q()["save_webhook_sequence_state"], params)
+    taken = [[p.id, p.event_id, p.endpoint_id, p.due] for p in picks]
+    conn.execute(Q()["take_webhook_deliveries"], {"taken": json.dumps(taken)})
+    taken_through: dict[str, int] = {}
+    for p in picks:
+        taken_through[p.endpoint_id] = max(taken_through.get(p.endpoint_id, 0), p.event_id)
+    conn.execute(Q()["advance_webhook_taken"], {"through": json.dumps(list(taken_through.items()))})
 
 
 def _json_rows(conn: sqlite3.Connection, query: str, params: Any) -> list[list[Any]]:

@@ -1,0 +1,331 @@
+"""The webhook outbox in the Store: one change row per change in the engine's transaction,
+deliveries pending from the event on and taken (numbered, written) only by the sender."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dialer import states
+from storage import db as dbmod
+from storage.store import (
+    ClaimedContact,
+    DeliveryAttempt,
+    DueDelivery,
+    Store,
+    WebhookDeliveryRow,
+    WebhookEndpointRow,
+)
+from tests.unit.conftest import ORG, T0, namer, new_contacts, new_job, outcome_for, running_job
+
+OTHER = "org_b"
+
+
+async def add_endpoint(
+    store: Store, endpoint_id: str, events: tuple[str, ...] | None = None, org: str = ORG
+) -> None:
+    await store.insert_webhook_endpoint(
+        WebhookEndpointRow(endpoint_id, org, "http://127.0.0.1:9/h", events, None, "whsec_x", T0)
+    )
+
+
+async def claim(store: Store, limit: int, job_id: str = "job_1") -> list[ClaimedContact]:
+    return (await store.claim({job_id: limit}, T0, namer))[job_id].contacts
+
+
+async def take(
+    store: Store, endpoint_id: str, free: int, now: float = T0 + 100, busy: list[int] | None = None
+) -> list[DueDelivery]:
+    """What the sender would send now to the endpoint with `free` slots."""
+    due, _ = await store.take_webhook_deliveries(
+        {endpoint_id: free}, {endpoint_id: busy or []}, now
+    )
+    return due
+
+
+async def listed(store: Store, org: str = ORG, **filters: Any) -> list[WebhookDeliveryRow]:
+    rows, total = await store.list_webhook_deliveries(
+        org, filters.get("endpoint_id"), filters.get("status"), 100, 0
+    )
+    assert total == len(rows)
+    return rows
+
+
+def rows(store: Store, sql: str) -> list[sqlite3.Row]:
+    conn = dbmod.connect(store.path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def count(store: Store, table: str) -> int:
+    return int(rows(store, f"SELECT count(*) FROM {table}")[0][0])
+
+
+async def three_outcomes(store: Store) -> None:
+    """A running job of 3 contacts (job.started) whose attempts ended: completed, busy and
+    retried, no_answer (5 contact events)."""
+    await running_job(store, 3)
+    done, retried, unanswered = await claim(store, 3)
+    await store.record_outcomes(
+        [
+            outcome_for(done, "completed"),
+            outcome_for(retried, "busy", "queued", next_retry_at=T0 + 600),
+            outcome_for(unanswered, "no_answer"),
+        ],
+        T0 + 60,
+    )
+
+
+async def test_an_ended_attempt_writes_one_change_row_and_no_delivery_row(store: Store) -> None:
+    """The engine's transaction writes one row per ended attempt, whichever events it makes,
+    and no delivery row; the deliveries are listed pending, never sent, with their ids."""
+    await add_endpoint(store, "whep_a")
+    await three_outcomes(store)
+    assert count(store, "webhook_changes") == 4  # job.started + 3 attempts
+    assert count(store, "webhook_taken_deliveries") == 0
+    deliveries = await listed(store)
+    assert [d.type for d in deliveries] == [
+        "contact.finished",
+        "contact.attempt_finished",
+        "contact.attempt_finished",
+        "contact.finished",
+        "contact.attempt_finished",
+        "job.started",
+    ]
+    assert {(d.status, d.attempts, d.sequence, d.endpoint_id) for d in deliveries} == {
+        ("pending", 0, None, "whep_a")
+    }
+    assert [d.id for d in deliveries] == [d.event_id * 32 for d in deliveries]  # slot 0
+    assert len({d.webhook_id for d in deliveries}) == 6
+
+
+async def test_taking_numbers_the_events_in_order_and_keeps_ids(store: Store) -> None:
+    """The sender takes the oldest first; an event gets its sequence when it or a later one is
+    taken, in event order; ids and webhook-ids are the ones listed before."""
+    await add_endpoint(store, "whep_a")
+    await three_outcomes(store)
+    before = {d.id: d.webhook_id for d in await listed(store)}
+    first = await take(store, "whep_a", 2)
+    assert [(d.type, d.sequence, d.attempts) for d in first] == [
+        ("job.started", 1, 0),
+        ("contact.attempt_finished", 2, 0),
+    ]
+    assert first[1].data["attempt"]["outcome"] == "completed"
+    assert first[1].data["status"] == "completed"
+    assert all(before[d.id] == d.webhook_id for d in first)
+    assert count(store, "webhook_taken_deliveries") == 2
+    # The attempt's change made two events: both are numbered, the second not taken yet.
+    after = {d.id: d for d in await listed(store)}
+    assert {i: d.webhook_id for i, d in after.items()} == before
+    assert sorted(d.sequence for d in after.values() if d.sequence is not None) == [1, 2, 3]
+    rest = await take(store, "whep_a", 10, busy=[d.id for d in first])
+    assert [d.sequence for d in rest] == [3, 4, 5, 6]
+    assert [d.type for d in rest] == [
+        "contact.finished",
+        "contact.attempt_finished",
+        "contact.attempt_finished",
+        "contact.finished",
+    ]
+    assert rest[1].data["status"] == "queued" and rest[1].data["nextRetryAt"] is not None
+    assert count(store, "webhook_taken_deliveries") == 6
+
+
+async def test_sequences_count_per_organization(store: Store) -> None:
+    """Two organizations' changes written in the same transactions: each numbers its own."""
+    await add_endpoint(store, "whep_a")
+    await add_endpoint(store, "whep_b", org=OTHER)
+    await store.create_job(new_job("job_1"), new_contacts(2))
+    await store.create_job(new_job("job_2", organization_id=OTHER), new_contacts(2))
+    pending = states.JobStatus.PENDING.value
+    assert await store.start_jobs(["job_1", "job_2"], [pending], T0) == ["job_1", "job_2"]
+    claimed = await store.claim({"job_1": 2, "job_2": 2}, T0, namer)
+    mine, theirs = claimed["job_1"].contacts, claimed["job_2"].contacts
+    outcomes = [
+        outcome_for(c, "completed") for pair in zip(mine, theirs, strict=True) for c in pair
+    ]
+    outcomes = [replace(o, organization_id=OTHER) if o.job_id != "job_1" else o for o in outcomes]
+    await store.record_outcomes(outcomes, T0 + 60)
+    for endpoint_id in ("whep_a", "whep_b"):
+        sent = await take(store, endpoint_id, 10)
+        assert [d.sequence for d in sent] == [1, 2, 3, 4, 5, 6], endpoint_id
+        assert (sent[0].type, sent[-1].type) == ("job.started", "job.completed")
+    assert {d.endpoint_id for d in await listed(store, OTHER)} == {"whep_b"}
+
+
+async def test_due_retries_filling_the_slots_leave_the_new_events_for_later(
+    store: Store,
+) -> None:
+    """Retries due before the new events take every slot; the new events are taken next."""
+    await add_endpoint(store, "whep_a")
+    await running_job(store, 2)
+    early, late = await claim(store, 2)
+    await store.record_outcomes([outcome_for(early, "completed")], T0 + 60)
+    sent = await take(store, "whep_a", 3)  # job.started, and the early contact's two
+    await store.record_webhook_attempts(
+        [DeliveryAttempt(d.id, 0, "pending", T0 + 105, 500, "HTTP 500", T0 + 100) for d in sent]
+    )
+    await store.record_outcomes([outcome_for(late, "completed")], T0 + 200)
+    retried = await take(store, "whep_a", 3, now=T0 + 300)
+    assert [d.id for d in retried] == [d.id for d in sent]
+    await store.record_webhook_attempts(
+        [DeliveryAttempt(d.id, 1, "delivered", None, 200, None, T0 + 300) for d in retried]
+    )
+    new = await take(store, "whep_a", 3, now=T0 + 301)
+    assert [(d.type, d.sequence) for d in new] == [
+        ("contact.attempt_finished", 4),
+        ("contact.finished", 5),
+        ("job.completed", 6),
+    ]
+
+
+async def test_an_endpoint_gets_its_types_from_its_creation_on(store: Store) -> None:
+    """An endpoint created later gets none of the earlier events; one that takes a rare type
+    gets it after many events it does not take."""
+    await add_endpoint(store, "whep_all")
+    await running_job(store, 3)
+    contacts = await claim(store, 3)
+    await store.record_outcomes([outcome_for(contacts[0], "completed")], T0 + 60)
+    await add_endpoint(store, "whep_rare", events=("job.completed",))
+    assert await take(store, "whep_rare", 4) == []
+    await store.record_outcomes([outcome_for(contacts[1], "completed")], T0 + 61)
+    assert await take(store, "whep_rare", 4) == []
+    await store.record_outcomes([outcome_for(contacts[2], "completed")], T0 + 62)
+    sent = await take(store, "whep_rare", 4)
+    assert [(d.type, d.sequence) for d in sent] == [("job.completed", 8)]
+    assert sent[0].data["status"] == "completed" and sent[0].id % 32 == 1
+    assert [d.type for d in await listed(store, endpoint_id="whep_rare")] == ["job.completed"]
+    assert len(await listed(store, endpoint_id="whep_all")) == 8
+
+
+async def test_a_delivery_not_taken_is_found_by_id_and_goes_with_its_endpoint(
+    store: Store,
+) -> None:
+    """Get finds a pending delivery not taken yet (retry refuses it: not failed); deleting its
+    endpoint removes its deliveries, taken or not, and no other's."""
+    await add_endpoint(store, "whep_a")
+    await add_endpoint(store, "whep_b")
+    await three_outcomes(store)
+    (taken,) = await take(store, "whep_a", 1)
+    untaken = (await listed(store, endpoint_id="whep_a"))[0]
+    found = await store.get_webhook_delivery(ORG, untaken.id)
+    assert found == untaken and found.status == "pending" and found.attempts == 0
+    assert await store.get_webhook_delivery(OTHER, untaken.id) is None
+    assert not await store.replay_webhook_delivery(ORG, untaken.id, T0 + 200)
+    assert (await store.get_webhook_delivery(ORG, taken.id)) is not None
+    assert await store.delete_webhook_endpoint(ORG, "whep_a")
+    assert await store.get_webhook_delivery(ORG, taken.id) is None
+    assert {d.endpoint_id for d in await listed(store)} == {"whep_b"}
+    assert len(await listed(store)) == 6
+
+
+# ------------------------------------------------------------------ from 0009
+
+
+def snapshot_0009(path: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Events (webhook-id, type, sequence, data) and deliveries as the 0009 schema has them."""
+    conn = dbmod.connect(path)
+    try:
+        events = [
+            (r[0], r[1], r[2], json.loads(r[3]))
+            for r in conn.execute(
+                "SELECT e.webhook_id, e.type, e.sequence, d.data FROM webhook_events AS e"
+                " JOIN webhook_event_documents AS d ON d.id = e.id ORDER BY e.id"
+            )
+        ]
+        deliveries = [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT d.event_id, e.webhook_id, d.endpoint_id, d.status, d.attempts,"
+                " d.next_attempt_at, d.last_status FROM webhook_deliveries AS d"
+                " JOIN webhook_events AS e ON e.id = d.event_id ORDER BY d.id"
+            )
+        ]
+        return events, deliveries
+    finally:
+        conn.close()
+
+
+async def test_0009_events_and_deliveries_are_carried_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database written by 0009 keeps every event (webhook-id, sequence, document) and
+    delivery (state; id = event id * 32 + slot); its endpoints go on from there."""
+    every = dbmod.migrations()
+    monkeypatch.setattr(dbmod, "migrations", lambda: [m for m in every if m[0] <= 9])
+    path = str(tmp_path / "old.db")
+    old = await Store.open(path)
+    conn = dbmod.connect(path)
+    conn.executemany(
+        "INSERT INTO webhook_endpoints (id, organization_id, url, events, description, secret,"
+        " created_at) VALUES (?, ?, 'http://127.0.0.1:9/h', ?, NULL, 'whsec_x', ?)",
+        [("whep_a", ORG, None, T0), ("whep_b", ORG, '["contact.finished"]', T0 + 1)],
+    )
+    conn.close()
+    await running_job(old, 2)
+    done, retried = (await old.claim({"job_1": 2}, T0, namer))["job_1"].contacts
+    await old.record_outcomes(
+        [
+            outcome_for(done, "completed"),
+            outcome_for(retried, "busy", "queued", next_retry_at=T0 + 600),
+        ],
+        T0 + 60,
+    )
+    conn = dbmod.connect(path)
+    conn.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', attempts = 8, last_status = 410"
+        " WHERE id = (SELECT min(id) FROM webhook_deliveries)"
+    )
+    conn.close()
+    events, deliveries = snapshot_0009(path)
+    assert len(events) == 4 and len(deliveries) == 5
+    await old.close()
+
+    monkeypatch.setattr(dbmod, "migrations", lambda: every)
+    store = await Store.open(path)
+    try:
+        conn = dbmod.connect(path)
+        carried = [
+            (r[0], r[1], r[2], json.loads(r[3]))
+            for r in conn.execute(
+                "SELECT e.webhook_id, e.type, e.sequence, d.data FROM webhook_events AS e"
+                " JOIN webhook_event_documents AS d ON d.id = e.id ORDER BY e.id"
+            )
+        ]
+        slots = dict(conn.execute("SELECT id, slot FROM webhook_endpoints").fetchall())
+        conn.close()
+        assert carried == events
+        assert slots == {"whep_a": 0, "whep_b": 1}
+        listed_now = sorted(await listed(store), key=lambda d: d.id)
+        assert [
+            (
+                d.event_id // 2,
+                d.webhook_id,
+                d.endpoint_id,
+                d.status,
+                d.attempts,
+                d.next_attempt_at,
+                d.last_status,
+            )
+            for d in listed_now
+        ] == deliveries
+        assert [d.id for d in listed_now] == [
+            d.event_id * 32 + slots[d.endpoint_id] for d in listed_now
+        ]
+        # New events follow the old ones: sequence 5 on, deliveries only for what each takes.
+        await store.cancel_job(ORG, "job_1", T0 + 100)
+        busy = [d.id for d in listed_now if d.status == "pending"]
+        sent = await take(store, "whep_a", 10, busy=busy)
+        assert [(d.type, d.sequence) for d in sent] == [
+            ("job.cancelled", 5),
+            ("contact.finished", 6),
+        ]
+        assert [d.type for d in await take(store, "whep_b", 10, busy=busy)] == ["contact.finished"]
+    finally:
+        await store.close()
