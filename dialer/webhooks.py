@@ -1,7 +1,7 @@
 """Outbound webhooks: the event types, endpoint URL checks, signing, the retry schedule, and the
 sender task that delivers the outbox.
 
-Events are written by triggers (migrations 0009, 0010) in the same transaction as the change
+Events are written by triggers (migrations 0009, 0011) in the same transaction as the change
 each one reports, as one small row per change; the deliveries of an event to the endpoints that
 take its type are pending from then on. The sender takes the deliveries it is about to send (an
 event gets its sequence and a delivery its row only then, outside the engine's transactions),

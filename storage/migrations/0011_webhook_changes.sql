@@ -103,6 +103,7 @@ ALTER TABLE webhook_endpoints ADD COLUMN taken_through INTEGER NOT NULL DEFAULT 
 
 -- ---------------------------------------------------------------- what 0009 wrote
 
+DROP TRIGGER webhook_contact_result;  -- 0010's, written for 0009's outbox: made again below
 DROP TRIGGER webhook_job_status;
 DROP TRIGGER webhook_attempt_finished;
 DROP TRIGGER webhook_contact_finished;
@@ -296,4 +297,24 @@ BEGIN
         SELECT 1 FROM webhook_endpoints AS e
         WHERE e.organization_id = j.organization_id
           AND (e.events IS NULL OR instr(e.events, '"contact.finished"') > 0));
+END;
+
+-- contact.result: an agent's result, once per result posted, with the result itself as its data
+-- (kind 12: written here, after 0010 made results).
+INSERT INTO webhook_event_kinds (kind, k, type, complete) VALUES (12, 0, 'contact.result', 0);
+
+CREATE TRIGGER webhook_contact_result AFTER INSERT ON call_results
+WHEN EXISTS (SELECT 1 FROM webhook_endpoints)
+  AND EXISTS (SELECT 1 FROM webhook_endpoints AS e
+              WHERE e.organization_id = NEW.organization_id
+                AND (e.events IS NULL OR instr(e.events, '"contact.result"') > 0))
+BEGIN
+    INSERT INTO webhook_changes (organization_id, kind, created_at, token, data)
+    VALUES (NEW.organization_id, 12, NEW.received_at, randomblob(8), json_object(
+        'contactId', 'contact_' || NEW.contact_id, 'jobId', NEW.job_id,
+        'attemptNumber', NEW.attempt_no, 'roomName', NEW.room_name,
+        'disposition', NEW.disposition,
+        'callbackAt', strftime('%Y-%m-%dT%H:%M:%SZ', NEW.callback_at, 'unixepoch'),
+        'summary', NEW.summary, 'resultData', json(NEW.data),
+        'receivedAt', strftime('%Y-%m-%dT%H:%M:%SZ', NEW.received_at, 'unixepoch')));
 END;
