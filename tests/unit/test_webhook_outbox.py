@@ -329,3 +329,19 @@ async def test_0009_events_and_deliveries_are_carried_over(
         assert [d.type for d in await take(store, "whep_b", 10, busy=busy)] == ["contact.finished"]
     finally:
         await store.close()
+
+
+async def test_the_outbox_views_join_on_event_id_through_an_index(store: Store) -> None:
+    """Events joined with their documents or deliveries by event id (an audit's query) go
+    through an index, not a scan of every event per event."""
+    await add_endpoint(store, "whep_a")
+    await three_outcomes(store)
+    for query in (
+        "SELECT e.webhook_id, d.data FROM webhook_events AS e"
+        " JOIN webhook_event_documents AS d ON d.id = e.id",
+        "SELECT e.webhook_id, d.status FROM webhook_deliveries AS d"
+        " JOIN webhook_events AS e ON e.id = d.event_id",
+    ):
+        plan = [r[3] for r in rows(store, "EXPLAIN QUERY PLAN " + query)]
+        assert any("AUTOMATIC COVERING INDEX" in step for step in plan), plan
+        assert len(rows(store, query)) == 6
