@@ -760,8 +760,8 @@ SELECT json_group_array(json_array(id, event_id, attempts, next_attempt_at)) FRO
 SELECT json_group_array(json_array(id, event_id, 0, created_at)) FROM (
     SELECT (c.id * 2 + k.k) * 32 + p.slot AS id, c.id * 2 + k.k AS event_id, c.created_at
     FROM webhook_endpoints AS p
-    JOIN webhook_changes AS c
-        ON c.id > max(:seen, p.taken_through / 2 - 1) AND c.organization_id = p.organization_id
+    CROSS JOIN webhook_changes AS c
+        ON c.id > max(:seen, p.taken_through / 2 - 1) AND +c.organization_id = p.organization_id
     JOIN webhook_event_kinds AS k ON k.kind = c.kind
     WHERE p.id = :endpoint_id AND c.id * 2 + k.k > p.taken_through
       AND (p.events IS NULL OR instr(p.events, '"' || k.type || '"') > 0)
@@ -827,8 +827,8 @@ WHERE webhook_endpoints.id = t.value ->> 0
 SELECT json_group_array(json_array(i.value, e.webhook_id, e.type, e.sequence, e.created_at,
                                    json(d.data)))
 FROM json_each(:events) AS i
-JOIN webhook_events AS e ON e.change_id = i.value >> 1 AND e.k = i.value & 1
-JOIN webhook_event_documents AS d ON d.change_id = i.value >> 1 AND d.k = i.value & 1
+JOIN webhook_change_events AS e ON e.change_id = i.value >> 1 AND e.k = i.value & 1
+JOIN webhook_change_documents AS d ON d.change_id = i.value >> 1 AND d.k = i.value & 1
 
 -- record_webhook_attempts --
 -- The sends of a round: [[delivery id, attempts before, status, next attempt at, HTTP status,
@@ -843,7 +843,7 @@ WHERE webhook_taken_deliveries.id = r.value ->> 0
   AND webhook_taken_deliveries.attempts = r.value ->> 1
 
 -- list_webhook_deliveries --
--- Newest first, taken or not (see the webhook_deliveries view); filters: endpoint, status.
+-- Newest first, taken or not (as the webhook_deliveries view); filters: endpoint, status.
 SELECT d.*, e.webhook_id, e.type, e.sequence, e.created_at FROM (
     SELECT id, event_id, endpoint_id, organization_id, status, attempts, next_attempt_at,
            last_attempt_at, last_status, last_error, delivered_at
@@ -860,14 +860,18 @@ SELECT d.*, e.webhook_id, e.type, e.sequence, e.created_at FROM (
       AND coalesce(:status, 'pending') = 'pending'
     ORDER BY id DESC
     LIMIT :limit OFFSET :offset) AS d
-JOIN webhook_events AS e ON e.change_id = d.event_id >> 1 AND e.k = d.event_id & 1
+JOIN webhook_change_events AS e ON e.change_id = d.event_id >> 1 AND e.k = d.event_id & 1
 ORDER BY d.id DESC
 
 -- count_webhook_deliveries --
-SELECT count(*) FROM webhook_deliveries
-WHERE organization_id = :org
-  AND (:endpoint_id IS NULL OR endpoint_id = :endpoint_id)
-  AND (:status IS NULL OR status = :status)
+SELECT (SELECT count(*) FROM webhook_taken_deliveries
+        WHERE organization_id = :org
+          AND (:endpoint_id IS NULL OR endpoint_id = :endpoint_id)
+          AND (:status IS NULL OR status = :status))
+     + (SELECT count(*) FROM webhook_untaken_deliveries
+        WHERE organization_id = :org
+          AND (:endpoint_id IS NULL OR endpoint_id = :endpoint_id)
+          AND coalesce(:status, 'pending') = 'pending')
 
 -- get_webhook_delivery --
 -- By id: `event id * 32 + endpoint slot`, taken or not.
@@ -883,7 +887,7 @@ SELECT d.*, e.webhook_id, e.type, e.sequence, e.created_at FROM (
       AND u.endpoint_id = (SELECT id FROM webhook_endpoints
                            WHERE organization_id = :org AND slot = :id & 31)
     LIMIT 1) AS d
-JOIN webhook_events AS e ON e.change_id = d.event_id >> 1 AND e.k = d.event_id & 1
+JOIN webhook_change_events AS e ON e.change_id = d.event_id >> 1 AND e.k = d.event_id & 1
 
 -- replay_webhook_delivery --
 -- A dead letter is sent again now; failing again, it takes up the retry schedule where it left

@@ -1500,9 +1500,11 @@ class Store:
         not in flight: `busy`), with what they send; and when the earliest other one is due
         (None: none is waiting on time).
 
-        A delivery not taken before is taken now, in one write: its organization's events up to
-        it get their sequence, it gets its row, and its endpoint's taken_through moves past it.
-        The reads run on a reader's thread, never on the event loop.
+        Deliveries not taken before are taken in one write, an endpoint's next
+        WEBHOOK_TAKE_AHEAD at a time (so that a busy endpoint does not cost a write per send):
+        their organizations' events up to them get their sequence, they get their rows, and the
+        endpoints' taken_through moves past them. The reads run on a reader's thread, never on
+        the event loop.
         """
         wanted = {e: n for e, n in free.items() if n > 0}
         if not wanted:  # every slot taken: a send ending wakes the sender anyway
@@ -1510,8 +1512,11 @@ class Store:
 
         seen = dict(self._webhook_seen)
 
-        def pick(conn: sqlite3.Connection) -> tuple[list[_Pick], float | None]:
+        def pick(
+            conn: sqlite3.Connection,
+        ) -> tuple[list[_Pick], list[_Pick], dict[int, list[Any]], float | None]:
             picks: list[_Pick] = []
+            ahead: list[_Pick] = []  # to take: each endpoint's next ones, in order
             earliest: float | None = None
             last_change = conn.execute(Q()["last_webhook_change"]).fetchone()[0]
             for endpoint_id, limit in wanted.items():
@@ -1523,33 +1528,29 @@ class Store:
                     _Pick(v[0], v[1], endpoint_id, v[2], v[3], taken=True)
                     for v in _json_rows(conn, "webhook_due_deliveries", params)
                 ]
+                params["limit"] = max(limit, WEBHOOK_TAKE_AHEAD)
                 new = [
                     _Pick(v[0], v[1], endpoint_id, v[2], v[3], taken=False)
                     for v in _json_rows(conn, "webhook_next_untaken", params)
                 ]
                 if not new:
                     seen[endpoint_id] = last_change  # none to take up to there
-                mine = _oldest_due_first(due, new, limit)
+                mine = _oldest_due_first(list(due), list(new), limit)
                 picks.extend(mine)
+                if not all(p.taken for p in mine):
+                    ahead.extend(new)
                 params["busy"] = json.dumps(taken + [p.id for p in mine if p.taken])
                 at = conn.execute(Q()["webhook_next_due"], params).fetchone()[0]
                 if at is not None and (earliest is None or at < earliest):
                     earliest = at
-            return picks, earliest
+            return picks, ahead, _payloads(conn, [p for p in picks if p.taken]), earliest
 
-        picks, earliest = await self._read_aside(pick)
+        picks, ahead, sent, earliest = await self._read_aside(pick)
         self._webhook_seen.update((e, seen[e]) for e in wanted if e in seen)
-        if not picks:
-            return [], earliest
-        new = [p for p in picks if not p.taken]
-        if new:
-            await self._write(lambda conn: _take(conn, new))
-
-        def payloads(conn: sqlite3.Connection) -> dict[int, list[Any]]:
-            events = json.dumps(sorted({p.event_id for p in picks}))
-            return {v[0]: v for v in _json_rows(conn, "webhook_payloads", {"events": events})}
-
-        sent = await self._read_aside(payloads)
+        if ahead:
+            await self._write(lambda conn: _take(conn, ahead))
+            new = [p for p in picks if not p.taken]
+            sent.update(await self._read_aside(lambda conn: _payloads(conn, new)))
         due = [
             DueDelivery(p.id, p.endpoint_id, p.attempts, *sent[p.event_id][1:])
             for p in picks
@@ -1635,6 +1636,10 @@ class Store:
 # Contacts inserted by one statement of a create.
 INSERT_CHUNK = 1000
 
+# Deliveries not taken yet that the webhook sender takes for an endpoint at once (see
+# Store.take_webhook_deliveries).
+WEBHOOK_TAKE_AHEAD = 32
+
 CONTACT_STATUSES = (
     "pending",
     "queued",
@@ -1666,6 +1671,14 @@ def _contact_json(contact: NewContact) -> str:
         ]
     )
     return f"[{json.dumps(contact.phone)},{encoded},{rest[1:]}"
+
+
+def _payloads(conn: sqlite3.Connection, picks: Sequence[_Pick]) -> dict[int, list[Any]]:
+    """{event id: [event id, webhook id, type, sequence, created_at, data]} of these picks."""
+    if not picks:
+        return {}
+    events = json.dumps(sorted({p.event_id for p in picks}))
+    return {v[0]: v for v in _json_rows(conn, "webhook_payloads", {"events": events})}
 
 
 def _oldest_due_first(due: list[_Pick], new: list[_Pick], limit: int) -> list[_Pick]:

@@ -13,6 +13,7 @@ import pytest
 
 from dialer import states
 from storage import db as dbmod
+from storage import store as storemod
 from storage.store import (
     ClaimedContact,
     DeliveryAttempt,
@@ -106,9 +107,12 @@ async def test_an_ended_attempt_writes_one_change_row_and_no_delivery_row(store:
     assert len({d.webhook_id for d in deliveries}) == 6
 
 
-async def test_taking_numbers_the_events_in_order_and_keeps_ids(store: Store) -> None:
+async def test_taking_numbers_the_events_in_order_and_keeps_ids(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sender takes the oldest first; an event gets its sequence when it or a later one is
     taken, in event order; ids and webhook-ids are the ones listed before."""
+    monkeypatch.setattr(storemod, "WEBHOOK_TAKE_AHEAD", 2)
     await add_endpoint(store, "whep_a")
     await three_outcomes(store)
     before = {d.id: d.webhook_id for d in await listed(store)}
@@ -135,6 +139,18 @@ async def test_taking_numbers_the_events_in_order_and_keeps_ids(store: Store) ->
     ]
     assert rest[1].data["status"] == "queued" and rest[1].data["nextRetryAt"] is not None
     assert count(store, "webhook_taken_deliveries") == 6
+
+
+async def test_an_endpoint_takes_its_next_ones_in_one_write(store: Store) -> None:
+    """Sending one delivery takes the endpoint's next ones with it (up to the take-ahead), in
+    one write; they are sent from their rows, the first ones first."""
+    await add_endpoint(store, "whep_a")
+    await three_outcomes(store)
+    (first,) = await take(store, "whep_a", 1)
+    assert count(store, "webhook_taken_deliveries") == 6
+    assert {d.sequence for d in await listed(store)} == {1, 2, 3, 4, 5, 6}
+    rest = await take(store, "whep_a", 10, busy=[first.id])
+    assert [d.sequence for d in rest] == [2, 3, 4, 5, 6]
 
 
 async def test_sequences_count_per_organization(store: Store) -> None:
@@ -330,3 +346,19 @@ async def test_0009_events_and_deliveries_are_carried_over(
         assert [d.type for d in await take(store, "whep_b", 10, busy=busy)] == ["contact.finished"]
     finally:
         await store.close()
+
+
+async def test_the_outbox_views_join_on_event_id_through_an_index(store: Store) -> None:
+    """Events joined with their documents or deliveries by event id (an audit's query) go
+    through an index, not a scan of every event per event."""
+    await add_endpoint(store, "whep_a")
+    await three_outcomes(store)
+    for query in (
+        "SELECT e.webhook_id, d.data FROM webhook_events AS e"
+        " JOIN webhook_event_documents AS d ON d.id = e.id",
+        "SELECT e.webhook_id, d.status FROM webhook_deliveries AS d"
+        " JOIN webhook_events AS e ON e.id = d.event_id",
+    ):
+        plan = [r[3] for r in rows(store, "EXPLAIN QUERY PLAN " + query)]
+        assert any("AUTOMATIC COVERING INDEX" in step for step in plan), plan
+        assert len(rows(store, query)) == 6
