@@ -9,8 +9,7 @@ middleware leaves these paths to this module (see `api.auth.is_result_path`).
 from __future__ import annotations
 
 import json
-import math
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +21,8 @@ from api.auth import MAX_KEY_CHARS, presented_key
 from api.batch import read_json, validation_error
 from api.errors import ApiError
 from dialer import agent, results
-from dialer.service import iso
+from dialer.scheduler import room_ids
+from dialer.service import iso, iso_to_unix
 from storage.store import ResultRow
 
 routes = web.RouteTableDef()
@@ -51,7 +51,7 @@ class ResultBody(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _callback_time(self) -> ResultBody:
+    def _checks(self) -> ResultBody:
         if self.disposition == "callback_requested" and self.callbackAt is None:
             raise ValueError("callbackAt is required for callback_requested")
         if self.data is not None:
@@ -109,19 +109,13 @@ def result_json(row: ResultRow) -> dict[str, Any]:
 
 
 def _callback_time(text: str, now: float) -> float:
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
     try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
+        at = iso_to_unix(text, UTC)  # a time without an offset is UTC
+    except (ValueError, OverflowError):
         raise ApiError(
             400, "validation_error", f"'callbackAt': {text[:64]!r} is not an ISO 8601 date-time"
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    at = when.timestamp()
-    if not math.isfinite(at) or at > now + _LATEST_CALLBACK_DAYS * 86_400:
+    if at > now + _LATEST_CALLBACK_DAYS * 86_400:
         raise ApiError(
             400,
             "validation_error",
@@ -166,7 +160,7 @@ async def _caller(request: web.Request) -> agent.Caller:
 async def post_result(request: web.Request) -> web.Response:
     room = request.match_info["roomName"]
     results_svc = request.app[RESULTS]
-    if agent.room_ids(room) is None:
+    if room_ids(room) is None:
         raise agent.call_not_found(room)
     caller = await _caller(request)
     try:

@@ -6,7 +6,6 @@ or by its organization's API key. See `dialer.results` for what each disposition
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,14 +13,11 @@ import structlog
 
 from dialer import results
 from dialer.clock import Clock
-from dialer.scheduler import Engine
+from dialer.scheduler import Engine, room_ids
 from dialer.service import ServiceError
 from storage.store import NewResult, ResultRecorded, ResultRefused, ResultRow, Store
 
 log = structlog.get_logger("dialer.agent")
-
-# scheduler.room_name: "{job_id}_c{contact_id}_a{attempt_no}_{6 hex digits}".
-_ROOM = re.compile(r"^.{1,200}_c([0-9]{1,18})_a([0-9]{1,9})_[0-9a-f]{6}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +40,6 @@ class Caller:
 
 def call_not_found(room_name: str) -> ServiceError:
     return ServiceError(404, "call_not_found", f"No call in room {room_name!r}")
-
-
-def room_ids(room_name: str) -> tuple[int, int] | None:
-    """(contact id, attempt number) named by a room, or None when it is not one of ours."""
-    found = _ROOM.match(room_name)
-    return None if found is None else (int(found.group(1)), int(found.group(2)))
 
 
 class AgentResults:

@@ -78,9 +78,7 @@ SAMPLE_CSV = Path(__file__).resolve().parents[1] / "examples" / "contacts.csv"
 
 
 def banner(config: configmod.Config, config_path: str) -> str:
-    host = config.server.host
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    base = f"http://{shown_host}:{config.server.port}"
+    base = results.default_public_url(config.server.host, config.server.port)
     org = config.organizations[0].id if config.organizations else "ORG_ID"
     number = next(
         (p.id for p in config.phone_numbers if p.outbound_agent is not None), "PHONE_NUMBER_ID"

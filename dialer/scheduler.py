@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import math
 import random
+import re
 import secrets
 import time
 from collections import Counter, deque
@@ -211,6 +212,15 @@ def room_name(job_id: str, contact_id: int, attempt_no: int) -> str:
     """Unique per attempt, and readable: job, contact and attempt can be seen in it. The random
     suffix keeps a given-back attempt's number from naming a room that may still exist."""
     return f"{job_id}_c{contact_id}_a{attempt_no}_{_suffixes.getrandbits(24):06x}"
+
+
+_ROOM = re.compile(r"^.{1,200}_c([0-9]{1,18})_a([0-9]{1,9})_[0-9a-f]{6}$")
+
+
+def room_ids(name: str) -> tuple[int, int] | None:
+    """(contact id, attempt number) a `room_name` names, or None when it is not one."""
+    found = _ROOM.match(name)
+    return None if found is None else (int(found.group(1)), int(found.group(2)))
 
 
 class Engine:

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -160,26 +160,30 @@ class Detail:
 LATEST_SCHEDULE = 253_402_300_799.0
 
 
+def iso_to_unix(value: str, zone: tzinfo) -> float:
+    """ISO 8601 -> unix time: an explicit offset (or Z) wins, a naive time is read in `zone`.
+    Raises ValueError when `value` is not an ISO 8601 date-time."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    when = datetime.fromisoformat(text)
+    return (when if when.tzinfo is not None else when.replace(tzinfo=zone)).timestamp()
+
+
 def parse_schedule(value: str, tz_name: str, now: float) -> float:
     """ISO 8601 -> unix time. An explicit offset wins; a naive time is read in `tz_name`."""
     try:
         zone = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ServiceError(400, "invalid_timezone", f"Unknown IANA timezone {tz_name!r}") from None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        when = datetime.fromisoformat(text)
+        timestamp = iso_to_unix(value, zone)
     except ValueError:
         raise ServiceError(
             400,
             "invalid_scheduled_time",
             f"scheduledStartTime {value[:64]!r} is not an ISO 8601 date-time",
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=zone)
-    timestamp = when.timestamp()
     if timestamp > LATEST_SCHEDULE:
         raise ServiceError(
             400, "invalid_scheduled_time", "scheduledStartTime is after 9999-12-31T23:59:59Z"

@@ -897,6 +897,12 @@ WHERE id = :id AND organization_id = :org AND status = 'failed'
 
 -- ------------------------------------------------------------------ agents' results
 
+-- callback_secret --
+SELECT value FROM secrets WHERE name = 'callback_token'
+
+-- contact_status --
+SELECT status FROM contacts WHERE id = :contact_id
+
 -- attempt_for_room --
 -- The attempt a room belongs to (a dial given back is none), in a job not deleted.
 SELECT j.organization_id, a.job_id, a.contact_id, a.attempt_no, a.outcome, a.ended_at

@@ -1258,7 +1258,7 @@ class Store:
         """The secret callback tokens are signed with (made once per database)."""
 
         def q(conn: sqlite3.Connection) -> bytes:
-            row = conn.execute("SELECT value FROM secrets WHERE name = 'callback_token'").fetchone()
+            row = conn.execute(Q()["callback_secret"]).fetchone()
             return bytes.fromhex(row[0])
 
         return await self._read_small(q)
@@ -1328,9 +1328,7 @@ class Store:
             if ended:
                 _apply_result(conn, new.contact_id, new.attempt_no, result_id, now, rules)
             history = _results(conn, "results_for_attempt", where)
-            status = conn.execute(
-                "SELECT status FROM contacts WHERE id = ?", (new.contact_id,)
-            ).fetchone()[0]
+            status = conn.execute(Q()["contact_status"], where).fetchone()[0]
             return ResultRecorded(history[-1], status, ended)
 
         return await self._write(tx)

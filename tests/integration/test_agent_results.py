@@ -96,6 +96,11 @@ async def has_live(line: AgentLine, job_id: str) -> bool:
     return any(r.startswith(job_id) for r in line.live())
 
 
+async def parked(running: Running) -> bool:
+    """The engine has looked and has nothing to do until a later time."""
+    return running.engine.idle.is_set()
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -236,7 +241,7 @@ async def test_a_late_callback_request_reopens_the_job_and_is_dialed_at_its_time
     assert (shown["nextRetryAt"], shown["maxAttempts"], shown["attemptCount"]) == (_iso(at), 2, 1)
     assert detail["completedAt"] is None
     await running.clock.advance(3599)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: parked(running))
     assert line.live() == []  # not before its time
     await running.clock.advance(2)
     await wait_until(lambda: has_live(line, job_id))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from dialer import results
-from storage.store import AlwaysOpen, ResultFacts
+from storage.store import AlwaysOpen, ResultFacts, Store
 
 NOW = 1_000_000.0
 FACTS = ResultFacts(
@@ -78,3 +79,19 @@ def test_tokens_are_per_room_and_constant_length() -> None:
     assert not results.token_matches(secret, "job_c1_a2_abcdef", token)
     assert not results.token_matches(b"t" * 32, "job_c1_a1_abcdef", token)
     assert results.callback_url("https://d.example/", "r1") == "https://d.example/calls/r1/result"
+
+
+async def test_the_callback_secret_is_made_once_per_database(tmp_path: Path) -> None:
+    """Tokens handed to agents before a restart still verify after it; another database has
+    another secret."""
+    first = await Store.open(str(tmp_path / "a.db"))
+    secret = await first.callback_secret()
+    await first.close()
+    again = await Store.open(str(tmp_path / "a.db"))
+    other = await Store.open(str(tmp_path / "b.db"))
+    try:
+        assert await again.callback_secret() == secret and len(secret) == 32
+        assert await other.callback_secret() != secret
+    finally:
+        await again.close()
+        await other.close()
