@@ -62,6 +62,8 @@ RECOVERY_TIMEOUT_SECONDS = 20.0
 # A job whose count of finished contacts has not moved this long is stalled: the next event comes
 # without waiting for its point of progress, and the run stops waiting for the job to finish.
 STALL_SECONDS = 60.0
+# Past this share of its contacts done, an event no longer waits for the service to settle.
+NEAR_END = 0.9
 TMPFS_SIZE = "64m"
 
 
@@ -745,7 +747,9 @@ class Runner:
         self, service: Service, point: float, settle: float, deadline: float
     ) -> Progress | None:
         """Until the job has done `point` of its contacts and the service has run `settle`
-        seconds: the job's progress then; None if the job ended (or the time ran out) first."""
+        seconds (or less, once the job is near its end: an event waiting for the service to
+        settle must not miss the job), the job's progress then; None if the job ended (or the
+        time ran out) first."""
         while self.clock() < deadline:
             progress = self._poll(service)
             if progress is not None:
@@ -755,7 +759,8 @@ class Runner:
                 # the next event comes anyway (as an operator would restart it).
                 stalled = self.stalled or self.clock() - self.last_change > STALL_SECONDS
                 reached = progress.done >= point * progress.total or stalled
-                if reached and self.clock() - service.started_at >= settle:
+                ending = progress.done >= NEAR_END * progress.total
+                if reached and (ending or self.clock() - service.started_at >= settle):
                     return progress
             self.sleep(0.05)
         return None
