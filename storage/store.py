@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
@@ -171,6 +173,8 @@ class JobDetailRow:
     contacts_total: int
     last_retry_due: float | None  # the latest nextRetryAt of the job's queued contacts
     last_call_due: float | None = None  # the latest window opening its pending contacts wait for
+    # Until when the page reads the same with no write: the first of its contacts' nextCallAt.
+    fresh_until: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +315,9 @@ RoomNamer = Callable[[str, int, int], str]
 # How long a read on the event loop's own connection may wait for a lock before it goes to a
 # reader thread instead (a WAL reader normally never waits).
 INLINE_BUSY_MS = 20
+
+# How many answers of small reads the store keeps for repeats (see Store._read_kept).
+KEPT_READS = 64
 
 # The status reason of a job the engine paused because its organization ran out of credits.
 CREDITS_EXHAUSTED = "Credits exhausted"
@@ -591,6 +598,9 @@ class Store:
         self._reader: Connection | None = None  # big reads: exports, whole-job documents
         self._small: Connection | None = None  # small reads: a job, its counts, one page
         self._inline: sqlite3.Connection | None = None  # the event loop's own (see _read_small)
+        # Answers of repeated small reads: key -> (data_version, read at, fresh until, answer).
+        self._kept: OrderedDict[tuple[object, ...], tuple[int, float, float, Any]] = OrderedDict()
+        self.kept_hits = 0
         self.last_write_error: str | None = None  # None: the last write succeeded
         self.lost: str | None = None  # set once the files open are no longer the database
         self._identity: dict[str, tuple[int, int]] = {}
@@ -757,6 +767,43 @@ class Store:
             raise dbmod.StorageError("store is closed")
         return await conn.read(fn)
 
+    async def _read_kept(
+        self,
+        key: tuple[object, ...],
+        fn: Callable[[sqlite3.Connection], T],
+        now: float = 0.0,
+        fresh_until: Callable[[T], float] = lambda _: math.inf,
+    ) -> T:
+        """A small read whose answer is kept for as long as the database does not change: a
+        dashboard, or many, polling the same job between two engine cycles reads it once.
+
+        SQLite's `data_version` of the event loop's connection changes whenever another
+        connection commits (every write goes through the writer; this connection only reads),
+        so a kept answer is exactly what the read would return now. It is read before the
+        read itself: a commit in between only makes the answer newer than its label, never
+        older. An answer that changes with time alone (a contact's nextCallAt passing) says
+        until when it holds. Without that connection (an in-memory database), nothing is
+        kept."""
+        inline = self._inline
+        if inline is None:
+            return await self._read_small(fn)
+        try:
+            version = int(inline.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return await self._read_small(fn)
+        kept = self._kept.get(key)
+        if kept is not None and kept[0] == version and kept[1] <= now < kept[2]:
+            self._kept.move_to_end(key)
+            self.kept_hits += 1
+            answer: T = kept[3]
+            return answer
+        answer = await self._read_small(fn)
+        self._kept[key] = (version, now, fresh_until(answer), answer)
+        self._kept.move_to_end(key)
+        if len(self._kept) > KEPT_READS:
+            self._kept.popitem(last=False)
+        return answer
+
     async def _read_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A read on the small reader's thread: for work that must not take the event loop's
         time even briefly (the webhook sender's, done beside the engine)."""
@@ -873,7 +920,7 @@ class Store:
             page: str = conn.execute(Q()["list_jobs_api"], params).fetchone()[0]
             return page, int(conn.execute(Q()["count_jobs"], params).fetchone()[0])
 
-        return await self._read_small(q)
+        return await self._read_kept(("jobs", organization_id, status, limit, offset), q)
 
     async def job_detail(
         self,
@@ -901,7 +948,7 @@ class Store:
                 "now": now,
             }
             query = "contacts_page_api" if contact_status is None else "contacts_page_api_in_status"
-            contacts_json = conn.execute(Q()[query], params).fetchone()[0]
+            contacts_json, first_wait = conn.execute(Q()[query], params).fetchone()
             total = counts.get(contact_status, 0) if contact_status else job.total_contacts
             return JobDetailRow(
                 job=job,
@@ -910,9 +957,11 @@ class Store:
                 contacts_total=total,
                 last_retry_due=conn.execute(Q()["last_retry_due"], (job_id,)).fetchone()[0],
                 last_call_due=conn.execute(Q()["last_call_due"], (job_id,)).fetchone()[0],
+                fresh_until=math.inf if first_wait is None else first_wait,
             )
 
-        return await self._read_small(q)
+        key = ("detail", organization_id, job_id, contact_status, limit, offset)
+        return await self._read_kept(key, q, now, _fresh_until)
 
     async def job_with_counts(
         self, organization_id: str, job_id: str
@@ -1740,6 +1789,10 @@ def _batch_summaries(conn: sqlite3.Connection, jobs: list[JobRow]) -> list[Batch
         for job_id, dispatched, retries in _json_rows(conn, "batch_call_stats", {"ids": ids})
     }
     return [BatchSummary(job, _counts(conn, job.id), *stats.get(job.id, (0, 0))) for job in jobs]
+
+
+def _fresh_until(found: JobDetailRow | None) -> float:
+    return math.inf if found is None else found.fresh_until
 
 
 def _counts(conn: sqlite3.Connection, job_id: str) -> dict[str, int]:

@@ -12,6 +12,7 @@ from storage.store import (
     ApiKeyRow,
     ClaimedContact,
     ContactRow,
+    JobDetailRow,
     JobVerdict,
     NewContact,
     Outcome,
@@ -523,6 +524,47 @@ async def test_contact_pages_rendered_by_sql_match_contact_json(store: Store) ->
     assert empty is not None and json.loads(empty.contacts_json) == []
     beyond = await store.job_detail(ORG, "job_1", None, 50, 50)
     assert beyond is not None and json.loads(beyond.contacts_json) == []
+
+
+async def test_repeated_small_reads_are_kept_until_a_commit_or_a_wait_ends(store: Store) -> None:
+    """A detail or list read repeated with nothing committed meanwhile is answered from what was
+    kept (a dashboard polling between two engine cycles); a commit by any connection, or a
+    contact's nextCallAt passing, makes it read again; another organization never gets it."""
+    await running_job(store)
+    (first,) = await claim(store, 1)
+    retry_at = T0 + 300
+    await record(store, outcome_for(first, "busy", "queued", next_retry_at=retry_at, sip_code=486))
+
+    async def detail(now: float) -> JobDetailRow:
+        found = await store.job_detail(ORG, "job_1", None, 50, 0, now)
+        assert found is not None
+        return found
+
+    def next_call_at(found: JobDetailRow) -> str | None:
+        at: str | None = json.loads(found.contacts_json)[0]["nextCallAt"]
+        return at
+
+    shown = await detail(T0 + 100)
+    assert next_call_at(shown) == "2026-01-01T00:05:00Z"
+    hits = store.kept_hits
+    assert await detail(T0 + 200) == shown
+    assert store.kept_hits == hits + 1
+    # Time alone: once the retry is due, the page no longer shows it waiting.
+    due = await detail(retry_at)
+    assert next_call_at(due) is None and store.kept_hits == hits + 1
+    assert await store.job_detail("org_other", "job_1", None, 50, 0, retry_at) is None
+    # A write through the writer connection: the next read sees it.
+    await store.cancel_job(ORG, "job_1", retry_at + 1)
+    cancelled = await detail(retry_at + 2)
+    assert cancelled.job.status == "cancelled" and store.kept_hits == hits + 1
+
+    page, total = await store.list_jobs_json(ORG, None, 20, 0)
+    assert (await store.list_jobs_json(ORG, None, 20, 0)) == (page, total)
+    assert store.kept_hits == hits + 2
+    await store.create_job(new_job("job_2"), new_contacts(1))
+    page, total = await store.list_jobs_json(ORG, None, 20, 0)
+    assert total == 2 and [j["id"] for j in json.loads(page)] == ["job_2", "job_1"]
+    assert await store.list_jobs_json("org_other", None, 20, 0) == ("[]", 0)
 
 
 async def test_job_pages_rendered_by_sql_match_job_summary(store: Store) -> None:
