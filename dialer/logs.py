@@ -2,28 +2,68 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
 import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 import structlog
 
+# Set by `configure` when it writes JSON lines at info level or below: the stream, and the
+# processors it configured (a test that captures logs changes them; `info_many` then logs one
+# by one, as everything else does).
+_json_lines: tuple[TextIO, tuple[structlog.types.Processor, ...]] | None = None
+
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
+    global _json_lines
     use_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
+    processors: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    level_no = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level_no),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    _json_lines = (sys.stderr, tuple(processors)) if use_json and level_no <= logging.INFO else None
+
+
+def info_many(logger: Any, event: str, rows: Iterable[dict[str, Any]]) -> None:
+    """One info line of `event` per row, as `logger.info(event, **row)` writes them, but as JSON
+    lines: one timestamp and one write for all of them. Structlog renders a line in ~40 us,
+    and the engine logs every attempt: at thousands a second that was a sixth of the event
+    loop. With any other configuration, each row is logged as usual."""
+    found = _json_lines
+    if found is None or tuple(structlog.get_config()["processors"]) != found[1]:
+        for row in rows:
+            logger.info(event, **row)
+        return
+    stream = found[0]
+    context = structlog.contextvars.get_contextvars()
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    lines = "".join(
+        # In structlog's order: the fields, the event, the context (never over a field), the
+        # level and the time.
+        jsonlib.dumps(
+            {**row, "event": event, **{k: v for k, v in context.items() if k not in row}}
+            | {"level": "info", "timestamp": stamp},
+            default=repr,
+        )
+        + "\n"
+        for row in rows
+    )
+    if lines:
+        stream.write(lines)
+        stream.flush()

@@ -17,7 +17,6 @@ leaves it final instead (`no_answer` for a voicemail, `completed` for a callback
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from typing import Final, Literal, get_args
 
@@ -126,7 +125,7 @@ def _final(
 
 def callback_token(secret: bytes, room_name: str) -> str:
     """The token that authorizes a result for the attempt in `room_name`, and nothing else."""
-    mac = hmac.new(secret, b"callback-token:" + room_name.encode(), hashlib.sha256).digest()
+    mac = hmac.digest(secret, b"callback-token:" + room_name.encode(), "sha256")
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from dialer import autopause, results, retry, windows
+from dialer import autopause, logs, results, retry, windows
 from dialer.clock import Clock
 from dialer.config import Config
 from dialer.held import HeldOutcomes
@@ -830,18 +830,23 @@ class Engine:
     def _log_attempts(
         self, done: list[tuple[LiveCall, DialResult]], outcomes: list[Outcome]
     ) -> None:
-        for (call, result), outcome in zip(done, outcomes, strict=True):
-            log.info(
-                "call_attempt_finished",
-                job_id=call.job_id,
-                contact_id=call.contact.id,
-                attempt=call.contact.attempt_no,
-                outcome=outcome.outcome,
-                sip_code=result.sip_code,
-                next_status=outcome.next_status,
-                reason=result.reason,
-                duration=result.duration,
-            )
+        logs.info_many(
+            log,
+            "call_attempt_finished",
+            (
+                {
+                    "job_id": call.job_id,
+                    "contact_id": call.contact.id,
+                    "attempt": call.contact.attempt_no,
+                    "outcome": outcome.outcome,
+                    "sip_code": result.sip_code,
+                    "next_status": outcome.next_status,
+                    "reason": result.reason,
+                    "duration": result.duration,
+                }
+                for (call, result), outcome in zip(done, outcomes, strict=True)
+            ),
+        )
 
     def _outcome(self, call: LiveCall, result: DialResult, now: float) -> Outcome:
         charged = 0.0
