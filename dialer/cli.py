@@ -125,6 +125,7 @@ def serve(args: argparse.Namespace) -> int:
             update={"server": config.server.model_copy(update={"port": args.port})}
         )
     logs.configure(args.log_level)
+    intake.prepare()
     try:
         return asyncio.run(_serve(config, args.config))
     except StartupError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import json
 import re
@@ -101,15 +102,117 @@ def e164_problem(value: str) -> str | None:
     if not _E164.fullmatch(value):
         return "not in E.164 format (+ then 2 to 15 digits, no spaces or punctuation)"
     if _NANP_E164.fullmatch(value):
-        parsed = phonenumbers.PhoneNumber(country_code=1, national_number=int(value[2:]))
+        valid = _valid_national(1, value[2:])
     else:
         try:
-            parsed = phonenumbers.parse(value, None)
+            valid = valid_number(phonenumbers.parse(value, None))
         except phonenumbers.NumberParseException:
             return "not a phone number"
-    if not phonenumbers.is_valid_number(parsed):
+    if not valid:
         return "not a valid number for its country code"
     return None
+
+
+# The number types `phonenumbers` knows (PhoneMetadata fields): a number is valid when it is of
+# one of them in its region.
+_NUMBER_TYPES = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _RegionPatterns:
+    """One region's patterns from the `phonenumbers` metadata, compiled once: the general
+    pattern, and the patterns of every number type joined into one regex per set of possible
+    lengths (None: any length)."""
+
+    leading_digits: re.Pattern[str] | None
+    general: tuple[frozenset[int] | None, re.Pattern[str]] | None
+    typed: tuple[tuple[frozenset[int] | None, re.Pattern[str]], ...]
+
+    def matches(self, nsn: str) -> bool:
+        general = self.general
+        if general is None or not _fits(general, nsn):
+            return False
+        return any(_fits(typed, nsn) for typed in self.typed)
+
+
+def _fits(desc: tuple[frozenset[int] | None, re.Pattern[str]], nsn: str) -> bool:
+    lengths, pattern = desc
+    return (lengths is None or len(nsn) in lengths) and pattern.fullmatch(nsn) is not None
+
+
+@functools.cache
+def _region_patterns(country_code: int, region: str) -> _RegionPatterns | None:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    if metadata is None:
+        return None
+
+    def lengths_and_pattern(desc: Any) -> tuple[frozenset[int] | None, str] | None:
+        if desc is None or not desc.national_number_pattern:
+            return None
+        lengths = frozenset(desc.possible_length) if desc.possible_length else None
+        return lengths, desc.national_number_pattern
+
+    general = lengths_and_pattern(metadata.general_desc)
+    joined: dict[frozenset[int] | None, list[str]] = {}
+    for name in _NUMBER_TYPES:
+        found = lengths_and_pattern(getattr(metadata, name))
+        if found is not None:
+            joined.setdefault(found[0], []).append(found[1])
+    return _RegionPatterns(
+        leading_digits=re.compile(metadata.leading_digits) if metadata.leading_digits else None,
+        general=None if general is None else (general[0], re.compile(general[1])),
+        typed=tuple(
+            (lengths, re.compile("|".join(f"(?:{p})" for p in patterns)))
+            for lengths, patterns in joined.items()
+        ),
+    )
+
+
+def _valid_national(country_code: int, nsn: str) -> bool:
+    """`phonenumbers.is_valid_number` for (country code, national significant number), with
+    the same metadata and the same steps (the region is the first of the country code's that
+    claims the number by its leading digits or, without those, by its patterns), each region's
+    patterns compiled once: the library looks up and tries every type's pattern in turn, which
+    was half the cost of checking a large upload."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code)
+    if not regions:
+        return False
+    if len(regions) == 1:
+        patterns = _region_patterns(country_code, regions[0])
+        return patterns is not None and patterns.matches(nsn)
+    for region in regions:
+        patterns = _region_patterns(country_code, region)
+        if patterns is None:
+            continue
+        if patterns.leading_digits is not None:
+            if patterns.leading_digits.match(nsn):
+                return patterns.matches(nsn)
+        elif patterns.matches(nsn):
+            return True
+    return False
+
+
+def prepare() -> None:
+    """Compile the North American patterns now (70 ms), not in the first upload."""
+    _valid_national(1, "2025550100")
+
+
+def valid_number(number: phonenumbers.PhoneNumber) -> bool:
+    """Whether a parsed number is valid: `phonenumbers.is_valid_number`, faster."""
+    if number.country_code is None:
+        return False
+    return _valid_national(number.country_code, phonenumbers.national_significant_number(number))
 
 
 def default_region(code: str | None) -> str | None:
@@ -146,7 +249,7 @@ def normalize_phone(value: str, region: str | None) -> tuple[str | None, str | N
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None, "not a phone number"
-    if not phonenumbers.is_valid_number(parsed):
+    if not valid_number(parsed):
         return None, f"not a valid number (read as dialed from {region})"
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
 

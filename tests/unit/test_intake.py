@@ -522,3 +522,49 @@ def test_north_american_fast_path_agrees_with_phonenumbers() -> None:
     samples += ["+12025550101", "+10235925634", "+11234567890", "+18005550100", "+16045550100"]
     for value in samples:
         assert (intake.e164_problem(value) is None) == reference(value), value
+
+
+def test_valid_number_agrees_with_phonenumbers_everywhere() -> None:
+    """intake.valid_number (each region's patterns compiled once) is the library's own
+    is_valid_number: for 30,000 random numbers over every country code, and for the library's
+    example number of every region and number type (all valid)."""
+    import random
+
+    import phonenumbers
+    from phonenumbers import PhoneNumberType
+
+    rnd = random.Random(11)
+    codes = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+    checked = valid = 0
+    for _ in range(30_000):
+        digits = "".join(rnd.choice("0123456789") for _ in range(rnd.randint(4, 13)))
+        try:
+            number = phonenumbers.parse(f"+{rnd.choice(codes)}{digits}", None)
+        except phonenumbers.NumberParseException:
+            continue
+        expected = phonenumbers.is_valid_number(number)
+        assert intake.valid_number(number) == expected, number
+        checked += 1
+        valid += expected
+    assert checked > 25_000 and valid > 1_000  # both verdicts well represented
+    examples = [
+        phonenumbers.example_number_for_type(region, kind)
+        for region in sorted(phonenumbers.SUPPORTED_REGIONS)
+        for kind in (
+            PhoneNumberType.FIXED_LINE,
+            PhoneNumberType.MOBILE,
+            PhoneNumberType.TOLL_FREE,
+            PhoneNumberType.PREMIUM_RATE,
+            PhoneNumberType.VOIP,
+            PhoneNumberType.UAN,
+        )
+    ]
+    examples += [
+        phonenumbers.example_number_for_non_geo_entity(code)
+        for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+    ]
+    found = [e for e in examples if e is not None]
+    assert len(found) > 500
+    for example in found:
+        assert intake.valid_number(example) == phonenumbers.is_valid_number(example), example
+        assert phonenumbers.is_valid_number(example)
