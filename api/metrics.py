@@ -30,7 +30,11 @@ def setup(app: web.Application) -> None:
         engine, store = app.get(appkeys.ENGINE), app.get(appkeys.STORE)
         return None if engine is None or store is None else (engine, store)
 
-    registry.register(DialerCollector(app[appkeys.CONFIG], parts, ready))
+    registry.register(
+        DialerCollector(
+            app[appkeys.CONFIG], parts, ready, sender=lambda: app.get(appkeys.WEBHOOK_SENDER)
+        )
+    )
     app[REGISTRY] = registry
     app[READY] = ready
     app.router.add_get("/metrics", metrics)

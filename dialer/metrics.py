@@ -6,9 +6,9 @@ Every label is bounded by the configuration or the telephony standard: organizat
 number id, outcome, SIP code. Never a job or contact id (one series per job would grow without
 end).
 
-More metrics (webhook deliveries by result, say) join the same registry: the app keeps it at
-`api.metrics.REGISTRY`; a component registers a collector of its own on it, or creates
-prometheus_client Counters and Histograms with `registry=` that registry.
+More metrics join the same registry: the app keeps it at `api.metrics.REGISTRY`; a component
+registers a collector of its own on it, or creates prometheus_client Counters and Histograms
+with `registry=` that registry.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from dialer.config import Config
 from dialer.scheduler import Engine
+from dialer.webhooks import SEND_RESULTS, WebhookSender
 from storage.db import StorageError
 from storage.latency import BucketCounts
 from storage.store import Store
@@ -63,16 +64,20 @@ class ReadyContacts:
 
 
 Parts = Callable[[], tuple[Engine, Store] | None]
+Sender = Callable[[], WebhookSender | None]
 
 
 class DialerCollector(Collector):
     """The dialer's metric families, built at each scrape from the running engine and store
     (`parts()`: None before they start, then the families have no samples)."""
 
-    def __init__(self, config: Config, parts: Parts, ready: ReadyContacts) -> None:
+    def __init__(
+        self, config: Config, parts: Parts, ready: ReadyContacts, sender: Sender = lambda: None
+    ) -> None:
         self._config = config
         self._parts = parts
         self._ready = ready
+        self._sender = sender
 
     def describe(self) -> Iterator[Metric]:
         """The families' names, so that the registry refuses a clashing metric."""
@@ -87,6 +92,19 @@ class DialerCollector(Collector):
         yield from self._storage(parts[1] if parts else None)
         yield self._contacts_ready(parts is not None)
         yield from self._health(parts)
+        yield self._webhook_sends(self._sender() if parts is not None else None)
+
+    def _webhook_sends(self, sender: WebhookSender | None) -> Metric:
+        sends = CounterMetricFamily(
+            "dialer_webhook_deliveries",
+            "Webhook sends by result: delivered (2xx), retry (failed, tried again later), "
+            "failed (failed for good: a dead letter until replayed).",
+            labels=["result"],
+        )
+        if sender is not None:
+            for result in SEND_RESULTS:
+                sends.add_metric([result], sender.sends[result])
+        return sends
 
     def _slots(self, engine: Engine | None) -> Iterator[Metric]:
         live = GaugeMetricFamily(

@@ -57,6 +57,7 @@ EVENT_TYPES = (
 # 8th it is failed (a dead letter, until replayed).
 RETRY_SCHEDULE_SECONDS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
+SEND_RESULTS = ("delivered", "retry", "failed")
 
 # After a storage failure the sender waits at most this long before it tries again. (With nothing
 # pending it waits on no timer at all: every change that writes an event is followed by the
@@ -217,6 +218,9 @@ class WebhookSender:
         self._stopping = False
         self._in_flight: dict[int, tuple[str, asyncio.Task[None]]] = {}
         self._results: list[DeliveryAttempt] = []
+        # Sends by result, for /metrics: delivered (2xx), retry (failed, tried again later),
+        # failed (failed for good: a dead letter until replayed).
+        self.sends: dict[str, int] = dict.fromkeys(SEND_RESULTS, 0)
         self._endpoints: dict[str, tuple[str, str]] = {}
         self._endpoints_changes = 0  # endpoints_changed() calls
         self._endpoints_read: tuple[int, float] | None = None  # (changes seen, clock time)
@@ -348,6 +352,7 @@ class WebhookSender:
             status, next_at = "delivered", None
         else:
             status, next_at = after_failure(attempts, sent.status == 410, now)
+        self.sends["retry" if status == "pending" else status] += 1
         self._results.append(
             DeliveryAttempt(
                 delivery.id, delivery.attempts, status, next_at, sent.status, sent.error, now

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import metrics
+from dialer import webhooks
 from dialer.clock import FakeClock
 from tests.conftest import NUMBER, ORG, OTHER_ORG, Running, StartApp, make_config, wait_until
 from tests.integration.test_storage_faults import FailingWrites, LedgerProvider
@@ -172,7 +173,7 @@ async def test_dials_by_outcome_and_sip_code_with_bounded_labels(
     assert value(samples, "dialer_dials_total", outcome="carrier_error", sip_code="503") == 2
     assert value(samples, "dialer_dials_total", outcome="completed", sip_code="none") == 6
 
-    allowed = {"organization", "phone_number_id", "outcome", "sip_code", "le"}
+    allowed = {"organization", "phone_number_id", "outcome", "sip_code", "result", "le"}
     numbers = {(n.organization, n.id) for n in config.phone_numbers}
     for name, labels, _ in samples:
         assert set(labels) <= allowed, (name, labels)
@@ -182,6 +183,8 @@ async def test_dials_by_outcome_and_sip_code_with_bounded_labels(
             assert labels["organization"] in {ORG, OTHER_ORG}
         if "sip_code" in labels:
             assert labels["sip_code"] == "none" or labels["sip_code"].isdigit()
+        if "result" in labels:
+            assert labels["result"] in webhooks.SEND_RESULTS
     assert first not in text and second not in text
     detail = await running.detail(first)
     for contact in detail["contacts"]:

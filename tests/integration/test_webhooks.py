@@ -19,6 +19,9 @@ from api import keys as appkeys
 from dialer import webhooks
 from storage.connection import StorageUnavailable
 from tests.conftest import OTHER_ORG, Running, StartApp, make_config, wait_until
+from tests.integration.test_metrics import scrape, value
+
+RESULTS = webhooks.SEND_RESULTS
 
 FUTURE = "2030-01-01T00:00:00Z"
 
@@ -402,6 +405,10 @@ async def test_every_retry_failing_ends_in_a_dead_letter_and_replay_delivers_it(
     assert resp.status == 202, await resp.text()
     await wait_until(lambda: delivery_is(app, "delivered", 9))
     assert len({webhook_id for webhook_id, _ in receiver.requests}) == 1
+    # /metrics counts every send by its result.
+    samples = await scrape(app)
+    sends = {r: value(samples, "dialer_webhook_deliveries_total", result=r) for r in RESULTS}
+    assert sends == {"delivered": 1, "retry": 7, "failed": 1}
     again = await app.client.post(
         f"/webhooks/deliveries/{delivery_id}/retry", headers=app.headers()
     )
