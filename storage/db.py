@@ -68,13 +68,21 @@ def migrations() -> list[tuple[int, str]]:
 
 
 def migrate(db: sqlite3.Connection) -> int:
-    """Apply the migrations the database has not seen yet; return the schema version."""
+    """Apply the migrations the database has not seen yet; return the schema version.
+
+    Each one is applied under the write lock, after reading the version again under it: two
+    processes starting on a new database at once (`dialer serve` and `dialer keys create`,
+    say) apply each migration once between them, never twice."""
     current = int(db.execute("PRAGMA user_version").fetchone()[0])
     for version, sql in migrations():
         if version <= current:
             continue
         db.execute("BEGIN IMMEDIATE")
         try:
+            current = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version <= current:  # applied meanwhile by another connection
+                db.execute("COMMIT")
+                continue
             for statement in _split_script(sql):
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {version}")

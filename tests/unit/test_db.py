@@ -117,6 +117,36 @@ def test_migrate_twice_is_a_no_op(conn: sqlite3.Connection) -> None:
     assert schema(conn) == before
 
 
+def test_a_migration_applied_meanwhile_by_another_process_is_not_applied_again(
+    tmp_path: Path,
+) -> None:
+    """Two processes starting on a new database at once both read version 0 before either
+    applies anything: the one that gets the write lock second reads the version again under it
+    and applies nothing twice (it failed with "duplicate column name" before)."""
+    path = str(tmp_path / "race.db")
+    first, second = dbmod.connect(path), dbmod.connect(path)
+
+    class StaleFirstRead:
+        """The second process's connection, whose first version read happened before the
+        first process migrated."""
+
+        def __init__(self) -> None:
+            self.stale = True
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if self.stale and sql == "PRAGMA user_version":
+                self.stale = False
+                return second.execute("SELECT 0")
+            return second.execute(sql, *args)
+
+    latest = dbmod.migrate(first)
+    before = schema(first)
+    assert dbmod.migrate(StaleFirstRead()) == latest  # type: ignore[arg-type]
+    assert schema(second) == before
+    first.close()
+    second.close()
+
+
 def test_failed_migration_rolls_back_whole(
     conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
