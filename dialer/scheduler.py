@@ -554,7 +554,8 @@ class Engine:
             self._take_ended(done, now)
         writing = self._held[:most]
         plan, next_due = self._plan(now, most)
-        if sum(granted for _, _, granted in plan.values()) >= most or len(self._held) > most:
+        claims = sum(granted for _, _, granted in plan.values())
+        if claims >= most or len(self._held) > most:
             self._wake.set()  # capped by the cycle size, not by a limit: go again at once
         self.wrote = False
         if not (writing or self._held_verdicts or plan):
@@ -566,6 +567,7 @@ class Engine:
                 {job_id: granted for job_id, (_, _, granted) in plan.items()},
                 now,
                 room_name,
+                here=len(writing) + claims <= SMALL_CYCLE,
             )
         except StorageUnavailable:
             for _, bucket, granted in plan.values():

@@ -1,14 +1,17 @@
 """The Store: one method per query, each transaction run whole on one database connection.
 
-All writes go through a single writer connection (aiosqlite: its own thread), so every
+Writes go through a single writer connection (aiosqlite: its own thread), so every
 transaction is one hop off the event loop (group commit: a batch of claims or outcomes is one
-transaction). Reads for the API use separate connections; WAL lets them run while the writer
-works. See `storage.connection`.
+transaction); a small scheduler cycle is written at once on the event loop's own connection
+instead, when the writer has nothing queued and the lock is free (see `_write_here`). Reads for
+the API use separate connections; WAL lets them run while the writer works. See
+`storage.connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -25,6 +28,7 @@ from storage.connection import (
     Connection,
     StorageUnavailable,
     create_private,
+    storage_failure,
 )
 from storage.db import TransitionError
 from storage.latency import FAST_BUCKETS, BucketCounts
@@ -599,8 +603,12 @@ class Store:
         self._small: Connection | None = None  # small reads: a job, its counts, one page
         self._inline: sqlite3.Connection | None = None  # the event loop's own (see _read_small)
         # Answers of repeated small reads: key -> (data_version, read at, fresh until, answer).
-        self._kept: OrderedDict[tuple[object, ...], tuple[int, float, float, Any]] = OrderedDict()
+        self._kept: OrderedDict[tuple[object, ...], tuple[tuple[int, int], float, float, Any]] = (
+            OrderedDict()
+        )
         self.kept_hits = 0
+        self._inline_writes = 0  # committed on the loop's connection: data_version misses them
+        self._queued_writes = 0  # handed to the writer's thread and not yet done
         self.last_write_error: str | None = None  # None: the last write succeeded
         self.lost: str | None = None  # set once the files open are no longer the database
         self._identity: dict[str, tuple[int, int]] = {}
@@ -627,9 +635,7 @@ class Store:
     async def _start(self) -> None:
         def prepare(conn: sqlite3.Connection) -> None:
             dbmod.migrate(conn)
-            # The writer's scratch tables: per connection, never written to the database file.
-            conn.execute(Q()["create_outcome_batch"])
-            conn.execute(Q()["create_claim_batch"])
+            prepare_scratch(conn)
 
         if not self._memory:
             try:
@@ -645,6 +651,7 @@ class Store:
             self._small = await Connection.open(self.path, "small-reader", self.busy_timeout)
             self._inline = dbmod.connect(self.path)
             self._inline.execute(f"PRAGMA busy_timeout = {INLINE_BUSY_MS}")
+            prepare_scratch(self._inline)
             self._identity = self._file_identity()
 
     async def close(self) -> None:
@@ -723,16 +730,59 @@ class Store:
         if self.lost is not None:
             raise StorageUnavailable(self.lost)
         started = time.perf_counter()
+        self._queued_writes += 1
         try:
             # Shielded: once a transaction is handed to the thread it runs to its end, and the
             # caller learns its result even when the caller itself is being cancelled.
             result = await asyncio.shield(conn.write(fn))
         except StorageUnavailable as exc:
-            self.write_failures += 1
-            self.last_write_error = str(exc)
-            if self.on_write_failed is not None:
-                self.on_write_failed()
+            self._write_failed(exc)
             raise
+        finally:
+            self._queued_writes -= 1
+        self.write_seconds.observe(time.perf_counter() - started)
+        self.last_write_error = None
+        return result
+
+    def _write_failed(self, exc: StorageUnavailable) -> None:
+        self.write_failures += 1
+        self.last_write_error = str(exc)
+        if self.on_write_failed is not None:
+            self.on_write_failed()
+
+    async def _write_here(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A small transaction run at once on the event loop's own connection, when the writer
+        has nothing queued and the lock is free; else on the writer, as usual.
+
+        A paced job's slot waits for its refill on every round, and the hop to the writer's
+        thread and back cost a slot a few milliseconds more than the transaction itself (the
+        result's wake-up waits behind a busy loop, and every statement hands the GIL to the
+        thread and back). Run here, the loop is held for the transaction only, SQLite working
+        without the GIL (`dialer bench --scenario watched_pacing`: mean refill 7.9 -> 4.7 ms).
+        A storage failure counts as the writer's would."""
+        conn = self._inline
+        if conn is None or self.lost is not None or self._queued_writes:
+            return await self._write(fn)
+        started = time.perf_counter()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:  # the lock is taken (or the file fails): the writer decides
+            return await self._write(fn)
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _roll_back(conn)
+            if not storage_failure(exc):
+                raise
+            failure = StorageUnavailable(f"{type(exc).__name__}: {exc}")
+            self._write_failed(failure)
+            raise failure from exc
+        except BaseException:
+            _roll_back(conn)
+            raise
+        finally:
+            self._inline_writes += 1
         self.write_seconds.observe(time.perf_counter() - started)
         self.last_write_error = None
         return result
@@ -788,7 +838,9 @@ class Store:
         if inline is None:
             return await self._read_small(fn)
         try:
-            version = int(inline.execute("PRAGMA data_version").fetchone()[0])
+            # Commits of other connections, and this connection's own (see _write_here).
+            others = int(inline.execute("PRAGMA data_version").fetchone()[0])
+            version = (others, self._inline_writes)
         except sqlite3.Error:
             return await self._read_small(fn)
         kept = self._kept.get(key)
@@ -1195,11 +1247,14 @@ class Store:
         wanted: Mapping[str, int],
         now: float,
         room_namer: RoomNamer,
+        *,
+        here: bool = False,
     ) -> CycleResult:
         """One scheduler cycle in one transaction (group commit): record the finished attempts,
         fail or pause the jobs the engine judged, then claim contacts for the free slots.
 
         Claims are committed before anyone dials: after a crash they are found in `dialing`.
+        With `here`, on the event loop's own connection when it can be (see _write_here).
         """
 
         credit_limits = self._credit_limits
@@ -1216,7 +1271,7 @@ class Store:
             completed += [j for j, c in claims.items() if c.completed and j not in completed]
             return CycleResult(completed, refused, claims, applied, resulted)
 
-        return await self._write(tx)
+        return await (self._write_here(tx) if here else self._write(tx))
 
     async def claim(
         self, wanted: Mapping[str, int], now: float, room_namer: RoomNamer
@@ -1789,6 +1844,19 @@ def _batch_summaries(conn: sqlite3.Connection, jobs: list[JobRow]) -> list[Batch
         for job_id, dispatched, retries in _json_rows(conn, "batch_call_stats", {"ids": ids})
     }
     return [BatchSummary(job, _counts(conn, job.id), *stats.get(job.id, (0, 0))) for job in jobs]
+
+
+def prepare_scratch(conn: sqlite3.Connection) -> None:
+    """A writing connection's scratch tables: per connection, never written to the file."""
+    conn.execute(Q()["create_outcome_batch"])
+    conn.execute(Q()["create_claim_batch"])
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """End a failed transaction; the failure that ended it is what the caller reports."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _fresh_until(found: JobDetailRow | None) -> float:

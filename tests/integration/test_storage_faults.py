@@ -20,6 +20,7 @@ from dialer.providers.base import DialRequest, DialResult
 from dialer.providers.simulated import SimulatedProvider
 from dialer.states import ContactStatus
 from storage.connection import Connection, StorageUnavailable
+from storage.store import Store
 from tests.conftest import Running, StartApp, make_config, wait_until
 
 T = TypeVar("T")
@@ -49,12 +50,15 @@ class LedgerProvider(SimulatedProvider):
 
 
 class FailingWrites:
-    """Makes the store's writer fail like a locked or full database while `on`."""
+    """Makes the store's writes fail like a locked or full database while `on`: the writer's
+    transactions fail, and a small cycle finds the lock taken on the event loop's connection
+    (so it goes to the writer, as with a real lock)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.on = False
         self.refused = 0
         original = Connection.write
+        original_here = Store._write_here
         outer = self
 
         async def write(self: Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -63,7 +67,13 @@ class FailingWrites:
                 raise StorageUnavailable("OperationalError: database is locked")
             return await original(self, fn)
 
+        async def write_here(self: Store, fn: Callable[[sqlite3.Connection], T]) -> T:
+            if outer.on:
+                return await self._write(fn)
+            return await original_here(self, fn)
+
         monkeypatch.setattr(Connection, "write", write)
+        monkeypatch.setattr(Store, "_write_here", write_here)
 
 
 async def start(start_app: StartApp, tmp_path: Path, **engine: Any) -> tuple[Running, Any]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 
 import pytest
 
 from api.batch import contact_json, job_summary
+from storage.connection import StorageUnavailable
 from storage.db import StorageError, TransitionError
 from storage.store import (
     ApiKeyRow,
@@ -17,6 +20,7 @@ from storage.store import (
     NewContact,
     Outcome,
     Store,
+    prepare_scratch,
 )
 from tests.unit.conftest import (
     ORG,
@@ -565,6 +569,59 @@ async def test_repeated_small_reads_are_kept_until_a_commit_or_a_wait_ends(store
     page, total = await store.list_jobs_json(ORG, None, 20, 0)
     assert total == 2 and [j["id"] for j in json.loads(page)] == ["job_2", "job_1"]
     assert await store.list_jobs_json("org_other", None, 20, 0) == ("[]", 0)
+
+
+async def test_a_small_cycle_is_written_on_the_loops_connection_and_read_back(
+    store: Store,
+) -> None:
+    """A small cycle commits at once on the event loop's own connection (no hop to the
+    writer's thread); the other connections, and the reads kept for repeats, see it."""
+    await running_job(store, 4)
+    kept = await store.job_detail(ORG, "job_1", None, 50, 0)
+    assert kept is not None and kept.counts.get("dialing", 0) == 0
+    before = store.write_seconds.count
+    result = await store.cycle((), (), {"job_1": 2}, T0, namer, here=True)
+    assert len(result.claims["job_1"].contacts) == 2
+    assert store._inline_writes == 1 and store.write_seconds.count == before + 1
+    assert (await nonzero_counts(store))["dialing"] == 2  # read on the writer's connection
+    seen = await store.job_detail(ORG, "job_1", None, 50, 0)
+    assert seen is not None and seen.counts["dialing"] == 2  # not the kept answer
+
+
+async def test_a_small_cycle_goes_to_the_writer_when_the_lock_is_taken(store: Store) -> None:
+    """Another connection holding the write lock: the small cycle is handed to the writer,
+    which waits for the lock as every write does, and commits once it is free."""
+    await running_job(store, 4)
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    cycle = asyncio.ensure_future(store.cycle((), (), {"job_1": 2}, T0, namer, here=True))
+    await asyncio.sleep(0.05)
+    assert not cycle.done()  # waiting for the lock on the writer's thread
+    holder.execute("COMMIT")
+    holder.close()
+    assert len((await cycle).claims["job_1"].contacts) == 2
+    assert store._inline_writes == 0
+
+
+async def test_a_small_cycle_that_fails_on_the_loops_connection_is_a_storage_failure(
+    store: Store,
+) -> None:
+    """An error of SQLite's half way through the transaction (here: its scratch table gone)
+    rolls it back whole and is reported as the writer's would be: StorageUnavailable, counted,
+    the engine's callback told; the next cycle succeeds."""
+    await running_job(store, 4)
+    told: list[bool] = []
+    store.on_write_failed = lambda: told.append(True)
+    assert store._inline is not None
+    store._inline.execute("DROP TABLE temp.claim_batch")
+    with pytest.raises(StorageUnavailable, match="claim_batch"):
+        await store.cycle((), (), {"job_1": 2}, T0, namer, here=True)
+    assert told == [True] and store.write_failures == 1 and store.last_write_error
+    assert await nonzero_counts(store) == {"pending": 4}  # nothing of it was kept
+    assert not store._inline.in_transaction
+    prepare_scratch(store._inline)
+    result = await store.cycle((), (), {"job_1": 2}, T0, namer, here=True)
+    assert len(result.claims["job_1"].contacts) == 2 and store.last_write_error is None
 
 
 async def test_job_pages_rendered_by_sql_match_job_summary(store: Store) -> None:
