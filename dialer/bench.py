@@ -629,12 +629,24 @@ SCENARIOS: dict[str, Callable[[Path, Sizes], Awaitable[dict[str, Any]]]] = {
 }
 
 
+def cpu_probe(loops: int = 2_000_000) -> float:
+    """Millions of plain Python loop steps per second on this machine now: the figures above
+    move with it (a shared machine here ran from 6 to 15 on the same day), so a run can be
+    compared with another at its own speed."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(loops):
+        total += i
+    return round(loops / (time.perf_counter() - started) / 1e6, 2)
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "sqlite": sqlite3.sqlite_version,
         "platform": sys.platform,
+        "python_mloops_per_second": cpu_probe(),
     }
 
 
@@ -678,4 +690,6 @@ def main(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"machine: {json.dumps(machine())}", flush=True)
     asyncio.run(run(names, sizes, args.json))
+    if not args.json:  # the machine's speed may have moved during the run
+        print(f"machine after: python_mloops_per_second={cpu_probe()}", flush=True)
     return 0

@@ -64,3 +64,23 @@ def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: P
     assert 0 < paced["efficiency"] <= 1 and paced["api_p50_ms"] <= paced["api_p99_ms"]
     heavy = rows["heavy"]
     assert heavy["api_requests"] > 0 and heavy["api_errors"] == 0
+
+
+def test_bench_table_names_the_machine_and_its_speed_before_and_after(tmp_path: Path) -> None:
+    """The table starts with the machine (its Python loop speed measured now) and ends with
+    that speed measured again: figures of a shared machine are read against it."""
+    result = subprocess.run(
+        dialer_cmd("bench", "--quick", "--scenario", "ingest"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    first = json.loads(lines[0].removeprefix("machine: "))
+    assert first["cpus"] >= 1 and first["python_mloops_per_second"] > 0
+    assert lines[-1].startswith("machine after: python_mloops_per_second=")
+    assert float(lines[-1].rpartition("=")[2]) > 0
+    assert any(line.startswith("ingest ") for line in lines)
