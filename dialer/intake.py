@@ -534,9 +534,13 @@ def parse_json_contacts(
 _TOO_LARGE = f"contact data is larger than {MAX_CONTACT_DATA_BYTES // 1024} KB"
 
 
+# One encoder for every contact: `json.dumps` with an option builds a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def encode(data: dict[str, Any]) -> str:
     """A contact's data as it is stored: a JSON object."""
-    return json.dumps(data, ensure_ascii=False)
+    return _ENCODE(data)
 
 
 def _size(encoded: str) -> int:

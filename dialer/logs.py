@@ -15,6 +15,9 @@ import structlog
 # processors it configured (a test that captures logs changes them; `info_many` then logs one
 # by one, as everything else does).
 _json_lines: tuple[TextIO, tuple[structlog.types.Processor, ...]] | None = None
+# One encoder for every line (`json.dumps` with an option builds a new one per call); what JSON
+# cannot encode is written as its repr, as structlog's renderer does.
+_ENCODE = jsonlib.JSONEncoder(default=repr).encode
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
@@ -56,10 +59,9 @@ def info_many(logger: Any, event: str, rows: Iterable[dict[str, Any]]) -> None:
     lines = "".join(
         # In structlog's order: the fields, the event, the context (never over a field), the
         # level and the time.
-        jsonlib.dumps(
+        _ENCODE(
             {**row, "event": event, **{k: v for k, v in context.items() if k not in row}}
-            | {"level": "info", "timestamp": stamp},
-            default=repr,
+            | {"level": "info", "timestamp": stamp}
         )
         + "\n"
         for row in rows
