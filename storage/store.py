@@ -316,12 +316,17 @@ class ApiKeyRow:
 
 RoomNamer = Callable[[str, int, int], str]
 
-# How long a read on the event loop's own connection may wait for a lock before it goes to a
-# reader thread instead (a WAL reader normally never waits).
-INLINE_BUSY_MS = 20
+# How long the event loop's own connection may wait for a lock: not at all. A read that would
+# wait goes to a reader's thread, a small cycle to the writer (a WAL reader normally never
+# waits; the write lock is taken only by this process's writer, or another process).
+INLINE_BUSY_MS = 0
 
-# How many answers of small reads the store keeps for repeats (see Store._read_kept).
+# The answers of small reads the store keeps for repeats (see Store._read_kept): at most this
+# many, of at most this many characters each and in all (a page of 500 contacts with large
+# contactData can be megabytes: such an answer is not kept).
 KEPT_READS = 64
+KEPT_ANSWER_CHARS = 256 * 1024
+KEPT_TOTAL_CHARS = 4 * 1024 * 1024
 
 # The status reason of a job the engine paused because its organization ran out of credits.
 CREDITS_EXHAUSTED = "Credits exhausted"
@@ -603,9 +608,10 @@ class Store:
         self._small: Connection | None = None  # small reads: a job, its counts, one page
         self._inline: sqlite3.Connection | None = None  # the event loop's own (see _read_small)
         # Answers of repeated small reads: key -> (data_version, read at, fresh until, answer).
-        self._kept: OrderedDict[tuple[object, ...], tuple[tuple[int, int], float, float, Any]] = (
-            OrderedDict()
-        )
+        self._kept: OrderedDict[
+            tuple[object, ...], tuple[tuple[int, int], float, float, Any, int]
+        ] = OrderedDict()
+        self._kept_chars = 0
         self.kept_hits = 0
         self._inline_writes = 0  # committed on the loop's connection: data_version misses them
         self._queued_writes = 0  # handed to the writer's thread and not yet done
@@ -823,6 +829,7 @@ class Store:
         fn: Callable[[sqlite3.Connection], T],
         now: float = 0.0,
         fresh_until: Callable[[T], float] = lambda _: math.inf,
+        size: Callable[[T], int] = lambda _: 0,
     ) -> T:
         """A small read whose answer is kept for as long as the database does not change: a
         dashboard, or many, polling the same job between two engine cycles reads it once.
@@ -843,17 +850,22 @@ class Store:
             version = (others, self._inline_writes)
         except sqlite3.Error:
             return await self._read_small(fn)
-        kept = self._kept.get(key)
-        if kept is not None and kept[0] == version and kept[1] <= now < kept[2]:
-            self._kept.move_to_end(key)
-            self.kept_hits += 1
-            answer: T = kept[3]
-            return answer
+        kept = self._kept.pop(key, None)
+        if kept is not None:
+            self._kept_chars -= kept[4]
+            if kept[0] == version and kept[1] <= now < kept[2]:
+                self._kept[key] = kept  # the most recently used again
+                self._kept_chars += kept[4]
+                self.kept_hits += 1
+                answer: T = kept[3]
+                return answer
         answer = await self._read_small(fn)
-        self._kept[key] = (version, now, fresh_until(answer), answer)
-        self._kept.move_to_end(key)
-        if len(self._kept) > KEPT_READS:
-            self._kept.popitem(last=False)
+        chars = size(answer)
+        if chars <= KEPT_ANSWER_CHARS:
+            self._kept[key] = (version, now, fresh_until(answer), answer, chars)
+            self._kept_chars += chars
+            while len(self._kept) > KEPT_READS or self._kept_chars > KEPT_TOTAL_CHARS:
+                self._kept_chars -= self._kept.popitem(last=False)[1][4]
         return answer
 
     async def _read_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -972,7 +984,8 @@ class Store:
             page: str = conn.execute(Q()["list_jobs_api"], params).fetchone()[0]
             return page, int(conn.execute(Q()["count_jobs"], params).fetchone()[0])
 
-        return await self._read_kept(("jobs", organization_id, status, limit, offset), q)
+        key = ("jobs", organization_id, status, limit, offset)
+        return await self._read_kept(key, q, size=lambda answer: len(answer[0]))
 
     async def job_detail(
         self,
@@ -1013,7 +1026,7 @@ class Store:
             )
 
         key = ("detail", organization_id, job_id, contact_status, limit, offset)
-        return await self._read_kept(key, q, now, _fresh_until)
+        return await self._read_kept(key, q, now, _fresh_until, _detail_size)
 
     async def job_with_counts(
         self, organization_id: str, job_id: str
@@ -1861,6 +1874,10 @@ def _roll_back(conn: sqlite3.Connection) -> None:
 
 def _fresh_until(found: JobDetailRow | None) -> float:
     return math.inf if found is None else found.fresh_until
+
+
+def _detail_size(found: JobDetailRow | None) -> int:
+    return 0 if found is None else len(found.contacts_json)
 
 
 def _counts(conn: sqlite3.Connection, job_id: str) -> dict[str, int]:

@@ -571,6 +571,36 @@ async def test_repeated_small_reads_are_kept_until_a_commit_or_a_wait_ends(store
     assert await store.list_jobs_json("org_other", None, 20, 0) == ("[]", 0)
 
 
+async def test_kept_answers_are_bounded_in_size(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer over the size for one is never kept (a page of large contacts could be
+    megabytes); the answers kept stay within the size for all, the least recently used going
+    first."""
+    from storage import store as storemod
+
+    await running_job(store, 30)
+    one_page = await store.job_detail(ORG, "job_1", None, 10, 0)
+    assert one_page is not None
+    page_chars = len(one_page.contacts_json)
+    monkeypatch.setattr(storemod, "KEPT_ANSWER_CHARS", page_chars - 1)
+    hits = store.kept_hits
+    await store.job_detail(ORG, "job_1", None, 10, 10)
+    await store.job_detail(ORG, "job_1", None, 10, 10)
+    assert store.kept_hits == hits  # too big to keep
+    monkeypatch.setattr(storemod, "KEPT_ANSWER_CHARS", 10 * page_chars)
+    monkeypatch.setattr(storemod, "KEPT_TOTAL_CHARS", 2 * page_chars + page_chars // 2)
+    store._kept.clear()
+    store._kept_chars = 0
+    for offset in (0, 10, 20):
+        await store.job_detail(ORG, "job_1", None, 10, offset)
+    assert len(store._kept) == 2 and store._kept_chars <= storemod.KEPT_TOTAL_CHARS
+    await store.job_detail(ORG, "job_1", None, 10, 20)  # kept: the latest
+    assert store.kept_hits == hits + 1
+    await store.job_detail(ORG, "job_1", None, 10, 0)  # gone: the least recently used
+    assert store.kept_hits == hits + 1
+
+
 async def test_a_small_cycle_is_written_on_the_loops_connection_and_read_back(
     store: Store,
 ) -> None:
