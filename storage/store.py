@@ -325,6 +325,11 @@ INLINE_BUSY_MS = 0
 # many, of at most this many characters each and in all (a page of 500 contacts with large
 # contactData can be megabytes: such an answer is not kept).
 KEPT_READS = 64
+# Small cycles written in a row on the event loop's connection before one goes to the writer
+# (see Store._write_here): that connection never checkpoints the write-ahead log (a checkpoint
+# would hold the event loop for a disk flush), so the writer's commits must come often enough
+# to (about 20 pages a small cycle, SQLite checkpoints past 1,000).
+INLINE_RUN = 32
 KEPT_ANSWER_CHARS = 256 * 1024
 KEPT_TOTAL_CHARS = 4 * 1024 * 1024
 
@@ -615,6 +620,7 @@ class Store:
         self.kept_hits = 0
         self._inline_writes = 0  # committed on the loop's connection: data_version misses them
         self._queued_writes = 0  # handed to the writer's thread and not yet done
+        self._inline_run = 0  # written on the loop's connection since the writer's last commit
         self.last_write_error: str | None = None  # None: the last write succeeded
         self.lost: str | None = None  # set once the files open are no longer the database
         self._identity: dict[str, tuple[int, int]] = {}
@@ -657,6 +663,7 @@ class Store:
             self._small = await Connection.open(self.path, "small-reader", self.busy_timeout)
             self._inline = dbmod.connect(self.path)
             self._inline.execute(f"PRAGMA busy_timeout = {INLINE_BUSY_MS}")
+            self._inline.execute("PRAGMA wal_autocheckpoint = 0")  # the writer's job
             prepare_scratch(self._inline)
             self._identity = self._file_identity()
 
@@ -748,6 +755,7 @@ class Store:
             self._queued_writes -= 1
         self.write_seconds.observe(time.perf_counter() - started)
         self.last_write_error = None
+        self._inline_run = 0
         return result
 
     def _write_failed(self, exc: StorageUnavailable) -> None:
@@ -767,7 +775,12 @@ class Store:
         without the GIL (`dialer bench --scenario watched_pacing`: mean refill 7.9 -> 4.7 ms).
         A storage failure counts as the writer's would."""
         conn = self._inline
-        if conn is None or self.lost is not None or self._queued_writes:
+        if (
+            conn is None
+            or self.lost is not None
+            or self._queued_writes
+            or self._inline_run >= INLINE_RUN
+        ):
             return await self._write(fn)
         started = time.perf_counter()
         try:
@@ -791,6 +804,7 @@ class Store:
             self._inline_writes += 1
         self.write_seconds.observe(time.perf_counter() - started)
         self.last_write_error = None
+        self._inline_run += 1
         return result
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

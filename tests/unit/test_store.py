@@ -618,6 +618,27 @@ async def test_a_small_cycle_is_written_on_the_loops_connection_and_read_back(
     assert seen is not None and seen.counts["dialing"] == 2  # not the kept answer
 
 
+async def test_every_few_small_cycles_one_goes_to_the_writer_which_checkpoints(
+    store: Store,
+) -> None:
+    """The loop's connection never checkpoints the write-ahead log (that would hold the event
+    loop for a disk flush): after INLINE_RUN small cycles in a row the next one goes to the
+    writer, whose commits checkpoint it, and the run starts again."""
+    from storage import store as storemod
+
+    await running_job(store, 200)
+    assert store._inline is not None
+    assert store._inline.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    claimed = (await store.cycle((), (), {"job_1": 1}, T0, namer, here=True)).claims
+    for i in range(storemod.INLINE_RUN + 1):
+        outcomes = [outcome_for(c, "completed") for c in claimed["job_1"].contacts]
+        result = await store.cycle(outcomes, (), {"job_1": 1}, T0 + i, namer, here=True)
+        claimed = result.claims
+    # INLINE_RUN on the loop's connection, then one on the writer, then one more here.
+    assert store._inline_writes == storemod.INLINE_RUN + 1
+    assert (await nonzero_counts(store))["completed"] == storemod.INLINE_RUN + 1
+
+
 async def test_a_small_cycle_goes_to_the_writer_when_the_lock_is_taken(store: Store) -> None:
     """Another connection holding the write lock: the small cycle is handed to the writer,
     which waits for the lock as every write does, and commits once it is free."""
