@@ -334,9 +334,10 @@ SET status = :status, attempt_count = attempt_count - 1, next_retry_at = :next_r
 WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
 
 -- create_outcome_batch --
--- The outcomes of one cycle, loaded with one statement so that the whole batch is applied by a
--- few set-based statements: a statement per row would hand the GIL back and forth with the
--- event loop once per row, which under load costs far more than the SQL itself.
+-- The outcomes of one cycle, loaded with a few statements of many rows each (store.py,
+-- _load_outcome_batch) so that the whole batch is applied by a few set-based statements: a
+-- statement per row would hand the GIL back and forth with the event loop once per row, which
+-- under load costs far more than the SQL itself.
 CREATE TEMP TABLE IF NOT EXISTS outcome_batch (
     contact_id     INTEGER PRIMARY KEY,
     job_id         TEXT NOT NULL,
@@ -359,13 +360,6 @@ CREATE TEMP TABLE IF NOT EXISTS outcome_batch (
 
 -- clear_outcome_batch --
 DELETE FROM temp.outcome_batch
-
--- load_outcome_batch --
-INSERT INTO temp.outcome_batch
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-       value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11,
-       value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16
-FROM json_each(?)
 
 -- finish_contacts_batch --
 -- Guarded like finish_contact: only a contact still dialing that very attempt changes.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -2244,6 +2245,29 @@ def _settle_for_cancelled(o: Outcome) -> Outcome:
     return replace(o, next_status="cancelled" if o.give_back else o.outcome, next_retry_at=None)
 
 
+# Rows of temp.outcome_batch are inserted this many at a time, as bound parameters of one
+# statement each (largest first): a few statements a cycle, and a handful of statement shapes
+# for the statement cache. (Extracting 17 fields from a JSON text per row cost 21 us a row.)
+_OUTCOME_CHUNKS = (128, 32, 8, 1)
+_OUTCOME_COLUMNS = 17
+
+
+@functools.cache
+def _insert_outcomes_sql(rows: int) -> str:
+    row = "(" + ",".join("?" * _OUTCOME_COLUMNS) + ")"
+    return "INSERT INTO temp.outcome_batch VALUES " + ",".join([row] * rows)
+
+
+def _load_outcome_batch(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
+    """Insert the rows into temp.outcome_batch in a few statements."""
+    done = 0
+    for size in _OUTCOME_CHUNKS:
+        while len(rows) - done >= size:
+            chunk = rows[done : done + size]
+            conn.execute(_insert_outcomes_sql(size), [value for row in chunk for value in row])
+            done += size
+
+
 def _batch_row(o: Outcome, now: float) -> list[Any]:
     """An outcome as a row of temp.outcome_batch (in its column order)."""
     final = not o.give_back and o.next_status not in ("queued", "pending")
@@ -2279,7 +2303,7 @@ def _transition_contacts(
     (never overwritten: the refused ones are only reported, and leave the batch).
     """
     conn.execute(Q()["clear_outcome_batch"])
-    conn.execute(Q()["load_outcome_batch"], (json.dumps([_batch_row(o, now) for o in outcomes]),))
+    _load_outcome_batch(conn, [_batch_row(o, now) for o in outcomes])
     conn.execute("SAVEPOINT transitions")
     changed = conn.execute(Q()["finish_contacts_batch"], {"now": now}).rowcount
     if any(o.give_back for o in outcomes):
