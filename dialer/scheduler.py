@@ -745,7 +745,7 @@ class Engine:
             job_name=job.name,
             timezone=_zone(job, contact),
             callback_url=results.callback_url(self.public_url, contact.room_name),
-            callback_token=results.callback_token(self._callback_secret, contact.room_name),
+            callback_secret=self._callback_secret,
         )
 
     def _start_call(

@@ -84,7 +84,7 @@ def agent_metadata(request: DialRequest) -> str:
             "contactData": request.contact_data,
             "timezone": request.timezone,
             "callbackUrl": request.callback_url,
-            "callbackToken": request.callback_token,
+            "callbackToken": request.agent_token,
         },
         separators=(",", ":"),
     )

@@ -134,7 +134,7 @@ class SimulatedProvider:
         try:
             await self.agent.post(
                 request.room_name,
-                Caller(token=request.callback_token),
+                Caller(token=request.agent_token),
                 AgentResult(rule.disposition, callback_at, rule.summary),
                 source="simulated",
             )

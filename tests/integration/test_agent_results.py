@@ -128,7 +128,7 @@ async def ended(running: Running, line: AgentLine, job_id: str, room: str, **han
 
 
 def token_of(line: AgentLine, room: str) -> str:
-    return line.requests[room].callback_token
+    return line.requests[room].agent_token
 
 
 # ----------------------------------------------------------------- the call's context
@@ -144,10 +144,12 @@ async def test_every_call_carries_its_callback_url_token_and_context(
     assert request.callback_url == f"https://dialer.test/calls/{room}/result"
     assert request.timezone == "America/New_York"  # +1 202: Washington DC
     secret = await running.store.callback_secret()
-    assert results.token_matches(secret, room, request.callback_token)
-    assert "callback_token" not in repr(request) and request.callback_token not in repr(request)
+    assert results.token_matches(secret, room, request.agent_token)
+    shown = repr(request)
+    assert "callback_token" not in shown and "callback_secret" not in shown
+    assert request.agent_token not in shown and repr(secret) not in shown
     # The token authorizes that attempt only.
-    assert not results.token_matches(secret, room + "x", request.callback_token)
+    assert not results.token_matches(secret, room + "x", request.agent_token)
 
 
 # ----------------------------------------------------------------- dispositions

@@ -95,3 +95,27 @@ async def test_the_callback_secret_is_made_once_per_database(tmp_path: Path) -> 
     finally:
         await again.close()
         await other.close()
+
+
+def test_a_dial_request_derives_its_agent_token_only_when_asked() -> None:
+    """The engine hands providers the secret; the token is the HMAC of the room, computed when
+    a provider sends it; an explicit token wins; neither shows in the request's repr."""
+    from dialer.providers.base import DialRequest
+
+    base = dict(
+        job_id="j",
+        contact_id=1,
+        attempt_no=1,
+        room_name="job_c1_a1_abcdef",
+        to_number="+1",
+        from_number="+1",
+        sip_trunk_id="t",
+        agent_name="a",
+    )
+    secret = b"s" * 32
+    derived = DialRequest(**base, callback_secret=secret)  # type: ignore[arg-type]
+    assert derived.agent_token == results.callback_token(secret, "job_c1_a1_abcdef")
+    explicit = DialRequest(**base, callback_token="given", callback_secret=secret)  # type: ignore[arg-type]
+    assert explicit.agent_token == "given"
+    assert DialRequest(**base).agent_token == ""  # type: ignore[arg-type]
+    assert derived.agent_token not in repr(derived) and repr(secret) not in repr(derived)
