@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from storage import db as dbmod
 from storage.connection import (
@@ -322,17 +322,29 @@ RoomNamer = Callable[[str, int, int], str]
 # waits; the write lock is taken only by this process's writer, or another process).
 INLINE_BUSY_MS = 0
 
-# The answers of small reads the store keeps for repeats (see Store._read_kept): at most this
-# many, of at most this many characters each and in all (a page of 500 contacts with large
-# contactData can be megabytes: such an answer is not kept).
-KEPT_READS = 64
 # Small cycles written in a row on the event loop's connection before one goes to the writer
 # (see Store._write_here): that connection never checkpoints the write-ahead log (a checkpoint
 # would hold the event loop for a disk flush), so the writer's commits must come often enough
 # to (about 20 pages a small cycle, SQLite checkpoints past 1,000).
 INLINE_RUN = 32
+
+# The answers of small reads the store keeps for repeats (see Store._read_kept): at most this
+# many, of at most this many characters each and in all (a page of 500 contacts with large
+# contactData can be megabytes: such an answer is not kept).
+KEPT_READS = 64
 KEPT_ANSWER_CHARS = 256 * 1024
 KEPT_TOTAL_CHARS = 4 * 1024 * 1024
+
+
+class _Kept(NamedTuple):
+    """An answer kept for repeats (see Store._read_kept)."""
+
+    version: tuple[int, int]  # (data_version, commits on the loop's own connection) before it
+    read_at: float  # the `now` it was read for
+    fresh_until: float  # the `now` from which it may read otherwise with no write
+    answer: Any
+    chars: int  # its size, as counted against KEPT_TOTAL_CHARS
+
 
 # The status reason of a job the engine paused because its organization ran out of credits.
 CREDITS_EXHAUSTED = "Credits exhausted"
@@ -613,10 +625,7 @@ class Store:
         self._reader: Connection | None = None  # big reads: exports, whole-job documents
         self._small: Connection | None = None  # small reads: a job, its counts, one page
         self._inline: sqlite3.Connection | None = None  # the event loop's own (see _read_small)
-        # Answers of repeated small reads: key -> (data_version, read at, fresh until, answer).
-        self._kept: OrderedDict[
-            tuple[object, ...], tuple[tuple[int, int], float, float, Any, int]
-        ] = OrderedDict()
+        self._kept: OrderedDict[tuple[object, ...], _Kept] = OrderedDict()  # least recent first
         self._kept_chars = 0
         self.kept_hits = 0
         self._inline_writes = 0  # committed on the loop's connection: data_version misses them
@@ -850,12 +859,12 @@ class Store:
         dashboard, or many, polling the same job between two engine cycles reads it once.
 
         SQLite's `data_version` of the event loop's connection changes whenever another
-        connection commits (every write goes through the writer; this connection only reads),
-        so a kept answer is exactly what the read would return now. It is read before the
-        read itself: a commit in between only makes the answer newer than its label, never
-        older. An answer that changes with time alone (a contact's nextCallAt passing) says
-        until when it holds. Without that connection (an in-memory database), nothing is
-        kept."""
+        connection commits, and the store counts that connection's own commits (small cycles,
+        see _write_here): together they change with every write, so a kept answer is exactly
+        what the read would return now. They are read before the read itself: a commit in
+        between only makes the answer newer than its label, never older. An answer that
+        changes with time alone (a contact's nextCallAt passing) says until when it holds.
+        Without that connection (an in-memory database), nothing is kept."""
         inline = self._inline
         if inline is None:
             return await self._read_small(fn)
@@ -867,20 +876,20 @@ class Store:
             return await self._read_small(fn)
         kept = self._kept.pop(key, None)
         if kept is not None:
-            self._kept_chars -= kept[4]
-            if kept[0] == version and kept[1] <= now < kept[2]:
+            self._kept_chars -= kept.chars
+            if kept.version == version and kept.read_at <= now < kept.fresh_until:
                 self._kept[key] = kept  # the most recently used again
-                self._kept_chars += kept[4]
+                self._kept_chars += kept.chars
                 self.kept_hits += 1
-                answer: T = kept[3]
-                return answer
+                found: T = kept.answer
+                return found
         answer = await self._read_small(fn)
         chars = size(answer)
         if chars <= KEPT_ANSWER_CHARS:
-            self._kept[key] = (version, now, fresh_until(answer), answer, chars)
+            self._kept[key] = _Kept(version, now, fresh_until(answer), answer, chars)
             self._kept_chars += chars
             while len(self._kept) > KEPT_READS or self._kept_chars > KEPT_TOTAL_CHARS:
-                self._kept_chars -= self._kept.popitem(last=False)[1][4]
+                self._kept_chars -= self._kept.popitem(last=False)[1].chars
         return answer
 
     async def _read_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
