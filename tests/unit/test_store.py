@@ -646,7 +646,8 @@ async def test_a_small_cycle_goes_to_the_writer_when_the_lock_is_taken(store: St
     holder = sqlite3.connect(store.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     cycle = asyncio.ensure_future(store.cycle((), (), {"job_1": 2}, T0, namer, here=True))
-    await asyncio.sleep(0.05)
+    for _ in range(5):  # turns of the loop, not time: written here, it would be done
+        await asyncio.sleep(0)
     assert not cycle.done()  # waiting for the lock on the writer's thread
     holder.execute("COMMIT")
     holder.close()
