@@ -13,18 +13,23 @@ from tests.acceptance.conftest import dialer_cmd
 pytestmark = pytest.mark.slow
 
 
-def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: Path) -> None:
-    """Every scenario prints one JSON object of measured figures; the limits held meanwhile."""
+def bench(tmp_path: Path, *args: str, timeout: float) -> list[str]:
+    """`dialer bench --quick ARGS` run in tmp_path: the lines it printed (it must succeed)."""
     result = subprocess.run(
-        dialer_cmd("bench", "--quick", "--json"),
+        dialer_cmd("bench", "--quick", *args),
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = {r["scenario"]: r for r in map(json.loads, result.stdout.splitlines())}
+    return result.stdout.splitlines()
+
+
+def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: Path) -> None:
+    """Every scenario prints one JSON object of measured figures; the limits held meanwhile."""
+    rows = {r["scenario"]: r for r in map(json.loads, bench(tmp_path, "--json", timeout=300))}
     assert set(rows) == {
         "engine",
         "pacing",
@@ -69,16 +74,7 @@ def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: P
 def test_bench_table_names_the_machine_and_its_speed_before_and_after(tmp_path: Path) -> None:
     """The table starts with the machine (its Python loop speed measured now) and ends with
     that speed measured again: figures of a shared machine are read against it."""
-    result = subprocess.run(
-        dialer_cmd("bench", "--quick", "--scenario", "ingest"),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    lines = bench(tmp_path, "--scenario", "ingest", timeout=120)
     first = json.loads(lines[0].removeprefix("machine: "))
     assert first["cpus"] >= 1 and first["python_mloops_per_second"] > 0
     assert lines[-1].startswith("machine after: python_mloops_per_second=")
