@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -389,6 +390,67 @@ async def test_cycles_stay_small_while_requests_are_served_and_serve_jobs_in_tur
     assert first == {jobs[0]: 32, jobs[1]: 32, jobs[2]: 32, jobs[3]: 4}
     assert next(iter(second)) == jobs[4]  # round-robin resumes with the job left out
     assert sum(sum(c.values()) for c in cycles) == 250
+
+
+async def test_cycles_up_to_their_size_are_written_on_the_loops_own_connection(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """While no requests are being served, a cycle of up to QUIET_CYCLE outcomes and claims asks
+    to be written on the event loop's connection; while they are, only up to SMALL_CYCLE; a
+    bigger cycle always goes to the writer."""
+    config = make_config(
+        tmp_path,
+        engine={"max_concurrent_calls": 1000},
+        telephony={"simulated": {"call_seconds": 3600}},  # all live till the end
+    )
+    running = await start_app(config)
+    asked: list[tuple[int, bool]] = []
+    real_cycle = running.store.cycle
+
+    async def recording(*args: Any, **kwargs: Any) -> Any:
+        if args[2]:
+            asked.append((sum(args[2].values()), kwargs["here"]))
+        return await real_cycle(*args, **kwargs)
+
+    running.store.cycle = recording  # type: ignore[method-assign]
+    # Each look at the time is a second later: the requests that create the jobs are never a
+    # stream (which would keep cycles small, see Foreground).
+    ticks = itertools.count()
+    running.engine.foreground = scheduler.Foreground(monotonic=lambda: float(next(ticks)))
+
+    async def dial(total: int, offset: int, *, serving: bool = False) -> tuple[int, bool]:
+        """Start jobs of `total` contacts in all (limit 50 each) at once; the first cycle."""
+        asked.clear()
+        live = running.engine.live_calls()
+        start = running.clock.now() + 60
+        for first in range(0, total, 50):
+            size = min(50, total - first)
+            await running.create_json(
+                phones(size, offset + first),
+                concurrentCallLimit=size,
+                scheduledStartTime=iso(start),
+            )
+        if serving:
+            running.engine.foreground.enter()
+        try:
+            await running.clock.advance(60)
+
+            async def dialing() -> bool:
+                return running.engine.live_calls() == live + total
+
+            await wait_until(dialing)
+        finally:
+            if serving:
+                running.engine.foreground.leave()
+        return asked[0]
+
+    assert await dial(scheduler.QUIET_CYCLE, 1000) == (scheduler.QUIET_CYCLE, True)
+    assert await dial(scheduler.QUIET_CYCLE + 1, 2000) == (scheduler.QUIET_CYCLE + 1, False)
+    assert await dial(scheduler.SMALL_CYCLE, 3000, serving=True) == (scheduler.SMALL_CYCLE, True)
+    assert await dial(scheduler.SMALL_CYCLE + 1, 4000, serving=True) == (
+        scheduler.SMALL_CYCLE + 1,
+        False,
+    )
 
 
 async def test_slots_a_job_left_unused_go_to_a_job_held_back_by_its_share(
