@@ -498,24 +498,17 @@ class Engine:
     # ------------------------------------------------------------ jobs
 
     async def _activate(self, now: float) -> None:
-        """Start due jobs and refresh the set of jobs to dial for."""
+        """Expire jobs past their end, start due jobs and refresh the set of jobs to dial for:
+        one small transaction (see Store.activate)."""
         self._jobs_dirty = False
-        next_expiry = await self._expire(now)
-        startable = await self.store.jobs_in_status([JobStatus.PENDING, JobStatus.SCHEDULED])
-        due = [
-            j.id
-            for j in startable
-            if j.status == JobStatus.PENDING
-            or (j.scheduled_start_time is not None and j.scheduled_start_time <= now)
-        ]
-        if due:
-            for job_id in await self.store.start_jobs(
-                due, [JobStatus.PENDING, JobStatus.SCHEDULED], now
-            ):
-                log.info("job_started", job_id=job_id)
-        running = await self.store.jobs_in_status([JobStatus.RUNNING])
+        found = await self.store.activate(now)
+        for job_id in found.expired:
+            log.info("job_expired", job_id=job_id)
+            self._progressed()
+        for job_id in found.started:
+            log.info("job_started", job_id=job_id)
         fresh: dict[str, RunningJob] = {}
-        for row in running:
+        for row in found.running:
             known = self._jobs.get(row.id)
             if known is not None:
                 known.row = row
@@ -526,14 +519,7 @@ class Engine:
         self._jobs = fresh
         self._failure_windows = {j: w for j, w in self._failure_windows.items() if j in fresh}
         self.stats.dialing_for(fresh)
-        self._next_scheduled = _earliest(await self.store.next_scheduled_start(), next_expiry)
-
-    async def _expire(self, now: float) -> float | None:
-        """Expire the jobs past their `expiresAt`; return when the next one expires."""
-        for job_id in await self.store.expire_jobs(now):
-            log.info("job_expired", job_id=job_id)
-            self._progressed()
-        return await self.store.next_expiry()
+        self._next_scheduled = _earliest(found.next_scheduled, found.next_expiry)
 
     def wake_job(self, job_id: str) -> None:
         """Contacts of this job became ready (e.g. re-queued): dial for it again."""

@@ -133,6 +133,12 @@ SELECT '[' || coalesce(group_concat(doc, ','), '') || ']', min(waits) FROM (
 -- jobs_in_status --
 SELECT * FROM jobs WHERE status IN (SELECT value FROM json_each(?)) ORDER BY created_at, id
 
+-- due_jobs --
+-- The jobs to start now: every pending one, and the scheduled ones whose start has come.
+SELECT id FROM jobs
+WHERE status = 'pending' OR (status = 'scheduled' AND scheduled_start_time <= :now)
+ORDER BY created_at, id
+
 -- next_scheduled_start --
 SELECT min(scheduled_start_time) FROM jobs WHERE status = 'scheduled'
 

@@ -296,6 +296,17 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Activation:
+    """What `Store.activate` did and found."""
+
+    expired: list[str]  # jobs expired now
+    started: list[str]  # jobs started now (pending, or scheduled and due)
+    running: list[JobRow]  # every running job, oldest first
+    next_scheduled: float | None  # the earliest start of a job still scheduled
+    next_expiry: float | None  # the earliest expiresAt of a job still open
+
+
+@dataclass(frozen=True, slots=True)
 class CycleResult:
     completed: list[str]  # jobs that became completed
     refused: list[Outcome]  # outcomes whose contact was not `dialing` that attempt
@@ -1150,38 +1161,33 @@ class Store:
             lambda conn: int(conn.execute(Q()["count_jobs_in_status"], params).fetchone()[0])
         )
 
-    async def jobs_in_status(self, statuses: Iterable[str]) -> list[JobRow]:
-        wanted = json.dumps(list(statuses))
-        return await self._read(
-            lambda conn: [
-                JobRow.from_row(r) for r in conn.execute(Q()["jobs_in_status"], (wanted,))
-            ]
-        )
-
-    async def next_scheduled_start(self) -> float | None:
-        def q(conn: sqlite3.Connection) -> float | None:
-            value = conn.execute(Q()["next_scheduled_start"]).fetchone()[0]
-            return float(value) if value is not None else None
-
-        return await self._read(q)
-
     async def start_jobs(
         self, job_ids: Sequence[str], from_statuses: Sequence[str], now: float
     ) -> list[str]:
         """Move jobs to running; return those that moved."""
         from_json = json.dumps(list(from_statuses))
+        return await self._write(lambda conn: _start_jobs(conn, job_ids, from_json, now))
 
-        def tx(conn: sqlite3.Connection) -> list[str]:
-            started = []
-            for job_id in job_ids:
-                cur = conn.execute(
-                    Q()["start_job"], {"id": job_id, "now": now, "from_statuses": from_json}
-                )
-                if cur.rowcount:
-                    started.append(job_id)
-            return started
+    async def activate(self, now: float) -> Activation:
+        """The engine's look at the jobs table, in one small transaction (on the event loop's
+        own connection when it can be, see _write_here): expire the jobs past their
+        `expiresAt`, start the pending ones and the scheduled ones that are due, and read the
+        running jobs and when the next scheduled start and expiry are due."""
 
-        return await self._write(tx)
+        def tx(conn: sqlite3.Connection) -> Activation:
+            expired = _expire_jobs(conn, now)
+            due = [row[0] for row in conn.execute(Q()["due_jobs"], {"now": now})]
+            started = _start_jobs(conn, due, _STARTABLE, now) if due else []
+            running = [JobRow.from_row(r) for r in conn.execute(Q()["jobs_in_status"], (_RUNNING,))]
+            return Activation(
+                expired,
+                started,
+                running,
+                _float_or_none(conn.execute(Q()["next_scheduled_start"]).fetchone()[0]),
+                _float_or_none(conn.execute(Q()["next_expiry"]).fetchone()[0]),
+            )
+
+        return await self._write_here(tx)
 
     async def cancel_job(self, organization_id: str, job_id: str, now: float) -> int:
         """Cancel a job and its pending/queued contacts; return how many contacts were cancelled.
@@ -1370,28 +1376,6 @@ class Store:
         )
 
     # ------------------------------------------------------------- expiry
-
-    async def next_expiry(self) -> float | None:
-        """The earliest `expiresAt` of a job still open."""
-
-        def q(conn: sqlite3.Connection) -> float | None:
-            value = conn.execute(Q()["next_expiry"]).fetchone()[0]
-            return float(value) if value is not None else None
-
-        return await self._read(q)
-
-    async def expire_jobs(self, now: float) -> list[str]:
-        """Jobs past their `expiresAt`: open contacts cancelled (expired), the job completed
-        (or running until its live calls end). Returns the jobs expired."""
-
-        def tx(conn: sqlite3.Connection) -> list[str]:
-            ids = [r[0] for r in conn.execute(Q()["expired_jobs"], {"now": now})]
-            for job_id in ids:
-                conn.execute(Q()["expire_contacts"], {"id": job_id, "now": now})
-                conn.execute(Q()["expire_job"], {"id": job_id, "now": now})
-            return ids
-
-        return await self._write(tx)
 
     # ------------------------------------------------------------- agents' results
 
@@ -1793,6 +1777,33 @@ CONTACT_STATUSES = (
     "failed",
     "cancelled",
 )
+
+
+_STARTABLE = json.dumps(["pending", "scheduled"])
+_RUNNING = json.dumps(["running"])
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+def _start_jobs(
+    conn: sqlite3.Connection, job_ids: Sequence[str], from_json: str, now: float
+) -> list[str]:
+    started = []
+    for job_id in job_ids:
+        cur = conn.execute(Q()["start_job"], {"id": job_id, "now": now, "from_statuses": from_json})
+        if cur.rowcount:
+            started.append(job_id)
+    return started
+
+
+def _expire_jobs(conn: sqlite3.Connection, now: float) -> list[str]:
+    ids = [r[0] for r in conn.execute(Q()["expired_jobs"], {"now": now})]
+    for job_id in ids:
+        conn.execute(Q()["expire_contacts"], {"id": job_id, "now": now})
+        conn.execute(Q()["expire_job"], {"id": job_id, "now": now})
+    return ids
 
 
 def _contact_json(contact: NewContact) -> str:

@@ -87,13 +87,31 @@ async def test_cap_defers_the_other_contacts_of_a_number(store: Store) -> None:
 
 
 async def test_expiry_cancels_open_contacts_and_completes_the_job(store: Store) -> None:
-    """expire_jobs cancels pending contacts (expired) and completes the job; none is early."""
+    """An activation past a job's expiresAt cancels its open contacts (expired) and completes
+    it; none is early."""
     await store.create_job(new_job(expires_at=T0 + HOUR), [contact("+12025550001")])
-    assert await store.next_expiry() == T0 + HOUR
-    assert await store.expire_jobs(T0 + HOUR - 1) == []
-    assert await store.expire_jobs(T0 + HOUR) == ["job_1"]
+    early = await store.activate(T0 + HOUR - 1)
+    assert (early.expired, early.started, early.next_expiry) == ([], ["job_1"], T0 + HOUR)
+    assert [job.id for job in early.running] == ["job_1"]
+    late = await store.activate(T0 + HOUR)
+    assert (late.expired, late.running, late.next_expiry) == (["job_1"], [], None)
     job = await store.get_job_by_id("job_1")
     assert job is not None and (job.status, job.status_reason) == ("completed", "expired")
     (row,) = await store.list_contacts("job_1", None, 10, 0)
     assert (row.status, row.failure_reason) == ("cancelled", "expired")
-    assert await store.next_expiry() is None
+
+
+async def test_activation_starts_scheduled_jobs_when_due(store: Store) -> None:
+    """A scheduled job starts at its start time, not before; until then it is the next start."""
+    await store.create_job(
+        new_job(status="scheduled", scheduled_start_time=T0 + HOUR), [contact("+12025550001")]
+    )
+    early = await store.activate(T0 + HOUR - 1)
+    assert (early.started, early.running, early.next_scheduled) == ([], [], T0 + HOUR)
+    due = await store.activate(T0 + HOUR)
+    assert (due.started, due.next_scheduled) == (["job_1"], None)
+    assert [(job.id, job.status, job.actual_start_time) for job in due.running] == [
+        ("job_1", "running", T0 + HOUR)
+    ]
+    again = await store.activate(T0 + HOUR + 1)
+    assert again.started == [] and [job.id for job in again.running] == ["job_1"]
