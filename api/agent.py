@@ -23,7 +23,7 @@ from api.errors import ApiError
 from dialer import agent, results
 from dialer.scheduler import room_ids
 from dialer.service import iso, iso_to_unix
-from storage.store import ResultRow
+from storage.rows import ResultRow
 
 routes = web.RouteTableDef()
 

@@ -25,7 +25,7 @@ from api.auth import organization
 from api.errors import ApiError
 from dialer import intake, service, windows
 from dialer.states import ContactStatus, JobStatus
-from storage.store import ContactRow, JobRow
+from storage.rows import ContactRow, JobRow
 
 routes = web.RouteTableDef()
 

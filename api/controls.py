@@ -17,7 +17,7 @@ from api.batch import read_json, validation_error
 from api.errors import ApiError
 from dialer import service, states
 from dialer.states import JobStatus
-from storage.store import JobRow
+from storage.rows import JobRow
 
 routes = web.RouteTableDef()
 

@@ -18,7 +18,7 @@ from api.batch import bounded_int, query_int, read_json, validation_error
 from api.errors import ApiError
 from dialer import webhooks
 from dialer.service import iso
-from storage.store import WebhookDeliveryRow, WebhookEndpointRow
+from storage.rows import WebhookDeliveryRow, WebhookEndpointRow
 
 routes = web.RouteTableDef()
 

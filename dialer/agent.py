@@ -15,7 +15,8 @@ from dialer import results
 from dialer.clock import Clock
 from dialer.scheduler import Engine, room_ids
 from dialer.service import ServiceError
-from storage.store import NewResult, ResultRecorded, ResultRefused, ResultRow, Store
+from storage.rows import NewResult, ResultRecorded, ResultRefused, ResultRow
+from storage.store import Store
 
 log = structlog.get_logger("dialer.agent")
 

@@ -547,7 +547,7 @@ async def _webhooks_run(
     """One job with the webhook sender running (and an endpoint at `url`): its seconds and the
     deliveries written."""
     from dialer.webhooks import WebhookSender, new_endpoint_id, new_secret
-    from storage.store import WebhookEndpointRow
+    from storage.rows import WebhookEndpointRow
 
     async with Harness(config) as h:
         sender = WebhookSender(h.store, h.clock, config.webhooks, changes=h.engine.progress_event)

@@ -24,7 +24,8 @@ from dialer import dnc, instance, intake, keys, logs, results
 from dialer.clock import SystemClock
 from dialer.service import ServiceError
 from storage.db import StorageError
-from storage.store import ApiKeyRow, Store
+from storage.rows import ApiKeyRow
+from storage.store import Store
 
 log = structlog.get_logger("dialer")
 

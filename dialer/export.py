@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.store import CallFilter, CallRow, Store
+from storage.rows import CallFilter, CallRow
+from storage.store import Store
 
 PAGE_SIZE = 500
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from storage.store import Outcome
+from storage.rows import Outcome
 
 log = structlog.get_logger("dialer.held")
 

@@ -13,7 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from dialer.clock import Clock
-from storage.store import ApiKeyRow, Store
+from storage.rows import ApiKeyRow
+from storage.store import Store
 
 KEY_PREFIX = "dk_"
 

@@ -22,7 +22,7 @@ from typing import Final, Literal, get_args
 
 from dialer import retry
 from dialer.states import ContactStatus, JobStatus
-from storage.store import CallingRules, ContactChange, ResultFacts
+from storage.rows import CallingRules, ContactChange, ResultFacts
 
 Disposition = Literal[
     "completed", "not_interested", "voicemail", "callback_requested", "do_not_call"

@@ -34,7 +34,8 @@ from dialer.providers.base import DialRequest, DialResult, Provider
 from dialer.states import ContactStatus, JobStatus
 from dialer.stats import EngineStats
 from storage.connection import StorageUnavailable
-from storage.store import ClaimedContact, JobRow, JobVerdict, Outcome, Store
+from storage.rows import ClaimedContact, JobRow, JobVerdict, Outcome
+from storage.store import Store
 
 log = structlog.get_logger("dialer.scheduler")
 

@@ -22,7 +22,7 @@ from dialer.config import Config, Organization
 from dialer.scheduler import Engine
 from dialer.states import ContactStatus, JobStatus
 from storage.db import TransitionError
-from storage.store import (
+from storage.rows import (
     BatchSummary,
     CallFilter,
     CallRow,
@@ -35,8 +35,8 @@ from storage.store import (
     LimitExceeded,
     NewContact,
     NewJob,
-    Store,
 )
+from storage.store import Store
 
 
 class ServiceError(Exception):

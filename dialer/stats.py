@@ -14,7 +14,7 @@ from collections.abc import Container, Sequence
 
 from dialer.providers.base import DialResult
 from storage.latency import FAST_BUCKETS, BucketCounts
-from storage.store import Outcome
+from storage.rows import Outcome
 
 # Seconds, from the claim to the call's end: short failures up to hour-long conversations.
 ATTEMPT_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)

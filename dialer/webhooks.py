@@ -37,7 +37,8 @@ from dialer.clock import Clock
 from dialer.config import WebhooksConfig
 from dialer.service import iso
 from storage.connection import StorageUnavailable
-from storage.store import DeliveryAttempt, DueDelivery, Store
+from storage.rows import DeliveryAttempt, DueDelivery
+from storage.store import Store
 
 log = structlog.get_logger("webhooks")
 

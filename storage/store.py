@@ -6,13 +6,15 @@ transaction); a small scheduler cycle is written at once on the event loop's own
 instead, when the writer has nothing queued and the lock is free (see `_write_here`). Reads for
 the API use separate connections; WAL lets them run while the writer works. See
 `storage.connection`.
+
+What the methods take and return is in `storage.rows`; the statements of the scheduler's
+transactions (claims, outcomes, verdicts, activation) are in `storage.dialing`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import math
 import os
@@ -20,10 +22,10 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from storage import db as dbmod
+from storage import dialing
 from storage.connection import (
     BUSY_TIMEOUT_SECONDS,
     Connection,
@@ -33,300 +35,48 @@ from storage.connection import (
 )
 from storage.db import TransitionError
 from storage.latency import FAST_BUCKETS, BucketCounts
+from storage.rows import (
+    Activation,
+    AlwaysOpen,
+    ApiKeyRow,
+    AttemptRef,
+    AttemptRow,
+    BatchSummary,
+    CallFilter,
+    CallingRules,
+    CallRow,
+    ClaimedContact,
+    ContactRow,
+    CreateLimits,
+    CycleResult,
+    DeliveryAttempt,
+    DueDelivery,
+    IdempotencyRecord,
+    IdempotencyReplay,
+    JobClaim,
+    JobDetailRow,
+    JobRow,
+    JobVerdict,
+    LimitExceeded,
+    NewContact,
+    NewJob,
+    NewResult,
+    NoResultRules,
+    Outcome,
+    ResultRecorded,
+    ResultRefused,
+    ResultRow,
+    ResultRules,
+    RoomNamer,
+    WebhookDeliveryRow,
+    WebhookEndpointRow,
+    WebhookPick,
+)
 
 T = TypeVar("T")
 
 Q = dbmod.queries
 
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    id: str
-    organization_id: str
-    name: str
-    description: str | None
-    status: str
-    agent_id: str
-    phone_number_id: str
-    concurrent_call_limit: int
-    max_attempts: int
-    retry_statuses: Sequence[str]
-    retry_delay_seconds: float
-    retry_backoff: float
-    timezone: str
-    scheduled_start_time: float | None
-    created_at: float
-    estimated_cost_usd: float
-    ringing_timeout_seconds: float | None = None  # None: the provider's configured one
-    calling_windows: str | None = None  # JSON list; None: always open
-    window_timezone: str = "recipient"
-    expires_at: float | None = None
-    from_number: str | None = None  # the caller number, for the call records
-    retry_on_voicemail: bool = True  # a voicemail result is retried under the policy
-
-
-@dataclass(frozen=True, slots=True)
-class NewContact:
-    phone: str
-    data: dict[str, Any] | str  # a dict, or a JSON object's text already encoded
-    zones: str | None = None  # the zones its windows are read in, comma-separated
-    next_call_at: float | None = None  # not before (None: now)
-    call_until: float | None = None  # not at or after (None: no end)
-    status: str = "pending"  # or "cancelled" with a failure reason (e.g. no_common_window)
-    failure_reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JobRow:
-    id: str
-    organization_id: str
-    name: str
-    description: str | None
-    status: str
-    agent_id: str
-    phone_number_id: str
-    concurrent_call_limit: int
-    max_attempts: int
-    retry_statuses: tuple[str, ...]
-    retry_delay_seconds: float
-    retry_backoff: float
-    timezone: str
-    scheduled_start_time: float | None
-    actual_start_time: float | None
-    completed_at: float | None
-    created_at: float
-    updated_at: float
-    total_contacts: int
-    status_reason: str | None
-    estimated_cost_usd: float
-    retry_rounds: int = 0  # operator retry rounds (migration 0002)
-    calls_ended: int = 0  # attempts that ended (migration 0003)
-    call_seconds: float = 0.0  # their total slot time, claim to end
-    deleted_at: float | None = None  # hidden from every route (migration 0008)
-    ringing_timeout_seconds: float | None = None  # None: the provider's configured one
-    spent_usd: float = 0.0  # charged so far (migration 0006)
-    calling_windows: str | None = None  # JSON list (migration 0007); None: always open
-    window_timezone: str = "recipient"
-    expires_at: float | None = None
-    from_number: str | None = None
-    retry_on_voicemail: bool = True  # migration 0010
-
-    @property
-    def average_call_seconds(self) -> float | None:
-        """The observed average slot time of the job's ended attempts (None before any)."""
-        return self.call_seconds / self.calls_ended if self.calls_ended else None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> JobRow:
-        values = dict(row)
-        values["retry_statuses"] = tuple(json.loads(values["retry_statuses"]))
-        values["retry_on_voicemail"] = bool(values["retry_on_voicemail"])
-        return cls(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class ContactRow:
-    id: int
-    job_id: str
-    seq: int
-    phone: str
-    contact_data: dict[str, Any]
-    status: str
-    attempt_count: int
-    max_attempts: int
-    last_attempt_at: float | None
-    next_retry_at: float | None
-    completed_at: float | None
-    error_code: str | None
-    failure_reason: str | None
-    room_name: str | None
-    call_duration: int | None
-    updated_at: float
-    timezone: str | None = None  # zones used (migration 0007), comma-separated
-    next_call_at: float | None = None
-    call_until: float | None = None
-    disposition: str | None = None  # the agent's latest result (migration 0010)
-    summary: str | None = None
-    result_data: dict[str, Any] | None = None
-
-    def wait_until(self, now: float) -> float | None:
-        """When an open contact may next be dialed, if later than `now` (else None)."""
-        if self.status not in ("pending", "queued"):
-            return None
-        wait = max(self.next_call_at or 0.0, self.next_retry_at or 0.0)
-        return wait if wait > now else None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> ContactRow:
-        values = dict(row)
-        values["contact_data"] = json.loads(values["contact_data"])
-        if values.get("result_data") is not None:
-            values["result_data"] = json.loads(values["result_data"])
-        return cls(**values)
-
-    @classmethod
-    def from_values(cls, values: list[Any]) -> ContactRow:
-        """From a JSON array in column order (the `json_array(c.id, ...)` of queries.sql)."""
-        return cls(*values)
-
-
-@dataclass(frozen=True, slots=True)
-class JobDetailRow:
-    job: JobRow
-    counts: dict[str, int]
-    contacts_json: str  # the page of contacts, a JSON array in the API's contact shape
-    contacts_total: int
-    last_retry_due: float | None  # the latest nextRetryAt of the job's queued contacts
-    last_call_due: float | None = None  # the latest window opening its pending contacts wait for
-    # Until when the page reads the same with no write: the first of its contacts' nextCallAt.
-    fresh_until: float = math.inf
-
-
-@dataclass(frozen=True, slots=True)
-class BatchSummary:
-    """A job with what the batch-calling routes report of it."""
-
-    job: JobRow
-    counts: dict[str, int]
-    dispatched: int  # contacts dialed at least once
-    retries: int  # dials made after each contact's first
-
-
-@dataclass(frozen=True, slots=True)
-class CallRow:
-    """A contact with the times of its latest placed attempt (None before any)."""
-
-    contact: ContactRow
-    started_at: float | None
-    answered_at: float | None
-    ended_at: float | None
-
-    @classmethod
-    def from_values(cls, values: list[Any]) -> CallRow:
-        """A contact's columns then its latest attempt's started, answered and ended times."""
-        return cls(ContactRow(*values[:-3]), *values[-3:])
-
-
-@dataclass(frozen=True, slots=True)
-class CallFilter:
-    """Which contacts `Store.list_calls` returns."""
-
-    statuses: Sequence[str] | None = None
-    external_id: str | None = None
-    after_seq: int = 0  # keyset paging: only contacts after this upload position
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRow:
-    id: int
-    contact_id: int
-    job_id: str
-    attempt_no: int
-    room_name: str
-    started_at: float
-    answered_at: float | None
-    ended_at: float | None
-    outcome: str | None
-    sip_code: int | None
-    reason: str | None
-    duration: int | None
-    charged_usd: float
-    organization_id: str | None = None  # the call record's parties (migration 0007)
-    to_number: str | None = None
-    from_number: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedContact:
-    """A contact just moved to `dialing`, with the attempt row already written."""
-
-    id: int
-    job_id: str
-    seq: int
-    phone: str
-    contact_data: dict[str, Any]
-    attempt_no: int
-    max_attempts: int
-    room_name: str
-    started_at: float
-    zones: str | None = None  # the zones its calling windows are read in
-
-
-@dataclass(frozen=True, slots=True)
-class JobClaim:
-    """What one job got from `Store.claim`."""
-
-    contacts: list[ClaimedContact]
-    short: bool  # fewer contacts were ready than wanted: nothing more is ready now
-    next_retry_due: float | None  # when short: the earliest queued retry (None: none queued)
-    completed: bool  # when short: nothing was left open, the job is now completed
-
-
-@dataclass(frozen=True, slots=True)
-class JobVerdict:
-    """The engine's decision to stop a running job: `failed` (it cannot proceed) or `paused`
-    (most of its recent attempts failed at the carrier), with the reason shown to users."""
-
-    job_id: str
-    status: str  # "failed" | "paused"
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What to record for one finished attempt (the next contact status is already decided)."""
-
-    contact_id: int
-    job_id: str
-    organization_id: str
-    attempt_no: int
-    outcome: str  # the call's result status, or 'not_placed'
-    next_status: str  # the contact's status after this attempt
-    next_retry_at: float | None
-    sip_code: int | None
-    reason: str | None
-    answered_at: float | None
-    ended_at: float | None
-    duration: int | None
-    charged_usd: float
-    started_at: float  # when the attempt was claimed (the call's slot was taken)
-    give_back: bool = False  # the dial never happened: the attempt does not count
-    next_call_at: float | None = None  # when waiting again: its calling interval
-    call_until: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Activation:
-    """What `Store.activate` did and found."""
-
-    expired: list[str]  # jobs expired now
-    started: list[str]  # jobs started now (pending, or scheduled and due)
-    running: list[JobRow]  # every running job, oldest first
-    next_scheduled: float | None  # the earliest start of a job still scheduled
-    next_expiry: float | None  # the earliest expiresAt of a job still open
-
-
-@dataclass(frozen=True, slots=True)
-class CycleResult:
-    completed: list[str]  # jobs that became completed
-    refused: list[Outcome]  # outcomes whose contact was not `dialing` that attempt
-    claims: dict[str, JobClaim]
-    verdicts: list[JobVerdict]  # the verdicts that took effect
-    resulted: list[str] = field(default_factory=list)  # jobs whose contacts a result changed
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKeyRow:
-    id: str
-    organization_id: str
-    key_hash: str
-    prefix: str
-    name: str | None
-    created_at: float
-    revoked_at: float | None
-
-
-RoomNamer = Callable[[str, int, int], str]
 
 # How long the event loop's own connection may wait for a lock: not at all. A read that would
 # wait goes to a reader's thread, a small cycle to the writer (a WAL reader normally never
@@ -355,262 +105,6 @@ class _Kept(NamedTuple):
     fresh_until: float  # the `now` from which it may read otherwise with no write
     answer: Any
     chars: int  # its size, as counted against KEPT_TOTAL_CHARS
-
-
-# The status reason of a job the engine paused because its organization ran out of credits.
-CREDITS_EXHAUSTED = "Credits exhausted"
-
-
-@dataclass(frozen=True, slots=True)
-class CreateLimits:
-    """What an organization may hold, checked in the transaction that creates a job (None: no
-    limit). Credits cover the spend plus the unspent estimates of unfinished jobs."""
-
-    credits_usd: float | None = None
-    max_active_jobs: int | None = None
-    max_stored_contacts: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyRecord:
-    """The answer to keep for a create that carried an Idempotency-Key."""
-
-    key: str
-    fingerprint: str
-    response: Callable[[int], str]  # the answer's JSON, given how many numbers were suppressed
-    since: float  # a record older than this has expired
-
-
-class IdempotencyReplay(Exception):
-    """A create whose key was already used (within its lifetime) by the same organization."""
-
-    def __init__(self, fingerprint: str, response: str) -> None:
-        super().__init__("idempotency key already used")
-        self.fingerprint = fingerprint
-        self.response = response
-
-
-class LimitExceeded(Exception):
-    """A create that would pass one of its organization's limits: `limit` names it
-    (credits_usd, max_active_jobs, max_stored_contacts), `available` is what is left."""
-
-    def __init__(self, limit: str, available: float) -> None:
-        super().__init__(f"{limit} exceeded ({available} left)")
-        self.limit = limit
-        self.available = available
-
-
-class CallingRules(Protocol):
-    """What the store asks the dialer about calling windows and caps (dialer.windows knows)."""
-
-    def daily_cap(self, organization_id: str) -> int:
-        """Dials to one number in any 24 h across the organization's jobs (0: no cap)."""
-        ...
-
-    def interval(
-        self, windows_json: str | None, zones: str | None, at: float
-    ) -> tuple[float, float | None] | None:
-        """(from, until) of the first interval at or after `at` (`from` is `at` when open
-        then; `until` None: no end); None when the windows are never open in all the zones."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class ResultFacts:
-    """What decides a result's effect: the result, its contact and attempt, and the job."""
-
-    disposition: str
-    callback_at: float | None
-    attempt_no: int
-    max_attempts: int  # the contact's
-    zones: str | None  # the contact's
-    job_status: str
-    retry_statuses: tuple[str, ...]
-    retry_delay_seconds: float
-    retry_backoff: float
-    retry_on_voicemail: bool
-    calling_windows: str | None
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class ContactChange:
-    """A contact's next state after an agent's result."""
-
-    status: str
-    next_retry_at: float | None
-    next_call_at: float | None
-    call_until: float | None
-    max_attempts: int
-    completed_at: float | None
-    failure_reason: str | None
-    do_not_call: bool = False  # its number goes on the organization's do-not-call list
-
-
-class ResultRules(Protocol):
-    """What the store asks the dialer about agents' results (dialer.results knows)."""
-
-    def change(self, facts: ResultFacts) -> ContactChange: ...
-
-
-class NoResultRules:
-    """A store used without the dialer: results are kept, never applied."""
-
-    def change(self, facts: ResultFacts) -> ContactChange:
-        raise RuntimeError("no result rules: the store was opened without the dialer")
-
-
-@dataclass(frozen=True, slots=True)
-class NewResult:
-    """A result an agent posted for one attempt (already validated)."""
-
-    room_name: str
-    contact_id: int
-    attempt_no: int
-    disposition: str
-    callback_at: float | None
-    summary: str | None
-    data_json: str | None  # a JSON object's text
-    source: str  # 'token', 'api_key' or 'simulated'
-
-
-@dataclass(frozen=True, slots=True)
-class ResultRow:
-    id: int
-    organization_id: str
-    job_id: str
-    contact_id: int
-    attempt_no: int
-    room_name: str
-    disposition: str
-    callback_at: float | None
-    summary: str | None
-    data: dict[str, Any] | None
-    source: str
-    received_at: float
-    applied_at: float | None
-
-    @classmethod
-    def from_values(cls, values: list[Any]) -> ResultRow:
-        return cls(*values)
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRef:
-    """The attempt a room belongs to, as a result is checked against it."""
-
-    organization_id: str
-    job_id: str
-    contact_id: int
-    attempt_no: int
-    outcome: str | None  # None while the call is live
-    ended_at: float | None
-
-
-class ResultRefused(Exception):
-    """A result that cannot be taken: `code` is `result_window_closed` or `too_many_results`."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class ResultRecorded:
-    result: ResultRow
-    contact_status: str  # after the result (unchanged while the call is live)
-    applied: bool  # its effect was made now (False: when the call's outcome is written)
-
-
-class AlwaysOpen:
-    """No windows, no caps (a store used without the dialer's rules)."""
-
-    def daily_cap(self, organization_id: str) -> int:
-        return 0
-
-    def interval(
-        self, windows_json: str | None, zones: str | None, at: float
-    ) -> tuple[float, float | None] | None:
-        return at, None
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookEndpointRow:
-    id: str
-    organization_id: str
-    url: str
-    events: tuple[str, ...] | None  # None: every event type
-    description: str | None
-    secret: str = field(repr=False)
-    created_at: float = 0.0
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> WebhookEndpointRow:
-        values = dict(row)
-        events = values["events"]
-        values["events"] = None if events is None else tuple(json.loads(events))
-        return cls(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookDeliveryRow:
-    """A delivery of one event to one endpoint, as the deliveries route lists it."""
-
-    id: int
-    event_id: int
-    endpoint_id: str
-    organization_id: str
-    status: str
-    attempts: int
-    next_attempt_at: float | None
-    last_attempt_at: float | None
-    last_status: int | None
-    last_error: str | None
-    delivered_at: float | None
-    webhook_id: str
-    type: str
-    sequence: int | None  # None until one of the organization's events at or after it is sent
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    """A delivery the sender is to make now, with what it sends."""
-
-    id: int
-    endpoint_id: str
-    attempts: int  # made before this one
-    webhook_id: str
-    type: str
-    sequence: int
-    created_at: float
-    data: Any  # the event's data, parsed
-
-
-@dataclass(frozen=True, slots=True)
-class _Pick:
-    """A delivery the sender is about to send: taken already (a row), or not yet."""
-
-    id: int
-    event_id: int
-    endpoint_id: str
-    attempts: int
-    due: float
-    taken: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryAttempt:
-    """What one send of a delivery came to, and what the delivery becomes."""
-
-    delivery_id: int
-    attempts_before: int
-    status: str  # pending (retried at next_attempt_at), delivered, failed
-    next_attempt_at: float | None
-    http_status: int | None
-    error: str | None
-    attempted_at: float
 
 
 class Store:
@@ -668,7 +162,7 @@ class Store:
     async def _start(self) -> None:
         def prepare(conn: sqlite3.Connection) -> None:
             dbmod.migrate(conn)
-            prepare_scratch(conn)
+            dialing.prepare_scratch(conn)
 
         if not self._memory:
             try:
@@ -685,7 +179,7 @@ class Store:
             self._inline = dbmod.connect(self.path)
             self._inline.execute(f"PRAGMA busy_timeout = {INLINE_BUSY_MS}")
             self._inline.execute("PRAGMA wal_autocheckpoint = 0")  # the writer's job
-            prepare_scratch(self._inline)
+            dialing.prepare_scratch(self._inline)
             self._identity = self._file_identity()
 
     async def close(self) -> None:
@@ -987,7 +481,7 @@ class Store:
                     },
                 )
             if cap:
-                _defer_capped(conn, org, cap, phones_json, job.created_at)
+                dialing.defer_capped(conn, org, cap, phones_json, job.created_at)
             return listed
 
         return await self._write(tx)
@@ -1166,7 +660,7 @@ class Store:
     ) -> list[str]:
         """Move jobs to running; return those that moved."""
         from_json = json.dumps(list(from_statuses))
-        return await self._write(lambda conn: _start_jobs(conn, job_ids, from_json, now))
+        return await self._write(lambda conn: dialing.start_jobs(conn, job_ids, from_json, now))
 
     async def activate(self, now: float) -> Activation:
         """The engine's look at the jobs table, in one small transaction (on the event loop's
@@ -1174,20 +668,7 @@ class Store:
         `expiresAt`, start the pending ones and the scheduled ones that are due, and read the
         running jobs and when the next scheduled start and expiry are due."""
 
-        def tx(conn: sqlite3.Connection) -> Activation:
-            expired = _expire_jobs(conn, now)
-            due = [row[0] for row in conn.execute(Q()["due_jobs"], {"now": now})]
-            started = _start_jobs(conn, due, _STARTABLE, now) if due else []
-            running = [JobRow.from_row(r) for r in conn.execute(Q()["jobs_in_status"], (_RUNNING,))]
-            return Activation(
-                expired,
-                started,
-                running,
-                _float_or_none(conn.execute(Q()["next_scheduled_start"]).fetchone()[0]),
-                _float_or_none(conn.execute(Q()["next_expiry"]).fetchone()[0]),
-            )
-
-        return await self._write_here(tx)
+        return await self._write_here(lambda conn: dialing.activate(conn, now))
 
     async def cancel_job(self, organization_id: str, job_id: str, now: float) -> int:
         """Cancel a job and its pending/queued contacts; return how many contacts were cancelled.
@@ -1304,13 +785,13 @@ class Store:
 
         def tx(conn: sqlite3.Connection) -> CycleResult:
             resulted: list[str] = []
-            completed, refused = _record(
+            completed, refused = dialing.record(
                 conn, outcomes, now, self.calling_rules, self.result_rules, resulted
             )
-            applied = [v for v in verdicts if _apply_verdict(conn, v, now)]
+            applied = [v for v in verdicts if dialing.apply_verdict(conn, v, now)]
             if credit_limits != "{}":
-                applied += _pause_out_of_credits(conn, credit_limits, now)
-            claims = _claim(conn, wanted, now, room_namer, self.calling_rules)
+                applied += dialing.pause_out_of_credits(conn, credit_limits, now)
+            claims = dialing.claim(conn, wanted, now, room_namer, self.calling_rules)
             completed += [j for j, c in claims.items() if c.completed and j not in completed]
             return CycleResult(completed, refused, claims, applied, resulted)
 
@@ -1327,7 +808,7 @@ class Store:
     ) -> tuple[list[str], list[Outcome]]:
         """Record finished attempts (see `cycle`); return the jobs that became completed and
         the outcomes refused because their contact was not in `dialing` for that attempt."""
-        result = await self.cycle(outcomes, (), {}, now, _no_rooms)
+        result = await self.cycle(outcomes, (), {}, now, dialing.no_rooms)
         return result.completed, result.refused
 
     async def dialing_contacts(self) -> list[ClaimedContact]:
@@ -1451,7 +932,7 @@ class Store:
             assert result_id is not None
             conn.execute(Q()["show_result_on_contact"], values)
             if ended:
-                _apply_result(conn, new.contact_id, new.attempt_no, result_id, now, rules)
+                dialing.apply_result(conn, new.contact_id, new.attempt_no, result_id, now, rules)
             history = _results(conn, "results_for_attempt", where)
             status = conn.execute(Q()["contact_status"], where).fetchone()[0]
             return ResultRecorded(history[-1], status, ended)
@@ -1637,9 +1118,9 @@ class Store:
 
         def pick(
             conn: sqlite3.Connection,
-        ) -> tuple[list[_Pick], list[_Pick], dict[int, list[Any]], float | None]:
-            picks: list[_Pick] = []
-            ahead: list[_Pick] = []  # to take: each endpoint's next ones, in order
+        ) -> tuple[list[WebhookPick], list[WebhookPick], dict[int, list[Any]], float | None]:
+            picks: list[WebhookPick] = []
+            ahead: list[WebhookPick] = []  # to take: each endpoint's next ones, in order
             earliest: float | None = None
             last_change = conn.execute(Q()["last_webhook_change"]).fetchone()[0]
             for endpoint_id, limit in wanted.items():
@@ -1648,12 +1129,12 @@ class Store:
                 params["busy"] = json.dumps(taken)
                 params["seen"] = seen.get(endpoint_id, 0)
                 due = [
-                    _Pick(v[0], v[1], endpoint_id, v[2], v[3], taken=True)
+                    WebhookPick(v[0], v[1], endpoint_id, v[2], v[3], taken=True)
                     for v in _json_rows(conn, "webhook_due_deliveries", params)
                 ]
                 params["limit"] = max(limit, WEBHOOK_TAKE_AHEAD)
                 new = [
-                    _Pick(v[0], v[1], endpoint_id, v[2], v[3], taken=False)
+                    WebhookPick(v[0], v[1], endpoint_id, v[2], v[3], taken=False)
                     for v in _json_rows(conn, "webhook_next_untaken", params)
                 ]
                 if not new:
@@ -1779,33 +1260,6 @@ CONTACT_STATUSES = (
 )
 
 
-_STARTABLE = json.dumps(["pending", "scheduled"])
-_RUNNING = json.dumps(["running"])
-
-
-def _float_or_none(value: Any) -> float | None:
-    return float(value) if value is not None else None
-
-
-def _start_jobs(
-    conn: sqlite3.Connection, job_ids: Sequence[str], from_json: str, now: float
-) -> list[str]:
-    started = []
-    for job_id in job_ids:
-        cur = conn.execute(Q()["start_job"], {"id": job_id, "now": now, "from_statuses": from_json})
-        if cur.rowcount:
-            started.append(job_id)
-    return started
-
-
-def _expire_jobs(conn: sqlite3.Connection, now: float) -> list[str]:
-    ids = [r[0] for r in conn.execute(Q()["expired_jobs"], {"now": now})]
-    for job_id in ids:
-        conn.execute(Q()["expire_contacts"], {"id": job_id, "now": now})
-        conn.execute(Q()["expire_job"], {"id": job_id, "now": now})
-    return ids
-
-
 def _contact_json(contact: NewContact) -> str:
     """[phone, data, zones, next_call_at, call_until, status, failure reason] as JSON text
     (data encoded once: intake hands it over as text)."""
@@ -1823,7 +1277,7 @@ def _contact_json(contact: NewContact) -> str:
     return f"[{json.dumps(contact.phone)},{encoded},{rest[1:]}"
 
 
-def _payloads(conn: sqlite3.Connection, picks: Sequence[_Pick]) -> dict[int, list[Any]]:
+def _payloads(conn: sqlite3.Connection, picks: Sequence[WebhookPick]) -> dict[int, list[Any]]:
     """{event id: [event id, webhook id, type, sequence, created_at, data]} of these picks."""
     if not picks:
         return {}
@@ -1831,10 +1285,12 @@ def _payloads(conn: sqlite3.Connection, picks: Sequence[_Pick]) -> dict[int, lis
     return {v[0]: v for v in _json_rows(conn, "webhook_payloads", {"events": events})}
 
 
-def _oldest_due_first(due: list[_Pick], new: list[_Pick], limit: int) -> list[_Pick]:
+def _oldest_due_first(
+    due: list[WebhookPick], new: list[WebhookPick], limit: int
+) -> list[WebhookPick]:
     """Up to `limit` of an endpoint's due taken deliveries and its next ones not taken, oldest
     due first; of the latter always the first ones (an endpoint takes its events in order)."""
-    picked: list[_Pick] = []
+    picked: list[WebhookPick] = []
     while len(picked) < limit and (due or new):
         if not new or (due and (due[0].due, due[0].id) <= (new[0].due, new[0].id)):
             picked.append(due.pop(0))
@@ -1843,7 +1299,7 @@ def _oldest_due_first(due: list[_Pick], new: list[_Pick], limit: int) -> list[_P
     return picked
 
 
-def _take(conn: sqlite3.Connection, picks: Sequence[_Pick]) -> None:
+def _take(conn: sqlite3.Connection, picks: Sequence[WebhookPick]) -> None:
     """Take deliveries not taken yet (each its endpoint's next ones, in event order): number the
     events of their organizations up to them, write their rows, move the endpoints past them."""
     upto: dict[str, int] = {}
@@ -1894,12 +1350,6 @@ def _batch_summaries(conn: sqlite3.Connection, jobs: list[JobRow]) -> list[Batch
     return [BatchSummary(job, _counts(conn, job.id), *stats.get(job.id, (0, 0))) for job in jobs]
 
 
-def prepare_scratch(conn: sqlite3.Connection) -> None:
-    """A writing connection's scratch tables: per connection, never written to the file."""
-    conn.execute(Q()["create_outcome_batch"])
-    conn.execute(Q()["create_claim_batch"])
-
-
 def _roll_back(conn: sqlite3.Connection) -> None:
     """End a failed transaction; the failure that ended it is what the caller reports."""
     if conn.in_transaction:
@@ -1920,279 +1370,6 @@ def _counts(conn: sqlite3.Connection, job_id: str) -> dict[str, int]:
     text = conn.execute(Q()["job_status_counts"], (job_id,)).fetchone()[0]
     counts: dict[str, int] = json.loads(text) if text else {}
     return counts
-
-
-def _no_rooms(job_id: str, contact_id: int, attempt_no: int) -> str:
-    raise AssertionError("no claims were asked for")
-
-
-def _claim(
-    conn: sqlite3.Connection,
-    wanted: Mapping[str, int],
-    now: float,
-    room_namer: RoomNamer,
-    rules: CallingRules,
-) -> dict[str, JobClaim]:
-    """Claim up to `wanted[job]` ready contacts per job and write their attempt rows.
-
-    One small pick per job, then a handful of set-based statements for all of them. Contacts
-    whose calling interval ended are first moved to their next one. A number is claimed once per
-    organization and cycle (never in two live calls); one that reaches its cap makes the
-    organization's other contacts with it wait. A job that had fewer ready contacts than wanted
-    learns when it next has work; with none it is completed if nothing else is open.
-    """
-    orgs: dict[str, str] = {}
-    if wanted:
-        text = conn.execute(Q()["job_organizations"], (json.dumps(list(wanted)),)).fetchone()[0]
-        orgs = json.loads(text or "{}")
-    picked: dict[str, list[list[Any]]] = {}
-    batch: list[list[Any]] = []
-    phones: dict[str, set[str]] = {}  # organization -> numbers claimed in this cycle
-    for job_id, limit in wanted.items():
-        org = orgs.get(job_id, "")
-        _roll_intervals(conn, job_id, now, rules)
-        params = {
-            "job_id": job_id,
-            "now": now,
-            "limit": limit,
-            "org": org,
-            "cap": rules.daily_cap(org),
-        }
-        picks = json.loads(conn.execute(Q()["pick_contacts"], params).fetchone()[0] or "[]")
-        taken = phones.setdefault(org, set())
-        kept = [p for p in picks if p[2] not in taken]
-        taken.update(p[2] for p in kept)
-        picked[job_id] = kept
-        batch.extend(
-            [cid, job_id, attempt, room_namer(job_id, cid, attempt)] for cid, attempt, _ in kept
-        )
-    claimed: dict[str, list[ClaimedContact]] = {job_id: [] for job_id in wanted}
-    if batch:
-        conn.execute(Q()["clear_claim_batch"])
-        conn.execute(Q()["load_claim_batch"], (json.dumps(batch),))
-        moved = conn.execute(Q()["claim_batch"], {"now": now}).rowcount
-        if moved != len(batch):  # cannot happen inside this transaction: the picks are fresh
-            raise TransitionError(f"claimed {moved} of {len(batch)} picked contacts")
-        conn.execute(Q()["insert_claimed_attempts"], {"now": now})
-        for org, numbers in phones.items():
-            cap = rules.daily_cap(org)
-            if cap and numbers:
-                _defer_capped(conn, org, cap, json.dumps(sorted(numbers)), now)
-        rooms = {row[0]: row[3] for row in batch}
-        jobs = {row[0]: row[1] for row in batch}
-        rows = json.loads(conn.execute(Q()["claimed_contacts"]).fetchone()[0])
-        for cid, seq, phone, data, attempt, max_attempts, zones in rows:
-            claimed[jobs[cid]].append(
-                ClaimedContact(
-                    id=cid,
-                    job_id=jobs[cid],
-                    seq=seq,
-                    phone=phone,
-                    contact_data=data,
-                    attempt_no=attempt,
-                    max_attempts=max_attempts,
-                    room_name=rooms[cid],
-                    started_at=now,
-                    zones=zones,
-                )
-            )
-    result: dict[str, JobClaim] = {}
-    for job_id, limit in wanted.items():
-        contacts = sorted(claimed[job_id], key=lambda c: c.seq)
-        due: float | None = None
-        completed = False
-        if len(contacts) < limit:
-            due = _next_work(conn, job_id, now)
-            completed = due is None and bool(
-                conn.execute(Q()["complete_job_if_done"], {"id": job_id, "now": now}).rowcount
-            )
-        result[job_id] = JobClaim(contacts, len(contacts) < limit, due, completed)
-    return result
-
-
-def _next_work(conn: sqlite3.Connection, job_id: str, now: float) -> float | None:
-    """When a job next has work: a retry falls due, a window opens or ends, a cap lifts."""
-    params = {"job_id": job_id, "now": now}
-    times = [
-        conn.execute(Q()[query], params).fetchone()
-        for query in ("next_retry_due", "next_call_due", "next_window_end")
-    ]
-    found = [float(row[0]) for row in times if row is not None and row[0] is not None]
-    return min(found) if found else None
-
-
-def _roll_intervals(conn: sqlite3.Connection, job_id: str, now: float, rules: CallingRules) -> None:
-    """Move a job's open contacts whose calling interval ended to their next one (computed by
-    the rules from their zones and the job's windows); cancel those that have none."""
-    text = conn.execute(Q()["ended_intervals"], {"job_id": job_id, "now": now}).fetchone()[0]
-    ended: list[list[Any]] = json.loads(text) if text else []
-    if not ended:
-        return
-    row = conn.execute(Q()["get_job_any_org"], (job_id,)).fetchone()
-    windows_json = row["calling_windows"] if row is not None else None
-    rolled: list[list[Any]] = []
-    without: list[int] = []
-    for cid, zones, waits_for in ended:
-        found = rules.interval(windows_json, zones, max(now, float(waits_for or 0)))
-        if found is None:
-            without.append(cid)
-        else:
-            rolled.append([cid, found[0] if found[0] > now else None, found[1]])
-    if rolled:
-        conn.execute(Q()["roll_intervals"], {"rows": json.dumps(rolled), "now": now})
-    if without:
-        conn.execute(Q()["cancel_without_window"], {"ids": json.dumps(without), "now": now})
-
-
-def _defer_waiting_at_cap(
-    conn: sqlite3.Connection, accepted: Sequence[Outcome], now: float, rules: CallingRules
-) -> None:
-    """Contacts going back to wait whose number is at its cap wait until it lifts."""
-    waiting: dict[str, list[int]] = {}
-    for o in accepted:
-        if o.next_status in ("pending", "queued") and rules.daily_cap(o.organization_id):
-            waiting.setdefault(o.organization_id, []).append(o.contact_id)
-    for org, ids in waiting.items():
-        phones = conn.execute(Q()["open_phones"], (json.dumps(ids),)).fetchone()[0]
-        _defer_capped(conn, org, rules.daily_cap(org), phones or "[]", now)
-
-
-def _defer_capped(
-    conn: sqlite3.Connection, org: str, cap: int, phones_json: str, now: float
-) -> None:
-    """Open contacts of the organization with these numbers, at the cap: wait (defer_capped)."""
-    conn.execute(Q()["defer_capped"], {"org": org, "cap": cap, "phones": phones_json, "now": now})
-
-
-def _record(
-    conn: sqlite3.Connection,
-    outcomes: Sequence[Outcome],
-    now: float,
-    rules: CallingRules,
-    result_rules: ResultRules,
-    resulted: list[str] | None = None,
-) -> tuple[list[str], list[Outcome]]:
-    """Record finished attempts; return (jobs that became completed, refused outcomes).
-
-    A retry decided for a job that was cancelled meanwhile becomes the final outcome instead.
-    Results the agents posted while these calls were live take effect here, in the same
-    transaction (their jobs are added to `resulted`).
-    """
-    if not outcomes:
-        return [], []
-    job_ids = sorted({o.job_id for o in outcomes})
-    cancelled = {r[0] for r in conn.execute(Q()["cancelled_jobs"], (json.dumps(job_ids),))}
-    settled = [_settle_for_cancelled(o) if o.job_id in cancelled else o for o in outcomes]
-    accepted, refused = _transition_contacts(conn, settled, now)
-    conn.execute(Q()["finish_attempts_batch"])
-    conn.execute(Q()["drop_given_back_attempts"])
-    if conn.execute(Q()["any_pending_result"]).fetchone()[0]:
-        _apply_pending_results(conn, now, result_rules, resulted)
-    conn.execute(Q()["cancel_listed_outcomes"], {"now": now})
-    conn.execute(Q()["clear_outcome_batch"])
-    _defer_waiting_at_cap(conn, accepted, now, rules)
-    spend: dict[str, float] = {}
-    job_spend: dict[str, float] = {}
-    calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]
-    for o in accepted:
-        if o.charged_usd:
-            spend[o.organization_id] = spend.get(o.organization_id, 0.0) + o.charged_usd
-            job_spend[o.job_id] = job_spend.get(o.job_id, 0.0) + o.charged_usd
-        if not o.give_back and o.ended_at is not None:
-            stats = calls.setdefault(o.job_id, [0, 0.0])
-            stats[0] += 1
-            stats[1] += max(0.0, o.ended_at - o.started_at)
-    conn.executemany(Q()["add_spend"], list(spend.items()))
-    conn.executemany(Q()["add_job_spend"], [(usd, job) for job, usd in job_spend.items()])
-    conn.execute(
-        Q()["add_call_stats_batch"],
-        (json.dumps([[job, n, secs] for job, (n, secs) in calls.items()]),),
-    )
-    params = {"ids": json.dumps(job_ids), "now": now}
-    completed = [r[0] for r in conn.execute(Q()["complete_jobs_if_done"], params)]
-    return completed, refused
-
-
-def _apply_pending_results(
-    conn: sqlite3.Connection, now: float, rules: ResultRules, resulted: list[str] | None
-) -> None:
-    """The results posted while the calls of temp.outcome_batch were live: the latest of each
-    attempt takes effect (a dial given back was no call: its results only stop waiting)."""
-    pending = conn.execute(Q()["pending_results_in_batch"]).fetchall()
-    for contact_id, attempt_no, result_id, give_back in pending:
-        if give_back:
-            params = {"contact_id": contact_id, "attempt_no": attempt_no, "now": now}
-            conn.execute(Q()["mark_results_applied"], params)
-            continue
-        job_id = _apply_result(conn, contact_id, attempt_no, result_id, now, rules)
-        if job_id is not None and resulted is not None and job_id not in resulted:
-            resulted.append(job_id)
-
-
-def _apply_result(
-    conn: sqlite3.Connection,
-    contact_id: int,
-    attempt_no: int,
-    result_id: int,
-    now: float,
-    rules: ResultRules,
-) -> str | None:
-    """Make the effect of result `result_id` (the latest for the attempt, whose call has ended)
-    on its contact; mark the attempt's results applied. Returns the job when the contact
-    changed (None: the contact moved on since, e.g. it is dialing again or was cancelled)."""
-    row = conn.execute(Q()["result_context"], {"result_id": result_id}).fetchone()
-    conn.execute(
-        Q()["mark_results_applied"],
-        {"contact_id": contact_id, "attempt_no": attempt_no, "now": now},
-    )
-    if row is None:
-        return None
-    (disposition, callback_at, status, attempt_count, max_attempts, zones, phone) = row[:7]
-    job_id, org, job_status, retry_statuses, delay, backoff, on_voicemail, windows_json = row[7:]
-    if attempt_count != attempt_no or status in ("dialing", "cancelled"):
-        return None
-    change = rules.change(
-        ResultFacts(
-            disposition=disposition,
-            callback_at=callback_at,
-            attempt_no=attempt_no,
-            max_attempts=max_attempts,
-            zones=zones,
-            job_status=job_status,
-            retry_statuses=tuple(json.loads(retry_statuses)),
-            retry_delay_seconds=delay,
-            retry_backoff=backoff,
-            retry_on_voicemail=bool(on_voicemail),
-            calling_windows=windows_json,
-            now=now,
-        )
-    )
-    params = {
-        "contact_id": contact_id,
-        "attempt_no": attempt_no,
-        "status": change.status,
-        "next_retry_at": change.next_retry_at,
-        "next_call_at": change.next_call_at,
-        "call_until": change.call_until,
-        "max_attempts": change.max_attempts,
-        "completed_at": change.completed_at,
-        "failure_reason": change.failure_reason,
-        "now": now,
-    }
-    if conn.execute(Q()["apply_result_to_contact"], params).rowcount != 1:
-        return None
-    if change.do_not_call:
-        reason = "Asked not to be called again (agent result)"
-        listing = {"org": org, "number": phone, "reason": reason, "now": now, "job_id": job_id}
-        conn.execute(Q()["dnc_add_from_agent"], listing)
-        numbers = {"org": org, "numbers": json.dumps([phone]), "now": now}
-        conn.execute(Q()["dnc_cancel_contacts"], numbers).fetchall()
-    if change.status in ("pending", "queued"):
-        # Waiting again: never for a number listed meanwhile; else its job looks for it.
-        listed = {"contact_id": contact_id, "now": now}
-        if conn.execute(Q()["cancel_contact_if_listed"], listed).rowcount == 0:
-            conn.execute(Q()["reopen_job"], {"id": job_id, "now": now})
-    return str(job_id)
 
 
 def _keep_idempotency(
@@ -2230,130 +1407,3 @@ def _check_limits(
         limits.credits_usd + 0.005
     ):
         raise LimitExceeded("credits_usd", max(0.0, limits.credits_usd - committed))
-
-
-def _pause_out_of_credits(
-    conn: sqlite3.Connection, limits_json: str, now: float
-) -> list[JobVerdict]:
-    """Pause the running jobs of organizations whose spend reached their credits."""
-    params = {"limits": limits_json, "reason": CREDITS_EXHAUSTED, "now": now}
-    return [
-        JobVerdict(row[0], "paused", CREDITS_EXHAUSTED)
-        for row in conn.execute(Q()["pause_jobs_out_of_credits"], params).fetchall()
-    ]
-
-
-def _apply_verdict(conn: sqlite3.Connection, verdict: JobVerdict, now: float) -> bool:
-    """Fail or pause a job the engine judged; False when it was no longer in a state for it."""
-    if verdict.status == "failed":
-        params = {"id": verdict.job_id, "reason": verdict.reason, "now": now}
-        return conn.execute(Q()["fail_job"], params).rowcount == 1
-    params = {
-        "id": verdict.job_id,
-        "org": None,
-        "reason": verdict.reason,
-        "now": now,
-        "from_statuses": '["running"]',
-    }
-    return conn.execute(Q()["pause_job"], params).rowcount == 1
-
-
-def _settle_for_cancelled(o: Outcome) -> Outcome:
-    """A retry decided for a job that was cancelled meanwhile becomes the final outcome."""
-    if o.next_status not in ("queued", "pending"):
-        return o
-    return replace(o, next_status="cancelled" if o.give_back else o.outcome, next_retry_at=None)
-
-
-# Rows of temp.outcome_batch are inserted this many at a time, as bound parameters of one
-# statement each (largest first): a few statements a cycle, and a handful of statement shapes
-# for the statement cache. (Extracting 17 fields from a JSON text per row cost 21 us a row.)
-_OUTCOME_CHUNKS = (128, 32, 8, 1)
-_OUTCOME_COLUMNS = 17
-
-
-@functools.cache
-def _insert_outcomes_sql(rows: int) -> str:
-    row = "(" + ",".join("?" * _OUTCOME_COLUMNS) + ")"
-    return "INSERT INTO temp.outcome_batch VALUES " + ",".join([row] * rows)
-
-
-def _load_outcome_batch(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
-    """Insert the rows into temp.outcome_batch in a few statements."""
-    done = 0
-    for size in _OUTCOME_CHUNKS:
-        while len(rows) - done >= size:
-            chunk = rows[done : done + size]
-            conn.execute(_insert_outcomes_sql(size), [value for row in chunk for value in row])
-            done += size
-
-
-def _batch_row(o: Outcome, now: float) -> list[Any]:
-    """An outcome as a row of temp.outcome_batch (in its column order)."""
-    final = not o.give_back and o.next_status not in ("queued", "pending")
-    return [
-        o.contact_id,
-        o.job_id,
-        o.attempt_no,
-        int(o.give_back),
-        o.next_status,
-        o.next_retry_at,
-        (o.ended_at or now) if final else None,
-        str(o.sip_code) if o.sip_code is not None else None,
-        o.reason,
-        o.duration,
-        "not_placed" if o.give_back else o.outcome,
-        o.sip_code,
-        o.answered_at,
-        o.ended_at,
-        o.charged_usd,
-        o.next_call_at,
-        o.call_until,
-    ]
-
-
-def _transition_contacts(
-    conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float
-) -> tuple[list[Outcome], list[Outcome]]:
-    """Load the outcomes into temp.outcome_batch and apply each one's guarded contact
-    transition; return (accepted, refused). The batch is left holding the accepted ones.
-
-    The usual case, every contact still `dialing` that attempt, is two set-based statements; if
-    any guard refuses, they are undone and the outcomes applied one by one to find out which
-    (never overwritten: the refused ones are only reported, and leave the batch).
-    """
-    conn.execute(Q()["clear_outcome_batch"])
-    _load_outcome_batch(conn, [_batch_row(o, now) for o in outcomes])
-    conn.execute("SAVEPOINT transitions")
-    changed = conn.execute(Q()["finish_contacts_batch"], {"now": now}).rowcount
-    if any(o.give_back for o in outcomes):
-        changed += conn.execute(Q()["give_back_batch"], {"now": now}).rowcount
-    if changed == len(outcomes):
-        conn.execute("RELEASE transitions")
-        return list(outcomes), []
-    conn.execute("ROLLBACK TO transitions")
-    conn.execute("RELEASE transitions")
-    accepted: list[Outcome] = []
-    refused: list[Outcome] = []
-    for o in outcomes:
-        row = _batch_row(o, now)
-        params = {
-            "contact_id": o.contact_id,
-            "attempt_no": o.attempt_no,
-            "status": o.next_status,
-            "next_retry_at": o.next_retry_at,
-            "completed_at": row[6],
-            "error_code": row[7],
-            "failure_reason": o.reason,
-            "duration": o.duration,
-            "next_call_at": o.next_call_at,
-            "call_until": o.call_until,
-            "now": now,
-        }
-        query = Q()["give_back_attempt" if o.give_back else "finish_contact"]
-        if conn.execute(query, params).rowcount == 1:
-            accepted.append(o)
-        else:
-            refused.append(o)
-            conn.execute(Q()["forget_outcome"], (o.contact_id,))
-    return accepted, refused

@@ -47,7 +47,7 @@ from api.errors import ApiError, Envelope
 from dialer import config as configmod
 from dialer import intake, service
 from dialer.states import ContactStatus, JobStatus
-from storage.store import BatchSummary, ContactRow, JobRow
+from storage.rows import BatchSummary, ContactRow, JobRow
 
 routes = web.RouteTableDef()
 

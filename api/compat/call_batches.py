@@ -17,7 +17,7 @@ from api.batch import bounded_int
 from api.errors import ApiError, Envelope
 from dialer import service
 from dialer.states import ContactStatus
-from storage.store import CallFilter, CallRow, ContactRow
+from storage.rows import CallFilter, CallRow, ContactRow
 
 routes = web.RouteTableDef()
 

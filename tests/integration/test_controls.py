@@ -16,7 +16,8 @@ from aiohttp import ClientResponse
 
 from api import controls
 from dialer import export
-from storage.store import CallFilter, CallRow, Store
+from storage.rows import CallFilter, CallRow
+from storage.store import Store
 from tests.conftest import ORG, Running, StartApp, make_config, wait_until
 
 CONTROLS = ("pause", "resume", "retry")

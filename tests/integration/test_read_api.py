@@ -301,7 +301,7 @@ async def test_unknown_routes_and_methods_use_the_envelope(running: Running) -> 
 
 def test_contact_json_has_every_documented_field() -> None:
     """The contact serializer emits exactly the documented fields."""
-    from storage.store import ContactRow
+    from storage.rows import ContactRow
 
     row = ContactRow(
         id=1,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from dialer import states
-from storage.store import ClaimedContact, NewContact, NewJob, Outcome, Store
+from storage.rows import ClaimedContact, NewContact, NewJob, Outcome
+from storage.store import Store
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 ORG = "org_a"

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from dialer import windows
-from storage.store import NewContact, Store
+from storage.rows import NewContact
+from storage.store import Store
 from tests.unit.conftest import ORG, T0, namer, new_job, outcome_for, running_job
 
 HOUR = 3600.0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from storage import db as dbmod
-from storage.store import ContactRow
+from storage.rows import ContactRow
 
 TABLES = {"jobs", "contacts", "attempts", "job_status_counts", "organization_spend", "api_keys"}
 TRIGGERS = {"contacts_count_insert", "contacts_count_update"}

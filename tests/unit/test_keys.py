@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dialer import keys
 from dialer.clock import FakeClock
-from storage.store import ApiKeyRow, Store
+from storage.rows import ApiKeyRow
+from storage.store import Store
 from tests.unit.conftest import ORG, T0
 
 

@@ -10,7 +10,8 @@ from dialer.stats import EngineStats
 from storage import db as dbmod
 from storage.connection import StorageUnavailable
 from storage.latency import BucketCounts
-from storage.store import ClaimedContact, Store
+from storage.rows import ClaimedContact
+from storage.store import Store
 from tests.unit.conftest import ORG, T0, namer, new_contacts, new_job, outcome_for, running_job
 
 

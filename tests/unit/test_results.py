@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from dialer import results
-from storage.store import AlwaysOpen, ResultFacts, Store
+from storage.rows import AlwaysOpen, ResultFacts
+from storage.store import Store
 
 NOW = 1_000_000.0
 FACTS = ResultFacts(

@@ -11,7 +11,8 @@ import pytest
 from api.batch import contact_json, job_summary
 from storage.connection import StorageUnavailable
 from storage.db import StorageError, TransitionError
-from storage.store import (
+from storage.dialing import prepare_scratch
+from storage.rows import (
     ApiKeyRow,
     ClaimedContact,
     ContactRow,
@@ -19,9 +20,8 @@ from storage.store import (
     JobVerdict,
     NewContact,
     Outcome,
-    Store,
-    prepare_scratch,
 )
+from storage.store import Store
 from tests.unit.conftest import (
     ORG,
     T0,

@@ -14,14 +14,14 @@ import pytest
 from dialer import states
 from storage import db as dbmod
 from storage import store as storemod
-from storage.store import (
+from storage.rows import (
     ClaimedContact,
     DeliveryAttempt,
     DueDelivery,
-    Store,
     WebhookDeliveryRow,
     WebhookEndpointRow,
 )
+from storage.store import Store
 from tests.unit.conftest import ORG, T0, namer, new_contacts, new_job, outcome_for, running_job
 
 OTHER = "org_b"
