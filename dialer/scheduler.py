@@ -29,6 +29,7 @@ import structlog
 from dialer import autopause, logs, results, retry, windows
 from dialer.clock import Clock
 from dialer.config import Config
+from dialer.eager import start_eagerly
 from dialer.held import HeldOutcomes
 from dialer.providers.base import DialRequest, DialResult, Provider
 from dialer.states import ContactStatus, JobStatus
@@ -396,6 +397,9 @@ class Engine:
             self._storage_recovered()
             return
         if self._wake.is_set() or self._done or self._held:
+            # Round again, after a turn of the event loop: calls that end within their first
+            # step (see _start_call) would otherwise keep the loop here without a break.
+            await asyncio.sleep(0)
             return
         self.idle.set()
         timeout = None if next_due is None else max(0.0, next_due - self.clock.now())
@@ -759,7 +763,9 @@ class Engine:
         self._live_job[call.job_id] += 1
         self._live_org[call.organization_id] += 1
         self.max_live_observed = max(self.max_live_observed, len(self._live))
-        call.task = asyncio.create_task(self._call(call), name=f"call-{contact.id}")
+        # Dialed now rather than a turn of the event loop later (see dialer.eager); None when
+        # the call ended within that first step (the simulated provider's instant calls).
+        call.task = start_eagerly(self._call(call), name=f"call-{contact.id}")
 
     async def _call(self, call: LiveCall) -> None:
         structlog.contextvars.bind_contextvars(
