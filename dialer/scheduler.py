@@ -2,8 +2,9 @@
 
 Event-driven: the loop sleeps until it is woken (a job was created, started, cancelled or changed;
 a call ended) or until the next due time (a retry, a scheduled start, a rate-limit token). Each
-pass first records the outcomes of calls that ended (one transaction for all of them), then claims
-contacts for the jobs that have free slots (one transaction per job) and starts their calls.
+pass is one transaction (a cycle, see Engine._cycle) that records the outcomes of the calls that
+ended and claims contacts for every job with free slots; once it has committed, the claimed calls
+are dialed at once (see dialer.eager).
 
 Limits, all enforced at once: per-job `concurrentCallLimit`, per-organization cap, the global
 `max_concurrent_calls`, and per caller number `calls_per_second` (token bucket). A slot is taken
