@@ -4,7 +4,7 @@ Event-driven: the loop sleeps until it is woken (a job was created, started, can
 a call ended) or until the next due time (a retry, a scheduled start, a rate-limit token). Each
 pass is one transaction (a cycle, see Engine._cycle) that records the outcomes of the calls that
 ended and claims contacts for every job with free slots; once it has committed, the claimed calls
-are dialed at once (see dialer.eager).
+are started.
 
 Limits, all enforced at once: per-job `concurrentCallLimit`, per-organization cap, the global
 `max_concurrent_calls`, and per caller number `calls_per_second` (token bucket). A slot is taken
@@ -30,7 +30,6 @@ import structlog
 from dialer import autopause, logs, results, retry, windows
 from dialer.clock import Clock
 from dialer.config import Config
-from dialer.eager import start_eagerly
 from dialer.held import HeldOutcomes
 from dialer.providers.base import DialRequest, DialResult, Provider
 from dialer.states import ContactStatus, JobStatus
@@ -398,9 +397,6 @@ class Engine:
             self._storage_recovered()
             return
         if self._wake.is_set() or self._done or self._held:
-            # Round again, after a turn of the event loop: calls that end within their first
-            # step (see _start_call) would otherwise keep the loop here without a break.
-            await asyncio.sleep(0)
             return
         self.idle.set()
         timeout = None if next_due is None else max(0.0, next_due - self.clock.now())
@@ -764,9 +760,7 @@ class Engine:
         self._live_job[call.job_id] += 1
         self._live_org[call.organization_id] += 1
         self.max_live_observed = max(self.max_live_observed, len(self._live))
-        # Dialed now rather than a turn of the event loop later (see dialer.eager); None when
-        # the call ended within that first step (the simulated provider's instant calls).
-        call.task = start_eagerly(self._call(call), name=f"call-{contact.id}")
+        call.task = asyncio.create_task(self._call(call), name=f"call-{contact.id}")
 
     async def _call(self, call: LiveCall) -> None:
         structlog.contextvars.bind_contextvars(
