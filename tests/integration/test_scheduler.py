@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import Counter
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from dialer import scheduler
 from dialer.clock import Clock, FakeClock
 from dialer.providers.base import DialRequest, DialResult
 from dialer.providers.simulated import SimulatedProvider
+from dialer.states import ContactStatus
 from tests.conftest import NUMBER, ORG, OTHER_ORG, Running, StartApp, make_config, wait_until
 
 
@@ -451,6 +453,37 @@ async def test_cycles_up_to_their_size_are_written_on_the_loops_own_connection(
         scheduler.SMALL_CYCLE + 1,
         False,
     )
+
+
+class TimingOutProvider(SimulatedProvider):
+    """A provider whose dial gives up at once through `asyncio.timeout`, as a LiveKit dial
+    (aiohttp) does when its request times out."""
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        try:
+            async with asyncio.timeout(0):  # expires on the next turn of the event loop
+                await asyncio.Event().wait()
+        except TimeoutError:
+            pass
+        return DialResult(
+            status=ContactStatus.FAILED, reason="dial timed out", ended_at=self._clock.now()
+        )
+
+
+async def test_a_dial_that_times_out_ends_its_call_not_the_engine(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """`asyncio.timeout` (and aiohttp's request timeouts) cancel the task that was current when
+    they started: a call's dial must run in the call's own task, never in the engine's (a call
+    started eagerly inside the engine's cycle would take the engine down with its timeout)."""
+    config = make_config(tmp_path)
+    clock = FakeClock()
+    provider = TimingOutProvider(config.telephony.simulated, clock)
+    running = await start_app(config, provider=provider, clock=clock)
+    created = await running.create_json(phones(3), maxAttempts=1)
+    body = await running.wait_status(created["batchJobId"], "completed")
+    assert body["statusBreakdown"]["failed"] == 3
+    assert running.engine.running and not running.engine.stopping
 
 
 async def test_slots_a_job_left_unused_go_to_a_job_held_back_by_its_share(
