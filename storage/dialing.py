@@ -40,7 +40,7 @@ _RUNNING = json.dumps(["running"])
 def activate(conn: sqlite3.Connection, now: float) -> Activation:
     """Expire the jobs past their `expiresAt`, start the pending ones and the scheduled ones that
     are due, and read the running jobs and when the next start and expiry are due."""
-    expired = expire_jobs(conn, now)
+    expired = _expire_jobs(conn, now)
     due = [row[0] for row in conn.execute(Q()["due_jobs"], {"now": now})]
     started = start_jobs(conn, due, _STARTABLE, now) if due else []
     running = [JobRow.from_row(r) for r in conn.execute(Q()["jobs_in_status"], (_RUNNING,))]
@@ -68,7 +68,7 @@ def start_jobs(
     return started
 
 
-def expire_jobs(conn: sqlite3.Connection, now: float) -> list[str]:
+def _expire_jobs(conn: sqlite3.Connection, now: float) -> list[str]:
     ids = [r[0] for r in conn.execute(Q()["expired_jobs"], {"now": now})]
     for job_id in ids:
         conn.execute(Q()["expire_contacts"], {"id": job_id, "now": now})
@@ -110,7 +110,7 @@ def claim(
     phones: dict[str, set[str]] = {}  # organization -> numbers claimed in this cycle
     for job_id, limit in wanted.items():
         org = orgs.get(job_id, "")
-        roll_intervals(conn, job_id, now, rules)
+        _roll_intervals(conn, job_id, now, rules)
         params = {
             "job_id": job_id,
             "now": now,
@@ -162,7 +162,7 @@ def claim(
         due: float | None = None
         completed = False
         if len(contacts) < limit:
-            due = next_work(conn, job_id, now)
+            due = _next_work(conn, job_id, now)
             completed = due is None and bool(
                 conn.execute(Q()["complete_job_if_done"], {"id": job_id, "now": now}).rowcount
             )
@@ -170,7 +170,7 @@ def claim(
     return result
 
 
-def next_work(conn: sqlite3.Connection, job_id: str, now: float) -> float | None:
+def _next_work(conn: sqlite3.Connection, job_id: str, now: float) -> float | None:
     """When a job next has work: a retry falls due, a window opens or ends, a cap lifts."""
     params = {"job_id": job_id, "now": now}
     times = [
@@ -181,7 +181,7 @@ def next_work(conn: sqlite3.Connection, job_id: str, now: float) -> float | None
     return min(found) if found else None
 
 
-def roll_intervals(conn: sqlite3.Connection, job_id: str, now: float, rules: CallingRules) -> None:
+def _roll_intervals(conn: sqlite3.Connection, job_id: str, now: float, rules: CallingRules) -> None:
     """Move a job's open contacts whose calling interval ended to their next one (computed by
     the rules from their zones and the job's windows); cancel those that have none."""
     text = conn.execute(Q()["ended_intervals"], {"job_id": job_id, "now": now}).fetchone()[0]
@@ -204,7 +204,7 @@ def roll_intervals(conn: sqlite3.Connection, job_id: str, now: float, rules: Cal
         conn.execute(Q()["cancel_without_window"], {"ids": json.dumps(without), "now": now})
 
 
-def defer_waiting_at_cap(
+def _defer_waiting_at_cap(
     conn: sqlite3.Connection, accepted: Sequence[Outcome], now: float, rules: CallingRules
 ) -> None:
     """Contacts going back to wait whose number is at its cap wait until it lifts."""
@@ -242,15 +242,15 @@ def record(
         return [], []
     job_ids = sorted({o.job_id for o in outcomes})
     cancelled = {r[0] for r in conn.execute(Q()["cancelled_jobs"], (json.dumps(job_ids),))}
-    settled = [settle_for_cancelled(o) if o.job_id in cancelled else o for o in outcomes]
-    accepted, refused = transition_contacts(conn, settled, now)
+    settled = [_settle_for_cancelled(o) if o.job_id in cancelled else o for o in outcomes]
+    accepted, refused = _transition_contacts(conn, settled, now)
     conn.execute(Q()["finish_attempts_batch"])
     conn.execute(Q()["drop_given_back_attempts"])
     if conn.execute(Q()["any_pending_result"]).fetchone()[0]:
-        apply_pending_results(conn, now, result_rules, resulted)
+        _apply_pending_results(conn, now, result_rules, resulted)
     conn.execute(Q()["cancel_listed_outcomes"], {"now": now})
     conn.execute(Q()["clear_outcome_batch"])
-    defer_waiting_at_cap(conn, accepted, now, rules)
+    _defer_waiting_at_cap(conn, accepted, now, rules)
     spend: dict[str, float] = {}
     job_spend: dict[str, float] = {}
     calls: dict[str, list[float]] = {}  # job -> [attempts ended, their seconds]
@@ -273,7 +273,7 @@ def record(
     return completed, refused
 
 
-def apply_pending_results(
+def _apply_pending_results(
     conn: sqlite3.Connection, now: float, rules: ResultRules, resulted: list[str] | None
 ) -> None:
     """The results posted while the calls of temp.outcome_batch were live: the latest of each
@@ -381,7 +381,7 @@ def apply_verdict(conn: sqlite3.Connection, verdict: JobVerdict, now: float) -> 
     return conn.execute(Q()["pause_job"], params).rowcount == 1
 
 
-def settle_for_cancelled(o: Outcome) -> Outcome:
+def _settle_for_cancelled(o: Outcome) -> Outcome:
     """A retry decided for a job that was cancelled meanwhile becomes the final outcome."""
     if o.next_status not in ("queued", "pending"):
         return o
@@ -401,7 +401,7 @@ def _insert_outcomes_sql(rows: int) -> str:
     return "INSERT INTO temp.outcome_batch VALUES " + ",".join([row] * rows)
 
 
-def load_outcome_batch(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
+def _load_outcome_batch(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
     """Insert the rows into temp.outcome_batch in a few statements."""
     done = 0
     for size in _OUTCOME_CHUNKS:
@@ -411,7 +411,7 @@ def load_outcome_batch(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
             done += size
 
 
-def batch_row(o: Outcome, now: float) -> list[Any]:
+def _batch_row(o: Outcome, now: float) -> list[Any]:
     """An outcome as a row of temp.outcome_batch (in its column order)."""
     final = not o.give_back and o.next_status not in ("queued", "pending")
     return [
@@ -435,7 +435,7 @@ def batch_row(o: Outcome, now: float) -> list[Any]:
     ]
 
 
-def transition_contacts(
+def _transition_contacts(
     conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float
 ) -> tuple[list[Outcome], list[Outcome]]:
     """Load the outcomes into temp.outcome_batch and apply each one's guarded contact
@@ -446,7 +446,7 @@ def transition_contacts(
     (never overwritten: the refused ones are only reported, and leave the batch).
     """
     conn.execute(Q()["clear_outcome_batch"])
-    load_outcome_batch(conn, [batch_row(o, now) for o in outcomes])
+    _load_outcome_batch(conn, [_batch_row(o, now) for o in outcomes])
     conn.execute("SAVEPOINT transitions")
     changed = conn.execute(Q()["finish_contacts_batch"], {"now": now}).rowcount
     if any(o.give_back for o in outcomes):
@@ -459,7 +459,7 @@ def transition_contacts(
     accepted: list[Outcome] = []
     refused: list[Outcome] = []
     for o in outcomes:
-        row = batch_row(o, now)
+        row = _batch_row(o, now)
         params = {
             "contact_id": o.contact_id,
             "attempt_no": o.attempt_no,

@@ -341,7 +341,7 @@ WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
 
 -- create_outcome_batch --
 -- The outcomes of one cycle, loaded with a few statements of many rows each (storage/dialing.py,
--- load_outcome_batch) so that the whole batch is applied by a few set-based statements: a
+-- _load_outcome_batch) so that the whole batch is applied by a few set-based statements: a
 -- statement per row would hand the GIL back and forth with the event loop once per row, which
 -- under load costs far more than the SQL itself.
 CREATE TEMP TABLE IF NOT EXISTS outcome_batch (

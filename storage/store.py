@@ -2,8 +2,9 @@
 
 Writes go through a single writer connection (aiosqlite: its own thread), so every
 transaction is one hop off the event loop (group commit: a batch of claims or outcomes is one
-transaction); a small scheduler cycle is written at once on the event loop's own connection
-instead, when the writer has nothing queued and the lock is free (see `_write_here`). Reads for
+transaction); a scheduler cycle the engine judges small enough, and the engine's look at the
+jobs table, are written at once on the event loop's own connection instead, when the writer has
+nothing queued and the lock is free (see `_write_here`). Reads for
 the API use separate connections; WAL lets them run while the writer works. See
 `storage.connection`.
 
@@ -79,14 +80,15 @@ Q = dbmod.queries
 
 
 # How long the event loop's own connection may wait for a lock: not at all. A read that would
-# wait goes to a reader's thread, a small cycle to the writer (a WAL reader normally never
+# wait goes to a reader's thread, a write to the writer (a WAL reader normally never
 # waits; the write lock is taken only by this process's writer, or another process).
 INLINE_BUSY_MS = 0
 
-# Small cycles written in a row on the event loop's connection before one goes to the writer
+# Transactions written in a row on the event loop's connection before one goes to the writer
 # (see Store._write_here): that connection never checkpoints the write-ahead log (a checkpoint
 # would hold the event loop for a disk flush), so the writer's commits must come often enough
-# to (about 20 pages a small cycle, SQLite checkpoints past 1,000).
+# to (about 20 pages a small cycle, about 100 for one of 256 outcomes and claims: the log stays
+# within a few thousand pages before the writer's next commit checkpoints it).
 INLINE_RUN = 32
 
 # The answers of small reads the store keeps for repeats (see Store._read_kept): at most this
@@ -280,8 +282,9 @@ class Store:
             self.on_write_failed()
 
     async def _write_here(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """A small transaction run at once on the event loop's own connection, when the writer
-        has nothing queued and the lock is free; else on the writer, as usual.
+        """A transaction run at once on the event loop's own connection, when the writer has
+        nothing queued and the lock is free; else on the writer, as usual. The caller keeps it
+        small: it holds the event loop for its whole length (see scheduler.QUIET_CYCLE).
 
         A paced job's slot waits for its refill on every round, and the hop to the writer's
         thread and back cost a slot a few milliseconds more than the transaction itself (the
