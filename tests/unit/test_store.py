@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import sqlite3
+import threading
 
 import pytest
 
@@ -674,6 +677,70 @@ async def test_a_small_cycle_that_fails_on_the_loops_connection_is_a_storage_fai
     prepare_scratch(store._inline)
     result = await store.cycle((), (), {"job_1": 2}, T0, namer, here=True)
     assert len(result.claims["job_1"].contacts) == 2 and store.last_write_error is None
+
+
+async def test_the_loops_commits_are_flushed_by_a_thread_while_the_loop_runs_on(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's connection commits into the system's cache (synchronous = NORMAL; the
+    writer's stays FULL) and a thread flushes the log: the event loop runs on meanwhile (a
+    disk that stalls a flush for a second stalls no request), and the cycle returns, so the
+    engine starts its claimed calls, only once the flush is done."""
+    from storage import store as storemod
+
+    await running_job(store, 4)
+    assert store._inline is not None and store._writer is not None
+    assert store._inline.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    writer_sync = await store._writer.call(lambda c: c.execute("PRAGMA synchronous").fetchone())
+    assert writer_sync[0] == 2  # FULL
+    release = threading.Event()
+    flushed_on: list[str] = []
+
+    def slow_flush(fd: int) -> None:
+        assert release.wait(10)
+        flushed_on.append(threading.current_thread().name)
+        os.fsync(fd)
+
+    monkeypatch.setattr(storemod, "flush_file", slow_flush)
+    cycle = asyncio.ensure_future(store.cycle((), (), {"job_1": 2}, T0, namer, here=True))
+    turns = 0
+    while turns < 20:  # the loop turns while the flush waits
+        await asyncio.sleep(0)
+        turns += 1
+    assert not cycle.done() and not flushed_on
+    assert (await nonzero_counts(store))["dialing"] == 2  # committed, not yet returned
+    release.set()
+    result = await cycle
+    assert len(result.claims["job_1"].contacts) == 2
+    assert len(flushed_on) == 1 and flushed_on[0].startswith("wal-flush")
+    assert store._inline_writes == 1 and store.last_write_error is None
+
+
+async def test_a_flush_that_fails_refuses_every_write_after_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush of the log that fails means the disk may have dropped what was written (Linux
+    may forget the failed pages): the cycle is a storage failure, and every write is refused
+    from then on, until a restart reconciles what was left dialing."""
+    from storage import store as storemod
+
+    await running_job(store, 4)
+    told: list[bool] = []
+    store.on_write_failed = lambda: told.append(True)
+
+    def failing_flush(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(storemod, "flush_file", failing_flush)
+    with pytest.raises(StorageUnavailable, match="failed to flush"):
+        await store.cycle((), (), {"job_1": 2}, T0, namer, here=True)
+    assert told == [True] and store.write_failures == 1
+    assert store.lost is not None and "Input/output error" in store.lost
+    assert store.storage_problem == store.lost
+    with pytest.raises(StorageUnavailable):
+        await store.cycle((), (), {"job_1": 1}, T0, namer, here=True)
+    with pytest.raises(StorageUnavailable):
+        await store.probe(T0)
 
 
 async def test_job_pages_rendered_by_sql_match_job_summary(store: Store) -> None:
