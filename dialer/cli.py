@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -184,6 +185,7 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
         limits = connections.guard(runner, config.server)
         site = web.SockSite(runner, sock)
         await site.start()
+        _freeze_startup_objects()
         print(banner(config, config_path), file=sys.stderr, flush=True)
         failed = app[health.ENGINE_FAILED]
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
@@ -204,6 +206,16 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await store.close()
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what start-up built out of the garbage collector's full passes: the modules, the
+    numbering plan's metadata, the config live as long as the process, and a full pass over
+    them took about 40 ms, each one a freeze of the event loop (every request and call timer
+    waiting), a few times a second under load. Objects made later are collected as usual."""
+    gc.collect()
+    gc.freeze()
+    log.info("startup_objects_frozen", objects=gc.get_freeze_count())
 
 
 def _family(host: str) -> socket.AddressFamily:
