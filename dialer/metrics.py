@@ -165,8 +165,8 @@ class DialerCollector(Collector):
     def _storage(self, store: Store | None) -> Iterator[Metric]:
         yield _histogram(
             "dialer_storage_write_seconds",
-            "Write transactions that succeeded: seconds from asking to commit (queueing for "
-            "the writer included).",
+            "Write transactions that succeeded: seconds from asking until on the disk "
+            "(queueing for the writer included).",
             store.write_seconds if store else None,
         )
         failures = CounterMetricFamily(

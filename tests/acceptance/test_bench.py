@@ -40,6 +40,7 @@ def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: P
         "watched_pacing",
         "heavy",
         "webhooks",
+        "disk",
     }
     engine = rows["engine"]
     assert engine["contacts_per_second"] > 0 and engine["sqlite_ceiling_per_second"] > 0
@@ -67,8 +68,12 @@ def test_bench_quick_runs_every_scenario_and_prints_measured_figures(tmp_path: P
     paced = rows["watched_pacing"]
     assert paced["max_live_calls"] <= 50 and paced["api_errors"] == 0
     assert 0 < paced["efficiency"] <= 1 and paced["api_p50_ms"] <= paced["api_p99_ms"]
+    assert paced["storage_writes_over_50ms"] >= 0
     heavy = rows["heavy"]
     assert heavy["api_requests"] > 0 and heavy["api_errors"] == 0
+    disk = rows["disk"]
+    assert disk["flushes"] > 0 and 0 < disk["p50_ms"] <= disk["p99_ms"] <= disk["max_ms"]
+    assert 0 <= disk["over_100ms_per_minute"] <= disk["over_20ms_per_minute"]
 
 
 def test_bench_table_names_the_machine_and_its_speed_before_and_after(tmp_path: Path) -> None:
