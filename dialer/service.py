@@ -7,6 +7,7 @@ Errors are `ServiceError`s carrying the API error code.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -294,9 +295,16 @@ class JobService:
         org = self.config.organization(org_id) or Organization(id=org_id)
         job_windows = request.calling_windows or org.default_windows()
         # From now, even for a scheduled job: it may be started early. An interval that has ended
-        # by the time the job dials is moved to the next one then.
-        contacts, without_window = _contacts_in_windows(
-            parsed, job_windows, request.window_timezone, request.timezone, now
+        # by the time the job dials is moved to the next one then. Worked out on a thread: about
+        # 30 ms for 10,000 contacts, which on the event loop would hold every request and every
+        # slot refill of the engine meanwhile.
+        contacts, without_window = await asyncio.to_thread(
+            _contacts_in_windows,
+            parsed,
+            job_windows,
+            request.window_timezone,
+            request.timezone,
+            now,
         )
         duration = estimates.duration_seconds(
             total,

@@ -440,3 +440,33 @@ async def test_unknown_default_country_is_400(running: Running, mode: str) -> No
         )
     assert (status, body["code"]) == (400, "invalid_default_country")
     assert await job_count(running) == 0
+
+
+async def test_calling_windows_of_a_create_are_worked_out_off_the_event_loop(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each contact's zones and first calling interval are worked out on a thread (about 30 ms
+    for 10,000 contacts): on the event loop they would hold every request and slot refill."""
+    import threading
+
+    from dialer import service
+
+    threads: list[threading.Thread] = []
+    real = service._contacts_in_windows
+
+    def recording(*args: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(service, "_contacts_in_windows", recording)
+    status, body = await post_json(
+        running,
+        {
+            "fromPhoneNumberId": NUMBER,
+            "name": "windows",
+            "contacts": [{"phone": "+12025550101"}, {"phone": "+442071838750"}],
+        },
+    )
+    assert status == 201, body
+    assert body["totalContacts"] == 2
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
