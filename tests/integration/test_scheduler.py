@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dialer import scheduler
 from dialer.clock import Clock, FakeClock
 from dialer.providers.base import DialRequest, DialResult
@@ -510,3 +512,50 @@ async def test_slots_a_job_left_unused_go_to_a_job_held_back_by_its_share(
     await wait_until(lambda: _parked(running))
     assert running.engine.live_calls(wide["batchJobId"]) == 50
     assert running.engine.live_calls(narrow["batchJobId"]) == 10
+
+
+async def test_no_call_starts_before_its_claim_is_flushed_and_the_api_answers_meanwhile(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop's connection commits into the system's cache and a thread flushes the
+    log: while the disk stalls that flush, the engine starts none of the calls it claimed, and
+    the API goes on answering (it once froze with the disk). Once flushed, the calls start."""
+    import threading
+
+    from storage import store as storemod
+
+    config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}})
+    running = await start_app(config)
+    assert running.store._inline is not None  # a file database: the loop's own connection
+    dialed = running.engine.provider
+    assert isinstance(dialed, SimulatedProvider)
+    start = running.clock.now() + 60
+    job_id = (
+        await running.create_json(phones(2), concurrentCallLimit=2, scheduledStartTime=iso(start))
+    )["batchJobId"]
+    stalled, released = threading.Event(), threading.Event()
+    real_flush = storemod.flush_file
+
+    flushes = itertools.count()
+
+    def stalling_flush(fd: int) -> None:
+        if next(flushes) >= 1:  # the job's start passes; its first claims' flush stalls
+            stalled.set()
+            assert released.wait(10)
+        real_flush(fd)
+
+    monkeypatch.setattr(storemod, "flush_file", stalling_flush)
+    await running.clock.advance(60)  # the job starts: its start and first claims are written
+    assert await asyncio.to_thread(stalled.wait, 10)
+    for _ in range(20):  # the loop turns while the disk stalls
+        await asyncio.sleep(0)
+    assert dialed.dials == 0 and running.engine.live_calls() == 0
+    resp = await running.client.get(f"/batch/jobs/{job_id}", headers=running.headers())
+    assert resp.status == 200  # claimed (committed) but not yet on the disk: not dialed
+    assert (await resp.json())["statusBreakdown"]["dialing"] == 2
+    released.set()
+
+    async def both_dialed() -> bool:
+        return dialed.dials == 2
+
+    await wait_until(both_dialed)
