@@ -58,6 +58,11 @@ SMALL_CYCLE = 64
 # GIL handed to it and back at every statement, then cost more than holding the loop for the
 # transaction (a 100 + 100 cycle: ~10 ms). Bigger cycles always go to the writer.
 QUIET_CYCLE = 256
+# While requests are being served, a big cycle starts its calls this many at a time and lets
+# the event loop turn in between: starting a call and its first step cost ~15 us each, and 200
+# at once held the requests that came in meanwhile for several ms (the in-process `api`
+# scenario: p99 15.4-15.8 -> 12.6-13.9 ms, alternated).
+START_CHUNK = 50
 # The smallest share of free slots a job is offered in a cycle (see _plan).
 MIN_SHARE = 32
 
@@ -578,10 +583,15 @@ class Engine:
         if self._journal is not None and not self._held:
             self._journal.clear()
         started_at = time.perf_counter()
+        chunk = START_CHUNK if claims > SMALL_CYCLE and self.foreground.serving else 0
+        started = 0
         for job_id, (job, bucket, granted) in plan.items():
             got = result.claims[job_id]
             for contact in got.contacts:
                 self._start_call(job, contact)
+                started += 1
+                if chunk and started % chunk == 0:
+                    await asyncio.sleep(0)
             self.stats.slots_refilled(job_id, len(got.contacts), started_at)
             if got.short:
                 self.stats.slots_unwanted(job_id)

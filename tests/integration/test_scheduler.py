@@ -397,6 +397,31 @@ async def test_cycles_stay_small_while_requests_are_served_and_serve_jobs_in_tur
     assert sum(sum(c.values()) for c in cycles) == 500
 
 
+async def start_together(running: Running, total: int, offset: int, *, serving: bool) -> None:
+    """Create jobs of `total` contacts in all (at most 50 each, limit = size) that start at
+    the same time, start them (with a request in flight throughout when `serving`) and wait
+    until every contact is dialing."""
+    live = running.engine.live_calls()
+    start = running.clock.now() + 60
+    for first in range(0, total, 50):
+        size = min(50, total - first)
+        await running.create_json(
+            phones(size, offset + first), concurrentCallLimit=size, scheduledStartTime=iso(start)
+        )
+    if serving:
+        running.engine.foreground.enter()
+    try:
+        await running.clock.advance(60)
+
+        async def dialing() -> bool:
+            return running.engine.live_calls() == live + total
+
+        await wait_until(dialing)
+    finally:
+        if serving:
+            running.engine.foreground.leave()
+
+
 async def test_cycles_up_to_their_size_are_written_on_the_loops_own_connection(
     start_app: StartApp, tmp_path: Path
 ) -> None:
@@ -424,29 +449,9 @@ async def test_cycles_up_to_their_size_are_written_on_the_loops_own_connection(
     running.engine.foreground = scheduler.Foreground(monotonic=lambda: float(next(ticks)))
 
     async def dial(total: int, offset: int, *, serving: bool = False) -> tuple[int, bool]:
-        """Start jobs of `total` contacts in all (limit 50 each) at once; the first cycle."""
+        """Start jobs of `total` contacts in all at once; the first cycle."""
         asked.clear()
-        live = running.engine.live_calls()
-        start = running.clock.now() + 60
-        for first in range(0, total, 50):
-            size = min(50, total - first)
-            await running.create_json(
-                phones(size, offset + first),
-                concurrentCallLimit=size,
-                scheduledStartTime=iso(start),
-            )
-        if serving:
-            running.engine.foreground.enter()
-        try:
-            await running.clock.advance(60)
-
-            async def dialing() -> bool:
-                return running.engine.live_calls() == live + total
-
-            await wait_until(dialing)
-        finally:
-            if serving:
-                running.engine.foreground.leave()
+        await start_together(running, total, offset, serving=serving)
         return asked[0]
 
     assert await dial(scheduler.QUIET_CYCLE, 1000) == (scheduler.QUIET_CYCLE, True)
@@ -559,3 +564,45 @@ async def test_no_call_starts_before_its_claim_is_flushed_and_the_api_answers_me
         return dialed.dials == 2
 
     await wait_until(both_dialed)
+
+
+async def test_a_big_cycle_starts_its_calls_in_chunks_while_requests_are_served(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """While a request is in flight, a cycle of 200 claims starts its calls START_CHUNK at a
+    time and lets the event loop turn in between (requests that came in meanwhile go first);
+    while none is, it starts them all in one step."""
+    config = make_config(
+        tmp_path,
+        engine={"max_concurrent_calls": 1000},
+        telephony={"simulated": {"call_seconds": 3600}},  # all live till the end
+    )
+    running = await start_app(config)
+    ticks = itertools.count()  # each look at the time a second later: creates are no stream
+    running.engine.foreground = scheduler.Foreground(monotonic=lambda: float(next(ticks)))
+
+    async def live_seen_while_starting(total: int, offset: int, *, serving: bool) -> set[int]:
+        """Start jobs of `total` contacts (limit 50 each) at once; the live counts seen by
+        another task at each turn of the loop meanwhile."""
+        live = running.engine.live_calls()
+        seen: set[int] = set()
+        done = False
+
+        async def watch() -> None:
+            while not done:
+                seen.add(running.engine.live_calls() - live)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await start_together(running, total, offset, serving=serving)
+        finally:
+            done = True
+            await watcher
+        return seen
+
+    chunk = scheduler.START_CHUNK
+    served = await live_seen_while_starting(scheduler.CYCLE_MAX_SERVING, 1000, serving=True)
+    assert {chunk, 2 * chunk, 3 * chunk} <= served
+    quiet = await live_seen_while_starting(scheduler.CYCLE_MAX_SERVING, 2000, serving=False)
+    assert not quiet & {chunk, 2 * chunk, 3 * chunk}
