@@ -26,24 +26,43 @@ class AutoPauseRule:
     failure_ratio: float = 0.5
 
 
+@dataclass(slots=True)
+class _Moment:
+    """The attempts of a job that ended at one time (a scheduler cycle's)."""
+
+    at: float
+    attempts: int
+    failures: int
+
+
 class FailureWindow:
-    """The attempts of one job that ended within the last `window_seconds`."""
+    """The attempts of one job that ended within the last `window_seconds`, kept per moment
+    they ended at (the engine judges a cycle's ended calls at one time): at thousands of
+    attempts a second a window holds one entry per cycle, not one per attempt."""
 
     def __init__(self, rule: AutoPauseRule) -> None:
         self.rule = rule
-        self._recent: deque[tuple[float, bool]] = deque()
+        self._recent: deque[_Moment] = deque()
+        self._attempts = 0
         self._failures = 0
 
     def record(self, outcome: ContactStatus, now: float) -> str | None:
         """Count an attempt that ended now; return a pause reason when the job should pause."""
-        failed = outcome in PROVIDER_FAILURES
-        self._recent.append((now, failed))
+        failed = int(outcome in PROVIDER_FAILURES)
+        recent = self._recent
+        if recent and recent[-1].at == now:
+            recent[-1].attempts += 1
+            recent[-1].failures += failed
+        else:
+            recent.append(_Moment(now, 1, failed))
+        self._attempts += 1
         self._failures += failed
         cutoff = now - self.rule.window_seconds
-        while self._recent and self._recent[0][0] < cutoff:
-            _, old_failed = self._recent.popleft()
-            self._failures -= old_failed
-        total = len(self._recent)
+        while recent and recent[0].at < cutoff:
+            old = recent.popleft()
+            self._attempts -= old.attempts
+            self._failures -= old.failures
+        total = self._attempts
         if self.rule.min_attempts <= 0 or total < self.rule.min_attempts:
             return None
         if self._failures < self.rule.failure_ratio * total:

@@ -64,3 +64,23 @@ def test_ratio_is_configurable() -> None:
     rule = AutoPauseRule(failure_ratio=0.8)
     assert feed(FailureWindow(rule), [ANSWERED] * 3 + [CARRIER] * 7) == []
     assert len(feed(FailureWindow(rule), [ANSWERED] * 2 + [CARRIER] * 8)) == 1
+
+
+def test_attempts_ended_at_one_moment_are_kept_as_one_entry() -> None:
+    """The engine judges a cycle's ended calls at one time: 10,000 attempts over 100 cycles are
+    100 entries, not 10,000 (at thousands of attempts a second the window stays small), and
+    they count the same."""
+    window = FailureWindow(AutoPauseRule(window_seconds=120))
+    for cycle in range(100):
+        for i in range(100):
+            assert window.record(CARRIER if i % 4 == 0 else ANSWERED, cycle * 0.01) is None
+    assert len(window._recent) == 100
+    # 2,500 of 10,000 failed; 5,000 failures more at a later moment make it half: 7,500 of
+    # 15,000.
+    for _ in range(4_999):
+        assert window.record(CARRIER, 2.0) is None
+    reason = window.record(CARRIER, 2.0)
+    assert reason is not None and "7500 of the last 15000 attempts" in reason
+    assert len(window._recent) == 101
+    # Two minutes later, all of those are forgotten.
+    assert window.record(CARRIER, 200.0) is None and len(window._recent) == 1
