@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,21 @@ class Running:
 
         await wait_until(check, timeout)
         return body
+
+
+def record_threads(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str
+) -> list[threading.Thread]:
+    """Replace `owner.name` with a wrapper that records the thread each call runs on."""
+    threads: list[threading.Thread] = []
+    real = getattr(owner, name)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return threads
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import FormData
 
-from tests.conftest import NUMBER, ORG, Running, StartApp, make_config
+from tests.conftest import NUMBER, ORG, Running, StartApp, make_config, record_threads
 
 
 def form(csv_text: str | bytes, **fields: str) -> FormData:
@@ -451,14 +451,7 @@ async def test_calling_windows_of_a_create_are_worked_out_off_the_event_loop(
 
     from dialer import service
 
-    threads: list[threading.Thread] = []
-    real = service._contacts_in_windows
-
-    def recording(*args: Any) -> Any:
-        threads.append(threading.current_thread())
-        return real(*args)
-
-    monkeypatch.setattr(service, "_contacts_in_windows", recording)
+    threads = record_threads(monkeypatch, service, "_contacts_in_windows")
     status, body = await post_json(
         running,
         {

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import FormData
 
 from api.compat import batch_calling as compat
-from tests.conftest import NUMBER, ORG, Running, StartApp, make_config
+from tests.conftest import NUMBER, ORG, Running, StartApp, make_config, record_threads
 
 BOUNDARY = "xyzBOUNDARYxyz"
 
@@ -127,14 +127,7 @@ async def test_batch_calling_renders_recipients_off_the_event_loop(
 ) -> None:
     """The batch-calling route renders its recipients on another thread than the loop's."""
     created = await running.create_json([{"phone": "+12025550101", "plan": "gold"}])
-    threads: list[threading.Thread] = []
-    original = compat.recipients_text
-
-    def spy(*args: Any) -> str:
-        threads.append(threading.current_thread())
-        return original(*args)
-
-    monkeypatch.setattr(compat, "recipients_text", spy)
+    threads = record_threads(monkeypatch, compat, "recipients_text")
     resp = await running.client.get(
         f"/v1/voiceai/batch-calling/{created['batchJobId']}", headers=running.headers()
     )
