@@ -429,15 +429,14 @@ def _api_client(base: str, key: str, job_id: str, clients: int, seconds: float) 
         started = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(clients)))
         elapsed = time.perf_counter() - started
-        latencies.sort()
         return {
             "clients": clients,
             "seconds": round(elapsed, 2),
             "requests": len(latencies),
             "errors": errors,
             "requests_per_second": round(len(latencies) / elapsed),
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+            "p50_ms": watched.percentile_ms(latencies, 0.5),
+            "p99_ms": watched.percentile_ms(latencies, 0.99),
         }
 
     return asyncio.run(run())
@@ -637,18 +636,13 @@ def scenario_disk(tmp: Path, sizes: Sizes) -> dict[str, Any]:
         os.close(fd)
         path.unlink()
     minutes = (time.perf_counter() - started) / 60
-    took.sort()
-
-    def at(q: float) -> float:
-        return round(took[min(len(took) - 1, int(len(took) * q))] * 1000, 2)
-
     return {
         "scenario": "disk",
         "flushes": len(took),
-        "p50_ms": at(0.5),
-        "p99_ms": at(0.99),
-        "p999_ms": at(0.999),
-        "max_ms": round(took[-1] * 1000, 2),
+        "p50_ms": watched.percentile_ms(took, 0.5),
+        "p99_ms": watched.percentile_ms(took, 0.99),
+        "p999_ms": watched.percentile_ms(took, 0.999),
+        "max_ms": round(max(took) * 1000, 2),
         "over_20ms_per_minute": round(sum(t > 0.02 for t in took) / minutes, 1),
         "over_100ms_per_minute": round(sum(t > 0.1 for t in took) / minutes, 1),
         "target": "none (a fact of the machine): flushes over 100 ms are slot refills lost",

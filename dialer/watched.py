@@ -186,7 +186,7 @@ class Served:
         return job_id
 
 
-def _p(latencies: list[float], q: float) -> float:
+def percentile_ms(latencies: list[float], q: float) -> float:
     ordered = sorted(latencies)
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000, 2)
 
@@ -326,8 +326,8 @@ async def scenario_watched_pacing(
         "max_live_calls": most_live,
         "api_requests": len(latencies),
         "api_errors": errors,
-        "api_p50_ms": _p(latencies, 0.5),
-        "api_p99_ms": _p(latencies, 0.99),
+        "api_p50_ms": percentile_ms(latencies, 0.5),
+        "api_p99_ms": percentile_ms(latencies, 0.99),
         "slot_refill_p99_ms": _p99_bound_ms(seen["dialer_slot_refill_seconds"]),
         "storage_writes_over_50ms": _over(seen["dialer_storage_write_seconds"], 0.05),
         "target": "efficiency >= 0.97, max live 50, API p99 <= 25 ms, no errors, "
@@ -358,8 +358,8 @@ async def scenario_heavy(tmp: Path, contacts: int, jobs_n: int, seconds: float) 
         "seconds": round(elapsed, 2),
         "api_requests": len(latencies),
         "api_errors": errors,
-        "api_p50_ms": _p(latencies, 0.5),
-        "api_p99_ms": _p(latencies, 0.99),
+        "api_p50_ms": percentile_ms(latencies, 0.5),
+        "api_p99_ms": percentile_ms(latencies, 0.99),
         "engine_contacts_per_second": round(done / elapsed),
         "target": "API p99 <= 25 ms, engine >= 3000 contacts/s",
     }
