@@ -57,9 +57,16 @@ class DncPage(BaseModel):
 # ----------------------------------------------------------------- do-not-call
 
 
+def _listing(request: web.Request) -> None:
+    """Numbers are being listed: no contact claimed ahead is dialed (see
+    Engine.give_back_claimed_ahead); before the write, and again after it (_touched)."""
+    request.app[appkeys.ENGINE].give_back_claimed_ahead()
+
+
 def _touched(request: web.Request, jobs: list[str]) -> None:
     """Jobs whose waiting contacts were cancelled look again (they may now be complete)."""
     engine = request.app[appkeys.ENGINE]
+    engine.give_back_claimed_ahead()
     for job_id in jobs:
         engine.wake_job(job_id)
 
@@ -74,6 +81,7 @@ async def dnc_add(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise validation_error(exc) from None
     clock = request.app[appkeys.CLOCK]
+    _listing(request)
     added = await dnc.add(
         request.app[appkeys.STORE],
         organization(request),
@@ -118,6 +126,7 @@ async def dnc_import(request: web.Request) -> web.Response:
     if data is None:
         raise ApiError(400, "invalid_csv", "CSV file missing: send it in the 'file' field")
     reason = (fields.get("reason") or "").strip()[:500] or None
+    _listing(request)
     added, parsed = await dnc.import_csv(
         request.app[appkeys.STORE],
         organization(request),

@@ -87,6 +87,9 @@ class AgentResults:
             data_json=None if result.data is None else json.dumps(result.data),
             source=source or how,
         )
+        listing = result.disposition == "do_not_call"
+        if listing:  # the number goes on the do-not-call list: no contact claimed ahead is dialed
+            self.engine.give_back_claimed_ahead()
         try:
             recorded = await self.store.record_result(
                 new,
@@ -112,6 +115,8 @@ class AgentResults:
         )
         # Applied: the contact may wait again (its job looks for it). Either way the job's live
         # events show the result.
+        if listing:
+            self.engine.give_back_claimed_ahead()
         self.engine.wake_job(recorded.result.job_id)
         return recorded
 

@@ -64,6 +64,11 @@ class EngineConfig(_Section):
     auto_pause_min_attempts: int = Field(default=10, ge=0)
     auto_pause_window_seconds: float = Field(default=120.0, gt=0)
     auto_pause_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    # Claiming ahead: for a job whose calls end often (more than one a second per slot or so),
+    # the contacts its slots will need in about this long are claimed ahead (durably, like any
+    # claim) and dialed the moment a slot frees, without waiting for a write. 0 turns it off.
+    # See Engine._deck.
+    claim_ahead_seconds: float = Field(default=0.5, ge=0, le=5)
 
 
 class MetricsConfig(_Section):

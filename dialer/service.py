@@ -12,7 +12,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -421,7 +421,7 @@ class JobService:
             raise not_found(job_id)
         return Detail(
             job=found.job,
-            counts=full_breakdown(found.counts),
+            counts=full_breakdown(self.engine.shown_counts(job_id, found.counts)),
             contacts_json=found.contacts_json,
             contacts_total=found.contacts_total,
             estimated_completion=self._estimated_completion(found),
@@ -470,6 +470,7 @@ class JobService:
 
     async def cancel(self, org_id: str, job_id: str) -> tuple[JobRow, int]:
         job = await self.get(org_id, job_id)
+        self.engine.give_back_claimed_ahead(job_id)  # as in pause
         try:
             cancelled = await self.store.cancel_job(org_id, job_id, self.clock.now())
         except TransitionError:
@@ -524,6 +525,9 @@ class JobService:
         job = await self.get(org_id, job_id)
         if job.status == JobStatus.PAUSED:
             return job
+        # No contact claimed ahead is dialed from now on (and again once it is written, see
+        # notify: any claimed meanwhile were claimed while the job still ran).
+        self.engine.give_back_claimed_ahead(job_id)
         paused = await self.store.pause_job(
             job_id,
             reason or MANUAL_PAUSE_REASON,
@@ -598,7 +602,7 @@ class JobService:
         found = await self.store.job_with_counts(org_id, job_id)
         if found is None:
             raise not_found(job_id)
-        return found
+        return found[0], self.engine.shown_counts(job_id, found[1])
 
     async def batch_contacts(self, job_id: str, limit: int, offset: int) -> Sequence[ContactRow]:
         """A page of a job's contacts in upload order (the job's organization already checked
@@ -610,7 +614,12 @@ class JobService:
         found = await self.store.batch_summary(org_id, job_id)
         if found is None:
             raise not_found(job_id)
-        return found
+        return self._shown(found)
+
+    def _shown(self, summary: BatchSummary) -> BatchSummary:
+        """The summary with the counts the engine shows (see Engine.shown_counts)."""
+        shown = self.engine.shown_counts(summary.job.id, summary.counts)
+        return summary if shown is summary.counts else replace(summary, counts=shown)
 
     async def batches(
         self, org_id: str, agent_id: str | None, after_id: str | None, limit: int
@@ -619,7 +628,7 @@ class JobService:
         found = await self.store.list_batches(org_id, agent_id, after_id, limit + 1)
         if found is None:
             raise ServiceError(404, "cursor_not_found", f"No batch {after_id!r} to page after")
-        return found[:limit], len(found) > limit
+        return [self._shown(b) for b in found[:limit]], len(found) > limit
 
     async def calls(
         self, org_id: str, job_id: str, where: CallFilter, limit: int, offset: int

@@ -108,6 +108,7 @@ def claim(
     picked: dict[str, list[list[Any]]] = {}
     batch: list[list[Any]] = []
     phones: dict[str, set[str]] = {}  # organization -> numbers claimed in this cycle
+    was: dict[int, str] = {}  # contact -> its status before the claim
     for job_id, limit in wanted.items():
         org = orgs.get(job_id, "")
         _roll_intervals(conn, job_id, now, rules)
@@ -124,8 +125,9 @@ def claim(
         taken.update(p[2] for p in kept)
         picked[job_id] = kept
         batch.extend(
-            [cid, job_id, attempt, room_namer(job_id, cid, attempt)] for cid, attempt, _ in kept
+            [cid, job_id, attempt, room_namer(job_id, cid, attempt)] for cid, attempt, _, _ in kept
         )
+        was.update((p[0], p[3]) for p in kept)
     claimed: dict[str, list[ClaimedContact]] = {job_id: [] for job_id in wanted}
     if batch:
         conn.execute(Q()["clear_claim_batch"])
@@ -141,7 +143,7 @@ def claim(
         rooms = {row[0]: row[3] for row in batch}
         jobs = {row[0]: row[1] for row in batch}
         rows = json.loads(conn.execute(Q()["claimed_contacts"]).fetchone()[0])
-        for cid, seq, phone, data, attempt, max_attempts, zones in rows:
+        for cid, seq, phone, data, attempt, max_attempts, zones, call_until in rows:
             claimed[jobs[cid]].append(
                 ClaimedContact(
                     id=cid,
@@ -154,6 +156,8 @@ def claim(
                     room_name=rooms[cid],
                     started_at=now,
                     zones=zones,
+                    call_until=call_until,
+                    was=was[cid],
                 )
             )
     result: dict[str, JobClaim] = {}

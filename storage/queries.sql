@@ -148,7 +148,8 @@ UPDATE jobs SET status = 'running', actual_start_time = coalesce(actual_start_ti
 WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
 
 -- pick_contacts --
--- The contacts a claim takes for one job, as one JSON array [[id, next attempt no, phone], ...]:
+-- The contacts a claim takes for one job, as one JSON array
+-- [[id, next attempt no, phone, status], ...]:
 -- due retries first (in due order), then fresh contacts callable since the job was created (in
 -- upload order), then those whose window opened since (in opening order). Each part reads its
 -- index in order and stops at :limit, so a claim costs the same in a job of any size. Only
@@ -157,9 +158,9 @@ WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
 -- in 24 h (:cap, 0: none). Only for a running job not expired: a job paused (or cancelled)
 -- after the scheduler chose it claims no one. Within a job contact ids grow with seq, so `id`
 -- breaks ties in upload order.
-SELECT json_group_array(json_array(id, attempt_count + 1, phone)) FROM (
-    SELECT id, attempt_count, phone FROM (
-        SELECT id, attempt_count, phone FROM contacts AS c
+SELECT json_group_array(json_array(id, attempt_count + 1, phone, status)) FROM (
+    SELECT id, attempt_count, phone, status FROM (
+        SELECT id, attempt_count, phone, status FROM contacts AS c
         WHERE job_id = :job_id AND status = 'queued' AND next_retry_at <= :now
           AND (call_until IS NULL OR call_until > :now)
           AND NOT EXISTS (SELECT 1 FROM dnc_numbers AS d
@@ -173,8 +174,8 @@ SELECT json_group_array(json_array(id, attempt_count + 1, phone)) FROM (
                               AND coalesce(a.outcome, '') <> 'not_placed') < :cap)
         ORDER BY next_retry_at, id LIMIT :limit)
     UNION ALL
-    SELECT id, attempt_count, phone FROM (
-        SELECT id, attempt_count, phone FROM contacts AS c
+    SELECT id, attempt_count, phone, status FROM (
+        SELECT id, attempt_count, phone, status FROM contacts AS c
         WHERE job_id = :job_id AND status = 'pending' AND next_call_at IS NULL
           AND (call_until IS NULL OR call_until > :now)
           AND NOT EXISTS (SELECT 1 FROM dnc_numbers AS d
@@ -188,8 +189,8 @@ SELECT json_group_array(json_array(id, attempt_count + 1, phone)) FROM (
                               AND coalesce(a.outcome, '') <> 'not_placed') < :cap)
         ORDER BY seq LIMIT :limit)
     UNION ALL
-    SELECT id, attempt_count, phone FROM (
-        SELECT id, attempt_count, phone FROM contacts AS c
+    SELECT id, attempt_count, phone, status FROM (
+        SELECT id, attempt_count, phone, status FROM contacts AS c
         WHERE job_id = :job_id AND status = 'pending' AND next_call_at <= :now
           AND (call_until IS NULL OR call_until > :now)
           AND NOT EXISTS (SELECT 1 FROM dnc_numbers AS d
@@ -319,9 +320,9 @@ JOIN jobs AS j ON j.id = b.job_id
 
 -- claimed_contacts --
 -- The claimed contacts as one JSON array
--- [[id, seq, phone, data, attempt no, max attempts, zones], ...]
+-- [[id, seq, phone, data, attempt no, max attempts, zones, end of calling interval], ...]
 SELECT json_group_array(json_array(c.id, c.seq, c.phone, json(c.contact_data), c.attempt_count,
-                                   c.max_attempts, c.timezone))
+                                   c.max_attempts, c.timezone, c.call_until))
 FROM temp.claim_batch AS b JOIN contacts AS c ON c.id = b.contact_id
 
 -- finish_contact --

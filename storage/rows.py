@@ -222,6 +222,8 @@ class ClaimedContact:
     room_name: str
     started_at: float
     zones: str | None = None  # the zones its calling windows are read in
+    call_until: float | None = None  # when its calling interval ends (None: never)
+    was: str = "pending"  # its status before the claim (pending or queued)
 
 
 @dataclass(frozen=True, slots=True)

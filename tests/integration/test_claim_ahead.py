@@ -1,0 +1,243 @@
+"""Claiming ahead (Engine._deck): contacts claimed durably before their slot frees are dialed the
+moment it does, without a write; a pause, a cancel, a do-not-call listing or the end of a calling
+interval gives them back undialed; the API never shows them as live calls."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dialer.clock import Clock, FakeClock
+from dialer.providers.base import DialRequest, DialResult
+from dialer.providers.simulated import SimulatedProvider
+from tests.conftest import Running, StartApp, make_config, wait_until
+from tests.integration.test_scheduler import phones
+
+LIMIT = 2
+CALL_SECONDS = 1.0
+
+
+class RecordingProvider(SimulatedProvider):
+    """The simulated provider, recording every number dialed and the most live at once."""
+
+    def __init__(self, config: Any, clock: Clock) -> None:
+        super().__init__(config.telephony.simulated, clock)
+        self.numbers: list[str] = []
+        self.live = 0
+        self.most_live = 0
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        self.numbers.append(request.to_number)
+        self.live += 1
+        self.most_live = max(self.most_live, self.live)
+        try:
+            return await super().dial(request)
+        finally:
+            self.live -= 1
+
+
+def short_calls(tmp_path: Path, **engine: Any) -> Any:
+    # 1 s calls, 2 at a time, claimed 2 s ahead: 2 x 2 / 1 = 4 contacts, DECK_ROUNDS x 2.
+    return make_config(
+        tmp_path,
+        telephony={"simulated": {"call_seconds": CALL_SECONDS, "ring_seconds": 0}},
+        engine={"claim_ahead_seconds": 2.0, **engine},
+    )
+
+
+async def start(start_app: StartApp, tmp_path: Path, n: int = 20) -> tuple[Running, str, Any]:
+    """A running job whose first round of calls ended: the engine knows its calls are short
+    and holds contacts claimed ahead."""
+    config = short_calls(tmp_path)
+    clock = FakeClock()
+    provider = RecordingProvider(config, clock)
+    running = await start_app(config, provider=provider, clock=clock)
+    job_id = (await running.create_json(phones(n), concurrentCallLimit=LIMIT))["batchJobId"]
+    await settle(running, lambda: provider.live == LIMIT)
+    await running.clock.advance(CALL_SECONDS)  # the first round ends: its length is known
+    await settle(running, lambda: running.engine.claimed_ahead(job_id) == 2 * LIMIT)
+    return running, job_id, provider
+
+
+async def settle(running: Running, condition: Any) -> None:
+    async def done() -> bool:
+        return bool(condition()) and running.engine.idle.is_set()
+
+    await wait_until(done)
+
+
+def rows(running: Running, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(running.store.path) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+async def breakdown(running: Running, job_id: str) -> dict[str, int]:
+    body = await running.detail(job_id)
+    counts: dict[str, int] = body["statusBreakdown"]
+    assert sum(counts.values()) == body["totalContacts"]
+    return counts
+
+
+async def test_a_freed_slot_takes_a_contact_claimed_ahead_while_the_disk_stalls(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contacts claimed ahead are in `dialing` with their attempt on the disk (a crash finds
+    them), shown as pending; when calls end while every flush of the disk stalls, their slots
+    are refilled from them at once, never beyond the limit."""
+    from storage import store as storemod
+
+    running, job_id, provider = await start(start_app, tmp_path)
+    ahead = rows(
+        running,
+        "SELECT count(*) FROM contacts c JOIN attempts a ON a.contact_id = c.id"
+        " AND a.attempt_no = c.attempt_count WHERE c.status = 'dialing' AND a.outcome IS NULL",
+    )[0][0]
+    assert ahead == LIMIT + 2 * LIMIT  # the live calls and the contacts claimed ahead
+    counts = await breakdown(running, job_id)
+    assert (counts["dialing"], counts["completed"], counts["pending"]) == (LIMIT, 2, 16)
+
+    stalled, released = threading.Event(), threading.Event()
+    real_flush = storemod.flush_file
+
+    def stalling_flush(fd: int) -> None:
+        stalled.set()
+        assert released.wait(10)
+        real_flush(fd)
+
+    monkeypatch.setattr(storemod, "flush_file", stalling_flush)
+    dialed = len(provider.numbers)
+    for _ in range(2):  # two rounds end while the disk holds every write
+        await running.clock.advance(CALL_SECONDS)
+        for _ in range(20):
+            await asyncio.sleep(0)
+    assert await asyncio.to_thread(stalled.wait, 10)  # their outcomes wait for the disk
+    assert len(provider.numbers) == dialed + 2 * LIMIT  # their successors did not
+    assert provider.most_live == LIMIT
+    # Shown as no more than the live calls (a read may see the write in flight committed).
+    assert (await breakdown(running, job_id))["dialing"] <= LIMIT
+    released.set()
+    monkeypatch.setattr(storemod, "flush_file", real_flush)
+
+    async def done() -> bool:
+        await running.clock.advance(CALL_SECONDS)
+        return (await running.detail(job_id))["status"] == "completed"
+
+    await wait_until(done)
+    assert sorted(provider.numbers) == sorted(p["phone"] for p in phones(20))  # each once
+    assert provider.most_live == LIMIT
+    assert rows(running, "SELECT count(*), sum(outcome = 'completed') FROM attempts") == [(20, 20)]
+
+
+async def test_a_pause_gives_the_contacts_claimed_ahead_back_undialed(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    running, job_id, provider = await start(start_app, tmp_path)
+    dialed = len(provider.numbers)
+    resp = await running.client.post(f"/batch/jobs/{job_id}/pause", headers=running.headers())
+    assert resp.status == 200
+    for _ in range(3):
+        await running.clock.advance(CALL_SECONDS)
+    await settle(running, lambda: provider.live == 0)
+    assert len(provider.numbers) == dialed  # the live calls ended; nothing else was dialed
+    counts = await breakdown(running, job_id)
+    assert (counts["dialing"], counts["completed"], counts["pending"]) == (0, 4, 16)
+    # Given back as they were: no attempt counted, no attempt row left open.
+    assert rows(running, "SELECT count(*) FROM attempts WHERE outcome IS NULL") == [(0,)]
+    assert rows(running, "SELECT max(attempt_count) FROM contacts WHERE status = 'pending'") == [
+        (0,)
+    ]
+    resp = await running.client.post(f"/batch/jobs/{job_id}/resume", headers=running.headers())
+    assert resp.status == 200
+
+    async def done() -> bool:
+        await running.clock.advance(CALL_SECONDS)
+        return (await running.detail(job_id))["status"] == "completed"
+
+    await wait_until(done)
+    assert sorted(provider.numbers) == sorted(p["phone"] for p in phones(20))
+
+
+async def test_a_cancel_cancels_the_contacts_claimed_ahead(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    running, job_id, provider = await start(start_app, tmp_path)
+    dialed = len(provider.numbers)
+    resp = await running.client.post(f"/batch/jobs/{job_id}/cancel", headers=running.headers())
+    assert resp.status == 200
+    await running.clock.advance(CALL_SECONDS)
+    await settle(running, lambda: provider.live == 0)
+    assert len(provider.numbers) == dialed
+    counts = await breakdown(running, job_id)
+    assert (counts["dialing"], counts["completed"], counts["cancelled"]) == (0, 4, 16)
+    assert rows(running, "SELECT count(*) FROM attempts WHERE outcome IS NULL") == [(0,)]
+
+
+async def test_a_number_listed_do_not_call_is_not_dialed_from_the_contacts_claimed_ahead(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    running, job_id, provider = await start(start_app, tmp_path)
+    deck = list(running.engine._deck[job_id])
+    listed = deck[0].phone
+    resp = await running.client.post("/dnc", json={"numbers": [listed]}, headers=running.headers())
+    assert resp.status == 200
+
+    async def done() -> bool:
+        await running.clock.advance(CALL_SECONDS)
+        return (await running.detail(job_id))["status"] == "completed"
+
+    await wait_until(done)
+    assert listed not in provider.numbers
+    assert len(provider.numbers) == 19
+    found = rows(running, "SELECT status, failure_reason FROM contacts WHERE phone = ?", listed)
+    assert found == [("cancelled", "do_not_call")]
+
+
+async def test_a_contact_whose_calling_interval_ended_is_given_back_not_dialed(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    running, job_id, provider = await start(start_app, tmp_path)
+    engine = running.engine
+    deck = engine._deck[job_id]
+    closing = deck[0]
+    deck[0] = replace(closing, call_until=running.clock.now() + CALL_SECONDS / 2)
+    await running.clock.advance(CALL_SECONDS)  # the interval has ended when a slot frees
+    await settle(running, lambda: provider.live == LIMIT)
+    assert closing.phone not in provider.numbers
+    assert len(provider.numbers) == 3 * LIMIT  # its slot went to the next contact
+
+    # Given back (its attempt not counted), it waits for its next interval: here (open all
+    # day) at once, so it is dialed later like any other contact, once.
+    async def done() -> bool:
+        await running.clock.advance(CALL_SECONDS)
+        return (await running.detail(job_id))["status"] == "completed"
+
+    await wait_until(done)
+    assert sorted(provider.numbers) == sorted(p["phone"] for p in phones(20))
+    attempts = rows(running, "SELECT attempt_no FROM attempts WHERE contact_id = ?", closing.id)
+    assert attempts == [(1,)]
+
+
+async def test_long_calls_claim_nothing_ahead(start_app: StartApp, tmp_path: Path) -> None:
+    config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}})
+    running = await start_app(config)
+    job_id = (await running.create_json(phones(10), concurrentCallLimit=LIMIT))["batchJobId"]
+    for _ in range(3):
+        await running.clock.advance(60)
+        await settle(running, lambda: running.engine.live_calls(job_id) == LIMIT)
+        assert running.engine.claimed_ahead(job_id) == 0
+        assert (await breakdown(running, job_id))["dialing"] == LIMIT
+
+
+async def test_claiming_ahead_can_be_turned_off(start_app: StartApp, tmp_path: Path) -> None:
+    running = await start_app(short_calls(tmp_path, claim_ahead_seconds=0))
+    job_id = (await running.create_json(phones(10), concurrentCallLimit=LIMIT))["batchJobId"]
+    for _ in range(2):
+        await running.clock.advance(CALL_SECONDS)
+        await settle(running, lambda: running.engine.live_calls(job_id) == LIMIT)
+        assert running.engine.claimed_ahead(job_id) == 0
