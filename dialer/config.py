@@ -68,7 +68,7 @@ class EngineConfig(_Section):
     # the contacts its slots will need in about this long are claimed ahead (durably, like any
     # claim) and dialed the moment a slot frees, without waiting for a write. 0 turns it off.
     # See Engine._deck.
-    claim_ahead_seconds: float = Field(default=0.5, ge=0, le=5)
+    claim_ahead_seconds: float = Field(default=1.0, ge=0, le=5)
 
 
 class MetricsConfig(_Section):

@@ -68,7 +68,8 @@ MIN_SHARE = 32
 # Claiming ahead (see Engine._deck): a job holds at most this many times its
 # concurrentCallLimit of contacts claimed ahead, and one claimed longer ago than
 # max(DECK_MAX_AGE_SECONDS, 2 x claim_ahead_seconds) is given back rather than dialed.
-DECK_ROUNDS = 2
+DECK_ROUNDS = 4
+DECK_SHORTEST_CALL_SECONDS = 0.05
 DECK_MAX_AGE_SECONDS = 1.0
 # Outcomes of calls whose slots were handed over (see Engine._hand_over) are written together
 # within this long (real time), unless the job's contacts claimed ahead run low: each ended
@@ -803,13 +804,20 @@ class Engine:
         """How many more contacts to claim ahead for the job: the calls its slots are likely
         to start within `claim_ahead_seconds` (concurrentCallLimit x that / its typical call
         length), at most DECK_ROUNDS x its limit and `most`. None for a job whose calls last
-        longer than that per slot (a 30 s call with a limit of 50: 0.8 contacts)."""
+        longer than that per slot (a 30 s call with a limit of 50: 0.8 contacts), nor for
+        one whose calls end at once (they are bound by the writes, not by the refills; and a
+        chain of instant calls would keep the event loop from the API's requests)."""
         horizon = self.config.engine.claim_ahead_seconds
         length = job.call_seconds
-        if not horizon or length is None or self.provider_outage is not None:
+        if (
+            not horizon
+            or length is None
+            or length < DECK_SHORTEST_CALL_SECONDS
+            or self.provider_outage is not None
+        ):
             return 0
         limit = job.row.concurrent_call_limit
-        likely = DECK_ROUNDS * limit if length <= 0 else int(limit * horizon / length)
+        likely = int(limit * horizon / length)
         job.deck_target = target = min(DECK_ROUNDS * limit, likely, most)
         return max(0, target - len(self._deck.get(job.row.id, ())))
 
