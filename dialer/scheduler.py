@@ -803,7 +803,8 @@ class Engine:
     def _deck_wanted(self, job: RunningJob, most: int) -> int:
         """How many more contacts to claim ahead for the job: the calls its slots are likely
         to start within `claim_ahead_seconds` (concurrentCallLimit x that / its typical call
-        length), at most DECK_ROUNDS x its limit and `most`. None for a job whose calls last
+        length, and its caller number's calls_per_second x that), at most DECK_ROUNDS x its
+        limit and `most`. None for a job whose calls last
         longer than that per slot (a 30 s call with a limit of 50: 0.8 contacts), nor for
         one whose calls end at once (they are bound by the writes, not by the refills; and a
         chain of instant calls would keep the event loop from the API's requests)."""
@@ -818,6 +819,9 @@ class Engine:
             return 0
         limit = job.row.concurrent_call_limit
         likely = int(limit * horizon / length)
+        bucket = self._buckets.get(job.row.phone_number_id)
+        if bucket is not None:  # nor more than its caller number may dial in that time
+            likely = min(likely, int(bucket.rate * horizon))
         job.deck_target = target = min(DECK_ROUNDS * limit, likely, most)
         return max(0, target - len(self._deck.get(job.row.id, ())))
 

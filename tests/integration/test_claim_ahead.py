@@ -241,3 +241,19 @@ async def test_claiming_ahead_can_be_turned_off(start_app: StartApp, tmp_path: P
         await running.clock.advance(CALL_SECONDS)
         await settle(running, lambda: running.engine.live_calls(job_id) == LIMIT)
         assert running.engine.claimed_ahead(job_id) == 0
+
+
+async def test_no_more_are_claimed_ahead_than_the_caller_number_may_dial_meanwhile(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """At 1 call a second, 2 s ahead is 2 contacts (not the 4 the slots would take)."""
+    config = short_calls(tmp_path)
+    slow = config.phone_numbers[0].model_copy(update={"calls_per_second": 1.0})
+    config = config.model_copy(update={"phone_numbers": [slow, *config.phone_numbers[1:]]})
+    assert config.phone_number(slow.id) == slow
+    running = await start_app(config)
+    job_id = (await running.create_json(phones(10), concurrentCallLimit=LIMIT))["batchJobId"]
+    for _ in range(3):
+        await running.clock.advance(CALL_SECONDS)
+        await settle(running, lambda: running.engine.live_calls(job_id) > 0)
+    assert running.engine.claimed_ahead(job_id) == 2
