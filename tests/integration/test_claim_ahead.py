@@ -77,6 +77,16 @@ def rows(running: Running, query: str, *args: Any) -> list[tuple[Any, ...]]:
         return conn.execute(query, args).fetchall()
 
 
+async def run_to_end(running: Running, job_id: str) -> None:
+    """Let the clock run, a call length at a time, until the job is completed."""
+
+    async def done() -> bool:
+        await running.clock.advance(CALL_SECONDS)
+        return (await running.detail(job_id))["status"] == "completed"
+
+    await wait_until(done)
+
+
 async def breakdown(running: Running, job_id: str) -> dict[str, int]:
     body = await running.detail(job_id)
     counts: dict[str, int] = body["statusBreakdown"]
@@ -124,11 +134,7 @@ async def test_a_freed_slot_takes_a_contact_claimed_ahead_while_the_disk_stalls(
     released.set()
     monkeypatch.setattr(storemod, "flush_file", real_flush)
 
-    async def done() -> bool:
-        await running.clock.advance(CALL_SECONDS)
-        return (await running.detail(job_id))["status"] == "completed"
-
-    await wait_until(done)
+    await run_to_end(running, job_id)
     assert sorted(provider.numbers) == sorted(p["phone"] for p in phones(20))  # each once
     assert provider.most_live == LIMIT
     assert rows(running, "SELECT count(*), sum(outcome = 'completed') FROM attempts") == [(20, 20)]
@@ -155,11 +161,7 @@ async def test_a_pause_gives_the_contacts_claimed_ahead_back_undialed(
     resp = await running.client.post(f"/batch/jobs/{job_id}/resume", headers=running.headers())
     assert resp.status == 200
 
-    async def done() -> bool:
-        await running.clock.advance(CALL_SECONDS)
-        return (await running.detail(job_id))["status"] == "completed"
-
-    await wait_until(done)
+    await run_to_end(running, job_id)
     assert sorted(provider.numbers) == sorted(p["phone"] for p in phones(20))
 
 
@@ -187,11 +189,7 @@ async def test_a_number_listed_do_not_call_is_not_dialed_from_the_contacts_claim
     resp = await running.client.post("/dnc", json={"numbers": [listed]}, headers=running.headers())
     assert resp.status == 200
 
-    async def done() -> bool:
-        await running.clock.advance(CALL_SECONDS)
-        return (await running.detail(job_id))["status"] == "completed"
-
-    await wait_until(done)
+    await run_to_end(running, job_id)
     assert listed not in provider.numbers
     assert len(provider.numbers) == 19
     found = rows(running, "SELECT status, failure_reason FROM contacts WHERE phone = ?", listed)
@@ -213,11 +211,7 @@ async def test_a_contact_whose_calling_interval_ended_is_given_back_not_dialed(
 
     # Given back (its attempt not counted), it waits for its next interval: here (open all
     # day) at once, so it is dialed later like any other contact, once.
-    async def done() -> bool:
-        await running.clock.advance(CALL_SECONDS)
-        return (await running.detail(job_id))["status"] == "completed"
-
-    await wait_until(done)
+    await run_to_end(running, job_id)
     assert sorted(provider.numbers) == sorted(p["phone"] for p in phones(20))
     attempts = rows(running, "SELECT attempt_no FROM attempts WHERE contact_id = ?", closing.id)
     assert attempts == [(1,)]
