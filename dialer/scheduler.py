@@ -4,12 +4,12 @@ Event-driven: the loop sleeps until it is woken (a job was created, started, can
 a call ended) or until the next due time (a retry, a scheduled start, a rate-limit token). Each
 pass is one transaction (a cycle, see Engine._cycle) that records the outcomes of the calls that
 ended and claims contacts for every job with free slots; once it has committed, the claimed calls
-are started.
+are started. A job with short calls also holds contacts claimed ahead, which take its slots the
+moment they free, without waiting for a transaction (see Engine._deck).
 
 Limits, all enforced at once: per-job `concurrentCallLimit`, per-organization cap, the global
 `max_concurrent_calls`, and per caller number `calls_per_second` (token bucket). A slot is taken
-when a contact is claimed and given back only when its outcome is recorded, so it covers the whole
-call.
+when a call starts and freed when it has ended.
 """
 
 from __future__ import annotations
@@ -218,7 +218,6 @@ class RunningJob:
     fatal_streak: int = 0
     agent_streak: int = 0  # attempts in a row whose agent did not join
     call_seconds: float | None = None  # its calls' typical length, dial to end (moving avg)
-    deck_target: int = 0  # how many contacts it last wanted claimed ahead
 
 
 @dataclass
@@ -347,8 +346,8 @@ class Engine:
         now = self.clock.now()
         for jid in jobs:
             deck = self._deck.pop(jid, None)
+            org = self._deck_org.pop(jid, "")
             if deck:
-                org = self._deck_org[jid]
                 self._hold([self._given_back(org, contact, now) for contact in deck])
                 self._wake.set()
 
@@ -629,9 +628,11 @@ class Engine:
         transaction; start the claimed calls. Return when the loop should look again.
 
         The ended calls' slots are free before the plan is made: those calls are over, and the
-        transaction that records them is the one that claims their successors, so neither the
-        live calls nor any committed state ever exceed a limit. If the transaction fails, the
-        outcomes stay held (in order) and are written first by the next one that succeeds.
+        live calls never exceed a limit. Without contacts claimed ahead, the transaction that
+        records them is the one that claims their successors; with them, the database may show
+        more in `dialing` than are live, and `shown_counts` says which are not. If the
+        transaction fails, the outcomes stay held (in order) and are written first by the next
+        one that succeeds.
         """
         began = time.perf_counter()
         most = CYCLE_MAX_SERVING if self.foreground.serving else CYCLE_MAX
@@ -667,7 +668,7 @@ class Engine:
                 bucket.give_back(granted)
             raise
         finally:
-            self._claiming.subtract(wanted)
+            self._claiming -= Counter(wanted)  # (drops the jobs at 0)
         self.wrote = True
         self._written(writing)
         del self._held[: len(writing)]
@@ -728,7 +729,8 @@ class Engine:
             if call.handed_over:
                 continue
             self._free_slot(call)
-            self._not_live_add(call.contact.id, call.job_id, outcome.next_status)
+            if call.job_id in self._deck:  # its slot may be refilled before this is written
+                self._not_live_add(call.contact.id, call.job_id, outcome.next_status)
             job = self._jobs.get(call.job_id)
             if job is not None and job.idle_until <= now:  # a contact waits for this slot
                 stats.slot_freed(call.job_id, call.ended_perf)
@@ -800,14 +802,14 @@ class Engine:
                     mean if last is None else last + CALL_SECONDS_WEIGHT * (mean - last)
                 )
 
-    def _deck_wanted(self, job: RunningJob, most: int) -> int:
-        """How many more contacts to claim ahead for the job: the calls its slots are likely
+    def _deck_target(self, job: RunningJob) -> int:
+        """How many contacts the job should hold claimed ahead: the calls its slots are likely
         to start within `claim_ahead_seconds` (concurrentCallLimit x that / its typical call
         length, and its caller number's calls_per_second x that), at most DECK_ROUNDS x its
-        limit and `most`. None for a job whose calls last
-        longer than that per slot (a 30 s call with a limit of 50: 0.8 contacts), nor for
-        one whose calls end at once (they are bound by the writes, not by the refills; and a
-        chain of instant calls would keep the event loop from the API's requests)."""
+        limit. None for a job whose calls last longer than that per slot (a 60 s call with a
+        limit of 50: 0.8 contacts), nor for one whose calls end at once (they are bound by the
+        writes, not by the refills; and a chain of instant calls would keep the event loop from
+        the API's requests)."""
         horizon = self.config.engine.claim_ahead_seconds
         length = job.call_seconds
         if (
@@ -822,8 +824,11 @@ class Engine:
         bucket = self._buckets.get(job.row.phone_number_id)
         if bucket is not None:  # nor more than its caller number may dial in that time
             likely = min(likely, int(bucket.rate * horizon))
-        job.deck_target = target = min(DECK_ROUNDS * limit, likely, most)
-        return max(0, target - len(self._deck.get(job.row.id, ())))
+        return min(DECK_ROUNDS * limit, likely)
+
+    def _deck_wanted(self, job: RunningJob, most: int) -> int:
+        """How many more contacts to claim ahead for the job in a cycle of at most `most`."""
+        return max(0, min(self._deck_target(job), most) - len(self._deck.get(job.row.id, ())))
 
     def _claimed_ahead(self, job: RunningJob, contacts: list[ClaimedContact], epoch: int) -> None:
         """Contacts claimed ahead for the job: kept to be dialed as its slots free, or given
@@ -924,6 +929,7 @@ class Engine:
             started += 1
         if not deck:
             del self._deck[job_id]
+            del self._deck_org[job_id]
         if stale:
             self._hold(stale)
             self._wake.set()
@@ -1129,7 +1135,8 @@ class Engine:
         if call.job_id in self._deck and _ends_well(result) and not call.resumed:
             self._hand_over(call, result)
             job = self._jobs.get(call.job_id)
-            if job is not None and 2 * len(self._deck.get(call.job_id, ())) >= job.deck_target:
+            left = len(self._deck.get(call.job_id, ()))
+            if job is not None and 2 * left >= self._deck_target(job):
                 self._wake_soon()  # its successor runs: written with the next batch
                 return
         if len(self._done) <= SMALL_CYCLE:

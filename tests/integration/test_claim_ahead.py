@@ -140,21 +140,29 @@ async def test_a_freed_slot_takes_a_contact_claimed_ahead_while_the_disk_stalls(
     assert rows(running, "SELECT count(*), sum(outcome = 'completed') FROM attempts") == [(20, 20)]
 
 
-async def test_a_pause_gives_the_contacts_claimed_ahead_back_undialed(
-    start_app: StartApp, tmp_path: Path
-) -> None:
-    running, job_id, provider = await start(start_app, tmp_path)
+async def stopped_by(
+    running: Running, job_id: str, provider: RecordingProvider, control: str
+) -> dict[str, int]:
+    """Post the job control while contacts are claimed ahead; once its live calls ended,
+    nothing else was dialed. The status counts then."""
     dialed = len(provider.numbers)
-    resp = await running.client.post(f"/batch/jobs/{job_id}/pause", headers=running.headers())
+    resp = await running.client.post(f"/batch/jobs/{job_id}/{control}", headers=running.headers())
     assert resp.status == 200
     for _ in range(3):
         await running.clock.advance(CALL_SECONDS)
     await settle(running, lambda: provider.live == 0)
-    assert len(provider.numbers) == dialed  # the live calls ended; nothing else was dialed
-    counts = await breakdown(running, job_id)
-    assert (counts["dialing"], counts["completed"], counts["pending"]) == (0, 4, 16)
-    # Given back as they were: no attempt counted, no attempt row left open.
+    assert len(provider.numbers) == dialed
     assert rows(running, "SELECT count(*) FROM attempts WHERE outcome IS NULL") == [(0,)]
+    return await breakdown(running, job_id)
+
+
+async def test_a_pause_gives_the_contacts_claimed_ahead_back_undialed(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    running, job_id, provider = await start(start_app, tmp_path)
+    counts = await stopped_by(running, job_id, provider, "pause")
+    assert (counts["dialing"], counts["completed"], counts["pending"]) == (0, 4, 16)
+    # Given back as they were: no attempt counted (and no attempt row left open, above).
     assert rows(running, "SELECT max(attempt_count) FROM contacts WHERE status = 'pending'") == [
         (0,)
     ]
@@ -169,15 +177,8 @@ async def test_a_cancel_cancels_the_contacts_claimed_ahead(
     start_app: StartApp, tmp_path: Path
 ) -> None:
     running, job_id, provider = await start(start_app, tmp_path)
-    dialed = len(provider.numbers)
-    resp = await running.client.post(f"/batch/jobs/{job_id}/cancel", headers=running.headers())
-    assert resp.status == 200
-    await running.clock.advance(CALL_SECONDS)
-    await settle(running, lambda: provider.live == 0)
-    assert len(provider.numbers) == dialed
-    counts = await breakdown(running, job_id)
+    counts = await stopped_by(running, job_id, provider, "cancel")
     assert (counts["dialing"], counts["completed"], counts["cancelled"]) == (0, 4, 16)
-    assert rows(running, "SELECT count(*) FROM attempts WHERE outcome IS NULL") == [(0,)]
 
 
 async def test_a_number_listed_do_not_call_is_not_dialed_from_the_contacts_claimed_ahead(
