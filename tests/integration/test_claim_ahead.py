@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from dialer import scheduler
 from dialer.clock import Clock, FakeClock
 from dialer.providers.base import DialRequest, DialResult
 from dialer.providers.simulated import SimulatedProvider
+from storage.store import Store
 from tests.conftest import Running, StartApp, make_config, wait_until
 from tests.integration.test_scheduler import phones
 
@@ -87,6 +89,24 @@ async def run_to_end(running: Running, job_id: str) -> None:
     await wait_until(done)
 
 
+def stall_the_disk(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """From now on every flush of the database's log waits until `released` is set (then
+    flushes as usual); `stalled` is set when one does."""
+    from storage import store as storemod
+
+    stalled, released = threading.Event(), threading.Event()
+    real_flush = storemod.flush_file
+
+    def stalling_flush(fd: int) -> None:
+        if not released.is_set():
+            stalled.set()
+            assert released.wait(10)
+        real_flush(fd)
+
+    monkeypatch.setattr(storemod, "flush_file", stalling_flush)
+    return stalled, released
+
+
 async def breakdown(running: Running, job_id: str) -> dict[str, int]:
     body = await running.detail(job_id)
     counts: dict[str, int] = body["statusBreakdown"]
@@ -100,8 +120,6 @@ async def test_a_freed_slot_takes_a_contact_claimed_ahead_while_the_disk_stalls(
     """Contacts claimed ahead are in `dialing` with their attempt on the disk (a crash finds
     them), shown as pending; when calls end while every flush of the disk stalls, their slots
     are refilled from them at once, never beyond the limit."""
-    from storage import store as storemod
-
     running, job_id, provider = await start(start_app, tmp_path)
     ahead = rows(
         running,
@@ -112,15 +130,7 @@ async def test_a_freed_slot_takes_a_contact_claimed_ahead_while_the_disk_stalls(
     counts = await breakdown(running, job_id)
     assert (counts["dialing"], counts["completed"], counts["pending"]) == (LIMIT, 2, 16)
 
-    stalled, released = threading.Event(), threading.Event()
-    real_flush = storemod.flush_file
-
-    def stalling_flush(fd: int) -> None:
-        stalled.set()
-        assert released.wait(10)
-        real_flush(fd)
-
-    monkeypatch.setattr(storemod, "flush_file", stalling_flush)
+    stalled, released = stall_the_disk(monkeypatch)
     dialed = len(provider.numbers)
     for _ in range(2):  # two rounds end while the disk holds every write
         await running.clock.advance(CALL_SECONDS)
@@ -132,7 +142,6 @@ async def test_a_freed_slot_takes_a_contact_claimed_ahead_while_the_disk_stalls(
     # Shown as no more than the live calls (a read may see the write in flight committed).
     assert (await breakdown(running, job_id))["dialing"] <= LIMIT
     released.set()
-    monkeypatch.setattr(storemod, "flush_file", real_flush)
 
     await run_to_end(running, job_id)
     assert sorted(provider.numbers) == sorted(p["phone"] for p in phones(20))  # each once
@@ -252,3 +261,45 @@ async def test_no_more_are_claimed_ahead_than_the_caller_number_may_dial_meanwhi
         await running.clock.advance(CALL_SECONDS)
         await settle(running, lambda: running.engine.live_calls(job_id) > 0)
     assert running.engine.claimed_ahead(job_id) == 2
+
+
+async def test_free_slots_are_claimed_in_a_cycle_of_their_own_before_contacts_ahead(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refills of free slots do not wait behind the (bigger) claim of contacts ahead: that
+    claim is the next cycle's, right after."""
+    wanted: list[dict[str, int]] = []
+    real_cycle = Store.cycle
+
+    async def cycle(self: Store, *args: Any, **kwargs: Any) -> Any:
+        wanted.append(dict(args[2]))
+        return await real_cycle(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "cycle", cycle)
+    _, job_id, _ = await start(start_app, tmp_path)
+    claims = [w[job_id] for w in wanted if w.get(job_id)]
+    # Refills of at most LIMIT free slots, and the 2 x LIMIT ahead alone: never both at once.
+    assert 2 * LIMIT in claims and all(c <= LIMIT or c == 2 * LIMIT for c in claims), claims
+
+
+async def test_a_call_is_timed_from_its_dial_to_its_end_not_to_when_the_engine_took_it(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The typical call length that sizes the claims ahead is each call's own (an instant call
+    the engine takes late, behind a stalled disk, is no long call)."""
+    rules = [
+        {"prefix": "+12025550101", "seconds": 1},
+        {"prefix": "+12025550102", "seconds": 3},
+        {"prefix": "+1202555010", "seconds": 100},  # the next two: live till the end
+    ]
+    running = await start_app(make_config(tmp_path, telephony={"simulated": {"rules": rules}}))
+    job_id = (await running.create_json(phones(4), concurrentCallLimit=LIMIT))["batchJobId"]
+    await settle(running, lambda: running.engine.live_calls(job_id) == LIMIT)
+    stalled, released = stall_the_disk(monkeypatch)
+    await running.clock.advance(1)  # the 1 s call ends; the cycle recording it stalls
+    assert await asyncio.to_thread(stalled.wait, 10)
+    await running.clock.advance(9)  # the 3 s call ends meanwhile, taken only after the stall
+    released.set()
+    job = running.engine._jobs[job_id]
+    await settle(running, lambda: job.call_seconds is not None and job.call_seconds > 1)
+    assert job.call_seconds == pytest.approx(1 + scheduler.CALL_SECONDS_WEIGHT * (3 - 1))
