@@ -218,6 +218,8 @@ class RunningJob:
     fatal_streak: int = 0
     agent_streak: int = 0  # attempts in a row whose agent did not join
     call_seconds: float | None = None  # its calls' typical length, dial to end (moving avg)
+    first_dial_at: float | None = None  # clock time of its first dial by this engine
+    guessed: bool = False  # claimed ahead before any of its calls ended (see _deck_target)
 
 
 @dataclass
@@ -476,6 +478,9 @@ class Engine:
         finally:
             if not self._done:
                 self.foreground.engine_paid()
+        # Contacts claimed ahead, and guesses to make (after the cycle: it may claim them).
+        now = self.clock.now()
+        next_due = _earliest(next_due, _earliest(self._deck_due(now), self._guess_at(now)))
         if self.storage_outage is not None or self.store.last_write_error is not None:
             if not self.wrote:
                 # Nothing was written this pass: a write of its own tells that storage is back.
@@ -644,7 +649,9 @@ class Engine:
             self._dial_from_deck(job_id, now)
         writing = self._held[:most]
         plan, next_due = self._plan(now, most)
-        next_due = _earliest(next_due, self._deck_token_due(now))
+        for job, _, _, ahead in plan.values():
+            if ahead and job.call_seconds is None:
+                job.guessed = True  # its first round claimed ahead on a guess, once
         claims = sum(granted + ahead for _, _, granted, ahead in plan.values())
         if claims >= most or len(self._held) > most:
             self._wake.set()  # capped by the cycle size, not by a limit: go again at once
@@ -803,33 +810,61 @@ class Engine:
                     mean if last is None else last + CALL_SECONDS_WEIGHT * (mean - last)
                 )
 
-    def _deck_target(self, job: RunningJob) -> int:
+    def _deck_target(self, job: RunningJob, now: float) -> int:
         """How many contacts the job should hold claimed ahead: the calls its slots are likely
         to start within `claim_ahead_seconds` (concurrentCallLimit x that / its typical call
         length, and its caller number's calls_per_second x that), at most DECK_ROUNDS x its
         limit. None for a job whose calls last longer than that per slot (a 60 s call with a
         limit of 50: 0.8 contacts), nor for one whose calls end at once (they are bound by the
         writes, not by the refills; and a chain of instant calls would keep the event loop from
-        the API's requests)."""
+        the API's requests).
+
+        Before any of its calls ended, its length is unknown, and its first round's refills
+        would each wait for a write. So once its first call has lasted
+        DECK_SHORTEST_CALL_SECONDS, one round (its limit) is claimed ahead, once: if its calls
+        are long, they are given back undialed when they grow stale (see _give_back_stale).
+        """
         horizon = self.config.engine.claim_ahead_seconds
-        length = job.call_seconds
-        if (
-            not horizon
-            or length is None
-            or length < DECK_SHORTEST_CALL_SECONDS
-            or self.provider_outage is not None
-        ):
+        if not horizon or self.provider_outage is not None:
             return 0
         limit = job.row.concurrent_call_limit
-        likely = int(limit * horizon / length)
+        length = job.call_seconds
+        if length is None:
+            if job.guessed or not self._guess_due(job, now):
+                return 0
+            likely = limit
+        elif length < DECK_SHORTEST_CALL_SECONDS:
+            return 0
+        else:
+            likely = int(limit * horizon / length)
         bucket = self._buckets.get(job.row.phone_number_id)
         if bucket is not None:  # nor more than its caller number may dial in that time
             likely = min(likely, int(bucket.rate * horizon))
         return min(DECK_ROUNDS * limit, likely)
 
-    def _deck_wanted(self, job: RunningJob, most: int) -> int:
+    def _guess_at(self, now: float) -> float | None:
+        """When a job's first round may be claimed ahead (see _deck_target), if one is to be."""
+        if not self.config.engine.claim_ahead_seconds:
+            return None
+        due: float | None = None
+        for job in self._jobs.values():
+            first = job.first_dial_at
+            if first is not None and job.call_seconds is None and not job.guessed:
+                at = first + DECK_SHORTEST_CALL_SECONDS
+                if now < at:
+                    due = _earliest(due, at)
+        return due
+
+    @staticmethod
+    def _guess_due(job: RunningJob, now: float) -> bool:
+        """The job's first call has lasted long enough to claim its first round ahead."""
+        first = job.first_dial_at
+        return first is not None and now >= first + DECK_SHORTEST_CALL_SECONDS
+
+    def _deck_wanted(self, job: RunningJob, most: int, now: float) -> int:
         """How many more contacts to claim ahead for the job in a cycle of at most `most`."""
-        return max(0, min(self._deck_target(job), most) - len(self._deck.get(job.row.id, ())))
+        target = self._deck_target(job, now)
+        return max(0, min(target, most) - len(self._deck.get(job.row.id, ())))
 
     def _claimed_ahead(self, job: RunningJob, contacts: list[ClaimedContact], epoch: int) -> None:
         """Contacts claimed ahead for the job: kept to be dialed as its slots free, or given
@@ -893,7 +928,7 @@ class Engine:
     def _dial_from_deck(self, job_id: str, now: float) -> None:
         """Start calls for the job's free slots from the contacts claimed ahead for it (no
         write needed: their claim is on the disk). One claimed too long ago, or whose calling
-        interval ended, is given back instead."""
+        interval ended, is given back instead, free slot or not."""
         deck = self._deck.get(job_id)
         job = self._jobs.get(job_id)
         if (
@@ -905,24 +940,22 @@ class Engine:
         ):
             return
         room = self._room(job)
-        if room <= 0:
-            return
         row = job.row
-        oldest = now - max(DECK_MAX_AGE_SECONDS, 2 * self.config.engine.claim_ahead_seconds)
+        age = self._deck_max_age()
         if row.expires_at is not None and now >= row.expires_at:
-            oldest = math.inf  # the job has expired: none is dialed
+            age = -math.inf  # the job has expired: none is dialed
         bucket = self._bucket(row.phone_number_id, now)
         stale: list[Outcome] = []
         started = 0
-        while deck and started < room:
+        while deck:
             contact = deck[0]
-            if contact.started_at < oldest or (
+            if contact.started_at + age <= now or (
                 contact.call_until is not None and now >= contact.call_until
             ):
                 deck.popleft()
                 stale.append(self._given_back(row.organization_id, contact, now))
                 continue
-            if bucket.take(1, now) < 1:
+            if started >= room or bucket.take(1, now) < 1:
                 break
             deck.popleft()
             self._not_live_drop(contact.id)
@@ -937,11 +970,17 @@ class Engine:
         if started:
             self.stats.slots_refilled(job_id, started, time.perf_counter())
 
-    def _deck_token_due(self, now: float) -> float | None:
-        """When the next calls-per-second token comes for a job whose contacts claimed ahead
-        wait for one with a slot free."""
+    def _deck_max_age(self) -> float:
+        """A contact claimed ahead longer ago than this is given back rather than dialed."""
+        return max(DECK_MAX_AGE_SECONDS, 2 * self.config.engine.claim_ahead_seconds)
+
+    def _deck_due(self, now: float) -> float | None:
+        """When the oldest contact claimed ahead grows stale, or the next calls-per-second
+        token comes for a job whose contacts claimed ahead wait for one with a slot free."""
         due: float | None = None
-        for job_id in self._deck:
+        age = self._deck_max_age()
+        for job_id, deck in self._deck.items():
+            due = _earliest(due, deck[0].started_at + age)
             job = self._jobs.get(job_id)
             if job is not None and self._room(job) > 0:
                 bucket = self._bucket(job.row.phone_number_id, now)
@@ -1033,7 +1072,7 @@ class Engine:
                     room = min(room, org_room - planned_org[org_id])
                 ahead = aheads.get(job_id)
                 if ahead is None:
-                    ahead = aheads[job_id] = self._deck_wanted(job, most) if first_round else 0
+                    ahead = aheads[job_id] = self._deck_wanted(job, most, now) if first_round else 0
                 bucket = self._bucket(job.row.phone_number_id, now)
                 granted = bucket.take(min(room, share), now) if room > 0 else 0
                 if granted == 0:
@@ -1112,6 +1151,8 @@ class Engine:
             windows_json=job.row.calling_windows,
             dialed_at=self.clock.now(),
         )
+        if job.first_dial_at is None:
+            job.first_dial_at = call.dialed_at
         self._live[contact.id] = call
         self._live_job[call.job_id] += 1
         self._live_org[call.organization_id] += 1
@@ -1143,7 +1184,7 @@ class Engine:
             self._hand_over(call, result)
             job = self._jobs.get(call.job_id)
             left = len(self._deck.get(call.job_id, ()))
-            if job is not None and 2 * left >= self._deck_target(job):
+            if job is not None and 2 * left >= self._deck_target(job, call.ended_at):
                 self._wake_soon()  # its successor runs: written with the next batch
                 return
         if len(self._done) <= SMALL_CYCLE:

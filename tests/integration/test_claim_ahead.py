@@ -227,15 +227,60 @@ async def test_a_contact_whose_calling_interval_ended_is_given_back_not_dialed(
     assert attempts == [(1,)]
 
 
-async def test_long_calls_claim_nothing_ahead(start_app: StartApp, tmp_path: Path) -> None:
+async def test_a_first_round_is_refilled_from_contacts_claimed_ahead_on_a_guess(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before any call of a job ended, its length is unknown; once its first calls lasted
+    DECK_SHORTEST_CALL_SECONDS, one round is claimed ahead, so even the first round's slots are
+    refilled without waiting for a write."""
+    config = short_calls(tmp_path)
+    clock = FakeClock()
+    provider = RecordingProvider(config, clock)
+    running = await start_app(config, provider=provider, clock=clock)
+    job_id = (await running.create_json(phones(20), concurrentCallLimit=LIMIT))["batchJobId"]
+    await settle(running, lambda: provider.live == LIMIT)
+    assert running.engine.claimed_ahead(job_id) == 0  # they may be instant calls
+    await running.clock.advance(scheduler.DECK_SHORTEST_CALL_SECONDS)
+    await settle(running, lambda: running.engine.claimed_ahead(job_id) == LIMIT)
+    assert (await breakdown(running, job_id))["dialing"] == LIMIT
+
+    stalled, released = stall_the_disk(monkeypatch)
+    await running.clock.advance(CALL_SECONDS)  # the first round ends while the disk stalls
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert await asyncio.to_thread(stalled.wait, 10)
+    assert len(provider.numbers) == 2 * LIMIT  # refilled from the guess, no write awaited
+    released.set()
+
+    await run_to_end(running, job_id)
+    assert sorted(provider.numbers) == sorted(p["phone"] for p in phones(20))  # each once
+    assert provider.most_live == LIMIT
+
+
+async def test_long_calls_give_their_first_rounds_guess_back_and_claim_nothing_more(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """The contacts claimed ahead on a guess for calls that last are given back undialed once
+    they are stale (no attempt counted), and no more are claimed ahead for them."""
     config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}})
     running = await start_app(config)
+    engine = running.engine
     job_id = (await running.create_json(phones(10), concurrentCallLimit=LIMIT))["batchJobId"]
+    await settle(running, lambda: engine.live_calls(job_id) == LIMIT)
+    await running.clock.advance(scheduler.DECK_SHORTEST_CALL_SECONDS)
+    await settle(running, lambda: engine.claimed_ahead(job_id) == LIMIT)
+
+    await running.clock.advance(engine._deck_max_age())  # stale, though no slot is free
+    await settle(running, lambda: engine.claimed_ahead(job_id) == 0)
+    assert rows(running, "SELECT count(*) FROM attempts") == [(LIMIT,)]  # the live calls'
+    assert rows(running, "SELECT count(*) FROM contacts WHERE attempt_count > 0") == [(LIMIT,)]
+    assert (await breakdown(running, job_id))["dialing"] == LIMIT
     for _ in range(3):
         await running.clock.advance(60)
-        await settle(running, lambda: running.engine.live_calls(job_id) == LIMIT)
-        assert running.engine.claimed_ahead(job_id) == 0
+        await settle(running, lambda: engine.live_calls(job_id) == LIMIT)
+        assert engine.claimed_ahead(job_id) == 0
         assert (await breakdown(running, job_id))["dialing"] == LIMIT
+    assert rows(running, "SELECT count(*) FROM contacts WHERE status = 'dialing'") == [(LIMIT,)]
 
 
 async def test_claiming_ahead_can_be_turned_off(start_app: StartApp, tmp_path: Path) -> None:
@@ -295,6 +340,8 @@ async def test_a_call_is_timed_from_its_dial_to_its_end_not_to_when_the_engine_t
     running = await start_app(make_config(tmp_path, telephony={"simulated": {"rules": rules}}))
     job_id = (await running.create_json(phones(4), concurrentCallLimit=LIMIT))["batchJobId"]
     await settle(running, lambda: running.engine.live_calls(job_id) == LIMIT)
+    await running.clock.advance(scheduler.DECK_SHORTEST_CALL_SECONDS)  # (the guess: 2 ahead)
+    await settle(running, lambda: running.engine.claimed_ahead(job_id) == LIMIT)
     stalled, released = stall_the_disk(monkeypatch)
     await running.clock.advance(1)  # the 1 s call ends; the cycle recording it stalls
     assert await asyncio.to_thread(stalled.wait, 10)

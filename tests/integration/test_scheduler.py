@@ -430,7 +430,8 @@ async def test_cycles_up_to_their_size_are_written_on_the_loops_own_connection(
     bigger cycle always goes to the writer."""
     config = make_config(
         tmp_path,
-        engine={"max_concurrent_calls": 1000},
+        # (Nothing claimed ahead: a job's first round would be, in the next jobs' first cycle.)
+        engine={"max_concurrent_calls": 1000, "claim_ahead_seconds": 0},
         telephony={"simulated": {"call_seconds": 3600}},  # all live till the end
     )
     running = await start_app(config)
