@@ -116,15 +116,24 @@ class DialerCollector(Collector):
             "the global concurrency limits (calls-per-second tokens and ready contacts aside).",
             labels=NUMBER_LABELS,
         )
+        ahead = GaugeMetricFamily(
+            "dialer_contacts_claimed_ahead",
+            "Contacts claimed ahead for short calls, waiting for a slot (claimed on the disk, "
+            "not dialed yet; a crash records them interrupted).",
+            labels=NUMBER_LABELS,
+        )
         if engine is not None:
             found = engine.slots()
+            decks = engine.claimed_ahead_by_number()
             keys = {(n.organization, n.id) for n in self._config.phone_numbers} | found.keys()
-            for key in sorted(keys):
+            for key in sorted(keys | decks.keys()):
                 n_live, n_free = found.get(key, (0, 0))
                 live.add_metric(list(key), n_live)
                 free.add_metric(list(key), n_free)
+                ahead.add_metric(list(key), decks[key])
         yield live
         yield free
+        yield ahead
 
     def _engine(self, engine: Engine | None) -> Iterator[Metric]:
         dials = CounterMetricFamily(
@@ -141,12 +150,13 @@ class DialerCollector(Collector):
         yield dials
         yield _histogram(
             "dialer_attempt_duration_seconds",
-            "Attempts that placed a call: seconds from the claim to the call's end.",
+            "Attempts that placed a call: seconds from the attempt's start (its claim, or its dial "
+            "for a contact claimed ahead) to the call's end.",
             stats.attempt_seconds if stats else None,
         )
         yield _histogram(
             "dialer_ring_seconds",
-            "Answered calls: seconds from the claim to the answer.",
+            "Answered calls: seconds from the attempt's start to the answer.",
             stats.ring_seconds if stats else None,
         )
         yield _histogram(

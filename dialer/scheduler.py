@@ -23,7 +23,7 @@ import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -442,6 +442,16 @@ class Engine:
             if org is not None and org.max_concurrent_calls is not None:
                 free = min(free, max(0, org.max_concurrent_calls - self._live_org[key[0]]))
             found[key] = (live[key], free)
+        return found
+
+    def claimed_ahead_by_number(self) -> Counter[tuple[str, str]]:
+        """(organization, caller number id) -> contacts claimed ahead, not yet dialed (each is
+        recorded `interrupted` if the process dies before dialing it)."""
+        found: Counter[tuple[str, str]] = Counter()
+        for job_id, deck in self._deck.items():
+            job = self._jobs.get(job_id)
+            if job is not None:
+                found[job.row.organization_id, job.row.phone_number_id] += len(deck)
         return found
 
     async def run(self) -> None:
@@ -959,7 +969,8 @@ class Engine:
                 break
             deck.popleft()
             self._not_live_drop(contact.id)
-            self._start_call(job, contact)
+            # Its attempt starts now, not at the claim (its row is stamped so when it ends).
+            self._start_call(job, replace(contact, started_at=now))
             started += 1
         if not deck:
             del self._deck[job_id]

@@ -16,9 +16,9 @@ from dialer.providers.base import DialResult
 from storage.latency import FAST_BUCKETS, BucketCounts
 from storage.rows import Outcome
 
-# Seconds, from the claim to the call's end: short failures up to hour-long conversations.
+# Seconds, from the attempt's start to the call's end: short failures up to hour-long conversations.
 ATTEMPT_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
-# Seconds, from the claim to the answer.
+# Seconds, from the attempt's start to the answer.
 RING_BUCKETS = (0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90)
 
 

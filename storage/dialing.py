@@ -396,7 +396,7 @@ def _settle_for_cancelled(o: Outcome) -> Outcome:
 # statement each (largest first): a few statements a cycle, and a handful of statement shapes
 # for the statement cache. (Extracting 17 fields from a JSON text per row cost 21 us a row.)
 _OUTCOME_CHUNKS = (128, 32, 8, 1)
-_OUTCOME_COLUMNS = 17
+_OUTCOME_COLUMNS = 18
 
 
 @functools.cache
@@ -436,6 +436,7 @@ def _batch_row(o: Outcome, now: float) -> list[Any]:
         o.charged_usd,
         o.next_call_at,
         o.call_until,
+        o.started_at,
     ]
 
 

@@ -362,7 +362,8 @@ CREATE TEMP TABLE IF NOT EXISTS outcome_batch (
     ended_at       REAL,
     charged_usd    REAL NOT NULL,
     next_call_at   REAL,
-    call_until     REAL
+    call_until     REAL,
+    started_at     REAL NOT NULL
 )
 
 -- clear_outcome_batch --
@@ -389,10 +390,11 @@ WHERE contacts.id = b.contact_id AND b.give_back = 1
   AND contacts.status = 'dialing' AND contacts.attempt_count = b.attempt_no
 
 -- finish_attempts_batch --
+-- started_at: the dial's (a contact claimed ahead is dialed a little after its claim wrote the row).
 UPDATE attempts
 SET outcome = b.outcome, sip_code = b.sip_code, reason = b.reason,
     answered_at = b.answered_at, ended_at = b.ended_at, duration = b.duration,
-    charged_usd = b.charged_usd
+    charged_usd = b.charged_usd, started_at = b.started_at
 FROM temp.outcome_batch AS b
 WHERE attempts.contact_id = b.contact_id AND attempts.attempt_no = b.attempt_no
   AND attempts.outcome IS NULL AND b.give_back = 0

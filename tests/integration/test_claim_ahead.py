@@ -18,7 +18,8 @@ from dialer.clock import Clock, FakeClock
 from dialer.providers.base import DialRequest, DialResult
 from dialer.providers.simulated import SimulatedProvider
 from storage.store import Store
-from tests.conftest import Running, StartApp, make_config, wait_until
+from tests.conftest import NUMBER, ORG, Running, StartApp, make_config, wait_until
+from tests.integration.test_metrics import scrape, value
 from tests.integration.test_scheduler import phones
 
 LIMIT = 2
@@ -129,6 +130,10 @@ async def test_a_freed_slot_takes_a_contact_claimed_ahead_while_the_disk_stalls(
     assert ahead == LIMIT + 2 * LIMIT  # the live calls and the contacts claimed ahead
     counts = await breakdown(running, job_id)
     assert (counts["dialing"], counts["completed"], counts["pending"]) == (LIMIT, 2, 16)
+    number = {"organization": ORG, "phone_number_id": NUMBER}
+    scraped = await scrape(running)
+    assert value(scraped, "dialer_contacts_claimed_ahead", **number) == 2 * LIMIT
+    assert value(scraped, "dialer_live_calls", **number) == LIMIT
 
     stalled, released = stall_the_disk(monkeypatch)
     dialed = len(provider.numbers)
@@ -147,6 +152,21 @@ async def test_a_freed_slot_takes_a_contact_claimed_ahead_while_the_disk_stalls(
     assert sorted(provider.numbers) == sorted(p["phone"] for p in phones(20))  # each once
     assert provider.most_live == LIMIT
     assert rows(running, "SELECT count(*), sum(outcome = 'completed') FROM attempts") == [(20, 20)]
+
+
+async def test_an_attempt_dialed_from_the_contacts_claimed_ahead_starts_at_its_dial(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A contact claimed ahead waits up to a round for its slot: its attempt (its row, its
+    job's call-length statistics, the attempt-duration metric) starts when it is dialed."""
+    running, job_id, _ = await start(start_app, tmp_path)
+    await run_to_end(running, job_id)
+    found = rows(running, "SELECT ended_at - started_at FROM attempts")
+    assert len(found) == 20
+    assert all(seconds == pytest.approx(CALL_SECONDS) for (seconds,) in found), found
+    assert rows(running, "SELECT call_seconds / calls_ended FROM jobs") == [
+        (pytest.approx(CALL_SECONDS),)
+    ]
 
 
 async def stopped_by(
