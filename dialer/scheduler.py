@@ -77,6 +77,11 @@ DECK_MAX_AGE_SECONDS = 1.0
 WRITE_BATCH_SECONDS = 0.02
 # Weight of a cycle's ended calls in a job's moving average of call length.
 CALL_SECONDS_WEIGHT = 0.3
+# Numbers listed do-not-call from outside the service (the CLI writes to the database itself, so
+# no route gives the contacts claimed ahead back): while jobs run, the engine looks for a new
+# listing at most this often, and at least this often (real time) while it holds contacts
+# claimed ahead (see Engine._check_listings).
+LISTINGS_CHECK_SECONDS = 0.05
 
 # After a dial that never reached the provider, no job dials for this long; the wait doubles
 # with every probe that fails, up to PROVIDER_PROBE_MAX_SECONDS.
@@ -321,6 +326,11 @@ class Engine:
         self._not_live_job: dict[str, Counter[str]] = {}
         self._claiming: Counter[str] = Counter()  # claims in the transaction in flight
         self._batch_timer: asyncio.TimerHandle | None = None  # see _wake_soon
+        # The latest do-not-call listing seen, when it was looked for, and the timer that
+        # wakes the loop to look again (see _check_listings).
+        self._latest_listing: float | None = None
+        self._listings_checked = -math.inf
+        self._listings_timer: asyncio.TimerHandle | None = None
         self._auto_pause = autopause.AutoPauseRule(
             min_attempts=config.engine.auto_pause_min_attempts,
             window_seconds=config.engine.auto_pause_window_seconds,
@@ -482,6 +492,8 @@ class Engine:
         now = self.clock.now()
         if self._jobs_dirty or (self._next_scheduled is not None and self._next_scheduled <= now):
             await self._activate(now)
+        if self._jobs and self.config.engine.claim_ahead_seconds:
+            await self._check_listings()
         await self.foreground.yield_to_requests(len(self._done))
         try:
             next_due = await self._cycle(self.clock.now())
@@ -503,6 +515,10 @@ class Engine:
         # are written together a little later (see _wake_soon).
         if not self._done:
             self.idle.set()
+        if self._deck and self._listings_timer is None:
+            self._listings_timer = asyncio.get_running_loop().call_later(
+                LISTINGS_CHECK_SECONDS, self._listings_due
+            )
         timeout = None if next_due is None else max(0.0, next_due - self.clock.now())
         await self.clock.wait(self._wake, timeout)
         self.idle.clear()
@@ -1005,6 +1021,28 @@ class Engine:
             self._batch_timer = asyncio.get_running_loop().call_later(
                 WRITE_BATCH_SECONDS, self._batch_due
             )
+
+    def _listings_due(self) -> None:
+        self._listings_timer = None
+        self._wake.set()
+
+    async def _check_listings(self) -> None:
+        """Give the contacts claimed ahead back if a number was listed do-not-call since the
+        last look. The routes that list numbers give them back themselves; a listing made
+        from outside the service (`dialer dnc add` or `import` while it runs) is seen here,
+        within LISTINGS_CHECK_SECONDS. The first look is made before any contact is claimed
+        ahead, and a claim never takes a number listed before it, so a listing is missed by
+        neither."""
+        at = time.monotonic()
+        if at - self._listings_checked < LISTINGS_CHECK_SECONDS:
+            return
+        self._listings_checked = at
+        latest = await self.store.latest_listing()
+        if latest != self._latest_listing:
+            self._latest_listing = latest
+            if self._deck:
+                log.info("claimed_ahead_given_back", reason="do-not-call listing")
+                self.give_back_claimed_ahead()
 
     def _batch_due(self) -> None:
         self._batch_timer = None

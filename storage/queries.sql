@@ -725,6 +725,10 @@ SELECT json_group_array(json_object('number', number, 'reason', reason, 'source'
 SELECT count(*) FROM dnc_numbers
 WHERE organization_id = :org AND (:number IS NULL OR number = :number)
 
+-- dnc_latest --
+-- When the latest listing was made, any organization (index dnc_numbers_added).
+SELECT max(added_at) FROM dnc_numbers
+
 -- ------------------------------------------------------------------ call records
 
 -- call_records_page --

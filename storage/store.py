@@ -921,6 +921,15 @@ class Store:
 
     # ------------------------------------------------------------- agents' results
 
+    async def latest_listing(self) -> float | None:
+        """When the latest do-not-call listing was made (any organization; None: none)."""
+
+        def q(conn: sqlite3.Connection) -> float | None:
+            found: float | None = conn.execute(Q()["dnc_latest"]).fetchone()[0]
+            return found
+
+        return await self._read_small(q)
+
     async def callback_secret(self) -> bytes:
         """The secret callback tokens are signed with (made once per database)."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dialer import scheduler
+from dialer import cli, dnc, scheduler
 from dialer.clock import Clock, FakeClock
 from dialer.providers.base import DialRequest, DialResult
 from dialer.providers.simulated import SimulatedProvider
@@ -218,6 +218,33 @@ async def test_a_number_listed_do_not_call_is_not_dialed_from_the_contacts_claim
     listed = deck[0].phone
     resp = await running.client.post("/dnc", json={"numbers": [listed]}, headers=running.headers())
     assert resp.status == 200
+
+    await run_to_end(running, job_id)
+    assert listed not in provider.numbers
+    assert len(provider.numbers) == 19
+    found = rows(running, "SELECT status, failure_reason FROM contacts WHERE phone = ?", listed)
+    assert found == [("cancelled", "do_not_call")]
+
+
+async def test_a_number_listed_from_outside_the_service_is_not_dialed_from_those_claimed_ahead(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """`dialer dnc add` writes to the database from another process: no route gives the
+    contacts claimed ahead back, the engine sees the listing itself (within
+    LISTINGS_CHECK_SECONDS) and gives them back before their slots free."""
+    running, job_id, provider = await start(start_app, tmp_path)
+    listed = running.engine._deck[job_id][0].phone
+
+    async def list_it(store: Store) -> None:  # as `dialer dnc add` does it
+        await dnc.add(store, ORG, [listed], None, "cli", running.clock.now())
+
+    await asyncio.to_thread(asyncio.run, cli._with_store(running.store.path, list_it))
+    engine = running.engine
+
+    def ahead() -> list[str]:
+        return [c.phone for c in engine._deck.get(job_id, ())]
+
+    await settle(running, lambda: listed not in ahead() and len(ahead()) == 2 * LIMIT)  # again
 
     await run_to_end(running, job_id)
     assert listed not in provider.numbers
