@@ -75,6 +75,8 @@ DECK_MAX_AGE_SECONDS = 1.0
 # within this long (real time), unless the job's contacts claimed ahead run low: each ended
 # call's own transaction cost 5x as many writes (a 0.3 s call: 87 cycles for 150 contacts).
 WRITE_BATCH_SECONDS = 0.02
+# The reason recorded on the give-back of a contact claimed ahead that was not dialed.
+CLAIMED_AHEAD_REASON = "claimed ahead, not dialed"
 # Weight of a cycle's ended calls in a job's moving average of call length.
 CALL_SECONDS_WEIGHT = 0.3
 # Numbers listed do-not-call from outside the service (the CLI writes to the database itself, so
@@ -325,6 +327,9 @@ class Engine:
         self._not_live: dict[int, tuple[str, str]] = {}
         self._not_live_job: dict[str, Counter[str]] = {}
         self._claiming: Counter[str] = Counter()  # claims in the transaction in flight
+        # Contacts claimed ahead whose attempt the database counts though they were not dialed
+        # (until dialed, or their give-back is written), per (job, a retry): see shown_dials.
+        self._undialed: Counter[tuple[str, bool]] = Counter()
         self._batch_timer: asyncio.TimerHandle | None = None  # see _wake_soon
         # The latest do-not-call listing seen, when it was looked for, and the timer that
         # wakes the loop to look again (see _check_listings).
@@ -429,6 +434,14 @@ class Engine:
                 dialing -= take
         shown[ContactStatus.DIALING.value] = dialing
         return shown
+
+    def shown_dials(self, job_id: str, dispatched: int, retries: int) -> tuple[int, int]:
+        """A job's contacts dialed at least once and its dials after each contact's first, as
+        read from the database (from the contacts' attempt counts), without the contacts
+        claimed ahead: their attempt is counted from their claim, before they are dialed."""
+        first = self._undialed.get((job_id, False), 0)
+        again = self._undialed.get((job_id, True), 0)
+        return max(0, dispatched - first), max(0, retries - again)
 
     def slots(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(organization, caller number id) -> (live calls, free slots): the calls the jobs
@@ -818,9 +831,20 @@ class Engine:
 
     def _written(self, outcomes: list[Outcome]) -> None:
         """These outcomes are in the database now: their contacts show as they are."""
-        if self._not_live:
+        if self._not_live or self._undialed:
             for o in outcomes:
                 self._not_live_drop(o.contact_id)
+                if o.give_back and o.reason == CLAIMED_AHEAD_REASON:
+                    self._dialed_or_back(o.job_id, o.attempt_no)
+
+    def _dialed_or_back(self, job_id: str, attempt_no: int) -> None:
+        """A contact claimed ahead was dialed, or its give-back written (see _undialed)."""
+        key = (job_id, attempt_no > 1)
+        left = self._undialed[key] - 1
+        if left > 0:
+            self._undialed[key] = left
+        else:
+            self._undialed.pop(key, None)
 
     def _time_calls(self, done: list[tuple[LiveCall, DialResult]]) -> None:
         """Keep each job's typical call length (from dial to end, moving average)."""
@@ -897,6 +921,8 @@ class Engine:
         back at once when the decks were given back while they were being claimed."""
         job_id = job.row.id
         now = self.clock.now()
+        for contact in contacts:
+            self._undialed[job_id, contact.attempt_no > 1] += 1
         if (
             epoch != self._deck_epoch
             or self._jobs.get(job_id) is not job
@@ -928,7 +954,7 @@ class Engine:
             next_status=status,
             next_retry_at=None if first else now,
             sip_code=None,
-            reason="claimed ahead, not dialed",
+            reason=CLAIMED_AHEAD_REASON,
             answered_at=None,
             ended_at=now,
             duration=None,
@@ -985,6 +1011,7 @@ class Engine:
                 break
             deck.popleft()
             self._not_live_drop(contact.id)
+            self._dialed_or_back(job_id, contact.attempt_no)
             # Its attempt starts now, not at the claim (its row is stamped so when it ends).
             self._start_call(job, replace(contact, started_at=now))
             started += 1

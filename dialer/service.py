@@ -618,8 +618,15 @@ class JobService:
 
     def _shown(self, summary: BatchSummary) -> BatchSummary:
         """The summary with the counts the engine shows (see Engine.shown_counts)."""
-        shown = self.engine.shown_counts(summary.job.id, summary.counts)
-        return summary if shown is summary.counts else replace(summary, counts=shown)
+        job_id = summary.job.id
+        shown = self.engine.shown_counts(job_id, summary.counts)
+        dispatched, retries = self.engine.shown_dials(job_id, summary.dispatched, summary.retries)
+        if shown is summary.counts and (dispatched, retries) == (
+            summary.dispatched,
+            summary.retries,
+        ):
+            return summary
+        return replace(summary, counts=shown, dispatched=dispatched, retries=retries)
 
     async def batches(
         self, org_id: str, agent_id: str | None, after_id: str | None, limit: int

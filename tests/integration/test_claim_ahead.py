@@ -19,6 +19,7 @@ from dialer.providers.base import DialRequest, DialResult
 from dialer.providers.simulated import SimulatedProvider
 from storage.store import Store
 from tests.conftest import NUMBER, ORG, Running, StartApp, make_config, wait_until
+from tests.integration.test_compat import get_batch_call
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_scheduler import phones
 
@@ -183,6 +184,24 @@ async def stopped_by(
     assert len(provider.numbers) == dialed
     assert rows(running, "SELECT count(*) FROM attempts WHERE outcome IS NULL") == [(0,)]
     return await breakdown(running, job_id)
+
+
+async def test_the_batch_routes_count_no_contact_claimed_ahead_as_dialed(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """`total_calls_dispatched` and `retry_count` count the contacts dialed: those claimed
+    ahead have their attempt counted in the database before they are dialed."""
+    running, job_id, provider = await start(start_app, tmp_path)
+    assert rows(running, "SELECT count(*) FROM contacts WHERE attempt_count > 0") == [(4 * LIMIT,)]
+    status, body = await get_batch_call(running, job_id)
+    assert status == 200
+    assert body["total_calls_dispatched"] == len(provider.numbers) == 2 * LIMIT
+    assert body["retry_count"] == 0
+
+    await stopped_by(running, job_id, provider, "pause")  # given back, and that written
+    status, body = await get_batch_call(running, job_id)
+    assert body["total_calls_dispatched"] == len(provider.numbers) == 2 * LIMIT
+    assert not running.engine._undialed
 
 
 async def test_a_pause_gives_the_contacts_claimed_ahead_back_undialed(
