@@ -292,6 +292,7 @@ def storage_ceiling(path: Path, n: int, batch: int = 50) -> float:
                     "duration": 0,
                     "next_call_at": None,
                     "call_until": None,
+                    "started_at": now,
                     "now": now,
                 },
             )

@@ -872,7 +872,7 @@ class Engine:
         Before any of its calls ended, its length is unknown, and its first round's refills
         would each wait for a write. So once its first call has lasted
         DECK_SHORTEST_CALL_SECONDS, one round (its limit) is claimed ahead, once: if its calls
-        are long, they are given back undialed when they grow stale (see _give_back_stale).
+        are long, they are given back undialed when they grow stale (see _dial_from_deck).
         """
         horizon = self.config.engine.claim_ahead_seconds
         if not horizon or self.provider_outage is not None:

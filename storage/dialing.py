@@ -476,6 +476,7 @@ def _transition_contacts(
             "duration": o.duration,
             "next_call_at": o.next_call_at,
             "call_until": o.call_until,
+            "started_at": o.started_at,
             "now": now,
         }
         query = Q()["give_back_attempt" if o.give_back else "finish_contact"]

@@ -330,7 +330,7 @@ UPDATE contacts
 SET status = :status, next_retry_at = :next_retry_at, completed_at = :completed_at,
     error_code = :error_code, failure_reason = :failure_reason,
     call_duration = coalesce(:duration, call_duration), next_call_at = :next_call_at,
-    call_until = :call_until, updated_at = :now
+    call_until = :call_until, last_attempt_at = :started_at, updated_at = :now
 WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
 
 -- give_back_attempt --
@@ -375,7 +375,7 @@ UPDATE contacts
 SET status = b.status, next_retry_at = b.next_retry_at, completed_at = b.completed_at,
     error_code = b.error_code, failure_reason = b.reason,
     call_duration = coalesce(b.duration, contacts.call_duration), next_call_at = b.next_call_at,
-    call_until = b.call_until, updated_at = :now
+    call_until = b.call_until, last_attempt_at = b.started_at, updated_at = :now
 FROM temp.outcome_batch AS b
 WHERE contacts.id = b.contact_id AND b.give_back = 0
   AND contacts.status = 'dialing' AND contacts.attempt_count = b.attempt_no

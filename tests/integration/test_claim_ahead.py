@@ -165,6 +165,11 @@ async def test_an_attempt_dialed_from_the_contacts_claimed_ahead_starts_at_its_d
     found = rows(running, "SELECT ended_at - started_at FROM attempts")
     assert len(found) == 20
     assert all(seconds == pytest.approx(CALL_SECONDS) for (seconds,) in found), found
+    assert rows(
+        running,
+        "SELECT count(*) FROM contacts c JOIN attempts a ON a.contact_id = c.id"
+        " AND a.attempt_no = c.attempt_count WHERE c.last_attempt_at = a.started_at",
+    ) == [(20,)]
     assert rows(running, "SELECT call_seconds / calls_ended FROM jobs") == [
         (pytest.approx(CALL_SECONDS),)
     ]
