@@ -334,10 +334,15 @@ SET status = :status, next_retry_at = :next_retry_at, completed_at = :completed_
 WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
 
 -- give_back_attempt --
--- The dial never reached the provider: the attempt does not count.
+-- The dial never reached the provider: the attempt does not count (as give_back_batch).
 UPDATE contacts
 SET status = :status, attempt_count = attempt_count - 1, next_retry_at = :next_retry_at,
-    next_call_at = :next_call_at, call_until = :call_until, updated_at = :now
+    next_call_at = :next_call_at, call_until = :call_until,
+    last_attempt_at = (SELECT a.started_at FROM attempts AS a WHERE a.contact_id = contacts.id
+                         AND a.attempt_no = contacts.attempt_count - 1),
+    room_name = (SELECT a.room_name FROM attempts AS a WHERE a.contact_id = contacts.id
+                   AND a.attempt_no = contacts.attempt_count - 1),
+    updated_at = :now
 WHERE id = :contact_id AND status = 'dialing' AND attempt_count = :attempt_no
 
 -- create_outcome_batch --
@@ -381,9 +386,14 @@ WHERE contacts.id = b.contact_id AND b.give_back = 0
   AND contacts.status = 'dialing' AND contacts.attempt_count = b.attempt_no
 
 -- give_back_batch --
+-- Its last attempt and room are its previous attempt's again (none before its first).
 UPDATE contacts
 SET status = b.status, attempt_count = contacts.attempt_count - 1,
     next_retry_at = b.next_retry_at, next_call_at = b.next_call_at, call_until = b.call_until,
+    last_attempt_at = (SELECT a.started_at FROM attempts AS a WHERE a.contact_id = contacts.id
+                         AND a.attempt_no = contacts.attempt_count - 1),
+    room_name = (SELECT a.room_name FROM attempts AS a WHERE a.contact_id = contacts.id
+                   AND a.attempt_no = contacts.attempt_count - 1),
     updated_at = :now
 FROM temp.outcome_batch AS b
 WHERE contacts.id = b.contact_id AND b.give_back = 1

@@ -215,10 +215,13 @@ async def test_a_pause_gives_the_contacts_claimed_ahead_back_undialed(
     running, job_id, provider = await start(start_app, tmp_path)
     counts = await stopped_by(running, job_id, provider, "pause")
     assert (counts["dialing"], counts["completed"], counts["pending"]) == (0, 4, 16)
-    # Given back as they were: no attempt counted (and no attempt row left open, above).
-    assert rows(running, "SELECT max(attempt_count) FROM contacts WHERE status = 'pending'") == [
-        (0,)
-    ]
+    # Given back as they were: no attempt counted (and no attempt row left open, above), no
+    # last attempt or room shown.
+    assert rows(
+        running,
+        "SELECT max(attempt_count), count(last_attempt_at), count(room_name) FROM contacts"
+        " WHERE status = 'pending'",
+    ) == [(0, 0, 0)]
     resp = await running.client.post(f"/batch/jobs/{job_id}/resume", headers=running.headers())
     assert resp.status == 200
 

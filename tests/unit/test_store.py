@@ -320,6 +320,24 @@ async def test_give_back_returns_the_attempt(store: Store) -> None:
     assert [(a.attempt_no, a.outcome) for a in attempts] == [(1, None)]
 
 
+async def test_give_back_of_a_retry_shows_the_previous_attempt_again(store: Store) -> None:
+    """The contact's last attempt and room are its previous attempt's again (none before the
+    first: see test_give_back_returns_the_attempt)."""
+    await running_job(store, 1)
+    (first,) = await claim(store, 1)
+    await record(store, outcome_for(first, "busy", "queued", next_retry_at=T0 + 10))
+    (second,) = await claim(store, 1, now=T0 + 10)
+    assert second.attempt_no == 2
+    back = outcome_for(second, "failed", "queued", next_retry_at=T0 + 20, give_back=True)
+    await record(store, back, now=T0 + 11)
+    (contact,) = await contacts_of(store)
+    assert (contact.attempt_count, contact.last_attempt_at, contact.room_name) == (
+        1,
+        first.started_at,
+        first.room_name,
+    )
+
+
 # ------------------------------------------------------------------ cancel
 
 
