@@ -435,6 +435,15 @@ class Engine:
         shown[ContactStatus.DIALING.value] = dialing
         return shown
 
+    def has_not_live(self, job_id: str) -> bool:
+        """The database may show contacts of the job in `dialing` that are no live call."""
+        return job_id in self._not_live_job or self._claiming[job_id] > 0
+
+    def is_not_live(self, contact_id: int) -> bool:
+        """The contact is in `dialing` in the database but no live call (claimed ahead, being
+        given back, or ended with its outcome not yet written)."""
+        return contact_id in self._not_live
+
     def shown_dials(self, job_id: str, dispatched: int, retries: int) -> tuple[int, int]:
         """A job's contacts dialed at least once and its dials after each contact's first, as
         read from the database (from the contacts' attempt counts), without the contacts

@@ -419,11 +419,23 @@ class JobService:
         )
         if found is None:
             raise not_found(job_id)
+        counts = full_breakdown(self.engine.shown_counts(job_id, found.counts))
+        contacts_json, contacts_total = found.contacts_json, found.contacts_total
+        if contact_status == ContactStatus.DIALING and self.engine.has_not_live(job_id):
+            # Listed as the counts show them: the live calls, not the contacts the database
+            # shows dialing whose call has not started (claimed ahead) or has ended.
+            live = [
+                doc
+                for doc in json.loads(contacts_json)
+                if not self.engine.is_not_live(int(doc["id"].removeprefix("contact_")))
+            ]
+            contacts_json = json.dumps(live, separators=(",", ":"), ensure_ascii=False)
+            contacts_total = counts[ContactStatus.DIALING.value]
         return Detail(
             job=found.job,
-            counts=full_breakdown(self.engine.shown_counts(job_id, found.counts)),
-            contacts_json=found.contacts_json,
-            contacts_total=found.contacts_total,
+            counts=counts,
+            contacts_json=contacts_json,
+            contacts_total=contacts_total,
             estimated_completion=self._estimated_completion(found),
         )
 

@@ -131,6 +131,14 @@ async def test_a_freed_slot_takes_a_contact_claimed_ahead_while_the_disk_stalls(
     assert ahead == LIMIT + 2 * LIMIT  # the live calls and the contacts claimed ahead
     counts = await breakdown(running, job_id)
     assert (counts["dialing"], counts["completed"], counts["pending"]) == (LIMIT, 2, 16)
+    # Listed as the counts show them: the live calls only.
+    resp = await running.client.get(
+        f"/batch/jobs/{job_id}?contactStatus=dialing", headers=running.headers()
+    )
+    listed = await resp.json()
+    live = {f"contact_{cid}" for cid in running.engine._live}
+    assert listed["contactsTotal"] == LIMIT
+    assert {c["id"] for c in listed["contacts"]} == live and len(live) == LIMIT
     number = {"organization": ORG, "phone_number_id": NUMBER}
     scraped = await scrape(running)
     assert value(scraped, "dialer_contacts_claimed_ahead", **number) == 2 * LIMIT
