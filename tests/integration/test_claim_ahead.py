@@ -245,6 +245,18 @@ async def test_a_cancel_cancels_the_contacts_claimed_ahead(
     assert (counts["dialing"], counts["completed"], counts["cancelled"]) == (0, 4, 16)
 
 
+async def never_dialed(
+    running: Running, job_id: str, provider: RecordingProvider, listed: str
+) -> None:
+    """The job runs to its end without dialing the listed number (the 19 others once): its
+    contact is cancelled as do-not-call."""
+    await run_to_end(running, job_id)
+    assert listed not in provider.numbers
+    assert len(provider.numbers) == 19
+    found = rows(running, "SELECT status, failure_reason FROM contacts WHERE phone = ?", listed)
+    assert found == [("cancelled", "do_not_call")]
+
+
 async def test_a_number_listed_do_not_call_is_not_dialed_from_the_contacts_claimed_ahead(
     start_app: StartApp, tmp_path: Path
 ) -> None:
@@ -254,11 +266,7 @@ async def test_a_number_listed_do_not_call_is_not_dialed_from_the_contacts_claim
     resp = await running.client.post("/dnc", json={"numbers": [listed]}, headers=running.headers())
     assert resp.status == 200
 
-    await run_to_end(running, job_id)
-    assert listed not in provider.numbers
-    assert len(provider.numbers) == 19
-    found = rows(running, "SELECT status, failure_reason FROM contacts WHERE phone = ?", listed)
-    assert found == [("cancelled", "do_not_call")]
+    await never_dialed(running, job_id, provider, listed)
 
 
 async def test_a_number_listed_from_outside_the_service_is_not_dialed_from_those_claimed_ahead(
@@ -281,11 +289,7 @@ async def test_a_number_listed_from_outside_the_service_is_not_dialed_from_those
 
     await settle(running, lambda: listed not in ahead() and len(ahead()) == 2 * LIMIT)  # again
 
-    await run_to_end(running, job_id)
-    assert listed not in provider.numbers
-    assert len(provider.numbers) == 19
-    found = rows(running, "SELECT status, failure_reason FROM contacts WHERE phone = ?", listed)
-    assert found == [("cancelled", "do_not_call")]
+    await never_dialed(running, job_id, provider, listed)
 
 
 async def test_a_contact_whose_calling_interval_ended_is_given_back_not_dialed(
