@@ -49,6 +49,7 @@ class FakeClock:
         self._now = start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        self._sleeps: set[asyncio.Future[None]] = set()  # the timers of `sleep` calls
 
     def now(self) -> float:
         return self._now
@@ -57,7 +58,12 @@ class FakeClock:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        await self._timer(seconds)
+        timer = self._timer(seconds)
+        self._sleeps.add(timer)
+        try:
+            await timer
+        finally:
+            self._sleeps.discard(timer)
 
     def _timer(self, seconds: float) -> asyncio.Future[None]:
         """A future that `advance` resolves `seconds` from now; on the clock as soon as made."""
@@ -104,6 +110,12 @@ class FakeClock:
     def timers(self) -> int:
         """How many sleepers wait on this clock."""
         return sum(1 for _, _, f in self._sleepers if not f.done())
+
+    @property
+    def sleeping(self) -> int:
+        """How many `sleep` calls wait on this clock (not the timeouts of `wait`: the engine's
+        own wake-ups, which may come and go at any time)."""
+        return sum(1 for f in self._sleeps if not f.done())
 
     @property
     def next_deadline(self) -> float | None:

@@ -150,7 +150,7 @@ async def test_window_closing_stops_new_calls_until_the_next_opening(
 
 async def _call_on_the_clock(running: Running) -> bool:
     """The live call waits on the fake clock (its task has run up to its sleep)."""
-    return running.clock.timers >= 1
+    return running.clock.sleeping >= 1
 
 
 async def _running_and_idle(running: Running, job_id: str) -> bool:
@@ -552,7 +552,7 @@ async def idle_with_live(running: Running) -> None:
 
 
 async def _calls_on_the_clock(running: Running) -> bool:
-    return running.clock.timers >= running.engine.live_calls()
+    return running.clock.sleeping >= running.engine.live_calls()
 
 
 async def _live(running: Running, count: int) -> bool:

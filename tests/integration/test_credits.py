@@ -99,7 +99,7 @@ async def dialing(running: Running, job_id: str, n: int) -> bool:
     return (
         detail["statusBreakdown"]["dialing"] == n
         and running.engine.idle.is_set()
-        and running.clock.timers >= n
+        and running.clock.sleeping >= n
     )
 
 

@@ -322,7 +322,7 @@ def replace_with_empty_database(db: Path) -> None:
 async def _dialing(running: Running, job_id: str, n: int) -> bool:
     """n contacts dialing, their calls waiting on the fake clock (safe to advance it)."""
     detail = await running.detail(job_id)
-    return bool(detail["statusBreakdown"]["dialing"] == n) and running.clock.timers >= n
+    return bool(detail["statusBreakdown"]["dialing"] == n) and running.clock.sleeping >= n
 
 
 async def advance_until(
