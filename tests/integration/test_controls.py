@@ -100,7 +100,7 @@ async def calls_in_progress(running: Running, job_id: str, n: int) -> bool:
     return (
         await breakdown_is(running, job_id, dialing=n)
         and running.engine.idle.is_set()
-        and running.clock.next_deadline is not None
+        and running.clock.sleeping >= n
     )
 
 

@@ -4,7 +4,6 @@ and provider health."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,8 @@ def fresh_ready_counts(running: Running) -> None:
 
 async def dialing(running: Running, job_id: str, n: int, completed: int = 0) -> None:
     """Wait until the job has n calls live and `completed` done, the engine waits for the
-    clock, and the calls started last have run their first step (so that their ends are on the
-    clock before the test advances it)."""
+    clock, and the calls wait on it (so that their ends are on the clock before the test
+    advances it)."""
 
     async def check() -> bool:
         counts = (await running.detail(job_id))["statusBreakdown"]
@@ -58,11 +57,10 @@ async def dialing(running: Running, job_id: str, n: int, completed: int = 0) -> 
             counts["dialing"] == n
             and counts["completed"] == completed
             and running.engine.idle.is_set()
+            and running.clock.sleeping >= n
         )
 
     await wait_until(check)
-    for _ in range(3):  # a yield, not a wait: the new call tasks are next in the loop's queue
-        await asyncio.sleep(0)
 
 
 async def test_figures_move_as_a_job_runs(start_app: StartApp, tmp_path: Path) -> None:
