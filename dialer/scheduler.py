@@ -437,7 +437,7 @@ class Engine:
 
     def has_not_live(self, job_id: str) -> bool:
         """The database may show contacts of the job in `dialing` that are no live call."""
-        return job_id in self._not_live_job or self._claiming[job_id] > 0
+        return job_id in self._not_live_job
 
     def is_not_live(self, contact_id: int) -> bool:
         """The contact is in `dialing` in the database but no live call (claimed ahead, being
