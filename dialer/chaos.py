@@ -17,6 +17,10 @@ machine is. After the last event the job runs to its end, the service is stopped
                     an attempt recorded `interrupted` although no kill happened while it could
                     have been live or its outcome unwritten (its real outcome was dropped)
   stuck contacts    contacts not in a final status at the end
+  attempts with no dial
+                    attempt rows counted for a call the provider never placed (contacts
+                    claimed, not yet dialed at a kill: the dial log gives them back; reported,
+                    not a failure: after a reboot the log is not trusted and they are counted)
   counter errors    status counts that do not add up (API breakdown, the per-job counters, the
                     contacts' attempt counts against their attempt rows)
 
@@ -86,6 +90,7 @@ class Audit:
     unexplained_attempts: list[tuple[int, int]] = field(default_factory=list)
     stuck: int = 0
     stuck_contacts: list[int] = field(default_factory=list)
+    undialed_attempts: int = 0
     unknown_dials: int = 0
     counter_errors: list[str] = field(default_factory=list)
     job_status: str | None = None
@@ -218,6 +223,8 @@ def audit(
         if extra > 0:
             result.double_dials += extra
             result.double_dialed_contacts.append(cid)
+
+    result.undialed_attempts = sum(1 for key in placed if key not in dials)
 
     # Lost: a dialed attempt without exactly one placed row that has an outcome and an end time.
     for key in sorted(dials):
@@ -871,6 +878,7 @@ class Runner:
             "interrupted": result.interrupted,
             "unexplained_interrupted": result.unexplained_interrupted,
             "stuck": result.stuck,
+            "undialed_attempts": result.undialed_attempts,
             "unknown_dials": result.unknown_dials,
             "counter_errors": result.counter_errors,
             "notes": self.notes,
@@ -907,6 +915,7 @@ ROWS = (
     ("interrupted", "interrupted attempts"),
     ("unexplained_interrupted", "interrupted, no kill"),
     ("stuck", "stuck contacts"),
+    ("undialed_attempts", "attempts with no dial"),
     ("wall_seconds", "wall time (s)"),
 )
 LABEL_WIDTH = 26

@@ -30,6 +30,7 @@ import structlog
 from dialer import autopause, logs, results, retry, windows
 from dialer.clock import Clock
 from dialer.config import Config
+from dialer.dialed import DialLog
 from dialer.held import HeldOutcomes
 from dialer.providers.base import DialRequest, DialResult, Provider
 from dialer.states import ContactStatus, JobStatus
@@ -77,6 +78,10 @@ DECK_MAX_AGE_SECONDS = 1.0
 WRITE_BATCH_SECONDS = 0.02
 # The reason recorded on the give-back of a contact claimed ahead that was not dialed.
 CLAIMED_AHEAD_REASON = "claimed ahead, not dialed"
+# The reason of a contact found `dialing` after a crash that the dial log says was never dialed.
+NOT_DIALED_REASON = "claimed, not dialed before a restart"
+# Why no call is placed while the dial log can be neither written nor removed.
+DIAL_LOG_STUCK = "the dial log beside the database can be neither written nor removed"
 # Weight of a cycle's ended calls in a job's moving average of call length.
 CALL_SECONDS_WEIGHT = 0.3
 # Numbers listed do-not-call from outside the service (the CLI writes to the database itself, so
@@ -302,6 +307,11 @@ class Engine:
         self.provider_outage: Outage | None = None
         self._reconciled = False
         self._journal = None if store.path == ":memory:" else HeldOutcomes(store.path + ".held")
+        # The attempts dialed, so that a restart after a crash tells the contacts claimed and
+        # never dialed from the calls that may be live (see dialer.dialed).
+        self._dial_log = (
+            None if store.path == ":memory:" else DialLog(store.path + ".dialed", store.path)
+        )
         self.wrote = False  # whether the last cycle wrote a transaction
         store.on_write_failed = self.notify
         self._buckets: dict[str, TokenBucket] = {}
@@ -503,6 +513,8 @@ class Engine:
             await self._drain()
         finally:
             self.running = False
+            if self._dial_log is not None:
+                self._dial_log.close()
 
     async def _step(self) -> None:
         """One pass of the loop: reconcile (once), activate jobs, one cycle, then wait."""
@@ -840,6 +852,8 @@ class Engine:
 
     def _written(self, outcomes: list[Outcome]) -> None:
         """These outcomes are in the database now: their contacts show as they are."""
+        if self._dial_log is not None:
+            self._dial_log.written((o.contact_id, o.attempt_no) for o in outcomes)
         if self._not_live or self._undialed:
             for o in outcomes:
                 self._not_live_drop(o.contact_id)
@@ -951,27 +965,9 @@ class Engine:
     def _given_back(self, organization_id: str, contact: ClaimedContact, now: float) -> Outcome:
         """A contact claimed ahead that will not be dialed: back to where it was, the attempt
         not counted (as a dial that never reached the provider)."""
-        status = _waiting_status(contact)
-        self._not_live_add(contact.id, contact.job_id, status)
-        first = status == ContactStatus.PENDING.value
-        return Outcome(
-            contact_id=contact.id,
-            job_id=contact.job_id,
-            organization_id=organization_id,
-            attempt_no=contact.attempt_no,
-            outcome="not_placed",
-            next_status=status,
-            next_retry_at=None if first else now,
-            sip_code=None,
-            reason=CLAIMED_AHEAD_REASON,
-            answered_at=None,
-            ended_at=now,
-            duration=None,
-            charged_usd=0.0,
-            started_at=contact.started_at,
-            give_back=True,
-            call_until=contact.call_until,
-        )
+        outcome = _not_dialed(organization_id, contact, now, CLAIMED_AHEAD_REASON)
+        self._not_live_add(contact.id, contact.job_id, outcome.next_status)
+        return outcome
 
     def _room(self, job: RunningJob) -> int:
         """Calls the job may start now within its own, its organization's and the global
@@ -1238,6 +1234,8 @@ class Engine:
         )
         if job.first_dial_at is None:
             job.first_dial_at = call.dialed_at
+        if not resumed and self._dial_log is not None:
+            self._dial_log.add(contact.id, contact.attempt_no)  # written before its dial
         self._live[contact.id] = call
         self._live_job[call.job_id] += 1
         self._live_org[call.organization_id] += 1
@@ -1251,6 +1249,13 @@ class Engine:
         try:
             if call.resumed:
                 result = await self.provider.resume(call.request)
+            elif self._dial_log is not None and not self._dial_log.flush():
+                result = DialResult(
+                    status=ContactStatus.FAILED,
+                    reason=DIAL_LOG_STUCK,
+                    not_placed=True,
+                    ended_at=self.clock.now(),
+                )
             else:
                 result = await self.provider.dial(call.request)
         except asyncio.CancelledError:
@@ -1499,18 +1504,41 @@ class Engine:
             for job_id in completed:
                 self._job_finished(job_id)
         left = await self.store.dialing_contacts()
-        if not left:
-            return
-        log.warning("reconciling_interrupted_calls", count=len(left))
+        dialed = self._dial_log.load() if self._dial_log is not None else None
         rows: dict[str, JobRow | None] = {}
         for contact in left:
             if contact.job_id not in rows:
                 rows[contact.job_id] = await self.store.get_job_by_id(contact.job_id)
+        if dialed is not None:
+            # The dial log of the last process can be trusted: who it does not list was
+            # claimed and never dialed (a contact claimed ahead, a claim the crash came
+            # before the call of).
+            now = self.clock.now()
+            never = [
+                _not_dialed(row.organization_id, contact, now, NOT_DIALED_REASON)
+                for contact in left
+                if (contact.id, contact.attempt_no) not in dialed
+                and (row := rows[contact.job_id]) is not None
+            ]
+            if never:
+                completed, refused = await self.store.record_outcomes(never, now)
+                log.warning("claimed_not_dialed_given_back", count=len(never) - len(refused))
+                for job_id in completed:
+                    self._job_finished(job_id)
+            back = {(o.contact_id, o.attempt_no) for o in never}
+            left = [c for c in left if (c.id, c.attempt_no) not in back]
+        resumed: list[tuple[int, int]] = []
+        if left:
+            log.warning("reconciling_interrupted_calls", count=len(left))
+        for contact in left:
             row = rows[contact.job_id]
             if row is None:
                 continue
             job = self._jobs.get(row.id) or RunningJob(row=row, policy=_policy(row))
             self._start_call(job, contact, resumed=True)
+            resumed.append((contact.id, contact.attempt_no))
+        if self._dial_log is not None:
+            self._dial_log.start(resumed)
 
 
 def _zone(job: JobRow, contact: ClaimedContact) -> str:
@@ -1538,6 +1566,31 @@ def _earliest(a: float | None, b: float | None) -> float | None:
     if b is None:
         return a
     return min(a, b)
+
+
+def _not_dialed(organization_id: str, contact: ClaimedContact, now: float, reason: str) -> Outcome:
+    """A contact claimed and never dialed goes back to where it was, the attempt not counted
+    (as a dial that never reached the provider)."""
+    status = _waiting_status(contact)
+    first = status == ContactStatus.PENDING.value
+    return Outcome(
+        contact_id=contact.id,
+        job_id=contact.job_id,
+        organization_id=organization_id,
+        attempt_no=contact.attempt_no,
+        outcome="not_placed",
+        next_status=status,
+        next_retry_at=None if first else now,
+        sip_code=None,
+        reason=reason,
+        answered_at=None,
+        ended_at=now,
+        duration=None,
+        charged_usd=0.0,
+        started_at=contact.started_at,
+        give_back=True,
+        call_until=contact.call_until,
+    )
 
 
 def _waiting_status(contact: ClaimedContact) -> str:

@@ -501,7 +501,7 @@ WHERE job_id = :job_id AND status = 'queued' AND next_retry_at > :now
 
 -- dialing_contacts --
 SELECT c.id, c.job_id, c.seq, c.phone, c.contact_data, c.attempt_count, c.max_attempts,
-       a.room_name, a.started_at, c.timezone
+       a.room_name, a.started_at, c.timezone, c.call_until
 FROM contacts c
 JOIN attempts a ON a.contact_id = c.id AND a.attempt_no = c.attempt_count AND a.outcome IS NULL
 WHERE c.status = 'dialing'

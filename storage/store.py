@@ -888,6 +888,9 @@ class Store:
                     room_name=r["room_name"],
                     started_at=r["started_at"],
                     zones=r["timezone"],
+                    call_until=r["call_until"],
+                    # Where it goes back to if it was never dialed (a retry: due at once).
+                    was="pending" if r["attempt_count"] == 1 else "queued",
                 )
                 for r in conn.execute(Q()["dialing_contacts"])
             ]

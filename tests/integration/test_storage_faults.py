@@ -360,3 +360,25 @@ async def _failed(running: Running) -> bool:
 
 async def _held_on_disk(running: Running, n: int) -> bool:
     return len(HeldOutcomes(running.store.path + ".held").load()) == n
+
+
+async def test_no_call_is_placed_while_the_dial_log_is_stuck(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A dial log that can be neither written nor removed would tell the next start that the
+    calls placed meanwhile were never dialed: no call is placed, no attempt counted, and health
+    says why."""
+    running, provider = await start(start_app, tmp_path)
+    await settle(running)  # the engine's start wrote its dial log
+    dial_log = running.engine._dial_log
+    assert dial_log is not None and dial_log.enabled
+    dial_log.blocked = True  # as when both the write and the removal failed
+    job_id = (await running.create_json(phones(2)))["batchJobId"]
+    await wait_until(lambda: _has_outage(running))
+    await settle(running)
+    assert provider.ledger == []
+    assert provider.tries == 0
+    detail = await running.detail(job_id)
+    assert all(c["attemptCount"] == 0 for c in detail["contacts"])
+    status, body = await health_of(running)
+    assert status == 200 and "dial log" in body["checks"]["provider"]

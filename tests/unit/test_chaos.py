@@ -132,6 +132,18 @@ def test_more_dials_than_placed_attempts_is_a_double_dial(synth: Synth) -> None:
     assert result.lost_attempts == [(2, 2)]
 
 
+def test_an_attempt_counted_with_no_dial_is_reported_not_failed(synth: Synth) -> None:
+    """An attempt row for a call never placed (claimed, then a kill before the dial, on a
+    start that could not trust the dial log) is counted apart, and is no failure."""
+    assert synth.audit().undialed_attempts == 0
+    cid = synth.contact("failed", 1)
+    synth.attempt(cid, 1, "failed", reason="interrupted")
+    synth.conn.execute("UPDATE jobs SET total_contacts = 6")
+    result = synth.audit()
+    assert result.undialed_attempts == 1
+    assert result.ok, result
+
+
 def test_a_dial_with_no_recorded_outcome_is_lost(synth: Synth) -> None:
     """Dialed attempts whose row is missing, open, without an end time or not_placed are lost."""
     open_ = synth.contact("completed", 1)
@@ -299,6 +311,7 @@ def test_format_report_names_every_figure() -> None:
     for label in ("kills", "lock episodes", "disk-full episodes", "dials", "double dials"):
         assert f"\n{label} " in f"\n{text}"
     assert "lost outcomes" in text and "stuck contacts" in text and "wall time" in text
+    assert "attempts with no dial" in text
     assert "counters                   add up" in text
     assert "slowest recovery (s)       -" in text
     assert "note: disk-full episodes skipped: cannot mount (x)" in text

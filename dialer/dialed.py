@@ -1,0 +1,179 @@
+"""The dial log: the attempts this process dialed, in a file beside the database.
+
+A contact is moved to `dialing` (its attempt row written) before its call is placed, and a
+contact claimed ahead may wait there a second or two for a slot. After a crash, the database
+alone cannot tell such a contact from one whose call was placed: both were recorded
+`interrupted`, an attempt counted without a call (with `maxAttempts` 1 the contact was never
+called at all). The engine therefore appends each attempt to this file before it is dialed, and
+the next start gives back, without counting the attempt, a contact left `dialing` whose attempt
+the file does not list. Every other one is asked about as before, never dialed again.
+
+The file is trusted only when the crash cannot have lost its tail: its first line names the boot
+of the machine and the database file it was written for. A write is in the operating system's
+cache once `os.write` returns, so a process crash (`kill -9`, out of memory) loses nothing of it;
+a power cut or a kernel crash may, and the machine then booted again: the file is not trusted
+and every contact left `dialing` is asked about, as without the file. A file that cannot be
+written is removed (the next start then trusts nothing); if it cannot be removed either, no call
+is placed until the service is restarted. Created readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("dialer.dialed")
+
+HEADER = "dialer dial log 1"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+# The file is written again with only the attempts whose outcome is not yet written after this
+# many lines (about 12 bytes each).
+ROTATE_LINES = 100_000
+
+Attempt = tuple[int, int]  # (contact id, attempt number)
+
+
+def boot_id() -> str | None:
+    """This boot of the machine (Linux), or None where it cannot be told."""
+    try:
+        return BOOT_ID.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
+
+
+class DialLog:
+    def __init__(self, path: str, database: str, rotate_lines: int = ROTATE_LINES) -> None:
+        self.path = path
+        self._database = database
+        self._rotate_lines = rotate_lines
+        self._fd: int | None = None
+        self._pending: list[str] = []  # lines of attempts added, not yet written
+        self._open: set[Attempt] = set()  # logged (or about to be), outcome not yet written
+        self._lines = 0
+        # The file can be neither written nor removed: no call may be placed (see flush).
+        self.blocked = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._fd is not None
+
+    def _identity(self) -> str | None:
+        boot = boot_id()
+        try:
+            found = os.stat(self._database)
+        except OSError:
+            return None
+        if boot is None:
+            return None
+        return f"{HEADER} boot={boot} db={found.st_dev}:{found.st_ino}"
+
+    def load(self) -> set[Attempt] | None:
+        """The attempts the previous process logged, or None when its file cannot be trusted:
+        there is none, or it was written in another boot of the machine (a power cut may have
+        lost its tail) or for another database file (a restored copy)."""
+        identity = self._identity()
+        try:
+            with open(self.path, encoding="ascii", errors="replace") as f:
+                first = f.readline().rstrip("\n")
+                if identity is None or first != identity:
+                    return None
+                body = f.read()
+        except OSError:
+            return None
+        found: set[Attempt] = set()
+        for line in body.splitlines():
+            parts = line.split(" ")
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                found.add((int(parts[0]), int(parts[1])))
+        return found
+
+    def start(self, live: Iterable[Attempt]) -> None:
+        """Begin this process's file, listing the attempts already live (calls resumed)."""
+        self._open = set(live)
+        self._pending.clear()
+        self._rewrite()
+
+    def add(self, contact_id: int, attempt_no: int) -> None:
+        """An attempt about to be dialed: written by the next `flush`."""
+        if self._fd is not None:
+            self._pending.append(f"{contact_id} {attempt_no}\n")
+            self._open.add((contact_id, attempt_no))
+
+    def flush(self) -> bool:
+        """Write the attempts added since the last flush (one write for all). False when no
+        call may be placed: the file could be neither written nor removed."""
+        if self.blocked:
+            return False
+        pending = self._pending
+        if not pending or self._fd is None:
+            return True
+        data = "".join(pending).encode("ascii")
+        try:
+            if os.write(self._fd, data) != len(data):
+                raise OSError("short write (the disk may be full)")
+        except OSError as exc:
+            self._give_up(exc)
+            return not self.blocked
+        self._lines += len(pending)
+        pending.clear()
+        if self._lines >= self._rotate_lines:
+            self._rewrite()
+        return True
+
+    def written(self, attempts: Iterable[Attempt]) -> None:
+        """These attempts' outcomes are in the database: a later rewrite leaves them out."""
+        if self._open:
+            self._open.difference_update(attempts)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _rewrite(self) -> None:
+        """The file holds this boot's identity and the attempts still open, and nothing else
+        (written beside it, then renamed over it: a crash leaves one or the other whole)."""
+        self.close()
+        identity = self._identity()
+        if identity is None:
+            self._give_up(OSError("this machine's boot cannot be told (no boot id)"), "warning")
+            return
+        tmp = self.path + ".tmp"
+        data = "".join([identity + "\n", *(f"{c} {a}\n" for c, a in sorted(self._open))])
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if os.write(fd, data.encode("ascii")) != len(data):
+                    raise OSError("short write (the disk may be full)")
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            self._give_up(exc)
+            return
+        self._lines = 0
+
+    def _give_up(self, exc: OSError, level: str = "error") -> None:
+        """The file cannot be kept: remove it, so that the next start trusts nothing; if it
+        cannot be removed, it would wrongly say what was not dialed: block every dial."""
+        self.close()
+        self._pending.clear()
+        self._open.clear()
+        for path in (self.path + ".tmp", self.path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as gone:
+                if path == self.path:
+                    self.blocked = True
+                    log.error("dial_log_stuck", path=path, error=str(gone), write_error=str(exc))
+                    return
+        log.log(getattr(logging, level.upper()), "dial_log_dropped", path=self.path, error=str(exc))

@@ -1,0 +1,129 @@
+"""The dial log: what a restart may trust about which attempts the last process dialed."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from dialer import dialed
+from dialer.dialed import DialLog
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "dialer.db"
+    path.write_bytes(b"a database")
+    return path
+
+
+@pytest.fixture
+def boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """This machine's boot id, as a file the test can change (a reboot)."""
+    path = tmp_path / "boot_id"
+    path.write_text("boot-1\n")
+    monkeypatch.setattr(dialed, "BOOT_ID", path)
+    return path
+
+
+def dial_log(database: Path, rotate_lines: int = 1000) -> DialLog:
+    return DialLog(str(database) + ".dialed", str(database), rotate_lines)
+
+
+def test_attempts_flushed_are_what_the_next_start_loads(database: Path, boot: Path) -> None:
+    log = dial_log(database)
+    assert log.load() is None  # no file: nothing can be told apart
+    log.start([(7, 2)])  # a call resumed at the start
+    log.add(1, 1)
+    log.add(2, 3)
+    assert dial_log(database).load() == {(7, 2)}  # added, not yet written
+    assert log.flush()
+    log.add(3, 1)  # never flushed: never dialed
+    assert dial_log(database).load() == {(7, 2), (1, 1), (2, 3)}
+    mode = stat.S_IMODE(os.stat(log.path).st_mode)
+    assert mode == 0o600
+
+
+def test_another_boot_or_another_database_is_not_trusted(database: Path, boot: Path) -> None:
+    log = dial_log(database)
+    log.start([])
+    log.add(1, 1)
+    assert log.flush()
+    assert dial_log(database).load() == {(1, 1)}
+    boot.write_text("boot-2\n")  # a power cut may have lost what the cache held
+    assert dial_log(database).load() is None
+    boot.write_text("boot-1\n")
+    copy = database.with_suffix(".copy")
+    copy.write_bytes(database.read_bytes())
+    os.replace(copy, database)  # a restored copy of the database: another file
+    assert dial_log(database).load() is None
+
+
+def test_a_machine_without_a_boot_id_keeps_no_log(
+    database: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(dialed, "BOOT_ID", tmp_path / "missing")
+    log = dial_log(database)
+    Path(log.path).write_text("left by an older start\n")
+    log.start([])
+    assert not os.path.exists(log.path)
+    log.add(1, 1)
+    assert log.flush()  # calls go on; a restart trusts nothing, as without the log
+    assert log.load() is None
+
+
+def test_rewritten_with_only_the_attempts_not_yet_written(database: Path, boot: Path) -> None:
+    log = dial_log(database, rotate_lines=4)
+    log.start([])
+    for contact in range(1, 4):
+        log.add(contact, 1)
+    assert log.flush()
+    log.written([(1, 1), (2, 1)])  # their outcomes are in the database
+    log.add(4, 1)
+    assert log.flush()  # the fourth line: the file is rewritten
+    assert dial_log(database).load() == {(3, 1), (4, 1)}
+    log.add(5, 2)
+    assert log.flush()
+    assert dial_log(database).load() == {(3, 1), (4, 1), (5, 2)}
+    assert not os.path.exists(log.path + ".tmp")
+
+
+@pytest.fixture
+def one_dial(database: Path, boot: Path) -> DialLog:
+    """A log started, with one attempt written."""
+    log = dial_log(database)
+    log.start([])
+    log.add(1, 1)
+    assert log.flush()
+    return log
+
+
+def failing(*args: object) -> int:
+    raise OSError(5, "Input/output error")
+
+
+def test_a_file_that_cannot_be_written_is_removed(
+    one_dial: DialLog, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dialed.os, "write", failing)  # a full disk, an I/O error
+    one_dial.add(2, 1)
+    assert one_dial.flush()  # the call may go on: the next start trusts nothing
+    assert not os.path.exists(one_dial.path)
+    assert dial_log(database).load() is None
+    assert not one_dial.enabled and not one_dial.blocked
+
+
+def test_a_file_that_can_be_neither_written_nor_removed_blocks_every_dial(
+    one_dial: DialLog, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as failing_disk:
+        failing_disk.setattr(dialed.os, "write", failing)
+        failing_disk.setattr(dialed.os, "unlink", failing)
+        one_dial.add(2, 1)
+        assert not one_dial.flush()  # it would say (2, 1) was never dialed: no dial at all
+        assert one_dial.blocked
+        one_dial.add(3, 1)
+        assert not one_dial.flush()
+    assert dial_log(database).load() == {(1, 1)}
