@@ -1493,7 +1493,9 @@ class Engine:
 
     async def _reconcile(self) -> None:
         """Contacts left in `dialing` by a crash: first write the outcomes a storage outage
-        held (their calls ended), then ask the provider about the rest, never dial blindly."""
+        held (their calls ended), then give back those the dial log says were never dialed,
+        then ask the provider about the rest, never dial blindly. Then start this process's
+        dial log, before any call is placed."""
         held = self._journal.load() if self._journal is not None else []
         if held:
             completed, refused = await self.store.record_outcomes(held, self.clock.now())
