@@ -130,6 +130,19 @@ class DialLog:
         if self._open:
             self._open.difference_update(attempts)
 
+    def remove(self) -> None:
+        """The process stops as asked: this process's file goes (a file it did not start, the
+        previous process's, stays for the next start)."""
+        if self._fd is None:
+            return
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("dial_log_not_removed", path=self.path, error=str(exc))
+
     def close(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):

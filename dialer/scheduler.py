@@ -511,6 +511,11 @@ class Engine:
                 except StorageUnavailable as exc:
                     await self._storage_failed(exc)
             await self._drain()
+            if self._dial_log is not None:
+                # Stopped as asked: the next start asks the provider about any call left live
+                # rather than trusting a file that a run of an older version (which keeps
+                # none) could leave out of date.
+                self._dial_log.remove()
         finally:
             self.running = False
             if self._dial_log is not None:

@@ -187,6 +187,11 @@ async def test_held_outcomes_survive_a_crash(
     assert all(c["attemptCount"] == 1 for c in detail["contacts"])
     assert provider2.ledger == []  # nobody was dialed again
     assert not exists(journal.path)
+    dial_log = again.store.path + ".dialed"
+    assert exists(dial_log)
+    again.engine.stop()
+    await wait_until(lambda: _stopped(again))
+    assert not exists(dial_log)  # stopped as asked: the next start trusts no file
 
 
 async def test_unreachable_provider_is_backed_off_for_all_jobs_then_jobs_pause(
@@ -382,3 +387,7 @@ async def test_no_call_is_placed_while_the_dial_log_is_stuck(
     assert all(c["attemptCount"] == 0 for c in detail["contacts"])
     status, body = await health_of(running)
     assert status == 200 and "dial log" in body["checks"]["provider"]
+
+
+async def _stopped(running: Running) -> bool:
+    return not running.engine.running

@@ -127,3 +127,19 @@ def test_a_file_that_can_be_neither_written_nor_removed_blocks_every_dial(
         one_dial.add(3, 1)
         assert not one_dial.flush()
     assert dial_log(database).load() == {(1, 1)}
+
+
+def test_a_stop_as_asked_removes_only_its_own_file(database: Path, boot: Path) -> None:
+    """The previous process's file stays until this one starts its own; a stop as asked removes
+    this one's (the next start then asks the provider about every call left live)."""
+    previous = dial_log(database)
+    previous.start([])
+    previous.add(1, 1)
+    assert previous.flush()
+    previous.close()  # a crash
+    log = dial_log(database)
+    log.remove()  # stopped before it started its own: the crash's file is still needed
+    assert log.load() == {(1, 1)}
+    log.start([(1, 1)])
+    log.remove()
+    assert not os.path.exists(log.path)
