@@ -8,8 +8,10 @@ called at all). The engine therefore appends each attempt to this file before it
 the next start gives back, without counting the attempt, a contact left `dialing` whose attempt
 the file does not list. Every other one is asked about as before, never dialed again.
 
-The file is trusted only when the crash cannot have lost its tail: its first line names the boot
-of the machine and the database file it was written for. A write is in the operating system's
+The file is trusted only when the crash cannot have lost its tail and no other process ran on the
+database since: its first line names the boot of the machine, the database file it was written
+for and the process that wrote it, which must be the last `dialer serve` that held the database's
+instance lock (see dialer.instance). A write is in the operating system's
 cache once `os.write` returns, so a process crash (`kill -9`, out of memory) loses nothing of it;
 a power cut or a kernel crash may, and the machine then booted again: the file is not trusted
 and every contact left `dialing` is asked about, as without the file. A file that cannot be
@@ -26,6 +28,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import structlog
+
+from dialer import instance
 
 log = structlog.get_logger("dialer.dialed")
 
@@ -63,6 +67,7 @@ class DialLog:
         return self._fd is not None
 
     def _identity(self) -> str | None:
+        """The first line's start: this boot and this database file."""
         boot = boot_id()
         try:
             found = os.stat(self._database)
@@ -70,17 +75,21 @@ class DialLog:
             return None
         if boot is None:
             return None
-        return f"{HEADER} boot={boot} db={found.st_dev}:{found.st_ino}"
+        return f"{HEADER} boot={boot} db={found.st_dev}:{found.st_ino} pid="
 
     def load(self) -> set[Attempt] | None:
         """The attempts the previous process logged, or None when its file cannot be trusted:
         there is none, or it was written in another boot of the machine (a power cut may have
-        lost its tail) or for another database file (a restored copy)."""
+        lost its tail), for another database file (a restored copy), or by a process other than
+        the last `dialer serve` on the database (one of a version that keeps no file ran since)."""
         identity = self._identity()
+        last = instance.previous_holder(self._database)
         try:
             with open(self.path, encoding="ascii", errors="replace") as f:
                 first = f.readline().rstrip("\n")
-                if identity is None or first != identity:
+                if identity is None or not first.startswith(identity):
+                    return None
+                if last is not None and first.removeprefix(identity) != last:
                     return None
                 body = f.read()
         except OSError:
@@ -158,7 +167,8 @@ class DialLog:
             self._give_up(OSError("this machine's boot cannot be told (no boot id)"), "warning")
             return
         tmp = self.path + ".tmp"
-        data = "".join([identity + "\n", *(f"{c} {a}\n" for c, a in sorted(self._open))])
+        head = f"{identity}{os.getpid()}\n"
+        data = "".join([head, *(f"{c} {a}\n" for c, a in sorted(self._open))])
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:

@@ -42,6 +42,19 @@ def acquire(database: str) -> int:
     except BaseException:
         os.close(fd)
         raise
+    with contextlib.suppress(OSError):
+        _previous[database] = os.pread(fd, 32, 0).decode(errors="replace").strip()
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+# database -> the PID its lock file named when this process took the lock (the last `dialer
+# serve` on it before this one; "" for none).
+_previous: dict[str, str] = {}
+
+
+def previous_holder(database: str) -> str | None:
+    """The PID of the last `dialer serve` on the database before this process, as its lock file
+    said when this process took the lock; None if this process did not take it."""
+    return _previous.get(database)

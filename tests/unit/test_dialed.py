@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dialer import dialed
+from dialer import dialed, instance
 from dialer.dialed import DialLog
 
 
@@ -143,3 +143,29 @@ def test_a_stop_as_asked_removes_only_its_own_file(database: Path, boot: Path) -
     log.start([(1, 1)])
     log.remove()
     assert not os.path.exists(log.path)
+
+
+def test_only_the_last_serve_on_the_database_is_trusted(
+    database: Path, boot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file is read only if the process that wrote it was the last to hold the database's
+    instance lock: a run of a version that keeps no file in between leaves it out of date."""
+    monkeypatch.setattr(instance, "_previous", {})
+    lock = Path(instance.lock_path(str(database)))
+    with monkeypatch.context() as writer:
+        writer.setattr(dialed.os, "getpid", lambda: 4242)
+        log = dial_log(database)
+        log.start([])
+        log.add(1, 1)
+        assert log.flush()
+        log.close()  # pid 4242 crashed
+    assert dial_log(database).load() == {(1, 1)}  # no lock taken here: not asked
+
+    for last, trusted in (("4242", True), ("5151", False)):
+        lock.write_text(f"{last}\n")  # the last serve before this one
+        fd = instance.acquire(str(database))
+        try:
+            assert instance.previous_holder(str(database)) == last
+            assert (dial_log(database).load() == {(1, 1)}) is trusted
+        finally:
+            os.close(fd)
