@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import structlog
 
 from dialer import config as configmod
-from dialer import dnc, instance, intake, keys, logs, results
+from dialer import dialed, dnc, instance, intake, keys, logs, results
 from dialer.clock import SystemClock
 from dialer.service import ServiceError
 from storage.db import StorageError
@@ -151,6 +151,7 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             instance.acquire(path)  # held until the process ends
+            dialed.adopt(path)  # the last serve's dial log, as this process's
         except instance.InstanceLocked as exc:
             raise StartupError(str(exc)) from None
         except OSError as exc:

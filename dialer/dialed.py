@@ -11,12 +11,15 @@ the file does not list. Every other one is asked about as before, never dialed a
 The file is trusted only when the crash cannot have lost its tail and no other process ran on the
 database since: its first line names the boot of the machine, the database file it was written
 for and the process that wrote it, which must be the last `dialer serve` that held the database's
-instance lock (see dialer.instance). A write is in the operating system's
-cache once `os.write` returns, so a process crash (`kill -9`, out of memory) loses nothing of it;
-a power cut or a kernel crash may, and the machine then booted again: the file is not trusted
-and every contact left `dialing` is asked about, as without the file. A file that cannot be
-written is removed (the next start then trusts nothing); if it cannot be removed either, no call
-is placed until the service is restarted. Created readable by its owner only.
+instance lock (see dialer.instance). A `dialer serve` takes the file over as soon as it holds the
+lock (`adopt`), so that a start that fails before it dials leaves the file as it found it.
+
+A write is in the operating system's cache once `os.write` returns, so a process crash
+(`kill -9`, out of memory) loses nothing of it; a power cut or a kernel crash may, and the
+machine then booted again: the file is not trusted and every contact left `dialing` is asked
+about, as without the file. A file that cannot be written is removed (the next start then trusts
+nothing); if it cannot be removed either, no call is placed until the service is restarted.
+Created readable by its owner only.
 """
 
 from __future__ import annotations
@@ -48,6 +51,33 @@ def boot_id() -> str | None:
         return BOOT_ID.read_text(encoding="ascii").strip() or None
     except OSError:
         return None
+
+
+# The databases whose dial log this process took over (see adopt).
+_adopted: set[str] = set()
+
+
+def adopt(database: str) -> None:
+    """Take over the last `dialer serve`'s dial log, right after taking the database's instance
+    lock: a file that can be trusted is written again as this process's, with the same
+    attempts; one that cannot is removed. Either way a start that fails before its engine runs
+    (storage unavailable, the port taken) leaves it as trustworthy as it found it, and the next
+    start reads it as the last serve's."""
+    taken = DialLog(database + ".dialed", database)
+    found = taken.load()
+    if found is None:
+        try:
+            os.unlink(taken.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # it names another process: never trusted by a later start
+            log.warning("dial_log_not_removed", path=taken.path, error=str(exc))
+        return
+    taken.start(found)
+    taken.close()
+    if taken.blocked:  # neither written nor removed: it still names the last serve
+        return
+    _adopted.add(database)
 
 
 class DialLog:
@@ -84,6 +114,8 @@ class DialLog:
         the last `dialer serve` on the database (one of a version that keeps no file ran since)."""
         identity = self._identity()
         last = instance.previous_holder(self._database)
+        if self._database in _adopted:
+            last = str(os.getpid())  # taken over by this process (see adopt)
         try:
             with open(self.path, encoding="ascii", errors="replace") as f:
                 first = f.readline().rstrip("\n")

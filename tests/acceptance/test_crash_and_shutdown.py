@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
 import urllib.request
 from collections import Counter
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.acceptance.conftest import dialer_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +70,10 @@ def test_kill_9_mid_job_never_dials_twice(service_factory: Any) -> None:
     assert left_dialing, "the kill should interrupt live calls"
     dialed_before = {(e["contact"], e["attempt"]) for e in svc.ledger_entries()}
 
+    # A start that fails after taking the database (its port is taken) changes nothing.
+    with socket.create_server(("127.0.0.1", svc.port)):
+        failed = subprocess.run(dialer_cmd("serve", "--config", str(svc.config)), timeout=60)
+    assert failed.returncode != 0
     svc.start()
     svc.wait(lambda: job_status(svc, job_id)["status"] == "completed")
 

@@ -169,3 +169,38 @@ def test_only_the_last_serve_on_the_database_is_trusted(
             assert (dial_log(database).load() == {(1, 1)}) is trusted
         finally:
             os.close(fd)
+
+
+def test_a_serve_takes_the_last_ones_file_over_so_a_failed_start_changes_nothing(
+    database: Path, boot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after taking the lock, a serve writes the last serve's file again as its own (the
+    same attempts): if it then fails to start, the next serve still trusts it. A file the last
+    serve did not write is removed at once."""
+    monkeypatch.setattr(instance, "_previous", {})
+    monkeypatch.setattr(dialed, "_adopted", set())
+    lock = Path(instance.lock_path(str(database)))
+    with monkeypatch.context() as writer:
+        writer.setattr(dialed.os, "getpid", lambda: 4242)
+        crashed = dial_log(database)
+        crashed.start([(5, 2)])
+        crashed.add(1, 1)
+        assert crashed.flush()
+        crashed.close()
+    lock.write_text("4242\n")
+    fd = instance.acquire(str(database))
+    try:
+        dialed.adopt(str(database))
+        assert Path(crashed.path).read_text().splitlines()[0].endswith(f"pid={os.getpid()}")
+        assert dial_log(database).load() == {(5, 2), (1, 1)}  # this serve's engine reads it
+    finally:
+        os.close(fd)
+    # This serve failed before its engine ran; the next one finds it named in the lock file.
+    monkeypatch.setattr(dialed, "_adopted", set())
+    monkeypatch.setattr(instance, "_previous", {str(database): str(os.getpid())})
+    assert dial_log(database).load() == {(5, 2), (1, 1)}
+
+    monkeypatch.setattr(instance, "_previous", {str(database): "6161"})  # someone else ran
+    dialed.adopt(str(database))
+    assert not os.path.exists(crashed.path)
+    assert str(database) not in dialed._adopted
