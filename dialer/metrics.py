@@ -217,6 +217,13 @@ class DialerCollector(Collector):
                 "Outcomes of ended calls held in memory, not yet written (grows during a "
                 "storage outage).",
             ),
+            (
+                "dialer_dial_log_kept",
+                "1 while the dial log is kept (after a crash, contacts claimed and never "
+                "dialed go back undialed); 0 before the engine starts it, once a write to it "
+                "failed (the next start after a crash counts them interrupted), or with the "
+                "database in memory.",
+            ),
         )
         values: tuple[float, ...] = ()
         if parts is not None:
@@ -226,6 +233,7 @@ class DialerCollector(Collector):
                 float(engine.storage_outage is None and store.storage_problem is None),
                 float(engine.provider_outage is None),
                 float(engine.held_outcomes),
+                float(engine.dial_log_kept),
             )
         for index, (name, documentation) in enumerate(families):
             gauge = GaugeMetricFamily(name, documentation)

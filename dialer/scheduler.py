@@ -416,6 +416,11 @@ class Engine:
         """Outcomes of ended calls not yet written."""
         return len(self._held) + len(self._done)
 
+    @property
+    def dial_log_kept(self) -> bool:
+        """Attempts are being written to the dial log (see dialer.dialed)."""
+        return self._dial_log is not None and self._dial_log.enabled
+
     def live_calls(self, job_id: str | None = None) -> int:
         return len(self._live) if job_id is None else self._live_job[job_id]
 

@@ -11,10 +11,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import metrics
-from dialer import webhooks
+from dialer import dialed, webhooks
 from dialer.clock import FakeClock
 from tests.conftest import NUMBER, ORG, OTHER_ORG, Running, StartApp, make_config, wait_until
-from tests.integration.test_storage_faults import FailingWrites, LedgerProvider
+from tests.integration.test_storage_faults import FailingWrites, LedgerProvider, exists
 
 Samples = list[tuple[str, dict[str, str], float]]
 
@@ -281,3 +281,27 @@ async def test_each_app_has_its_own_registry(start_app: StartApp, tmp_path: Path
         value(await scrape(busy), "dialer_dials_total", outcome="completed", sip_code="none") == 3
     )
     assert not [s for s in await scrape(quiet) if s[0] == "dialer_dials_total"]
+
+
+async def test_a_dial_log_that_cannot_be_written_is_dropped_and_calls_go_on(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dial log is kept from the engine's start; a write to it that fails (a full disk)
+    drops it: the gauge says so, the file is gone, and the calls are placed all the same."""
+    config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}})
+    clock = FakeClock()
+    provider = LedgerProvider(config, clock)
+    running = await start_app(config, provider=provider, clock=clock)
+    job_id = (await running.create_json(phones(2), concurrentCallLimit=1))["batchJobId"]
+    await dialing(running, job_id, 1)
+    assert value(await scrape(running), "dialer_dial_log_kept") == 1
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dialed.os, "write", full)
+    await clock.advance(60)  # the first call ends; the second one's attempt cannot be logged
+    await dialing(running, job_id, 1, completed=1)
+    assert value(await scrape(running), "dialer_dial_log_kept") == 0
+    assert not exists(running.store.path + ".dialed")
+    assert [contact for contact, _ in provider.ledger] == [1, 2]
