@@ -225,18 +225,27 @@ async def test_token_is_required_when_configured(start_app: StartApp, tmp_path: 
     assert value(samples, "dialer_engine_running") == 1
 
 
+async def long_calls(
+    start_app: StartApp, tmp_path: Path, contacts: int, limit: int
+) -> tuple[Running, LedgerProvider, FakeClock, str]:
+    """A job of minute-long calls on the fake clock, its first `limit` calls live."""
+    config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}})
+    clock = FakeClock()
+    provider = LedgerProvider(config, clock)
+    running = await start_app(config, provider=provider, clock=clock)
+    created = await running.create_json(phones(contacts), concurrentCallLimit=limit)
+    job_id: str = created["batchJobId"]
+    await dialing(running, job_id, limit)
+    return running, provider, clock, job_id
+
+
 async def test_storage_and_provider_health(
     start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Storage health drops while writes fail (failures counted, outcomes held) and comes back;
     provider reachability drops while dials do not reach it."""
     fail = FailingWrites(monkeypatch)
-    config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}})
-    clock = FakeClock()
-    provider = LedgerProvider(config, clock)
-    running = await start_app(config, provider=provider, clock=clock)
-    job_id = (await running.create_json(phones(4), concurrentCallLimit=2))["batchJobId"]
-    await dialing(running, job_id, 2)
+    running, provider, clock, _ = await long_calls(start_app, tmp_path, 4, 2)
     fail.on = True
     await clock.advance(60)
     await wait_until(lambda: _storage_down(running))
@@ -288,12 +297,7 @@ async def test_a_dial_log_that_cannot_be_written_is_dropped_and_calls_go_on(
 ) -> None:
     """The dial log is kept from the engine's start; a write to it that fails (a full disk)
     drops it: the gauge says so, the file is gone, and the calls are placed all the same."""
-    config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}})
-    clock = FakeClock()
-    provider = LedgerProvider(config, clock)
-    running = await start_app(config, provider=provider, clock=clock)
-    job_id = (await running.create_json(phones(2), concurrentCallLimit=1))["batchJobId"]
-    await dialing(running, job_id, 1)
+    running, provider, clock, job_id = await long_calls(start_app, tmp_path, 2, 1)
     assert value(await scrape(running), "dialer_dial_log_kept") == 1
 
     def full(fd: int, data: bytes) -> int:
