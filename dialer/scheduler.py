@@ -1226,6 +1226,7 @@ class Engine:
             timezone=_zone(job, contact),
             callback_url=results.callback_url(self.public_url, contact.room_name),
             callback_secret=self._callback_secret,
+            on_answered=self._answered,
         )
 
     def _start_call(
@@ -1420,11 +1421,21 @@ class Engine:
             log.error("provider_unreachable", error=reason)
             self.give_back_claimed_ahead()
         outage.error = reason
-        if call.contact.started_at >= outage.since:  # a probe (not a call already in flight)
+        # A probe is started after the outage began; a call started before it, or at that very
+        # moment (several dials refused together), was already in flight: only a probe's
+        # failure makes the next one wait longer.
+        if call.contact.started_at > outage.since:
             wait = outage.backoff(NOT_PLACED_BACKOFF_SECONDS, PROVIDER_PROBE_MAX_SECONDS)
             outage.next_probe = now + wait
         else:
             outage.next_probe = max(outage.next_probe, now + NOT_PLACED_BACKOFF_SECONDS)
+
+    def _answered(self) -> None:
+        """A call was answered (the provider's hook, see DialRequest.on_answered): a probe's
+        call ends a provider outage at its answer, so dialing resumes without waiting for it
+        to end."""
+        if self.provider_outage is not None:
+            self._provider_reachable(self.clock.now())
 
     def _provider_reachable(self, now: float) -> None:
         outage = self.provider_outage

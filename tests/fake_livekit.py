@@ -151,6 +151,10 @@ class FakeLiveKit:
         self.timeline: list[tuple[float, str, str]] = []
         self.request_ids: list[str] = []
         self.calls: list[str] = []  # "Service/Method" of every authenticated request
+        # Methods ("Service/Method") refused as a LiveKit Cloud project at one of its limits
+        # (concurrent SIP calls or agent sessions, request rate, quota) refuses them: Twirp
+        # `resource_exhausted`, HTTP 429, no SIP code. Such a dial request is not in `dials`.
+        self.at_limit: set[str] = set()
         self.webhook_url: str | None = None
         self.webhooks_enabled = True  # False: events are dropped (a lost webhook)
         self.webhook_statuses: list[int] = []
@@ -270,6 +274,8 @@ class FakeLiveKit:
             room_name = getattr(message, "room", "") or getattr(message, "room_name", "")
             self.timeline.append((self.clock.now(), method.removeprefix("livekit."), room_name))
             self._authorize(method, message, claims)
+            if method.removeprefix("livekit.") in self.at_limit:
+                raise TwirpFailure("resource_exhausted", 429, "project limit exceeded")
             dropped = isinstance(message, api.CreateSIPParticipantRequest) and (
                 self._callee(message).behaviour == "disconnect"
             )

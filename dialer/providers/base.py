@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,6 +31,10 @@ class DialRequest:
     # compute only when a provider sends it: an HMAC per call cost the engine 8% of its event
     # loop on instant calls.
     callback_secret: bytes = field(default=b"", repr=False)
+    # Called by the provider once the call is answered: the provider is reachable. A dial that
+    # probes a provider outage ends it then, rather than at the call's end minutes later (the
+    # engine's hook; a provider that never calls it only delays that).
+    on_answered: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def agent_token(self) -> str:

@@ -115,6 +115,11 @@ def classify(
       fault; the engine gives the attempt back and fails the job after a few in a row).
     - Ring-out (`canceled`): no_answer. Our own deadline or `deadline_exceeded`: timeout.
     - LiveKit unreachable before the dial was sent: `not_placed` (the attempt does not count).
+    - A limit of the LiveKit project reached (`resource_exhausted` / 429 without a SIP code), for
+      the dispatch or the dial: `not_placed`, as LiveKit refused the request and no INVITE went
+      out. Were every such refusal counted, contacts would fail or use up their attempts
+      without a call, and a job would fail on a refused dispatch; the engine instead stops
+      dialing and probes with a backoff, as for an unreachable provider.
     Anything else is `failed` with the reason kept.
     """
     ring = ringing_timeout or config.ringing_timeout_seconds
@@ -131,6 +136,11 @@ def classify(
             )
         if code in (api.ServerErrorCode.UNAUTHENTICATED, api.ServerErrorCode.PERMISSION_DENIED):
             return _fatal(f"LiveKit rejected the API credentials ({what})")
+        if _limit_reached(error) and not (dial_sent and _names_sip_answer(error.message)):
+            step = "dial" if dial_sent else "agent dispatch"
+            return _not_placed(
+                f"LiveKit refused the {step}: a limit of the project was reached ({what})"
+            )
         if not dial_sent:
             if error.status >= 500:
                 return _not_placed(f"LiveKit could not dispatch the agent ({what})")
@@ -146,7 +156,7 @@ def classify(
         return DialResult(
             status=ContactStatus.FAILED,
             reason=f"LiveKit error ({what})",
-            retryable=error.status >= 500,
+            retryable=error.status >= 500 or _limit_reached(error),
         )
     if isinstance(error, aiohttp.ClientConnectorError) or (
         not dial_sent and isinstance(error, aiohttp.ClientError | TimeoutError)
@@ -165,6 +175,19 @@ def classify(
             retryable=True,
         )
     raise error
+
+
+def _limit_reached(error: api.ServerError) -> bool:
+    """LiveKit refused the request for one of the project's limits (concurrent sessions or SIP
+    calls, request rate, a used-up quota): Twirp `resource_exhausted` / HTTP 429 with no SIP
+    code. (A callee's busy answer comes with that code too, but always with its SIP code.)"""
+    return error.code == api.ServerErrorCode.RESOURCE_EXHAUSTED or error.status == 429
+
+
+def _names_sip_answer(message: str) -> bool:
+    """An error text that names a SIP answer (an INVITE went out: the phone may have rung)."""
+    text = message.lower()
+    return "invite" in text or "sip status" in text
 
 
 def _fatal(reason: str) -> DialResult:
@@ -303,6 +326,8 @@ class LiveKitProvider:
             return self._failed(exc, dial_sent=True, ringing_timeout=self._ringing(request))
         call.answered_at = self._clock.now()
         log.info("call_answered", room=request.room_name)
+        if request.on_answered is not None:
+            request.on_answered()
         return await self._until_end(call)
 
     async def _agent_joins(self, call: LiveCall) -> bool:

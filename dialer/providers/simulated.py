@@ -99,6 +99,8 @@ class SimulatedProvider:
             if ring:
                 await self._clock.sleep(ring / speed)
             answered_at = self._clock.now()
+            if request.on_answered is not None:
+                request.on_answered()
             if talk:
                 await self._clock.sleep(talk / speed)
             await self._report(request, rule)

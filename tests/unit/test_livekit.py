@@ -71,6 +71,31 @@ def test_dispatch_failures_place_no_call(error: BaseException) -> None:
     assert result.not_placed and not result.job_fatal
 
 
+@pytest.mark.parametrize("dial_sent", [False, True])
+def test_a_limit_of_the_project_places_no_call(dial_sent: bool) -> None:
+    """LiveKit refusing the dispatch or the dial for a project limit (resource_exhausted, 429,
+    no SIP code) gives the attempt back: neither the contact's failure nor the job's."""
+    result = classify(twirp("resource_exhausted", 429), dial_sent=dial_sent, config=CONFIG)
+    assert result.not_placed
+    assert not result.job_fatal
+    assert result.sip_code is None
+    assert result.reason is not None and "a limit of the project was reached" in result.reason
+
+
+def test_a_busy_callee_is_not_a_limit_of_the_project() -> None:
+    """A busy answer comes as resource_exhausted too, with its SIP code; and an older server's
+    error text naming the SIP answer means an INVITE went out: both count as attempts."""
+    busy = twirp("resource_exhausted", 429, sip_status_code="486", sip_status="Busy Here")
+    result = classify(busy, dial_sent=True, config=CONFIG)
+    assert (result.status, result.sip_code, result.not_placed) == (ContactStatus.BUSY, 486, False)
+    named = api.ServerError(
+        "resource_exhausted", "INVITE failed: sip status: 486: Busy Here", status=429
+    )
+    result = classify(named, dial_sent=True, config=CONFIG)
+    assert result.status is ContactStatus.FAILED
+    assert result.retryable and not result.not_placed and not result.job_fatal
+
+
 def test_refused_dispatch_is_job_fatal() -> None:
     """A dispatch LiveKit refuses (4xx) is a configuration problem, not the contact's."""
     result = classify(twirp("invalid_argument", 400), dial_sent=False, config=CONFIG)

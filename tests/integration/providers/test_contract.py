@@ -7,6 +7,7 @@ LiveKit server through the real `livekit-api` client. Both must report the same 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -53,13 +54,20 @@ class ProviderContract:
         raise NotImplementedError
 
     async def test_answered_call_completes_with_talk_time(self, harness: Harness) -> None:
-        """An answered call ends completed, with answer/end times and its talk time in seconds."""
-        request = dial_request(ANSWERS, harness.clock)
+        """An answered call ends completed, with answer/end times and its talk time in seconds;
+        the request's on_answered hook is called once, at the answer."""
+        answers: list[float] = []
+        request = dataclasses.replace(
+            dial_request(ANSWERS, harness.clock),
+            on_answered=lambda: answers.append(harness.clock.now()),
+        )
         started = harness.clock.now()
         call = asyncio.create_task(harness.provider.dial(request))
         await harness.answered(request)
+        assert answers == [started]
         await harness.clock.advance(TALK_SECONDS)
         result = await asyncio.wait_for(call, 10)
+        assert answers == [started]
         assert result.status is ContactStatus.COMPLETED
         assert result.duration == TALK_SECONDS
         assert result.answered_at == started
@@ -74,7 +82,12 @@ class ProviderContract:
         self, harness: Harness, number: str, sip_code: int, status: ContactStatus
     ) -> None:
         """A SIP failure ends in the status of the mapping table, keeping the code and a reason."""
-        result = await harness.provider.dial(dial_request(number, harness.clock))
+        answers: list[float] = []
+        request = dataclasses.replace(
+            dial_request(number, harness.clock), on_answered=lambda: answers.append(0.0)
+        )
+        result = await harness.provider.dial(request)
+        assert answers == []  # never answered
         assert result.status is status
         assert result.sip_code == sip_code
         assert result.reason

@@ -294,6 +294,26 @@ async def test_unreachable_livekit_places_no_call(clock: FakeClock) -> None:
     assert result.reason is not None and "unreachable" in result.reason
 
 
+@pytest.mark.parametrize(
+    "refused", ["AgentDispatchService/CreateDispatch", "SIP/CreateSIPParticipant"]
+)
+async def test_a_limit_of_the_project_places_no_call(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock, refused: str
+) -> None:
+    """LiveKit refusing the dispatch or the dial at a limit of the project (429, no SIP code)
+    places no call: the attempt is given back, not the contact's failure nor the job's, and its
+    room is deleted."""
+    fake.at_limit.add(refused)
+    provider = await start_livekit()
+    request = dial_request(NUMBER, clock)
+    result = await provider.dial(request)
+    assert refused in fake.calls
+    assert result.not_placed and not result.job_fatal
+    assert result.reason is not None and "a limit of the project was reached" in result.reason
+    assert fake.dials == []
+    assert_cleaned_up(fake, provider, request)
+
+
 async def test_connection_lost_after_dial_sent_counts_and_is_retryable(
     fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
 ) -> None:

@@ -213,6 +213,48 @@ async def test_unreachable_livekit_does_not_spend_attempts(
     assert outage is not None and "LiveKit unreachable" in outage.error
 
 
+async def test_a_limit_of_the_project_spends_no_attempt_and_dialing_resumes(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """LiveKit refusing dials at a limit of the project (429 resource_exhausted, no SIP code):
+    no contact fails or spends an attempt, the job keeps running, dialing stops with the reason
+    on /healthz, and once LiveKit takes calls again the probe gets through, the others are
+    dialed as soon as it is answered, and every contact is called once."""
+    fake.at_limit.add("SIP/CreateSIPParticipant")
+    fake.default = Callee.answers(talk_seconds=5)
+    running = await start_on_fake(start_app, fake, clock, livekit_app_config(tmp_path, fake.url))
+    phones = ["+12025550181", "+12025550182", "+12025550183"]
+    created = await running.create_json([{"phone": p} for p in phones], concurrentCallLimit=3)
+    job_id = created["batchJobId"]
+    await until(lambda: running.engine.provider_outage is not None)
+    outage = running.engine.provider_outage
+    assert outage is not None and "a limit of the project was reached" in outage.error
+
+    async def all_back() -> bool:
+        return all(c["status"] == "queued" for c in (await running.detail(job_id))["contacts"])
+
+    await wait_until(all_back)
+    body = await running.detail(job_id)
+    assert body["status"] == "running"
+    assert [c["attemptCount"] for c in body["contacts"]] == [0, 0, 0]
+    for contact in body["contacts"]:
+        assert await running.store.list_attempts(int(contact["id"].removeprefix("contact_"))) == []
+    health = await (await running.client.get("/healthz")).json()
+    assert "a limit of the project was reached" in health["checks"]["provider"]
+    assert fake.dials == []
+
+    fake.at_limit.clear()  # calls end, or the quota is raised
+    await clock.advance(NOT_PLACED_BACKOFF_SECONDS)  # one probe dial, alone
+    # Answered: the others are dialed at once, not when the probe's call ends.
+    await until(lambda: len(fake.dials) == 3)
+    assert running.engine.provider_outage is None
+    await clock.advance(5)
+    body = await running.wait_status(job_id, "completed")
+    assert sorted(d.sip_call_to for d in fake.dials) == phones
+    assert [(c["status"], c["attemptCount"]) for c in body["contacts"]] == [("completed", 1)] * 3
+    assert running.engine.provider_outage is None
+
+
 async def _interrupt_live_call(
     start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, config: configmod.Config
 ) -> tuple[str, str]:
