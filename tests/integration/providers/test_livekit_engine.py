@@ -248,6 +248,8 @@ async def test_a_limit_of_the_project_spends_no_attempt_and_dialing_resumes(
     # Answered: the others are dialed at once, not when the probe's call ends.
     await until(lambda: len(fake.dials) == 3)
     assert running.engine.provider_outage is None
+    for phone in phones:  # each hang-up is on the clock before it moves
+        await answered(provider_of(running), _request_for(running, phone))
     await clock.advance(5)
     body = await running.wait_status(job_id, "completed")
     assert sorted(d.sip_call_to for d in fake.dials) == phones
