@@ -474,7 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except StorageError as exc:  # a command's database cannot be used: one line, not a trace
+        print(f"error: {_reason(exc)}", file=sys.stderr, flush=True)
+        return 2
     return result
 
 

@@ -68,13 +68,19 @@ def migrations() -> list[tuple[int, str]]:
 
 
 def migrate(db: sqlite3.Connection) -> int:
-    """Apply the migrations the database has not seen yet; return the schema version.
+    """Apply the migrations the database has not seen yet; return the schema version. A database
+    at a version this code does not know is refused unless it says this code may run on it
+    (see _check_newer).
 
     Each one is applied under the write lock, after reading the version again under it: two
     processes starting on a new database at once (`dialer serve` and `dialer keys create`,
     say) apply each migration once between them, never twice."""
+    known = migrations()
     current = int(db.execute("PRAGMA user_version").fetchone()[0])
-    for version, sql in migrations():
+    newest = known[-1][0] if known else 0
+    if current > newest:
+        _check_newer(db, current, newest)
+    for version, sql in known:
         if version <= current:
             continue
         db.execute("BEGIN IMMEDIATE")
@@ -92,6 +98,22 @@ def migrate(db: sqlite3.Connection) -> int:
             raise
         current = version
     return current
+
+
+def _check_newer(db: sqlite3.Connection, current: int, newest: int) -> None:
+    """A database at a version this code does not know (a newer version wrote it): go on only
+    if that version says code knowing `newest` migrations may still run on it (the
+    schema_compat row, see migration 0015); else refuse, naming what to do."""
+    try:
+        row = db.execute("SELECT oldest_code FROM schema_compat WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:  # no such table: not written by this project's code
+        row = None
+    if row is None or int(row[0]) > newest:
+        raise StorageError(
+            f"the database is at schema version {current}, written by a newer version of the "
+            f"dialer that this one (schema {newest}) cannot run on; run the newer version, or "
+            "a copy of the database made before the upgrade"
+        )
 
 
 def _split_script(sql: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,29 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "engine.max_concurent_calls: unknown key" in result.stderr
     assert "server.port" in result.stderr
+
+
+def test_a_database_of_a_newer_version_is_refused(tmp_path: Path) -> None:
+    """A database a newer version migrated in a way this one would misread (a rollback after an
+    upgrade): serve and the other commands refuse it in one line, naming what to do, and leave
+    it as it was."""
+    repo = Path(__file__).resolve().parents[2]
+    db = tmp_path / "x.db"
+    config = tmp_path / "config.toml"
+    text = (repo / "config.example.toml").read_text()
+    config.write_text(text.replace('path = "data/dialer.db"', f'path = "{db}"'))
+    assert run("keys", "list", "--config", str(config), cwd=tmp_path).returncode == 0
+    with sqlite3.connect(db) as conn:
+        newer = conn.execute("PRAGMA user_version").fetchone()[0] + 1
+        conn.execute(f"PRAGMA user_version = {newer}")
+        conn.execute("UPDATE schema_compat SET oldest_code = ?", (newer,))
+    for command in (["serve", "--port", "0"], ["keys", "list"]):
+        result = run(*command, "--config", str(config), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "written by a newer version of the dialer" in result.stderr
+        assert "Traceback" not in result.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == newer
 
 
 def test_example_config_starts_banner(tmp_path: Path) -> None:

@@ -147,6 +147,43 @@ def test_a_migration_applied_meanwhile_by_another_process_is_not_applied_again(
     second.close()
 
 
+def _written_by_a_newer_version(conn: sqlite3.Connection, oldest_code: int | None) -> int:
+    """The database as a later version leaves it: its schema version one past this code's,
+    and its schema_compat row saying which code may still run on it (None: the row is gone)."""
+    newest = dbmod.migrate(conn)
+    conn.execute(f"PRAGMA user_version = {newest + 1}")
+    if oldest_code is None:
+        conn.execute("DELETE FROM schema_compat")
+    else:
+        conn.execute("UPDATE schema_compat SET oldest_code = ?", (oldest_code,))
+    return newest
+
+
+@pytest.mark.parametrize("offset", [0, -1])
+def test_a_newer_schema_that_allows_this_code_runs(conn: sqlite3.Connection, offset: int) -> None:
+    """A newer version whose migrations this code can still run on (it says so) is let be:
+    nothing is applied, its version is kept."""
+    newest = _written_by_a_newer_version(conn, dbmod.migrations()[-1][0] + offset)
+    before = schema(conn)
+    assert dbmod.migrate(conn) == newest + 1
+    assert schema(conn) == before
+
+
+@pytest.mark.parametrize("offset", [1, None])
+def test_a_newer_schema_this_code_would_misread_is_refused(
+    conn: sqlite3.Connection, offset: int | None
+) -> None:
+    """A database a newer version changed in a way older code would misread (its schema_compat
+    asks for newer code, or says nothing) is refused with what to do, and left as it was."""
+    newest = dbmod.migrations()[-1][0]
+    _written_by_a_newer_version(conn, None if offset is None else newest + offset)
+    before = schema(conn)
+    with pytest.raises(dbmod.StorageError, match="written by a newer version of the dialer"):
+        dbmod.migrate(conn)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == newest + 1
+    assert schema(conn) == before
+
+
 def test_failed_migration_rolls_back_whole(
     conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
