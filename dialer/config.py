@@ -178,6 +178,9 @@ class WebhooksConfig(_Section):
     allow_private_urls: bool = False
     request_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=64)
+    # Events and their deliveries are forgotten this long after the event, once no delivery
+    # needs them (every one delivered, or failed for good); 0 keeps them forever.
+    keep_days: float = Field(default=90.0, ge=0)
 
 
 class Organization(_Section):

@@ -67,6 +67,12 @@ MAX_STORAGE_BACKOFF_SECONDS = 30.0
 # The sender reads the endpoints again when told they changed (endpoints_changed), and at least
 # this often: not on every round (a round follows each of the engine's cycles).
 ENDPOINTS_REFRESH_SECONDS = 5.0
+# Events older than `keep_days` that no delivery needs are forgotten at most this often (at the
+# first round after it, so an idle service wakes for nothing), this many at a time, and at most
+# this many batches a round (the rest at the next round).
+PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_BATCH = 1000
+PRUNE_BATCHES_PER_ROUND = 20
 MAX_ERROR_CHARS = 300
 USER_AGENT = "batch-dialer-webhooks/1"
 
@@ -229,6 +235,8 @@ class WebhookSender:
         self.storage_error: str | None = None
         # The clock time the loop waits until for its next round (None: working), for tests.
         self.parked_until: float | None = None
+        self._pruned_at: float | None = None  # clock time of the last look for old events
+        self.pruned = 0  # changes forgotten (each one or two events), for tests and logs
 
     def wake(self) -> None:
         """Look for due deliveries now (a replay was asked for)."""
@@ -269,6 +277,7 @@ class WebhookSender:
                 try:
                     await self._flush()
                     wait = await self._fill()
+                    await self._prune()
                     backoff = 0.0
                     self.storage_error = None
                 except Exception as exc:  # storage failing (or a bug): never end the loop
@@ -289,6 +298,26 @@ class WebhookSender:
             finally:
                 if watcher is not None:
                     watcher.cancel()
+
+    async def _prune(self) -> None:
+        """Forget the events older than `keep_days` that no delivery needs any more (see
+        Store.prune_webhooks), at most every PRUNE_EVERY_SECONDS, in batches."""
+        keep, now = self.config.keep_days, self.clock.now()
+        if not keep or (
+            self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_SECONDS
+        ):
+            return
+        self._pruned_at = now
+        before = now - keep * 86400
+        for _ in range(PRUNE_BATCHES_PER_ROUND):
+            gone = await self.store.prune_webhooks(before, PRUNE_BATCH)
+            self.pruned += gone
+            if gone:
+                log.info("webhook_events_pruned", changes=gone, before=before)
+            if gone < PRUNE_BATCH:
+                return
+            await asyncio.sleep(0)  # the API and the engine between batches
+        self._pruned_at = None  # more are left: the next round goes on
 
     def _watch_changes(self) -> asyncio.Task[None] | None:
         """A task that wakes the loop at the engine's next change (new events may be due)."""

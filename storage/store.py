@@ -1264,6 +1264,30 @@ class Store:
             lambda conn: conn.execute(Q()["record_webhook_attempts"], {"results": results}).rowcount
         )
 
+    async def prune_webhooks(self, before: float, limit: int = 1000) -> int:
+        """Forget up to `limit` of the oldest webhook events made before `before` that no
+        delivery needs any more (every endpoint took them; each delivery was delivered or failed
+        for good), with their deliveries; return how many changes went (each makes one or two
+        events). A pending delivery, taken or not, is never removed."""
+
+        def tx(conn: sqlite3.Connection) -> int:
+            bound = conn.execute(Q()["webhook_prune_bound"]).fetchone()[0]
+            if bound is None:
+                return 0
+            params = {"bound": bound, "before": before, "limit": limit}
+            ids: list[int] = json.loads(
+                conn.execute(Q()["prunable_webhook_changes"], params).fetchone()[0]
+            )
+            if not ids:
+                return 0
+            text = json.dumps(ids)
+            span = {"ids": text, "lo": ids[0] * 64, "hi": ids[-1] * 64 + 63}
+            conn.execute(Q()["prune_webhook_deliveries"], span)
+            conn.execute(Q()["prune_webhook_changes"], {"ids": text})
+            return len(ids)
+
+        return await self._write(tx)
+
     async def list_webhook_deliveries(
         self,
         organization_id: str,

@@ -574,6 +574,30 @@ async def test_secrets_and_signatures_never_appear_in_logs(
 # ----------------------------------------------------------------- helpers
 
 
+async def test_events_no_delivery_needs_are_forgotten_after_keep_days(
+    start_app: StartApp, tmp_path: Path, receiver: Receiver
+) -> None:
+    """Events whose deliveries are done are forgotten once `keep_days` have passed, at the
+    sender's next round (an idle sender wakes for nothing); the newest change stays."""
+    config = make_config(tmp_path, webhooks={"allow_private_urls": True, "keep_days": 1})
+    running = await start_app(config)
+    await register(running, receiver)
+    await cancelled_job(running, contacts=2)  # job.cancelled, 2 x contact.finished: 3 changes
+    await wait_until(lambda: _all_recorded(running, 3))
+    await parked(running)
+    await running.clock.advance(86400 - 60)
+    sender(running).wake()  # a round: nothing is old enough
+    await parked(running)
+    assert sender(running).pruned == 0
+    await running.clock.advance(webhooks.PRUNE_EVERY_SECONDS)
+    assert sender(running).pruned == 0  # an idle sender wakes for nothing
+    sender(running).wake()  # the next round looks again (at most hourly)
+    await wait_until(lambda: _fails(lambda: sender(running).pruned, 2))
+    listed = (await deliveries(running))["deliveries"]
+    assert [(d["eventType"], d["status"]) for d in listed] == [("contact.finished", "delivered")]
+    assert len(receiver.delivered()) == 3
+
+
 def sender(running: Running) -> webhooks.WebhookSender:
     return running.app[appkeys.WEBHOOK_SENDER]
 

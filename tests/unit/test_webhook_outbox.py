@@ -362,3 +362,83 @@ async def test_the_outbox_views_join_on_event_id_through_an_index(store: Store) 
         plan = [r[3] for r in rows(store, "EXPLAIN QUERY PLAN " + query)]
         assert any("AUTOMATIC COVERING INDEX" in step for step in plan), plan
         assert len(rows(store, query)) == 6
+
+
+# ------------------------------------------------------------------ pruning
+
+FAR = T0 + 10**6  # a cutoff after every event of these tests
+
+
+def change_ids(store: Store) -> list[int]:
+    return [r[0] for r in rows(store, "SELECT id FROM webhook_changes ORDER BY id")]
+
+
+async def settle(store: Store, sent: list[DueDelivery], pending: tuple[int, ...] = ()) -> None:
+    """Each sent delivery delivered, but those of the events `pending` (tried again later) and
+    of event 6 (failed for good: a dead letter)."""
+    results = []
+    for d in sent:
+        event = d.id // 32
+        if event in pending:
+            results.append(DeliveryAttempt(d.id, 0, "pending", FAR, 500, "HTTP 500", T0 + 100))
+        elif event == 6:
+            results.append(DeliveryAttempt(d.id, 0, "failed", None, 500, "HTTP 500", T0 + 100))
+        else:
+            results.append(DeliveryAttempt(d.id, 0, "delivered", None, 200, None, T0 + 100))
+    await store.record_webhook_attempts(results)
+
+
+async def test_pruning_forgets_old_events_that_no_delivery_needs(store: Store) -> None:
+    """Changes made before the cutoff whose deliveries were all delivered or failed for good go
+    with their deliveries; one whose delivery is still to be retried stays until it is done,
+    and the newest change always stays (change ids keep growing)."""
+    await add_endpoint(store, "whep_a")
+    await three_outcomes(store)  # changes 1 (T0) and 2-4 (T0 + 60): events 2, 4-5, 6, 8-9
+    sent = await take(store, "whep_a", 10)
+    assert sorted(d.id // 32 for d in sent) == [2, 4, 5, 6, 8, 9]
+    await settle(store, sent, pending=(4,))
+    assert await store.prune_webhooks(T0 + 30) == 1  # only job.started is that old
+    assert change_ids(store) == [2, 3, 4]
+    assert await store.prune_webhooks(FAR) == 1  # 2 waits for its retry, 4 is the newest
+    assert change_ids(store) == [2, 4]
+    assert sorted(d.event_id for d in await listed(store)) == [4, 5, 8, 9]
+    assert count(store, "webhook_taken_deliveries") == 4
+    assert await store.prune_webhooks(FAR) == 0
+    retried = [d for d in sent if d.id // 32 == 4]
+    await store.record_webhook_attempts(
+        [DeliveryAttempt(d.id, 1, "delivered", None, 200, None, T0 + 200) for d in retried]
+    )
+    assert await store.prune_webhooks(FAR) == 1
+    assert change_ids(store) == [4]
+    assert sorted(d.event_id for d in await listed(store)) == [8, 9]
+
+
+async def test_pruning_keeps_what_an_endpoint_has_not_taken(store: Store) -> None:
+    """An endpoint that has not taken its deliveries yet (pending, never sent) keeps every
+    event it needs, whatever another endpoint did with them; in batches of `limit`."""
+    await add_endpoint(store, "whep_a")
+    await add_endpoint(store, "whep_b")
+    await three_outcomes(store)
+    await settle(store, await take(store, "whep_a", 10))
+    assert await store.prune_webhooks(FAR) == 0
+    assert {d.endpoint_id for d in await listed(store, status="pending")} == {"whep_b"}
+    await settle(store, await take(store, "whep_b", 10))
+    assert await store.prune_webhooks(FAR, limit=2) == 2
+    assert await store.prune_webhooks(FAR, limit=2) == 1
+    assert change_ids(store) == [4]
+
+
+async def test_pruning_without_endpoints_keeps_the_newest_change(store: Store) -> None:
+    """With every endpoint deleted, old changes go but the newest, so that the changes written
+    for an endpoint added later get larger ids than any before (taken_through and the
+    numbering count on it), and reach it."""
+    await add_endpoint(store, "whep_a")
+    await three_outcomes(store)
+    assert await store.delete_webhook_endpoint(ORG, "whep_a")
+    assert await store.prune_webhooks(FAR) == 3
+    assert change_ids(store) == [4]
+    await add_endpoint(store, "whep_c")
+    await store.create_job(new_job("job_2"), new_contacts(1))
+    await store.start_jobs(["job_2"], [states.JobStatus.PENDING.value], T0 + 200)
+    assert change_ids(store) == [4, 5]
+    assert [d.type for d in await take(store, "whep_c", 10)] == ["job.started"]
