@@ -62,6 +62,10 @@ class RateLimiter:
         elif now > bucket.updated:
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
             bucket.updated = now
+        elif now < bucket.updated:
+            # The wall clock was stepped back: count from the new time (no token from the step,
+            # and no 429s until the clock is back where it was).
+            bucket.updated = now
         allowed = bucket.tokens >= 1.0 - 1e-9
         if allowed:
             bucket.tokens = max(0.0, bucket.tokens - 1.0)

@@ -204,6 +204,10 @@ class TokenBucket:
         if now > self.updated:
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
+        elif now < self.updated:
+            # The wall clock was stepped back (NTP, a resumed VM): count from the new time, so
+            # that the step gives no token and does not hold the number until it is made up.
+            self.updated = now
 
     def take(self, wanted: int, now: float) -> int:
         self._refill(now)

@@ -64,6 +64,16 @@ def test_limiter_refills_to_the_burst_and_forgets_idle_keys() -> None:
     assert "k" not in limiter._buckets
 
 
+def test_limiter_after_the_clock_steps_back_neither_gains_nor_stalls() -> None:
+    """A wall clock stepped back (NTP, a resumed VM) gives no request, and the key refills from
+    the new time on: no 429s until the clock is back where it was."""
+    limiter = RateLimiter(requests_per_second=10, burst=3)
+    assert [limiter.check("k", 3600.0).allowed for _ in range(4)] == [True, True, True, False]
+    assert not limiter.check("k", 0.0).allowed
+    assert limiter.check("k", 0.1).allowed
+    assert not limiter.check("k", 0.1).allowed
+
+
 def quota_config(tmp_path: Path, **org: Any) -> Any:
     return make_config(tmp_path, organizations=[{"id": ORG, **org}, {"id": OTHER_ORG}])
 

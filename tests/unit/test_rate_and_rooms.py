@@ -46,12 +46,15 @@ def test_bucket_long_run_rate_is_respected() -> None:
     assert granted == 2 + 2 * 10
 
 
-def test_bucket_ignores_time_going_backwards() -> None:
-    """An earlier `now` than the last refill adds no tokens."""
+def test_bucket_after_the_clock_steps_back_neither_gains_nor_stalls() -> None:
+    """An earlier `now` than the last refill (the wall clock stepped back) adds no token, and
+    the bucket refills from the new time on at its rate, not once the clock is back where it
+    was (a 10 s step does not hold the number for 10 s)."""
     bucket = drained(1, at=T0 + 10)
     assert bucket.take(1, T0) == 0
-    assert bucket.take(1, T0 + 10.5) == 0
-    assert bucket.take(1, T0 + 11) == 1
+    assert bucket.take(1, T0 + 0.5) == 0
+    assert bucket.take(1, T0 + 1) == 1
+    assert bucket.take(1, T0 + 1.5) == 0
 
 
 def test_bucket_give_back_restores_unused_tokens_up_to_capacity() -> None:
