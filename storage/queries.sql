@@ -775,23 +775,22 @@ DELETE FROM webhook_endpoints WHERE id = ? AND organization_id = ?
 -- delete_webhook_endpoint_deliveries --
 DELETE FROM webhook_taken_deliveries WHERE endpoint_id = ? AND organization_id = ?
 
--- webhook_prune_bound --
--- Prunable changes are looked for no further than this: below the least taken_through of all
--- endpoints (an event id = change id * 2 + k), and never the newest change, so that change ids
--- (rowids: the largest plus one) keep growing, as taken_through and the numbering rely on.
-SELECT min(coalesce((SELECT min(taken_through) / 2 - 1 FROM webhook_endpoints), max(id)),
-           max(id) - 1)
-FROM webhook_changes
-
 -- prunable_webhook_changes --
 -- Up to :limit of the oldest changes made before :before that no delivery needs any more, as a
 -- JSON array of ids: every endpoint of the organization has taken their events (none is pending
--- untaken), and none of their taken deliveries is pending (delivered, or failed for good). Read in
--- id order from the oldest, no further than :bound (webhook_prune_bound). Delivery ids of change
--- c's events are c * 64 .. c * 64 + 63 (event id * 32 + endpoint slot).
+-- untaken), and none of their taken deliveries is pending (delivered, or failed for good).
+-- Read in id order from the oldest up to the first change made at or after :before (ids grow
+-- with time), and never the newest change, so that change ids (rowids: the largest plus one)
+-- keep growing, as taken_through and the numbering count on. With :ids (a JSON array), only
+-- among those (checked again in the pruning write). Delivery ids of change c's events are
+-- c * 64 .. c * 64 + 63 (event id * 32 + endpoint slot).
 SELECT json_group_array(id) FROM (
     SELECT c.id FROM webhook_changes AS c
-    WHERE c.id <= :bound AND c.created_at < :before
+    WHERE c.id < coalesce(
+              (SELECT n.id FROM webhook_changes AS n WHERE n.created_at >= :before
+               ORDER BY n.id LIMIT 1),
+              (SELECT max(id) FROM webhook_changes))
+      AND (:ids IS NULL OR c.id IN (SELECT value FROM json_each(:ids)))
       AND c.id * 2 + 1 <= coalesce((SELECT min(p.taken_through) FROM webhook_endpoints AS p
                                     WHERE p.organization_id = c.organization_id), c.id * 2 + 1)
       AND NOT EXISTS (SELECT 1 FROM webhook_taken_deliveries AS d

@@ -1268,16 +1268,27 @@ class Store:
         """Forget up to `limit` of the oldest webhook events made before `before` that no
         delivery needs any more (every endpoint took them; each delivery was delivered or failed
         for good), with their deliveries; return how many changes went (each makes one or two
-        events). A pending delivery, taken or not, is never removed."""
+        events). A pending delivery, taken or not, is never removed. They are looked for on a
+        reader (the look may read many old changes an endpoint has not taken); the write checks
+        those again and deletes them."""
 
-        def tx(conn: sqlite3.Connection) -> int:
-            bound = conn.execute(Q()["webhook_prune_bound"]).fetchone()[0]
-            if bound is None:
-                return 0
-            params = {"bound": bound, "before": before, "limit": limit}
-            ids: list[int] = json.loads(
+        def prunable(conn: sqlite3.Connection, among: list[int] | None) -> list[int]:
+            params = {
+                "before": before,
+                "limit": limit,
+                "ids": None if among is None else json.dumps(among),
+            }
+            found: list[int] = json.loads(
                 conn.execute(Q()["prunable_webhook_changes"], params).fetchone()[0]
             )
+            return found
+
+        picked = await self._read_aside(lambda conn: prunable(conn, None))
+        if not picked:
+            return 0
+
+        def tx(conn: sqlite3.Connection) -> int:
+            ids = prunable(conn, picked)
             if not ids:
                 return 0
             text = json.dumps(ids)

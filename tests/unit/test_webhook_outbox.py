@@ -442,3 +442,18 @@ async def test_pruning_without_endpoints_keeps_the_newest_change(store: Store) -
     await store.start_jobs(["job_2"], [states.JobStatus.PENDING.value], T0 + 200)
     assert change_ids(store) == [4, 5]
     assert [d.type for d in await take(store, "whep_c", 10)] == ["job.started"]
+
+
+async def test_an_endpoint_of_another_organization_that_lags_holds_nothing_back(
+    store: Store,
+) -> None:
+    """Only the organization's own endpoints keep its events: another's that has taken nothing
+    (a dead or slow receiver) does not stop them being forgotten."""
+    await add_endpoint(store, "whep_o", org=OTHER)
+    await store.create_job(replace(new_job("job_o"), organization_id=OTHER), new_contacts(1))
+    await store.start_jobs(["job_o"], [states.JobStatus.PENDING.value], T0)
+    await add_endpoint(store, "whep_a")
+    await three_outcomes(store)
+    await settle(store, await take(store, "whep_a", 10))
+    assert await store.prune_webhooks(FAR) == 3
+    assert len(await listed(store, OTHER)) == 1  # the other's job.started, never taken
