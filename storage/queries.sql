@@ -777,8 +777,10 @@ DELETE FROM webhook_taken_deliveries WHERE endpoint_id = ? AND organization_id =
 
 -- prunable_webhook_changes --
 -- Up to :limit of the oldest changes made before :before that no delivery needs any more, as a
--- JSON array of ids: every endpoint of the organization has taken their events (none is pending
--- untaken), and none of their taken deliveries is pending (delivered, or failed for good).
+-- JSON array of ids: no endpoint of the organization has one of their events still to take (as
+-- webhook_untaken_deliveries: after its taken_through, of a type it asked for; an endpoint that
+-- asked for other types holds nothing back), and none of their taken deliveries is pending
+-- (each was delivered, or failed for good).
 -- Read in id order from the oldest up to the first change made at or after :before (ids grow
 -- with time), and never the newest change, so that change ids (rowids: the largest plus one)
 -- keep growing, as taken_through and the numbering count on. With :ids (a JSON array), only
@@ -791,8 +793,11 @@ SELECT json_group_array(id) FROM (
                ORDER BY n.id LIMIT 1),
               (SELECT max(id) FROM webhook_changes))
       AND (:ids IS NULL OR c.id IN (SELECT value FROM json_each(:ids)))
-      AND c.id * 2 + 1 <= coalesce((SELECT min(p.taken_through) FROM webhook_endpoints AS p
-                                    WHERE p.organization_id = c.organization_id), c.id * 2 + 1)
+      AND NOT EXISTS (SELECT 1 FROM webhook_endpoints AS p
+                      JOIN webhook_event_kinds AS k ON k.kind = c.kind
+                      WHERE p.organization_id = c.organization_id
+                        AND c.id * 2 + k.k > p.taken_through
+                        AND (p.events IS NULL OR instr(p.events, '"' || k.type || '"') > 0))
       AND NOT EXISTS (SELECT 1 FROM webhook_taken_deliveries AS d
                       WHERE d.id BETWEEN c.id * 64 AND c.id * 64 + 63 AND d.status = 'pending')
     ORDER BY c.id LIMIT :limit)

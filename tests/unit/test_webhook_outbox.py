@@ -457,3 +457,15 @@ async def test_an_endpoint_of_another_organization_that_lags_holds_nothing_back(
     await settle(store, await take(store, "whep_a", 10))
     assert await store.prune_webhooks(FAR) == 3
     assert len(await listed(store, OTHER)) == 1  # the other's job.started, never taken
+
+
+async def test_an_endpoint_that_asked_for_other_types_holds_nothing_back(store: Store) -> None:
+    """An endpoint of the organization that asked only for a type these changes never make
+    (its taken_through stays behind them) does not keep them."""
+    await add_endpoint(store, "whep_f", events=("job.failed",))
+    await add_endpoint(store, "whep_a")
+    await three_outcomes(store)
+    await settle(store, await take(store, "whep_a", 10))
+    assert await take(store, "whep_f", 10) == []
+    assert await store.prune_webhooks(FAR) == 3
+    assert change_ids(store) == [4]
