@@ -1309,7 +1309,7 @@ class Engine:
         verdicts: list[JobVerdict] = []
         self._numbers_freed({call.organization_id for call, _ in done}, now)
         for (call, result), outcome in zip(done, outcomes, strict=True):
-            if result.not_placed:
+            if result.not_placed or result.provider_error:
                 self._provider_unreachable(call, result.reason or "provider unreachable", now)
             elif not call.resumed:
                 self._provider_reachable(now)
@@ -1414,7 +1414,8 @@ class Engine:
         )
 
     def _provider_unreachable(self, call: LiveCall, reason: str, now: float) -> None:
-        """A dial never reached the provider: no job dials until a probe dial gets through."""
+        """A dial never reached the provider, or the provider failed it: no job dials until a
+        probe dial gets through."""
         outage = self.provider_outage
         if outage is None:
             outage = self.provider_outage = Outage(

@@ -73,7 +73,8 @@ SIP_PHRASES = {
 class Callee:
     """How one phone number behaves when dialed."""
 
-    behaviour: str  # "answer" | "sip" | "ring_out" | "hang" | "disconnect"
+    # "answer" | "sip" | "ring_out" | "hang" | "disconnect" | "server_error"
+    behaviour: str
     sip_code: int = 0
     talk_seconds: float | None = None  # answered: hangs up after this (None: when told to)
     ring_seconds: float | None = None  # ring-out: cancelled after this (None: ringing_timeout)
@@ -94,6 +95,11 @@ class Callee:
     def hangs(cls) -> Callee:
         """The dial request never gets an answer (forces the client's timeout)."""
         return cls("hang")
+
+    @classmethod
+    def server_error(cls) -> Callee:
+        """LiveKit fails the dial request itself (a 5xx without a SIP code)."""
+        return cls("server_error")
 
     @classmethod
     def disconnects(cls) -> Callee:
@@ -423,6 +429,9 @@ class FakeLiveKit:
                 room_name=room.name,
                 sip_call_id=f"SCL_{next(self._ids)}",
             )
+        if callee.behaviour == "server_error":
+            self._leave(room, phone.identity, api.DisconnectReason.SERVER_SHUTDOWN)
+            raise TwirpFailure("internal", 500, "sip service failed")
         if callee.behaviour == "hang":
             await self._closing.wait()
             raise TwirpFailure("unavailable", 503, "server shutting down")

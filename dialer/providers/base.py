@@ -66,6 +66,10 @@ class DialResult:
     # The agent did not join the room in time: nobody was dialed, the attempt does not count,
     # and the contact is tried again a little later. Several in a row pause the job.
     agent_not_joined: bool = False
+    # The provider itself failed after the dial was sent (a LiveKit 5xx, the connection lost):
+    # the phone may have rung, so the attempt counts, but the engine stops dialing and probes as
+    # for an unreachable provider, rather than spend every contact's attempts while it fails.
+    provider_error: bool = False
 
 
 class Provider(Protocol):

@@ -115,6 +115,9 @@ def classify(
       fault; the engine gives the attempt back and fails the job after a few in a row).
     - Ring-out (`canceled`): no_answer. Our own deadline or `deadline_exceeded`: timeout.
     - LiveKit unreachable before the dial was sent: `not_placed` (the attempt does not count).
+      A LiveKit 5xx or a lost connection after it was sent: the attempt counts (the phone may
+      have rung) and is retried, and `provider_error` makes the engine back off as for an
+      unreachable provider.
     - A limit of the LiveKit project reached (`resource_exhausted` / 429 without a SIP code), for
       the dispatch or the dial: `not_placed`, as LiveKit refused the request and no INVITE went
       out. Were every such refusal counted, contacts would fail or use up their attempts
@@ -157,6 +160,7 @@ def classify(
             status=ContactStatus.FAILED,
             reason=f"LiveKit error ({what})",
             retryable=error.status >= 500 or _limit_reached(error),
+            provider_error=error.status >= 500,
         )
     if isinstance(error, aiohttp.ClientConnectorError) or (
         not dial_sent and isinstance(error, aiohttp.ClientError | TimeoutError)
@@ -173,6 +177,7 @@ def classify(
             status=ContactStatus.FAILED,
             reason=f"transport error after the dial was sent ({type(error).__name__}: {error})",
             retryable=True,
+            provider_error=True,
         )
     raise error
 

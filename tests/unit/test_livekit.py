@@ -43,9 +43,17 @@ def test_sip_code_in_metadata_wins_over_the_twirp_code() -> None:
         (twirp("unauthenticated", 401), ContactStatus.FAILED, {"job_fatal": True}),
         (twirp("permission_denied", 403), ContactStatus.FAILED, {"job_fatal": True}),
         (twirp("not_found", 404), ContactStatus.FAILED, {"job_fatal": True}),
-        (twirp("unavailable", 503), ContactStatus.FAILED, {"retryable": True}),
+        (
+            twirp("unavailable", 503),
+            ContactStatus.FAILED,
+            {"retryable": True, "provider_error": True},
+        ),
         (twirp("invalid_argument", 400), ContactStatus.FAILED, {}),
-        (aiohttp.ServerDisconnectedError(), ContactStatus.FAILED, {"retryable": True}),
+        (
+            aiohttp.ServerDisconnectedError(),
+            ContactStatus.FAILED,
+            {"retryable": True, "provider_error": True},
+        ),
     ],
 )
 def test_dial_errors_map_to_outcomes(
@@ -59,6 +67,7 @@ def test_dial_errors_map_to_outcomes(
     assert not result.not_placed
     assert result.job_fatal == flags.get("job_fatal", False)
     assert result.retryable == flags.get("retryable", False)
+    assert result.provider_error == flags.get("provider_error", False)
 
 
 @pytest.mark.parametrize(

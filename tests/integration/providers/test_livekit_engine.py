@@ -213,6 +213,26 @@ async def test_unreachable_livekit_does_not_spend_attempts(
     assert outage is not None and "LiveKit unreachable" in outage.error
 
 
+async def _job_until_outage(
+    start_app: StartApp,
+    fake: FakeLiveKit,
+    clock: FakeClock,
+    tmp_path: Path,
+    phones: list[str],
+    reason: str,
+    limit: int | None = None,
+) -> tuple[Running, str]:
+    """A job of `phones` on the fake LiveKit, once the engine stopped dialing for `reason`."""
+    running = await start_on_fake(start_app, fake, clock, livekit_app_config(tmp_path, fake.url))
+    created = await running.create_json(
+        [{"phone": p} for p in phones], concurrentCallLimit=limit or len(phones)
+    )
+    await until(lambda: running.engine.provider_outage is not None)
+    outage = running.engine.provider_outage
+    assert outage is not None and reason in outage.error
+    return running, str(created["batchJobId"])
+
+
 async def test_a_limit_of_the_project_spends_no_attempt_and_dialing_resumes(
     start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
 ) -> None:
@@ -222,13 +242,10 @@ async def test_a_limit_of_the_project_spends_no_attempt_and_dialing_resumes(
     dialed as soon as it is answered, and every contact is called once."""
     fake.at_limit.add("SIP/CreateSIPParticipant")
     fake.default = Callee.answers(talk_seconds=5)
-    running = await start_on_fake(start_app, fake, clock, livekit_app_config(tmp_path, fake.url))
     phones = ["+12025550181", "+12025550182", "+12025550183"]
-    created = await running.create_json([{"phone": p} for p in phones], concurrentCallLimit=3)
-    job_id = created["batchJobId"]
-    await until(lambda: running.engine.provider_outage is not None)
-    outage = running.engine.provider_outage
-    assert outage is not None and "a limit of the project was reached" in outage.error
+    running, job_id = await _job_until_outage(
+        start_app, fake, clock, tmp_path, phones, "a limit of the project was reached"
+    )
 
     async def all_back() -> bool:
         return all(c["status"] == "queued" for c in (await running.detail(job_id))["contacts"])
@@ -255,6 +272,41 @@ async def test_a_limit_of_the_project_spends_no_attempt_and_dialing_resumes(
     assert sorted(d.sip_call_to for d in fake.dials) == phones
     assert [(c["status"], c["attemptCount"]) for c in body["contacts"]] == [("completed", 1)] * 3
     assert running.engine.provider_outage is None
+
+
+async def test_livekit_failing_dials_stops_dialing_instead_of_spending_every_attempt(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """LiveKit failing dial requests itself (a 5xx without a SIP code, e.g. its SIP service
+    down): the attempt that met it counts (the phone may have rung) and is retried, but the
+    engine stops dialing and probes, so the job's other contacts keep their attempts; once
+    LiveKit dials again they are all called."""
+    fake.default = Callee.server_error()
+    phones = [f"+1202555019{i}" for i in range(4)]
+    running, job_id = await _job_until_outage(
+        start_app, fake, clock, tmp_path, phones, "LiveKit error (internal", limit=1
+    )
+
+    async def first_requeued() -> bool:
+        contacts = (await running.detail(job_id))["contacts"]
+        return [c["attemptCount"] for c in contacts] == [1, 0, 0, 0]
+
+    await wait_until(first_requeued)
+    assert len(fake.dials) == 1
+    health = await (await running.client.get("/healthz")).json()
+    assert "LiveKit error" in health["checks"]["provider"]
+
+    fake.default = Callee.answers(talk_seconds=5)  # LiveKit dials again
+    for _ in range(len(phones) - 1):  # the probe, then one call at a time (limit 1)
+        dials = len(fake.dials)
+        await clock.advance(NOT_PLACED_BACKOFF_SECONDS)
+        await until(lambda dials=dials: len(fake.dials) == dials + 1)
+        await answered(provider_of(running), _request_for(running, fake.dials[-1].sip_call_to))
+    assert running.engine.provider_outage is None
+    await clock.advance(5)
+    body = await running.detail(job_id)
+    assert sorted(c["attemptCount"] for c in body["contacts"]) == [1, 1, 1, 1]
+    assert sorted(d.sip_call_to for d in fake.dials[1:]) == phones[1:]
 
 
 async def _interrupt_live_call(
