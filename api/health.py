@@ -61,9 +61,16 @@ def _storage_check(engine: Engine, store: Store) -> str:
 
 def _provider_check(engine: Engine) -> str:
     outage = engine.provider_outage
-    if outage is None:
-        return "ok"
-    return f"unreachable since {iso(outage.since)}: {outage.error}"
+    if outage is not None:
+        return f"unreachable since {iso(outage.since)}: {outage.error}"
+    limit = engine.call_limit()  # (lifts a limit that was kept long enough)
+    cap = engine.provider_cap
+    if cap is not None:
+        return (
+            f"at a limit since {iso(cap.since)}: at most {limit} calls at once "
+            f"(last refusal: {cap.error})"
+        )
+    return "ok"
 
 
 async def healthz(request: web.Request) -> web.Response:

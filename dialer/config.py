@@ -117,6 +117,9 @@ class SimulatedConfig(_Section):
     rules: list[SimulatedRule] = Field(default_factory=list)
     # Append one line per dial to this file (a ledger tests and operators can audit).
     dial_log: str | None = None
+    # A limit of the simulated provider's project on calls at once (as LiveKit's on concurrent
+    # SIP calls): a dial beyond it is refused before any call is placed. None: no limit.
+    project_call_limit: int | None = Field(default=None, gt=0)
 
     @field_validator("default_outcome")
     @classmethod

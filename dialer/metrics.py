@@ -213,6 +213,12 @@ class DialerCollector(Collector):
                 "1 unless dials stopped reaching the telephony provider.",
             ),
             (
+                "dialer_call_limit",
+                "Calls at once the engine allows itself over all jobs: [engine] "
+                "max_concurrent_calls, or fewer while the provider refuses more at a limit of "
+                "its project.",
+            ),
+            (
                 "dialer_outcomes_held",
                 "Outcomes of ended calls held in memory, not yet written (grows during a "
                 "storage outage).",
@@ -232,6 +238,7 @@ class DialerCollector(Collector):
                 float(engine.running),
                 float(engine.storage_outage is None and store.storage_problem is None),
                 float(engine.provider_outage is None),
+                float(engine.call_limit()),
                 float(engine.held_outcomes),
                 float(engine.dial_log_kept),
             )

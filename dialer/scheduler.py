@@ -95,6 +95,11 @@ LISTINGS_CHECK_SECONDS = 0.05
 NOT_PLACED_BACKOFF_SECONDS = 10.0
 PROVIDER_PROBE_MAX_SECONDS = 60.0
 # While storage fails, the engine tries again after a wait that doubles up to this.
+# A dial refused at a limit of the provider's project while calls of this service were live: the
+# engine dials at most as many at once as were live then. After this long without another such
+# refusal it allows one more, then two, four... (doubling while none comes) until the configured
+# limit is back; a refusal starts again from one.
+PROVIDER_CAP_RAISE_SECONDS = 10.0
 STORAGE_RETRY_MIN_SECONDS = 0.25
 STORAGE_RETRY_MAX_SECONDS = 5.0
 
@@ -113,6 +118,18 @@ class Outage:
     def backoff(self, least: float, most: float) -> float:
         self.retries += 1
         return float(min(most, least * 2 ** (self.retries - 1)))
+
+
+@dataclass
+class ProviderCap:
+    """The provider refuses more calls at once than `calls` (a limit of its project, shared with
+    whatever else uses it): the engine keeps within it, and tries more from `raise_at`."""
+
+    calls: int
+    since: float
+    error: str
+    raise_at: float
+    step: int = 1
 
 
 class Foreground:
@@ -254,6 +271,7 @@ class LiveCall:
     outcome: Outcome | None = None  # decided when it ended, if its slot was handed over
     dialed_at: float = 0.0  # clock time its dial started
     ended_at: float = 0.0  # clock time it ended (not when the engine took it: that may lag)
+    others_live: int = 0  # refused at the provider's limit: the other calls live then
 
 
 # Room-name suffixes need uniqueness, not secrecy: a fast generator seeded from the OS.
@@ -309,6 +327,7 @@ class Engine:
         self._held_verdicts: list[JobVerdict] = []
         self.storage_outage: Outage | None = None
         self.provider_outage: Outage | None = None
+        self.provider_cap: ProviderCap | None = None
         self._reconciled = False
         self._journal = None if store.path == ":memory:" else HeldOutcomes(store.path + ".held")
         # The attempts dialed, so that a restart after a crash tells the contacts claimed and
@@ -485,7 +504,7 @@ class Engine:
             room[row.organization_id, row.phone_number_id] += max(
                 0, row.concurrent_call_limit - self._live_job[row.id]
             )
-        global_free = max(0, self.config.engine.max_concurrent_calls - len(self._live))
+        global_free = max(0, self.call_limit() - len(self._live))
         found: dict[tuple[str, str], tuple[int, int]] = {}
         for key in live.keys() | room.keys():
             free = min(room[key], global_free)
@@ -914,7 +933,7 @@ class Engine:
         horizon = self.config.engine.claim_ahead_seconds
         if not horizon or self.provider_outage is not None:
             return 0
-        limit = job.row.concurrent_call_limit
+        limit = min(job.row.concurrent_call_limit, self.call_limit())
         length = job.call_seconds
         if length is None:
             if job.guessed or not self._guess_due(job, now):
@@ -989,7 +1008,7 @@ class Engine:
         row = job.row
         room = min(
             row.concurrent_call_limit - self._live_job[row.id],
-            self.config.engine.max_concurrent_calls - len(self._live),
+            self.call_limit() - len(self._live),
         )
         org = self.config.organization(row.organization_id)
         if org is not None and org.max_concurrent_calls is not None:
@@ -1131,6 +1150,7 @@ class Engine:
             # One dial tests whether the provider is back; none other until it tells.
             most = 1
             provider.next_probe = now + PROVIDER_PROBE_MAX_SECONDS
+        limit = self.call_limit()
         ready = [j for j in self._jobs.values() if j.idle_until <= now]
         for job in self._jobs.values():
             if now < job.idle_until < math.inf:
@@ -1140,7 +1160,9 @@ class Engine:
         start = self._rr % len(ready)
         ready = ready[start:] + ready[:start]
         self._rr = start + 1
-        global_free = min(self.config.engine.max_concurrent_calls - len(self._live), most)
+        global_free = min(limit - len(self._live), most)
+        if self.provider_cap is not None:  # more may be tried then
+            next_due = _earliest(next_due, self.provider_cap.raise_at)
         planned_org: Counter[str] = Counter()
         granted_to: Counter[str] = Counter()
         aheads: dict[str, int] = {}
@@ -1284,6 +1306,8 @@ class Engine:
             )
         call.ended_perf = time.perf_counter()
         call.ended_at = self.clock.now()
+        if result.at_limit:  # (rare: a scan of the live calls is fine)
+            call.others_live = sum(1 for c in self._live.values() if not c.ended_at)
         self._done.append((call, result))
         if call.job_id in self._deck and _ends_well(result) and not call.resumed:
             self._hand_over(call, result)
@@ -1309,7 +1333,9 @@ class Engine:
         verdicts: list[JobVerdict] = []
         self._numbers_freed({call.organization_id for call, _ in done}, now)
         for (call, result), outcome in zip(done, outcomes, strict=True):
-            if result.not_placed or result.provider_error:
+            if result.at_limit and call.others_live:
+                self._provider_at_limit(call.others_live, result.reason or "at a limit", now)
+            elif result.not_placed or result.provider_error:
                 self._provider_unreachable(call, result.reason or "provider unreachable", now)
             elif not call.resumed:
                 self._provider_reachable(now)
@@ -1425,6 +1451,7 @@ class Engine:
             )
             log.error("provider_unreachable", error=reason)
             self.give_back_claimed_ahead()
+            self.provider_cap = None  # none goes through: a limit on how many says nothing
         outage.error = reason
         # A probe is started after the outage began; a call started before it, or at that very
         # moment (several dials refused together), was already in flight: only a probe's
@@ -1434,6 +1461,44 @@ class Engine:
             outage.next_probe = now + wait
         else:
             outage.next_probe = max(outage.next_probe, now + NOT_PLACED_BACKOFF_SECONDS)
+
+    def call_limit(self) -> int:
+        """The most calls live at once: the configured global limit, or fewer while the
+        provider refuses more (see _provider_at_limit). Raised on the way if no refusal at the
+        provider's limit came for a while: one more after PROVIDER_CAP_RAISE_SECONDS, the step
+        doubling each time (so an idle engine finds it lifted), the configured one back at the
+        end."""
+        limit = self.config.engine.max_concurrent_calls
+        cap = self.provider_cap
+        if cap is None:
+            return limit
+        now = self.clock.now()
+        while now >= cap.raise_at and cap.calls < limit:
+            cap.calls += cap.step
+            cap.step *= 2
+            cap.raise_at += PROVIDER_CAP_RAISE_SECONDS
+            log.info("provider_limit_raised", calls=min(cap.calls, limit))
+        if cap.calls >= limit:
+            self.provider_cap = None
+            log.warning("provider_limit_lifted", seconds=round(now - cap.since, 3))
+            return limit
+        return cap.calls
+
+    def _provider_at_limit(self, live: int, reason: str, now: float) -> None:
+        """The provider refused a dial at a limit of its project while `live` calls of this
+        service were live: a limit on calls at once (or a rate that as many calls reach). Dial
+        at most that many, instead of stopping every job as for an unreachable provider; when
+        none is live, the refusal is an outage after all (a used-up quota, say)."""
+        cap = self.provider_cap
+        if cap is None:
+            cap = self.provider_cap = ProviderCap(live, now, reason, now)
+            log.warning("provider_at_limit", calls=live, error=reason)
+        elif live < cap.calls:
+            cap.calls = live
+            log.info("provider_limit_lowered", calls=live)
+        cap.error = reason
+        cap.step = 1
+        cap.raise_at = now + PROVIDER_CAP_RAISE_SECONDS
 
     def _answered(self) -> None:
         """A call was answered (the provider's hook, see DialRequest.on_answered): a probe's

@@ -70,6 +70,11 @@ class DialResult:
     # the phone may have rung, so the attempt counts, but the engine stops dialing and probes as
     # for an unreachable provider, rather than spend every contact's attempts while it fails.
     provider_error: bool = False
+    # The provider refused the dial at a limit of its project (LiveKit: concurrent calls or
+    # agent sessions, request rate, a used-up quota): no call was placed (`not_placed` too).
+    # With calls of this service live, the engine takes it for a limit on calls at once and
+    # dials at most that many (see Engine._provider_at_limit); with none, as unreachable.
+    at_limit: bool = False
 
 
 class Provider(Protocol):

@@ -121,8 +121,9 @@ def classify(
     - A limit of the LiveKit project reached (`resource_exhausted` / 429 without a SIP code), for
       the dispatch or the dial: `not_placed`, as LiveKit refused the request and no INVITE went
       out. Were every such refusal counted, contacts would fail or use up their attempts
-      without a call, and a job would fail on a refused dispatch; the engine instead stops
-      dialing and probes with a backoff, as for an unreachable provider.
+      without a call, and a job would fail on a refused dispatch. `at_limit` tells the engine:
+      with calls live it dials at most that many at once for a while; with none it stops and
+      probes with a backoff, as for an unreachable provider.
     Anything else is `failed` with the reason kept.
     """
     ring = ringing_timeout or config.ringing_timeout_seconds
@@ -141,8 +142,9 @@ def classify(
             return _fatal(f"LiveKit rejected the API credentials ({what})")
         if _limit_reached(error) and not (dial_sent and _names_sip_answer(error.message)):
             step = "dial" if dial_sent else "agent dispatch"
-            return _not_placed(
-                f"LiveKit refused the {step}: a limit of the project was reached ({what})"
+            reason = f"LiveKit refused the {step}: a limit of the project was reached ({what})"
+            return DialResult(
+                status=ContactStatus.FAILED, reason=reason, not_placed=True, at_limit=True
             )
         if not dial_sent:
             if error.status >= 500:

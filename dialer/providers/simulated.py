@@ -41,6 +41,8 @@ class SimulatedProvider:
         self._rules = sorted(config.rules, key=lambda r: len(r.prefix), reverse=True)
         self._ledger: IO[str] | None = None
         self.dials = 0
+        self.calls_live = 0  # calls placed and not ended
+        self.refused = 0  # dials refused at the project's call limit
 
     async def start(self) -> None:
         if self._config.dial_log:
@@ -76,6 +78,19 @@ class SimulatedProvider:
         rule = self._rule(request.to_number)
         if rule is not None and not rule.agent_joins:
             return await self._agent_not_joined(request, rule.seconds or 0.0)
+        limit = self._config.project_call_limit
+        if limit is not None and self.calls_live >= limit:
+            # As LiveKit refuses a dial at a limit of the project: nothing placed, no ledger line.
+            self.refused += 1
+            reason = f"simulated: a limit of the project was reached ({limit} calls at once)"
+            return self._nobody_dialed(request, reason, not_placed=True, at_limit=True)
+        self.calls_live += 1
+        try:
+            return await self._place(request, rule)
+        finally:
+            self.calls_live -= 1
+
+    async def _place(self, request: DialRequest, rule: SimulatedRule | None) -> DialResult:
         self.dials += 1
         if self._ledger is not None:
             # Written and flushed before the "call" starts: the ledger is the record of every
@@ -153,12 +168,16 @@ class SimulatedProvider:
             agent=request.agent_name,
             timeout_seconds=seconds,
         )
+        reason = f"Agent '{request.agent_name}' did not join within {seconds:g} s"
+        return self._nobody_dialed(request, reason, agent_not_joined=True)
+
+    def _nobody_dialed(self, request: DialRequest, reason: str, **flags: bool) -> DialResult:
         return DialResult(
             status=ContactStatus.FAILED,
-            reason=f"Agent '{request.agent_name}' did not join within {seconds:g} s",
+            reason=reason,
             ended_at=self._clock.now(),
             room_name=request.room_name,
-            agent_not_joined=True,
+            **flags,
         )
 
     async def resume(self, request: DialRequest) -> DialResult:

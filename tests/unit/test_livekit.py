@@ -85,7 +85,7 @@ def test_a_limit_of_the_project_places_no_call(dial_sent: bool) -> None:
     """LiveKit refusing the dispatch or the dial for a project limit (resource_exhausted, 429,
     no SIP code) gives the attempt back: neither the contact's failure nor the job's."""
     result = classify(twirp("resource_exhausted", 429), dial_sent=dial_sent, config=CONFIG)
-    assert result.not_placed
+    assert result.not_placed and result.at_limit  # (the engine keeps within it, see Engine)
     assert not result.job_fatal
     assert result.sip_code is None
     assert result.reason is not None and "a limit of the project was reached" in result.reason
@@ -97,6 +97,7 @@ def test_a_busy_callee_is_not_a_limit_of_the_project() -> None:
     busy = twirp("resource_exhausted", 429, sip_status_code="486", sip_status="Busy Here")
     result = classify(busy, dial_sent=True, config=CONFIG)
     assert (result.status, result.sip_code, result.not_placed) == (ContactStatus.BUSY, 486, False)
+    assert not result.at_limit
     named = api.ServerError(
         "resource_exhausted", "INVITE failed: sip status: 486: Busy Here", status=429
     )
