@@ -126,6 +126,7 @@ async def dnc_import(request: web.Request) -> web.Response:
     if data is None:
         raise ApiError(400, "invalid_csv", "CSV file missing: send it in the 'file' field")
     reason = (fields.get("reason") or "").strip()[:500] or None
+    column = (fields.get("phoneColumn") or "").strip()[:200] or None
     _listing(request)
     added, parsed = await dnc.import_csv(
         request.app[appkeys.STORE],
@@ -133,6 +134,7 @@ async def dnc_import(request: web.Request) -> web.Response:
         data,
         reason,
         request.app[appkeys.CLOCK].now(),
+        column,
     )
     _touched(request, added.jobs)
     report = intake.invalid_report(parsed)
@@ -207,6 +209,7 @@ class DncRemoved(BaseModel):
 
 class DncImportForm(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
+    phoneColumn: str | None = Field(default=None, max_length=200)
 
 
 openapi.register(

@@ -79,8 +79,10 @@ def command_name() -> str:
 SAMPLE_CSV = Path(__file__).resolve().parents[1] / "examples" / "contacts.csv"
 
 
-def banner(config: configmod.Config, config_path: str) -> str:
-    base = results.default_public_url(config.server.host, config.server.port)
+def banner(config: configmod.Config, config_path: str, port: int | None = None) -> str:
+    """What `serve` prints once it listens (on `port`, the one really bound: the config's may
+    be 0, any free port)."""
+    base = results.default_public_url(config.server.host, port or config.server.port)
     org = config.organizations[0].id if config.organizations else "ORG_ID"
     number = next(
         (p.id for p in config.phone_numbers if p.outbound_agent is not None), "PHONE_NUMBER_ID"
@@ -148,8 +150,16 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
 
     path = config.storage.path
     if path != ":memory:":
+        directory = Path(path).parent
         try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except (FileExistsError, NotADirectoryError):
+            raise StartupError(
+                f"cannot create the database's directory {directory}: a part of it is a file"
+            ) from None
+        except OSError as exc:
+            raise StartupError(f"cannot create directory {directory}: {exc.strerror}") from None
+        try:
             instance.acquire(path)  # held until the process ends
             dialed.adopt(path)  # the last serve's dial log, as this process's
         except instance.InstanceLocked as exc:
@@ -187,7 +197,7 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
         site = web.SockSite(runner, sock)
         await site.start()
         _freeze_startup_objects()
-        print(banner(config, config_path), file=sys.stderr, flush=True)
+        print(banner(config, config_path, sock.getsockname()[1]), file=sys.stderr, flush=True)
         failed = app[health.ENGINE_FAILED]
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -248,10 +258,22 @@ def _reason(exc: BaseException) -> str:
 T = TypeVar("T")
 
 
-async def _with_store(path: str, work: Callable[[Store], Awaitable[T]]) -> T:
-    store = await Store.open(path)
+async def _with_store(
+    path: str, work: Callable[[Store], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run `work` on the database (its directory made first with `create`). A database that
+    cannot be used (not a database, a path under a file, no permission) is a StorageError
+    naming it, which `main` prints in one line."""
+    try:
+        if create:
+            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = await Store.open(path)
+    except (StorageError, sqlite3.Error, OSError) as exc:
+        raise StorageError(f"cannot open database {path}: {_reason(exc)}") from None
     try:
         return await work(store)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot use database {path}: {_reason(exc)}") from None
     finally:
         await store.close()
 
@@ -259,16 +281,13 @@ async def _with_store(path: str, work: Callable[[Store], Awaitable[T]]) -> T:
 def keys_create(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config.organization(args.org) is None:
-        known = ", ".join(o.id for o in config.organizations) or "none"
-        print(f"error: unknown organization {args.org!r} (configured: {known})", file=sys.stderr)
-        return 2
-    Path(config.storage.path).parent.mkdir(parents=True, exist_ok=True)
+        return _unknown_org(config, args.org)
 
     async def work(store: Store) -> tuple[str, str]:
         row, plaintext = await keys.create_key(store, SystemClock(), args.org, args.name)
         return row.id, plaintext
 
-    key_id, plaintext = asyncio.run(_with_store(config.storage.path, work))
+    key_id, plaintext = asyncio.run(_with_store(config.storage.path, work, create=True))
     print(f"created API key {key_id} for organization {args.org}; it is shown only once:")
     print(plaintext)
     return 0
@@ -276,6 +295,8 @@ def keys_create(args: argparse.Namespace) -> int:
 
 def keys_list(args: argparse.Namespace) -> int:
     config = _load(args.config)
+    if args.org is not None and config.organization(args.org) is None:
+        return _unknown_org(config, args.org)
 
     async def work(store: Store) -> list[ApiKeyRow]:
         return await store.list_api_keys(args.org)
@@ -306,13 +327,17 @@ def keys_revoke(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ do-not-call
 
 
+def _unknown_org(config: configmod.Config, org: str) -> int:
+    known = ", ".join(o.id for o in config.organizations) or "none"
+    print(f"error: unknown organization {org!r} (configured: {known})", file=sys.stderr)
+    return 2
+
+
 def _dnc_org(args: argparse.Namespace) -> configmod.Config | None:
     config = _load(args.config)
     if config.organization(args.org) is None:
-        known = ", ".join(o.id for o in config.organizations) or "none"
-        print(f"error: unknown organization {args.org!r} (configured: {known})", file=sys.stderr)
+        _unknown_org(config, args.org)
         return None
-    Path(config.storage.path).parent.mkdir(parents=True, exist_ok=True)
     return config
 
 
@@ -330,7 +355,7 @@ def dnc_add(args: argparse.Namespace) -> int:
         return await dnc.add(store, args.org, args.numbers, args.reason, "cli", time.time())
 
     try:
-        added = asyncio.run(_with_store(config.storage.path, work))
+        added = asyncio.run(_with_store(config.storage.path, work, create=True))
     except ServiceError as exc:
         return _dnc_failed(exc)
     print(f"added {added.added}, already listed {added.already_listed}")
@@ -346,7 +371,7 @@ def dnc_remove(args: argparse.Namespace) -> int:
         await dnc.remove(store, args.org, args.number)
 
     try:
-        asyncio.run(_with_store(config.storage.path, work))
+        asyncio.run(_with_store(config.storage.path, work, create=True))
     except ServiceError as exc:
         return _dnc_failed(exc)
     print(f"removed {args.number}")
@@ -362,7 +387,7 @@ def dnc_list(args: argparse.Namespace) -> int:
         rows, _ = await store.dnc_page(args.org, args.number, -1, 0)
         return rows
 
-    rows = asyncio.run(_with_store(config.storage.path, work))
+    rows = asyncio.run(_with_store(config.storage.path, work, create=True))
     print(f"{'number':<17} {'source':<7} {'added':<21} reason")
     for row in rows:
         print(f"{row['number']:<17} {row['source']:<7} {row['addedAt']:<21} {row['reason'] or ''}")
@@ -380,10 +405,12 @@ def dnc_import(args: argparse.Namespace) -> int:
         return 2
 
     async def work(store: Store) -> tuple[dnc.Added, intake.ParsedContacts]:
-        return await dnc.import_csv(store, args.org, data, args.reason, time.time())
+        return await dnc.import_csv(
+            store, args.org, data, args.reason, time.time(), args.phone_column
+        )
 
     try:
-        added, parsed = asyncio.run(_with_store(config.storage.path, work))
+        added, parsed = asyncio.run(_with_store(config.storage.path, work, create=True))
     except intake.IntakeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
@@ -399,6 +426,16 @@ def dnc_import(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ main
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not within 0-65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dialer", description="Batch outbound dialer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -412,9 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_serve = sub.add_parser("serve", help="run the API and the dialing engine")
     with_config(p_serve)
-    p_serve.add_argument("--port", type=int, default=None, help="override [server] port")
     p_serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--port", type=_port, default=None, help="override [server] port (0: any free port)"
+    )
+    p_serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least level logged (default: info)",
     )
     p_serve.set_defaults(func=serve)
 
@@ -435,38 +477,43 @@ def build_parser() -> argparse.ArgumentParser:
     p_keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = p_keys.add_subparsers(dest="keys_command", required=True)
     p_create = keys_sub.add_parser("create", help="create a key for an organization")
-    p_create.add_argument("--org", required=True)
-    p_create.add_argument("--name", default=None)
+    p_create.add_argument("--org", required=True, help="organization id (from the config)")
+    p_create.add_argument("--name", default=None, help="a label to tell keys apart")
     with_config(p_create)
     p_create.set_defaults(func=keys_create)
     p_list = keys_sub.add_parser("list", help="list keys (never their secret)")
-    p_list.add_argument("--org", default=None)
+    p_list.add_argument("--org", default=None, help="only this organization's keys")
     with_config(p_list)
     p_list.set_defaults(func=keys_list)
     p_revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
-    p_revoke.add_argument("key_id")
+    p_revoke.add_argument("key_id", help="the key's id (key_..., from keys list)")
     with_config(p_revoke)
     p_revoke.set_defaults(func=keys_revoke)
 
     p_dnc = sub.add_parser("dnc", help="manage an organization's do-not-call list")
     dnc_sub = p_dnc.add_subparsers(dest="dnc_command", required=True)
     p_add = dnc_sub.add_parser("add", help="list numbers (E.164)")
-    p_add.add_argument("numbers", nargs="+")
-    p_add.add_argument("--reason", default=None)
+    p_add.add_argument("numbers", nargs="+", help="numbers to list, E.164 (+14155550123)")
+    p_add.add_argument("--reason", default=None, help="kept with the listing")
     p_remove = dnc_sub.add_parser("remove", help="take a number off the list")
-    p_remove.add_argument("number")
+    p_remove.add_argument("number", help="the number, E.164")
     p_dnc_list = dnc_sub.add_parser("list", help="print the list")
     p_dnc_list.add_argument("--number", default=None, help="only this number")
     p_import = dnc_sub.add_parser("import", help="list the numbers of a CSV's phone column")
-    p_import.add_argument("file")
-    p_import.add_argument("--reason", default=None)
+    p_import.add_argument("file", help="CSV file with a phone column")
+    p_import.add_argument("--reason", default=None, help="kept with each listing")
+    p_import.add_argument(
+        "--phone-column",
+        default=None,
+        help="header of the column to read (default: phone, or a known synonym)",
+    )
     for p, func in (
         (p_add, dnc_add),
         (p_remove, dnc_remove),
         (p_dnc_list, dnc_list),
         (p_import, dnc_import),
     ):
-        p.add_argument("--org", required=True)
+        p.add_argument("--org", required=True, help="organization id (from the config)")
         with_config(p)
         p.set_defaults(func=func)
     return parser

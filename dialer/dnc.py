@@ -64,10 +64,16 @@ async def add(
 
 
 async def import_csv(
-    store: Store, organization_id: str, data: bytes, reason: str | None, now: float
+    store: Store,
+    organization_id: str,
+    data: bytes,
+    reason: str | None,
+    now: float,
+    phone_column: str | None = None,
 ) -> tuple[Added, intake.ParsedContacts]:
-    """List the numbers of a CSV's `phone` column; invalid rows are skipped and reported."""
-    parsed = intake.parse_csv(data)
+    """List the numbers of a CSV's phone column (`phone_column`, else found as for a job's
+    CSV); invalid rows are skipped and reported."""
+    parsed = intake.parse_csv(data, phone_column=phone_column)
     numbers = [phone for phone, _ in parsed.contacts]
     added, jobs = await store.dnc_add(organization_id, numbers, reason, "import", now)
     return Added(added=added, already_listed=len(numbers) - added, jobs=jobs), parsed

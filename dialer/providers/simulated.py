@@ -7,6 +7,7 @@ divides every wait, so a job of thousands of contacts can run in seconds.
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -47,9 +48,11 @@ class SimulatedProvider:
     async def start(self) -> None:
         if self._config.dial_log:
             path = Path(self._config.dial_log)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Opened once at start-up, before any call runs.
-            self._ledger = path.open("a", encoding="utf-8", buffering=1)  # noqa: ASYNC230
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Opened once at start-up, before any call runs; readable by its owner only (it
+            # lists the numbers dialed).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._ledger = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
     async def close(self) -> None:
         if self._ledger is not None:

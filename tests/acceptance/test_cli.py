@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +147,78 @@ def test_dnc_add_list_import_remove(service_factory: Any, tmp_path: Path) -> Non
     assert again.returncode == 1 and "not on this organization" in again.stderr
     unknown = run("dnc", "list", "--org", "nope", "--config", str(svc.config), cwd=tmp_path)
     assert unknown.returncode == 2
+    # A column of another name, named with --phone-column.
+    csv_file.write_text("name,mobile\nann,+12025550115\n")
+    imported = run("dnc", "import", str(csv_file), "--phone-column", "mobile", *cfg, cwd=tmp_path)
+    assert imported.stdout.strip() == "added 1, already listed 0, invalid rows 0", imported.stderr
+
+
+def _example_config(tmp_path: Path, db: str) -> Path:
+    repo = Path(__file__).resolve().parents[2]
+    config = tmp_path / "config.toml"
+    text = (repo / "config.example.toml").read_text()
+    config.write_text(text.replace('path = "data/dialer.db"', f'path = "{db}"'))
+    return config
+
+
+def test_unusable_databases_are_one_line_errors(tmp_path: Path) -> None:
+    """A file that is not a database, or a database path under a regular file: every command
+    says so in one line and exits 2, no traceback."""
+    (tmp_path / "notdb.db").write_bytes(b"hello, not a database" * 100)
+    (tmp_path / "afile").write_text("")
+    commands = (
+        ["keys", "list"],
+        ["keys", "create", "--org", "org_demo"],
+        ["keys", "revoke", "key_x"],
+        ["dnc", "list", "--org", "org_demo"],
+        ["dnc", "add", "+14155550123", "--org", "org_demo"],
+        ["serve", "--port", "0"],
+    )
+    for db, words in ((tmp_path / "notdb.db", "not a database"), (tmp_path / "afile/x.db", "")):
+        config = _example_config(tmp_path, str(db))
+        for command in commands:
+            result = run(*command, "--config", str(config), cwd=tmp_path)
+            assert result.returncode == 2, (command, result.stderr)
+            assert "Traceback" not in result.stderr, (command, result.stderr)
+            [line] = result.stderr.strip().splitlines()[-1:]
+            assert line.startswith("error: ") and words in line, (command, line)
+    assert (tmp_path / "notdb.db").read_bytes() == b"hello, not a database" * 100
+
+
+def test_cli_arguments_are_checked(tmp_path: Path) -> None:
+    """A port out of range is a usage error; keys list of an unknown organization says so."""
+    config = _example_config(tmp_path, str(tmp_path / "x.db"))
+    result = run("serve", "--port", "70000", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "port 70000 is not within 0-65535" in result.stderr
+    result = run("keys", "list", "--org", "org_nope", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and "unknown organization 'org_nope'" in result.stderr
+
+
+def test_serve_on_port_zero_prints_the_port_it_listens_on(tmp_path: Path) -> None:
+    """`--port 0` takes any free port; the banner names that one, not 0, it answers there, and
+    the database's new directory is its owner's only."""
+    db_dir = tmp_path / "fresh"
+    config = _example_config(tmp_path, str(db_dir / "dialer.db"))
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            dialer_cmd("serve", "--port", "0", "--config", str(config)),
+            stdout=out,
+            stderr=out,
+            cwd=tmp_path,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        line = next(line for line in log.read_text().splitlines() if "listening on" in line)
+        port = int(line.split("http://127.0.0.1:", 1)[1].split()[0])
+        assert port != 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+        assert os.stat(db_dir).st_mode & 0o777 == 0o700
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -292,9 +292,12 @@ def test_engine_bug_exits_the_process(service_factory: Any, tmp_path: Path) -> N
 
 
 def test_files_are_private(service_factory: Any) -> None:
-    """The database, its -wal and -shm and the lock file are readable by their owner only."""
+    """The database, its -wal and -shm, the lock file and the dial log are readable by their
+    owner only."""
     svc = service_factory()
     svc.start()
     for suffix in ("", "-wal", "-shm", ".lock"):
         mode = os.stat(f"{svc.db}{suffix}").st_mode & 0o777
         assert mode == 0o600, (suffix, oct(mode))
+    # The simulated provider's dial log lists the numbers dialed.
+    assert os.stat(svc.ledger).st_mode & 0o777 == 0o600

@@ -394,6 +394,11 @@ async def test_dnc_routes_add_list_remove_and_import(start_app: StartApp, tmp_pa
     assert resp.status == 200, imported
     assert (imported["added"], imported["alreadyListed"], imported["invalidCount"]) == (1, 1, 1)
     assert imported["invalidRows"][0]["value"] == "oops"
+    form = FormData()  # a column of another name, named with phoneColumn
+    form.add_field("phoneColumn", "mobile")
+    form.add_field("file", f"name,mobile\nd,{LONDON}\n".encode(), filename="d.csv")
+    resp = await running.client.post("/dnc/import", data=form, headers=running.headers())
+    assert (resp.status, (await resp.json())["added"]) == (200, 1)
     resp = await running.client.get("/dnc", headers=running.headers(running.other_key))
     assert (await resp.json())["total"] == 0  # another organization's list is its own
 
