@@ -34,7 +34,7 @@ from dialer.dialed import DialLog
 from dialer.held import HeldOutcomes
 from dialer.providers.base import DialRequest, DialResult, Provider
 from dialer.states import ContactStatus, JobStatus
-from dialer.stats import EngineStats
+from dialer.stats import EngineStats, dial_label
 from storage.connection import StorageUnavailable
 from storage.rows import ClaimedContact, JobRow, JobVerdict, Outcome
 from storage.store import Store
@@ -816,8 +816,17 @@ class Engine:
                 log.warning("job_auto_paused", job_id=verdict.job_id, reason=verdict.reason)
         for job_id in result.completed:
             self._job_finished(job_id)
-        for job_id in result.resulted:  # agents' results queued contacts again: look for them
-            self.wake_job(job_id)
+        for applied in result.resulted:  # agents' results changed contacts: the final word
+            log.info(
+                "agent_result_applied",
+                job_id=applied.job_id,
+                contact_id=applied.contact_id,
+                attempt=applied.attempt_no,
+                disposition=applied.disposition,
+                next_status=applied.status,
+            )
+        for job_id in {applied.job_id for applied in result.resulted}:
+            self.wake_job(job_id)  # (a contact may wait again: look for it)
         self._progressed()
         self.stats.cycle_seconds.observe(time.perf_counter() - began)
         return next_due
@@ -1371,7 +1380,7 @@ class Engine:
                     "job_id": call.job_id,
                     "contact_id": call.contact.id,
                     "attempt": call.contact.attempt_no,
-                    "outcome": outcome.outcome,
+                    "outcome": dial_label(outcome, result),
                     "sip_code": result.sip_code,
                     "next_status": outcome.next_status,
                     "reason": result.reason,

@@ -40,7 +40,7 @@ class EngineStats:
         made because the agent did not join as `agent_not_joined`; attempts given back placed no
         call: they took no time and never rang."""
         self.dials.update(
-            [(_dial_label(o, r), o.sip_code) for o, r in zip(outcomes, results, strict=True)]
+            [(dial_label(o, r), o.sip_code) for o, r in zip(outcomes, results, strict=True)]
         )
         placed = [o for o in outcomes if not o.give_back]
         self.attempt_seconds.observe_many(
@@ -76,7 +76,9 @@ class EngineStats:
             del self._freed[job_id]
 
 
-def _dial_label(outcome: Outcome, result: DialResult) -> str:
+def dial_label(outcome: Outcome, result: DialResult) -> str:
+    """The outcome shown for an ended dial (metrics and log): `not_placed` and
+    `agent_not_joined` for the dials given back without a call, else the attempt's outcome."""
     if result.not_placed:
         return "not_placed"
     if result.agent_not_joined:

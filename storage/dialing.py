@@ -19,6 +19,7 @@ from storage.db import TransitionError
 from storage.rows import (
     CREDITS_EXHAUSTED,
     Activation,
+    AppliedResult,
     CallingRules,
     ClaimedContact,
     JobClaim,
@@ -234,7 +235,7 @@ def record(
     now: float,
     rules: CallingRules,
     result_rules: ResultRules,
-    resulted: list[str] | None = None,
+    resulted: list[AppliedResult] | None = None,
 ) -> tuple[list[str], list[Outcome]]:
     """Record finished attempts; return (jobs that became completed, refused outcomes).
 
@@ -278,7 +279,7 @@ def record(
 
 
 def _apply_pending_results(
-    conn: sqlite3.Connection, now: float, rules: ResultRules, resulted: list[str] | None
+    conn: sqlite3.Connection, now: float, rules: ResultRules, resulted: list[AppliedResult] | None
 ) -> None:
     """The results posted while the calls of temp.outcome_batch were live: the latest of each
     attempt takes effect (a dial given back was no call: its results only stop waiting)."""
@@ -288,9 +289,9 @@ def _apply_pending_results(
             params = {"contact_id": contact_id, "attempt_no": attempt_no, "now": now}
             conn.execute(Q()["mark_results_applied"], params)
             continue
-        job_id = apply_result(conn, contact_id, attempt_no, result_id, now, rules)
-        if job_id is not None and resulted is not None and job_id not in resulted:
-            resulted.append(job_id)
+        applied = apply_result(conn, contact_id, attempt_no, result_id, now, rules)
+        if applied is not None and resulted is not None:
+            resulted.append(applied)
 
 
 def apply_result(
@@ -300,10 +301,10 @@ def apply_result(
     result_id: int,
     now: float,
     rules: ResultRules,
-) -> str | None:
+) -> AppliedResult | None:
     """Make the effect of result `result_id` (the latest for the attempt, whose call has ended)
-    on its contact; mark the attempt's results applied. Returns the job when the contact
-    changed (None: the contact moved on since, e.g. it is dialing again or was cancelled)."""
+    on its contact; mark the attempt's results applied. Returns what changed (None: the contact
+    moved on since, e.g. it is dialing again or was cancelled)."""
     row = conn.execute(Q()["result_context"], {"result_id": result_id}).fetchone()
     conn.execute(
         Q()["mark_results_applied"],
@@ -356,7 +357,7 @@ def apply_result(
         listed = {"contact_id": contact_id, "now": now}
         if conn.execute(Q()["cancel_contact_if_listed"], listed).rowcount == 0:
             conn.execute(Q()["reopen_job"], {"id": job_id, "now": now})
-    return str(job_id)
+    return AppliedResult(str(job_id), contact_id, attempt_no, str(disposition), change.status)
 
 
 def pause_out_of_credits(

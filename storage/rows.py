@@ -286,7 +286,19 @@ class CycleResult:
     refused: list[Outcome]  # outcomes whose contact was not `dialing` that attempt
     claims: dict[str, JobClaim]
     verdicts: list[JobVerdict]  # the verdicts that took effect
-    resulted: list[str] = field(default_factory=list)  # jobs whose contacts a result changed
+    # Results posted while their calls were live that changed their contacts here.
+    resulted: list[AppliedResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedResult:
+    """An agent's result that changed its contact when its call ended: to `status`."""
+
+    job_id: str
+    contact_id: int
+    attempt_no: int
+    disposition: str
+    status: str
 
 
 @dataclass(frozen=True, slots=True)

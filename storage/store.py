@@ -41,6 +41,7 @@ from storage.rows import (
     Activation,
     AlwaysOpen,
     ApiKeyRow,
+    AppliedResult,
     AttemptRef,
     AttemptRow,
     BatchSummary,
@@ -845,7 +846,7 @@ class Store:
         credit_limits = self._credit_limits
 
         def tx(conn: sqlite3.Connection) -> CycleResult:
-            resulted: list[str] = []
+            resulted: list[AppliedResult] = []
             completed, refused = dialing.record(
                 conn, outcomes, now, self.calling_rules, self.result_rules, resulted
             )

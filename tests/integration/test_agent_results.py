@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from dialer import results
 from dialer.clock import FakeClock
@@ -219,10 +220,18 @@ async def test_voicemail_ends_the_contact_when_the_job_does_not_retry_them(
     job_id, room = await one_call(running, line, maxAttempts=3, retryOnVoicemail=False)
     assert (await running.detail(job_id))["retryOnVoicemail"] is False
     await post(running, room, {"disposition": "voicemail"}, bearer(token_of(line, room)))
-    await ended(running, line, job_id, room)
-    detail = await running.wait_status(job_id, "completed")
+    with capture_logs() as logs:
+        await ended(running, line, job_id, room)
+        detail = await running.wait_status(job_id, "completed")
     assert detail["contacts"][0]["status"] == "no_answer"
     assert detail["failedCalls"] == 1
+    # The log tells the same: the call ended completed, then the result made it no_answer.
+    events = [e for e in logs if e["event"] in ("call_attempt_finished", "agent_result_applied")]
+    assert [(e["event"], e["next_status"]) for e in events] == [
+        ("call_attempt_finished", "completed"),
+        ("agent_result_applied", "no_answer"),
+    ]
+    assert events[1]["disposition"] == "voicemail" and events[1]["attempt"] == 1
 
 
 async def test_a_late_callback_request_reopens_the_job_and_is_dialed_at_its_time(

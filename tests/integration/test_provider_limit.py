@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from dialer import scheduler
 from dialer.clock import FakeClock
 from dialer.config import Config
@@ -126,12 +128,16 @@ async def test_a_refusal_with_no_call_live_stops_dialing_as_an_outage(
     engine stops and probes as for an unreachable provider."""
     running, provider = await start(start_app, tmp_path, limit=1)
     provider.calls_live = 1  # the project's one call is someone else's
-    created = await running.create_json(phones(5), concurrentCallLimit=5)
 
     async def outage() -> bool:
         return running.engine.provider_outage is not None and running.engine.idle.is_set()
 
-    await wait_until(outage)
+    with capture_logs() as logs:
+        created = await running.create_json(phones(5), concurrentCallLimit=5)
+        await wait_until(outage)
+    # Logged as what they were, as /metrics counts them: dials not placed, no attempt.
+    ended = [e for e in logs if e["event"] == "call_attempt_finished"]
+    assert [(e["outcome"], e["next_status"]) for e in ended] == [("not_placed", "queued")] * 5
     assert running.engine.provider_cap is None
     assert provider.dials == 0
     detail = await running.detail(created["batchJobId"])
