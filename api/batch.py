@@ -211,7 +211,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 def idempotency_key(request: web.Request) -> str | None:
-    """The Idempotency-Key header: 1 to 255 visible ASCII characters, or absent."""
+    """The Idempotency-Key header: 1 to 255 printable ASCII characters (spaces too), or absent."""
     raw = request.headers.get("Idempotency-Key")
     if raw is None:
         return None
@@ -220,7 +220,7 @@ def idempotency_key(request: web.Request) -> str | None:
         raise ApiError(
             400,
             "validation_error",
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
         )
     return key
 

@@ -41,6 +41,32 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     _json_lines = (sys.stderr, tuple(processors)) if use_json and level_no <= logging.INFO else None
+    # Libraries' own log records (aiohttp's, livekit's) and Python warnings (a library's
+    # DeprecationWarning, jwt's InsecureKeyLengthWarning) come out as the same lines, not as
+    # stray text among the JSON.
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, ToStructlog)]:
+        root.removeHandler(handler)
+    root.addHandler(ToStructlog())
+    # Libraries' info records were never shown (Python's last-resort handler): still not.
+    root.setLevel(level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING))
+    logging.captureWarnings(True)
+
+
+class ToStructlog(logging.Handler):
+    """A standard-library log record as a structlog line: its message as the event, with the
+    logger's name and, for an error, its traceback."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = structlog.get_logger(record.name)
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            method = getattr(logger, record.levelname.lower(), logger.warning)
+            method(record.getMessage().strip(), **fields)
+        except Exception:
+            self.handleError(record)
 
 
 def info_many(logger: Any, event: str, rows: Iterable[dict[str, Any]]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,9 +22,14 @@ ROWS: list[dict[str, Any]] = [
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     structlog.configure(**saved)
     structlog.contextvars.clear_contextvars()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def lines(text: str) -> list[dict[str, Any]]:
@@ -72,3 +79,25 @@ def test_info_many_goes_through_captured_logs(capsys: pytest.CaptureFixture[str]
         ("call_attempt_finished", 8),
     ]
     assert capsys.readouterr().err == ""
+
+
+def test_library_records_and_warnings_are_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """aiohttp's own errors and a library's warning are lines like the service's own, not
+    stray text among them; below the level, nothing. Configuring twice adds no second copy."""
+    logs.configure("info", json=True)
+    logs.configure("info", json=True)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request")
+    logging.getLogger("livekit").info("not shown")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("key too short", UserWarning, stacklevel=1)
+    found = lines(capsys.readouterr().err)
+    assert [(f["event"], f["level"], f["logger"]) for f in found] == [
+        ("Error handling request", "error", "aiohttp.server"),
+        (found[1]["event"], "warning", "py.warnings"),
+    ]
+    assert "ValueError: boom" in found[0]["exception"]
+    assert "UserWarning: key too short" in found[1]["event"]
