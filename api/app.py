@@ -26,6 +26,7 @@ from api.auth import auth_middleware
 from api.compat import setup as setup_compat
 from api.controls import setup as setup_controls
 from api.errors import Envelope, Handler, error_middleware
+from dialer import dnc
 from dialer.agent import AgentResults
 from dialer.clock import Clock, SystemClock
 from dialer.config import Config, check_telephony
@@ -121,6 +122,7 @@ def create_app(
         )
         the_provider = provider or make_provider(config, clock)
         await the_provider.start()
+        await dnc.respell_stored_numbers(the_store)  # (a chore of an upgrade, once)
         engine = Engine(config, the_store, the_provider, clock)
         app[appkeys.STORE] = the_store
         app[appkeys.ENGINE] = engine

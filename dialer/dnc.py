@@ -11,9 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from dialer import intake
 from dialer.service import ServiceError
 from storage.store import Store
+
+log = structlog.get_logger("dialer.dnc")
 
 MAX_NUMBERS = 10_000
 SOURCES = ("api", "import", "cli")
@@ -58,7 +62,7 @@ async def add(
             + ", ".join(repr(b["value"]) for b in bad[:10]),
             {"invalidNumbers": bad[: intake.MAX_REPORTED_INVALID]},
         )
-    unique = list(dict.fromkeys(numbers))
+    unique = list(dict.fromkeys(listed_form(n) for n in numbers))
     added, jobs = await store.dnc_add(organization_id, unique, reason, source, now)
     return Added(added=added, already_listed=len(unique) - added, jobs=jobs)
 
@@ -79,9 +83,24 @@ async def import_csv(
     return Added(added=added, already_listed=len(numbers) - added, jobs=jobs), parsed
 
 
+def listed_form(number: str) -> str:
+    """The spelling a number is listed and looked up under: its canonical E.164 (see
+    intake.canonical_e164), or the text as given when it is no valid number."""
+    return intake.canonical_e164(number)[0] or number
+
+
 async def remove(store: Store, organization_id: str, number: str) -> None:
     """Take a number off the list (404 not_listed when it is not on it)."""
-    if not await store.dnc_remove(organization_id, number):
+    if not await store.dnc_remove(organization_id, listed_form(number)):
         raise ServiceError(
             404, "not_listed", f"{number[:64]!r} is not on this organization's do-not-call list"
         )
+
+
+async def respell_stored_numbers(store: Store) -> None:
+    """Once after the upgrade that made strict E.164 canonical (migration 0016): contacts still
+    to be dialed and listed numbers stored under another spelling of the same number take the
+    canonical one too, so a listing under either spelling stops the call."""
+    respelled, listed = await store.canonical_phones(lambda n: intake.canonical_e164(n)[0])
+    if respelled or listed:
+        log.warning("numbers_respelled", contacts=respelled, do_not_call_listings_added=listed)

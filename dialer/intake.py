@@ -99,18 +99,30 @@ class ParsedContacts:
 
 def e164_problem(value: str) -> str | None:
     """Why `value` is not a valid E.164 number, or None if it is."""
+    return canonical_e164(value)[1]
+
+
+def canonical_e164(value: str) -> tuple[str | None, str | None]:
+    """(the number as E.164 writes it, None), or (None, why `value` is not a valid E.164 number).
+
+    One person, one spelling: a national trunk prefix written after the country code
+    (+44 0 20..., +49 0 30...) is read as `phonenumbers` reads it, and dropped, so that the
+    do-not-call list, duplicates, caps and the one-live-call rule, which compare numbers as
+    text, see the same number (+44 20...). Italy's leading zero is part of its numbers: kept.
+    """
     if not _E164.fullmatch(value):
-        return "not in E.164 format (+ then 2 to 15 digits, no spaces or punctuation)"
-    if _NANP_E164.fullmatch(value):
-        valid = _valid_national(1, value[2:])
-    else:
-        try:
-            valid = valid_number(phonenumbers.parse(value, None))
-        except phonenumbers.NumberParseException:
-            return "not a phone number"
-    if not valid:
-        return "not a valid number for its country code"
-    return None
+        return None, "not in E.164 format (+ then 2 to 15 digits, no spaces or punctuation)"
+    if _NANP_E164.fullmatch(value):  # (no trunk prefix can follow +1: the fast path)
+        if _valid_national(1, value[2:]):
+            return value, None
+        return None, "not a valid number for its country code"
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return None, "not a phone number"
+    if not valid_number(parsed):
+        return None, "not a valid number for its country code"
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
 
 
 # The number types `phonenumbers` knows (PhoneMetadata fields): a number is valid when it is of
@@ -231,12 +243,11 @@ def default_region(code: str | None) -> str | None:
 def normalize_phone(value: str, region: str | None) -> tuple[str | None, str | None]:
     """(the number in E.164, None) or (None, why it is not a valid number).
 
-    Without a region only strict E.164 passes; with one, formatted and national numbers are
-    read as dialed from that country.
+    Without a region only strict E.164 passes (written canonically, see canonical_e164); with
+    one, formatted and national numbers are read as dialed from that country.
     """
     if region is None:
-        problem = e164_problem(value)
-        return (value, None) if problem is None else (None, problem)
+        return canonical_e164(value)
     text = value.strip()
     if not text:
         return None, "phone is empty"

@@ -1059,3 +1059,28 @@ SELECT json_group_array(json_array(id, organization_id, job_id, contact_id, atte
 
 -- last_result_id --
 SELECT coalesce(max(id), 0) FROM call_results WHERE job_id = :job_id
+
+-- ------------------------------------------------------------------ chores (migration 0016)
+
+-- chore_pending --
+SELECT 1 FROM chores WHERE name = :name
+
+-- chore_done --
+DELETE FROM chores WHERE name = :name
+
+-- open_phones_outside_nanp --
+-- Contacts still to be dialed whose number may be spelled another way (+1 numbers cannot).
+SELECT id, phone FROM contacts
+WHERE status IN ('pending', 'queued', 'dialing') AND substr(phone, 1, 2) <> '+1'
+
+-- set_contact_phone --
+UPDATE contacts SET phone = :phone WHERE id = :id
+
+-- listed_outside_nanp --
+SELECT organization_id, number, reason, source, added_at FROM dnc_numbers
+WHERE substr(number, 1, 2) <> '+1'
+
+-- list_also_as --
+INSERT INTO dnc_numbers (organization_id, number, reason, source, added_at)
+VALUES (:org, :number, :reason, :source, :added_at)
+ON CONFLICT (organization_id, number) DO NOTHING

@@ -1031,6 +1031,34 @@ class Store:
 
     # ------------------------------------------------------------- do-not-call
 
+    async def canonical_phones(self, canonical: Callable[[str], str | None]) -> tuple[int, int]:
+        """The chore of migration 0016, once: contacts still to be dialed take the spelling
+        `canonical` gives their number, and listed numbers are listed under it too (the old
+        spelling stays listed). Returns (contacts respelled, listings added); (0, 0) once done."""
+
+        def tx(conn: sqlite3.Connection) -> tuple[int, int]:
+            name = {"name": "canonical_phones"}
+            if conn.execute(Q()["chore_pending"], name).fetchone() is None:
+                return 0, 0
+            respelled = listed = 0
+            for contact_id, phone in conn.execute(Q()["open_phones_outside_nanp"]).fetchall():
+                new = canonical(phone)
+                if new is not None and new != phone:
+                    conn.execute(Q()["set_contact_phone"], {"id": contact_id, "phone": new})
+                    respelled += 1
+            for org, number, reason, source, added_at in conn.execute(
+                Q()["listed_outside_nanp"]
+            ).fetchall():
+                new = canonical(number)
+                if new is not None and new != number:
+                    also = {"org": org, "number": new, "reason": reason}
+                    also |= {"source": source, "added_at": added_at}
+                    listed += conn.execute(Q()["list_also_as"], also).rowcount
+            conn.execute(Q()["chore_done"], name)
+            return respelled, listed
+
+        return await self._write(tx)
+
     async def dnc_add(
         self,
         organization_id: str,

@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import FormData
+from structlog.testing import capture_logs
 
 from dialer import windows
 from dialer.clock import FakeClock
@@ -675,3 +677,67 @@ async def test_a_scheduled_job_started_early_still_keeps_to_the_window(
     await wait_until(lambda: _running_and_idle(running, job_id))
     contact = by_phone(await running.detail(job_id))[NEW_YORK]
     assert (contact["status"], contact["nextCallAt"]) == ("pending", "2026-01-05T13:00:00Z")
+
+
+async def test_one_person_one_spelling_for_the_list_and_duplicates(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A national trunk prefix written after the country code (+44 0 20...) is the same person
+    as +44 20...: listed under one spelling, it suppresses the other at create, both spellings
+    in one upload are one contact, and the list is looked up and taken off by either."""
+    running = await start_lawful(start_app, tmp_path)
+    trunk = "+4402079460001"  # LONDON with the trunk 0 kept
+    status, body = await dnc_post(running, [trunk])
+    assert (status, body["added"]) == (200, 1), body
+    resp = await running.client.get("/dnc", params={"number": LONDON}, headers=running.headers())
+    assert [n["number"] for n in (await resp.json())["numbers"]] == [LONDON]
+    created = await running.create_json([{"phone": LONDON}, {"phone": NEW_YORK}])
+    assert created["suppressedCount"] == 1  # LONDON, listed as the trunk spelling
+    created = await running.create_json([{"phone": "+493012345678"}, {"phone": "+4903012345678"}])
+    assert (created["totalContacts"], created["duplicatesRemoved"]) == (1, 1)
+    detail = await running.detail(created["batchJobId"])
+    assert [c["phoneNumber"] for c in detail["contacts"]] == ["+493012345678"]
+    resp = await running.client.delete(f"/dnc/{trunk}", headers=running.headers())
+    assert (resp.status, await resp.json()) == (200, {"removed": LONDON})
+    # Read from a region, the trunk spelling of a listed number is suppressed too.
+    assert (await dnc_post(running, ["+61291234567"]))[0] == 200
+    created = await running.create_json([{"phone": "(02) 9123 4567"}], defaultCountry="AU")
+    assert created["suppressedCount"] == 1
+
+
+async def test_numbers_stored_before_the_upgrade_are_respelled_once(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Migration 0016's chore: at the next start, a contact still to be dialed and a listing
+    stored under a trunk-0 spelling take the canonical one too, so a listing under either
+    spelling stops the call; once done, it is not done again."""
+    running = await start_lawful(start_app, tmp_path, at="2026-01-05T05:00:00Z")  # windows shut
+    created = await running.create_json([{"phone": LONDON}, {"phone": NEW_YORK}])
+    job_id = created["batchJobId"]
+    db = running.store.path
+    running.engine.stop()
+    await running.client.close()
+    with sqlite3.connect(db) as conn:  # as an older version stored them
+        conn.execute("UPDATE contacts SET phone = '+4402079460001' WHERE phone = ?", (LONDON,))
+        conn.execute(
+            "INSERT INTO dnc_numbers (organization_id, number, reason, source, added_at)"
+            " VALUES (?, '+610291234567', 'asked', 'api', 0)",
+            (ORG,),
+        )
+        conn.execute("INSERT INTO chores (name) VALUES ('canonical_phones')")
+    with capture_logs() as logs:
+        again = await start_lawful(start_app, tmp_path, at="2026-01-05T05:00:00Z")
+    assert [
+        (e["contacts"], e["do_not_call_listings_added"])
+        for e in logs
+        if e["event"] == "numbers_respelled"
+    ] == [(1, 1)]
+    detail = await again.detail(job_id)
+    assert sorted(c["phoneNumber"] for c in detail["contacts"]) == sorted([LONDON, NEW_YORK])
+    resp = await again.client.get("/dnc", headers=again.headers())
+    assert {n["number"] for n in (await resp.json())["numbers"]} == {SYDNEY, "+610291234567"}
+    status, body = await dnc_post(again, [LONDON])
+    assert (status, body["added"]) == (200, 1)
+    assert (await again.detail(job_id))["statusBreakdown"]["cancelled"] == 1
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM chores").fetchone()[0] == 0

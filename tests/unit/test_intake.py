@@ -75,6 +75,28 @@ def test_e164_rejects_well_formed_but_invalid_numbers(number: str) -> None:
     assert problem is not None and "E.164" not in problem
 
 
+@pytest.mark.parametrize(
+    "number, canonical",
+    [
+        ("+4402071838752", "+442071838752"),  # the UK's trunk 0 after +44
+        ("+4903012345678", "+493012345678"),
+        ("+330142685300", "+33142685300"),
+        ("+610291234568", "+61291234568"),
+        ("+390612345678", "+390612345678"),  # Italy's leading 0 is part of the number
+        ("+442071838752", "+442071838752"),
+        (VALID, VALID),
+    ],
+)
+def test_one_person_has_one_spelling(number: str, canonical: str) -> None:
+    """Strict E.164 is read as phonenumbers reads it and written back canonically, so that
+    text comparisons (do-not-call, duplicates, caps) see one person under one spelling; both
+    strict intake and CSV rows give that spelling."""
+    assert intake.canonical_e164(number) == (canonical, None)
+    assert intake.normalize_phone(number, None) == (canonical, None)
+    parsed = intake.parse_csv(csv_bytes("phone", number, canonical))
+    assert ([p for p, _ in parsed.contacts], parsed.duplicates) == ([canonical], 1)
+
+
 # ------------------------------------------------------------------ CSV: happy paths
 
 
