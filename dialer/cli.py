@@ -124,6 +124,11 @@ def serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
 
     config = _load(args.config, places_calls=True)
+    if config.storage.path != ":memory:":  # one name for the database (see dialer.instance)
+        real = os.path.realpath(config.storage.path)
+        config = config.model_copy(
+            update={"storage": config.storage.model_copy(update={"path": real})}
+        )
     if args.port is not None:
         config = config.model_copy(
             update={"server": config.server.model_copy(update={"port": args.port})}

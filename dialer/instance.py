@@ -2,8 +2,14 @@
 dies, so `kill -9` never leaves a stale lock behind.
 
 The lock is `flock` on `<database>.lock` (created readable by its owner only), which holds the
-PID of the instance that owns it. Commands that only read or add keys (`dialer keys`) do not
-take it and keep working while the service runs.
+PID of the instance that owns it, and on the database file itself, which is the same file
+whatever path reaches it (a symlink, a hard link, another mount): a second `serve` given another
+name for the database is refused too. (SQLite's own locks are POSIX record locks, independent of
+`flock` on a local file system; the descriptor stays open for the life of the process, as
+closing one would drop SQLite's locks on the file.) `dialer serve` passes the database's real
+path (symlinks resolved), so the lock, the dial log and the held outcomes beside the database
+are the same files for every name of it. Commands that only read or add keys (`dialer keys`)
+do not take it and keep working while the service runs.
 """
 
 from __future__ import annotations
@@ -42,11 +48,43 @@ def acquire(database: str) -> int:
     except BaseException:
         os.close(fd)
         raise
+    try:
+        _lock_database_file(database)
+    except BaseException:
+        os.close(fd)
+        raise
     with contextlib.suppress(OSError):
         _previous[database] = os.pread(fd, 32, 0).decode(errors="replace").strip()
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _lock_database_file(database: str) -> None:
+    """flock the database file itself (created empty, private, if new: SQLite takes an empty
+    file for a new database). Held by a descriptor never closed."""
+    fd = os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)  # (no SQLite connection of this process has the file open yet)
+        raise InstanceLocked(database, "unknown: the same database by another name") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    _held.append(fd)
+
+
+# Descriptors holding the database files' locks: never closed while the process lives.
+_held: list[int] = []
+
+
+def release(fd: int) -> None:
+    """Give the locks back (tests only: `dialer serve` holds them until it exits, and must not
+    close the database file's descriptor while SQLite has the file open)."""
+    os.close(fd)
+    while _held:
+        os.close(_held.pop())
 
 
 # database -> the PID its lock file named when this process took the lock (the last `dialer

@@ -113,6 +113,38 @@ def test_second_instance_is_refused_and_changes_nothing(service_factory: Any) ->
     first.audit()
 
 
+def test_a_second_instance_through_another_name_of_the_database_is_refused(
+    service_factory: Any, tmp_path: Path
+) -> None:
+    """A symlink or a hard link to the running service's database is the same database: a
+    second serve given it exits 2 in one line and dials nothing."""
+    first = service_factory(call_seconds=3.0)
+    first.start()
+    first.create_key()
+    job_id = create(first, 10, limit=5)
+    first.wait(lambda: breakdown(first, job_id)["dialing"] == 5)
+    symlink, hardlink = tmp_path / "alias.db", tmp_path / "hard.db"
+    symlink.symlink_to(first.db)
+    os.link(first.db, hardlink)
+    for alias in (symlink, hardlink):
+        second = service_factory(call_seconds=0.5)
+        text = first.config.read_text().replace(str(first.port), str(second.port))
+        second.config.write_text(text.replace(f'"{first.db}"', f'"{alias}"'))
+        assert f'"{alias}"' in second.config.read_text()
+        out = subprocess.run(
+            dialer_cmd("serve", "--config", str(second.config)),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert out.returncode == 2, out.stderr
+        [line] = out.stderr.strip().splitlines()
+        assert "in use by another dialer serve" in line, line
+    first.wait(lambda: job_done(first, job_id))
+    assert not first.db_rows("SELECT 1 FROM attempts WHERE reason = 'interrupted'")
+    first.audit()
+
+
 def test_lock_longer_than_busy_timeout_is_survived(service_factory: Any) -> None:
     """Another process holds the database locked past the busy timeout during a job: health
     turns 503, writes answer 503, no call starts; within 10 s of the release it recovers by

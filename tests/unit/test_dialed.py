@@ -168,7 +168,7 @@ def test_only_the_last_serve_on_the_database_is_trusted(
             assert instance.previous_holder(str(database)) == last
             assert (dial_log(database).load() == {(1, 1)}) is trusted
         finally:
-            os.close(fd)
+            instance.release(fd)
 
 
 def test_a_serve_takes_the_last_ones_file_over_so_a_failed_start_changes_nothing(
@@ -194,7 +194,7 @@ def test_a_serve_takes_the_last_ones_file_over_so_a_failed_start_changes_nothing
         assert Path(crashed.path).read_text().splitlines()[0].endswith(f"pid={os.getpid()}")
         assert dial_log(database).load() == {(5, 2), (1, 1)}  # this serve's engine reads it
     finally:
-        os.close(fd)
+        instance.release(fd)
     # This serve failed before its engine ran; the next one finds it named in the lock file.
     monkeypatch.setattr(dialed, "_adopted", set())
     monkeypatch.setattr(instance, "_previous", {str(database): str(os.getpid())})
