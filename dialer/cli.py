@@ -181,6 +181,13 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
     except BaseException:
         sock.close()
         raise
+    if path != ":memory:":
+        try:
+            instance.lock_made(path)
+        except (instance.InstanceLocked, OSError) as exc:
+            await store.close()
+            sock.close()
+            raise StartupError(f"cannot lock database {path}: {exc}") from None
     app = create_app(config, store=store)
     runner = web.AppRunner(
         app,

@@ -61,9 +61,13 @@ def acquire(database: str) -> int:
 
 
 def _lock_database_file(database: str) -> None:
-    """flock the database file itself (created empty, private, if new: SQLite takes an empty
-    file for a new database). Held by a descriptor never closed."""
-    fd = os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """flock the database file itself, held by a descriptor never closed. A database not made
+    yet has no other name (its hard links come after it): nothing to lock, nothing created."""
+    try:
+        fd = os.open(database, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        _unmade.add(database)  # locked by lock_made once the store made it
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -77,6 +81,16 @@ def _lock_database_file(database: str) -> None:
 
 # Descriptors holding the database files' locks: never closed while the process lives.
 _held: list[int] = []
+# Databases this process took the lock of before their file existed.
+_unmade: set[str] = set()
+
+
+def lock_made(database: str) -> None:
+    """Lock the database file that did not exist when this process took the instance lock
+    (`serve` made it since). Nothing else had it by another name: a link needs the file."""
+    if database in _unmade:
+        _unmade.discard(database)
+        _lock_database_file(database)
 
 
 def release(fd: int) -> None:
@@ -85,6 +99,7 @@ def release(fd: int) -> None:
     os.close(fd)
     while _held:
         os.close(_held.pop())
+    _unmade.clear()
 
 
 # database -> the PID its lock file named when this process took the lock (the last `dialer
