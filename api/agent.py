@@ -163,6 +163,9 @@ async def post_result(request: web.Request) -> web.Response:
     if room_ids(room) is None:
         raise agent.call_not_found(room)
     caller = await _caller(request)
+    # Who may post for this call is known before the body is read: a made-up room or token is
+    # answered at once, without reading (or waiting for) what it sends.
+    await results_svc.authorize(room, caller)
     try:
         body = ResultBody.model_validate(await read_json(request))
     except ValidationError as exc:

@@ -367,11 +367,11 @@ def _calling_windows(value: Any) -> windows.Windows | None:
     if value is None:
         return None
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+        try:  # (the body's own checks: depth, huge integers, NaN)
+            value = jsonbody.loads(value.encode("utf-8", "surrogatepass"))
+        except jsonbody.BadJson as exc:
             raise ApiError(
-                400, "invalid_calling_window", "callingWindows is not valid JSON"
+                400, "invalid_calling_window", f"callingWindows is not valid JSON: {exc}"
             ) from None
     try:
         return windows.parse_windows(value)
@@ -495,8 +495,19 @@ async def _read_parts(
         if name == "file":
             csv_bytes = value
             continue
+        if part.headers.get("Content-Encoding", "identity").lower() != "identity":
+            # (a compressed field could unpack to megabytes from a few bytes: none is needed)
+            raise ApiError(
+                400, "validation_error", f"Form field '{name[:50]}' must not be compressed"
+            )
         try:
-            fields[name] = bytes(part.decode(value)).decode("utf-8")
+            decoded = bytes(part.decode(value))
+        except (RuntimeError, ValueError) as exc:  # an unknown Content-Transfer-Encoding...
+            raise ApiError(
+                400, "validation_error", f"Form field '{name[:50]}' cannot be decoded: {exc}"
+            ) from None
+        try:
+            fields[name] = decoded.decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(
                 400, "validation_error", f"Form field '{name[:50]}' is not UTF-8"

@@ -2,8 +2,9 @@
 answers `invalid_json` here instead of a 500 further down.
 
 Rejected: invalid UTF-8 or syntax, `NaN`/`Infinity` (and numbers that overflow to them),
-integers of more than `MAX_INTEGER_DIGITS` digits, nesting deeper than `MAX_DEPTH`, and lone
-UTF-16 surrogates (`"\\udfff"`) in keys or values, which no UTF-8 encoder accepts.
+integers of more than `MAX_INTEGER_DIGITS` digits, nesting deeper than `MAX_DEPTH`, more than
+`MAX_CONTAINERS` objects and arrays, and lone UTF-16 surrogates (`"\\udfff"`) in keys or values,
+which no UTF-8 encoder accepts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from typing import Any
 
 MAX_DEPTH = 32
 MAX_INTEGER_DIGITS = 100
+# Objects and arrays in a body: the largest valid one (20,000 rows of a few nested objects
+# each) has well under this. An 8 MB body of `{},` would make 2.7 million dicts, hundreds of
+# MB and seconds of work before any check could refuse it; counting brackets first (a bound:
+# brackets inside strings count too) costs a few ms.
+MAX_CONTAINERS = 250_000
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -42,6 +48,8 @@ def _int(text: str) -> int:
 
 def loads(raw: bytes) -> Any:
     """Parse and check a request body; raise BadJson with a short reason."""
+    if raw.count(b"{") + raw.count(b"[") > MAX_CONTAINERS:
+        raise BadJson(f"more than {MAX_CONTAINERS} objects and arrays")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -50,7 +50,7 @@ class AgentResults:
         self.clock = clock
         self._secret: bytes | None = None
 
-    async def _authorize(self, room_name: str, caller: Caller) -> tuple[int, int, str | None, str]:
+    async def authorize(self, room_name: str, caller: Caller) -> tuple[int, int, str | None, str]:
         """(contact id, attempt, organization to hold the write to, source) for this caller:
         404 for a room that does not exist (or is another organization's), 401 for a token
         that is not this attempt's."""
@@ -76,7 +76,7 @@ class AgentResults:
     async def post(
         self, room_name: str, caller: Caller, result: AgentResult, *, source: str | None = None
     ) -> ResultRecorded:
-        contact_id, attempt_no, org, how = await self._authorize(room_name, caller)
+        contact_id, attempt_no, org, how = await self.authorize(room_name, caller)
         new = NewResult(
             room_name=room_name,
             contact_id=contact_id,
@@ -122,5 +122,5 @@ class AgentResults:
 
     async def history(self, room_name: str, caller: Caller) -> list[ResultRow]:
         """Every result posted for the call, oldest first."""
-        contact_id, attempt_no, _, _ = await self._authorize(room_name, caller)
+        contact_id, attempt_no, _, _ = await self.authorize(room_name, caller)
         return await self.store.results_for_attempt(contact_id, attempt_no)

@@ -461,7 +461,10 @@ class JobService:
             # finishes before its window first opens.
             job_windows = self.rules.windows(job.calling_windows)
             zone = job.window_timezone if job.window_timezone != windows.RECIPIENT else job.timezone
-            finish = windows.advance_open(job_windows, (zone,), start, remaining)
+            try:
+                finish = windows.advance_open(job_windows, (zone,), start, remaining)
+            except (ValueError, OverflowError):  # past year 9999: no date to tell
+                return None
             if found.last_call_due is not None:
                 finish = max(finish, found.last_call_due + call_seconds)
         else:
@@ -469,7 +472,7 @@ class JobService:
         if found.last_retry_due is not None:
             # A queued retry cannot finish before it is due.
             finish = max(finish, found.last_retry_due + call_seconds)
-        return finish
+        return finish if finish <= LATEST_SCHEDULE else None  # (shown with a 4-digit year)
 
     async def list(
         self, org_id: str, status: str | None, page: int, page_size: int

@@ -181,3 +181,15 @@ async def test_urlencoded_forms_are_held_to_the_same_limits(running: Running) ->
             headers={**running.headers(), "Content-Type": "application/x-www-form-urlencoded"},
         )
         assert (resp.status, (await resp.json())["code"]) == (status, code), raw[:30]
+
+
+async def test_form_fields_with_odd_encodings_are_refused(running: Running) -> None:
+    """A field with an unknown Content-Transfer-Encoding, or compressed (a few bytes could
+    unpack to megabytes): 400 validation_error, no job; not a 500."""
+    for header in ("Content-Transfer-Encoding: x-foo", "Content-Encoding: gzip"):
+        odd = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="name"\r\n{header}\r\n\r\n'
+        ).encode() + b"n\r\n"
+        status, answer = await post_multipart(running, body(BASE_FIELDS[0], odd, CSV))
+        assert (status, answer["code"]) == (400, "validation_error"), (header, answer)
+    assert await job_total(running) == 0

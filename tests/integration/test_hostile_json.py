@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
@@ -30,6 +32,10 @@ PATHOLOGICAL_CREATES = {
     "NaN": create_body('{"phone": "+12025550101", "n": NaN}'),
     "Infinity": create_body('{"phone": "+12025550101", "n": -Infinity}'),
     "float overflow": create_body('{"phone": "+12025550101", "n": 1e999}'),
+    "millions of empty objects": create_body('{"phone": "+12025550101"}' + ", {}" * 400_000),
+    "millions of empty arrays": create_body(
+        '{"phone": "+12025550101", "n": [' + "[]," * 400_000 + "[]]}"
+    ),
     "huge integer field": (
         f'{{"fromPhoneNumberId": "{NUMBER}", "name": "x", "maxAttempts": {HUGE_INT}, '
         '"contacts": [{"phone": "+12025550101"}]}'
@@ -41,7 +47,7 @@ async def post_raw(running: Running, method: str, path: str, body: str) -> tuple
     resp = await running.client.request(
         method,
         path,
-        data=body.encode("utf-8", "surrogatepass"),
+        data=io.BytesIO(body.encode("utf-8", "surrogatepass")),
         headers={**running.headers(), "Content-Type": "application/json"},
     )
     return resp.status, await resp.json()
@@ -113,3 +119,50 @@ async def test_malformed_api_keys_are_401_not_500(running: Running) -> None:
             headers={"x-api-key": raw.decode("latin-1")},
         )
         assert (resp.status, (await resp.json())["code"]) == (401, "unauthorized"), raw[:10]
+
+
+async def test_a_results_post_for_a_made_up_call_is_refused_before_its_body(
+    running: Running,
+) -> None:
+    """No key and a token of nobody: 401/404 at once, whatever the body (not read at all), so
+    a stalled or enormous body costs nothing."""
+    room = "batch_0000000000000000_c1_a1_000000"
+    resp = await running.client.post(
+        f"/calls/{room}/result",
+        data=io.BytesIO(b"[" + b"{}," * 1_000_000 + b"{}]"),
+        headers={"Authorization": "Bearer x", "Content-Type": "application/json"},
+    )
+    assert resp.status == 404, await resp.text()
+    assert (await resp.json())["code"] == "call_not_found"
+
+
+@pytest.mark.parametrize(
+    "windows",
+    [HUGE_INT, "[" * 3000 + "]" * 3000, '{"a":' * 1600, '[{"days": ["mon"], "start": NaN}]'],
+)
+async def test_calling_windows_as_json_text_are_checked_as_bodies(
+    running: Running, windows: str
+) -> None:
+    """callingWindows sent as JSON text (a form field, or a string in the body) with a huge
+    number or deep nesting: 400 invalid_calling_window, not a 500."""
+    status, body = await post_raw(
+        running,
+        "POST",
+        "/batch/create",
+        create_body('{"phone": "+12025550101"}')[:-1]
+        + f', "callingWindows": {json.dumps(windows)}}}',
+    )
+    assert (status, body["code"]) == (400, "invalid_calling_window"), body
+    assert await job_total(running) == 0
+
+
+async def test_a_job_scheduled_near_year_9999_has_a_detail(running: Running) -> None:
+    """Its completion cannot be estimated within four-digit years: null, not a 500."""
+    created = await running.create_json(
+        [{"phone": "+12025550101"}],
+        scheduledStartTime="9999-12-25T00:00:00Z",
+        callingWindows=[{"days": ["mon"], "start": "09:00", "end": "09:01"}],
+    )
+    detail = await running.detail(created["batchJobId"])
+    assert detail["status"] == "scheduled"
+    assert detail["estimatedCompletionTime"] is None
