@@ -19,7 +19,7 @@ from pydantic import (
     ValidationError,
 )
 
-from api import errors, jsonbody, openapi, schemas
+from api import connections, errors, jsonbody, openapi, schemas
 from api import keys as appkeys
 from api.auth import organization
 from api.errors import ApiError
@@ -102,11 +102,12 @@ async def read_json(request: web.Request) -> Any:
     chunks: list[bytes] = []
     size = 0
     # read(n) answers what has arrived so far (at most n): read until the end of the body.
-    while chunk := await request.content.read(256 * 1024):
-        size += len(chunk)
-        if size > MAX_JSON_BYTES:
-            raise ApiError(413, "payload_too_large", "Request body is larger than 8 MB")
-        chunks.append(chunk)
+    with connections.reading_body(request):
+        while chunk := await request.content.read(256 * 1024):
+            size += len(chunk)
+            if size > MAX_JSON_BYTES:
+                raise ApiError(413, "payload_too_large", "Request body is larger than 8 MB")
+            chunks.append(chunk)
     raw = b"".join(chunks)
     try:
         if size <= INLINE_JSON_BYTES:
@@ -424,7 +425,8 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, str], bytes |
     if request.content_length is not None and request.content_length > limit:
         raise _body_too_large(max_body)
     try:
-        return await _read_parts(request, limit, max_body)
+        with connections.reading_body(request):
+            return await _read_parts(request, limit, max_body)
     except (ValueError, HttpProcessingError):  # no boundary, broken framing or part headers
         raise ApiError(400, "invalid_csv", "Malformed multipart/form-data body") from None
 
@@ -432,7 +434,8 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, str], bytes |
 async def _read_urlencoded(request: web.Request) -> dict[str, str]:
     """An application/x-www-form-urlencoded body, held to the multipart limits."""
     try:
-        form = await request.post()
+        with connections.reading_body(request):
+            form = await request.post()
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "validation_error", "Form body is not UTF-8 text") from None
     if len(form) > MAX_PARTS:

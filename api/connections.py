@@ -2,9 +2,12 @@
 
 - Header-read timeout: a connection that has not sent a complete request head within
   `[server] header_timeout_seconds` of connecting (or of its previous response) is closed.
+- Body-read timeout: a connection whose handler waits for the request's body (see
+  `reading_body`) longer than `[server] body_timeout_seconds` is closed.
 - A cap on open connections, `[server] max_connections`: past it, connections waiting for
-  request headers give way, those that never sent a request first, oldest first, so that a
-  real client still gets in; a connection whose request is being served is never shed.
+  their client give way: waiting for request headers (those that never sent a request first),
+  then waiting for a body, oldest first, so that a real client still gets in; a connection
+  whose request is being served is never shed.
 - Accept errors (`Too many open files`...) are logged at most once a second, with a count,
   instead of one traceback each.
 
@@ -25,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +52,30 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class _Conn:
     waiting_since: float | None  # since when it waits for request headers (None: busy)
     requests: int  # requests it had sent when last looked at
+    body_since: float | None = None  # since when its handler waits for the request's body
+    body_request: int = 0  # which request that is (its place in _body_waits)
+
+
+# Connections whose handler is reading the request's body from the client, and a number for
+# that request (so that a next request's wait starts afresh): see reading_body.
+_body_waits: dict[RequestHandler, int] = {}
+_body_reads = itertools.count(1)
+
+
+@contextlib.contextmanager
+def reading_body(request: web.BaseRequest) -> Iterator[None]:
+    """Around a handler's reading of the request's body: meanwhile its connection waits for
+    the client, like one waiting for a request head (a client that sends a head and then
+    trickles its body, or stops, would otherwise hold a connection the guard never sheds)."""
+    handler = request.protocol
+    if not isinstance(handler, RequestHandler):
+        yield
+        return
+    _body_waits[handler] = next(_body_reads)
+    try:
+        yield
+    finally:
+        _body_waits.pop(handler, None)
 
 
 class Throttled:
@@ -93,14 +121,17 @@ class ConnectionGuard:
         max_connections: int,
         header_timeout: float,
         now: Callable[[], float],
+        body_timeout: float = 60.0,
     ) -> None:
         self.server = server
         self.max_connections = max_connections
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.now = now
         self._conns: dict[RequestHandler, _Conn] = {}
         self._shed = Throttled("connections_shed", now)
         self._timed_out = Throttled("connections_header_timeout", now)
+        self._body_timed_out = Throttled("connections_body_timeout", now)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -119,6 +150,7 @@ class ConnectionGuard:
 
         def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
             self._conns.pop(handler, None)
+            _body_waits.pop(handler, None)
             lost(handler, exc)
 
         # Instance attributes shadow the methods the protocol calls on its manager.
@@ -146,6 +178,11 @@ class ConnectionGuard:
         elif conn.waiting_since is None or requests != conn.requests:
             conn.waiting_since = now  # it finished a request since: its next head starts now
         conn.requests = requests
+        body = _body_waits.get(handler)
+        if body is None:
+            conn.body_since = None
+        elif conn.body_since is None or body != conn.body_request:
+            conn.body_since, conn.body_request = now, body
 
     def sweep(self) -> None:
         """Close the connections that have waited longer than the header timeout."""
@@ -155,13 +192,18 @@ class ConnectionGuard:
             if conn.waiting_since is not None and now - conn.waiting_since >= self.header_timeout:
                 self._timed_out.hit(timeout_seconds=self.header_timeout)
                 self._close(handler)
+            elif conn.body_since is not None and now - conn.body_since >= self.body_timeout:
+                self._body_timed_out.hit(timeout_seconds=self.body_timeout)
+                self._close(handler)
         self._timed_out.flush()
+        self._body_timed_out.flush()
         self._shed.flush()
 
     def _make_room(self, newest: RequestHandler) -> None:
-        """Over the cap: shed waiting connections, never-used ones first, oldest first (the
-        new one last of all); with none waiting, the new one goes. Connections are kept in
-        accept order, so the usual case (the oldest one is an idle one) costs one look."""
+        """Over the cap: shed connections waiting for their client: for a request head,
+        never-used ones first, then for a body, oldest first (the new one last of all); with
+        none waiting, the new one goes. Connections are kept in accept order, so the usual
+        case (the oldest one is an idle one) costs one look."""
         excess = len(self._conns) - self.max_connections
         victims: list[RequestHandler] = []
         for never_used in (True, False):
@@ -172,6 +214,11 @@ class ConnectionGuard:
                     continue
                 if (_requests(handler) == 0) == never_used:
                     victims.append(handler)
+        for handler in self._conns:
+            if len(victims) >= excess:
+                break
+            if handler is not newest and handler not in victims and handler in _body_waits:
+                victims.append(handler)
         for handler in victims or [newest]:
             self._shed.hit(max_connections=self.max_connections)
             self._close(handler)
@@ -199,6 +246,7 @@ def guard(
         max_connections=settings.max_connections,
         header_timeout=settings.header_timeout_seconds,
         now=clock,
+        body_timeout=settings.body_timeout_seconds,
     )
     connection_guard.install()
     return connection_guard

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from api import connections
 from api import keys as appkeys
 from api.errors import ApiError
 from dialer.providers.base import WebhookRejected, WebhookSink
@@ -23,7 +24,8 @@ async def livekit(request: web.Request) -> web.Response:
     if scheme.lower() == "bearer" and token:
         authorization = token  # LiveKit sends the raw JWT; tolerate a Bearer prefix
     try:
-        body = (await request.read()).decode("utf-8")
+        with connections.reading_body(request):
+            body = (await request.read()).decode("utf-8")
         result = provider.receive_webhook(body, authorization.strip())
     except (UnicodeDecodeError, WebhookRejected):
         raise ApiError(

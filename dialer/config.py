@@ -34,6 +34,8 @@ class ServerConfig(_Section):
     # long a connection may take to send a request head.
     max_connections: int = Field(default=1000, ge=1)
     header_timeout_seconds: float = Field(default=15.0, gt=0)
+    # A request's body must have arrived this long after the handler began reading it.
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
     # The address agents reach this service at: each call's `callbackUrl` is
     # `{public_url}/calls/{roomName}/result`. Default: http://host:port.
     public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")

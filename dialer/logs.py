@@ -5,11 +5,13 @@ from __future__ import annotations
 import json as jsonlib
 import logging
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 # Set by `configure` when it writes JSON lines at info level or below: the stream, and the
 # processors it configured (a test that captures logs changes them; `info_many` then logs one
@@ -55,10 +57,38 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
 
 class ToStructlog(logging.Handler):
     """A standard-library log record as a structlog line: its message as the event, with the
-    logger's name and, for an error, its traceback."""
+    logger's name and, for an error, its traceback.
+
+    Except aiohttp's records of requests it could not even parse (a header too long, a control
+    character...): anyone can send those, and their text quotes the offending bytes, which can
+    be a key (`x-api-key: dk_...` with a stray byte). They are counted and logged at most once
+    a second as `http_requests_malformed`, with the kinds seen, never their text.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._malformed: dict[str, int] = {}
+        self._malformed_logged = 0.0
+
+    def _count_malformed(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or not record.name.startswith("aiohttp"):
+            return False
+        kind = type(exc).__name__
+        self._malformed[kind] = self._malformed.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._malformed_logged >= 1.0:
+            counts, self._malformed = self._malformed, {}
+            self._malformed_logged = now
+            structlog.get_logger("aiohttp.server").warning(
+                "http_requests_malformed", count=sum(counts.values()), kinds=counts
+            )
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if self._count_malformed(record):
+                return
             logger = structlog.get_logger(record.name)
             fields: dict[str, Any] = {"logger": record.name}
             if record.exc_info:

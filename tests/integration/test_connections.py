@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from aiohttp.web_protocol import RequestHandler
 from structlog.testing import capture_logs
 
-from api import connections
+from api import connections, errors
 from dialer.clock import FakeClock
 from dialer.config import ServerConfig
-from tests.conftest import Running
+from tests.conftest import Running, wait_until
 
 PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # never finished
 FULL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -132,6 +134,80 @@ async def test_header_timeout_closes_slow_heads(running: Running, opened: list[C
         assert not young[0].at_eof()
         young[1].write(b"\r\n")  # finishes its head: it is served
         assert b"200 OK" in await young[0].readuntil(b"\r\n\r\n")
+    finally:
+        await limits.stop()
+
+
+def stalled_body(running: Running, path: str = "/dnc") -> bytes:
+    """A request head with a 100-byte body, and only part of it."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f'x-api-key: {running.key}\r\nContent-Length: 100\r\n\r\n{{"numbers": ['
+    ).encode()
+
+
+async def body_waits(count: int) -> bool:
+    return len(connections._body_waits) == count
+
+
+async def test_a_body_that_stops_arriving_is_closed_after_the_body_timeout(
+    running: Running, opened: list[Conn]
+) -> None:
+    """A client that sends a head and part of its body, then nothing: closed once the body
+    has taken body_timeout_seconds (60), counted in one line; nothing was written."""
+    clock = FakeClock()
+    limits = guard(running, now=clock)
+    try:
+        with capture_logs() as logs:
+            stalled = await connect(running, opened, stalled_body(running))
+            await wait_until(lambda: body_waits(1))
+            limits.sweep()  # (the guard sees it waiting from now)
+            await clock.advance(59)
+            limits.sweep()
+            assert not stalled[0].at_eof()
+            await clock.advance(1.5)
+            limits.sweep()
+            assert await is_closed_by_server(stalled)
+            await wait_until(lambda: body_waits(0))
+        assert [e["count"] for e in logs if e["event"] == "connections_body_timeout"] == [1]
+        assert not [e for e in logs if e["event"] == "request_failed"]
+        resp = await running.client.get("/dnc", headers=running.headers())
+        assert (await resp.json())["total"] == 0
+    finally:
+        await limits.stop()
+
+
+async def test_a_client_gone_mid_body_is_counted_not_an_error() -> None:
+    """A client that hangs up halfway through its body (the served process does not cancel
+    the handler: its read raises ConnectionResetError): one warning line with a count, no
+    error with a traceback per request, which a flood of them would write."""
+    middleware = errors.error_middleware([])
+
+    async def reads_a_lost_body(request: web.Request) -> web.Response:
+        raise ConnectionResetError("Connection lost")
+
+    with capture_logs() as logs:
+        for _ in range(3):
+            request = make_mocked_request("POST", "/dnc")
+            answer = await middleware(request, reads_a_lost_body)
+            assert answer.status == 400
+    assert [e["count"] for e in logs if e["event"] == "requests_abandoned"] == [1]
+    assert not [e for e in logs if e["event"] == "request_failed"]
+
+
+async def test_connections_waiting_for_a_body_give_way_at_the_cap(
+    running: Running, opened: list[Conn]
+) -> None:
+    """At the cap, with every connection waiting for its body, the oldest waiting one is shed
+    so that a new client is served (a request being served is never shed)."""
+    limits = guard(running, max_connections=4)
+    try:
+        stalled = [await connect(running, opened, stalled_body(running)) for _ in range(4)]
+        await wait_until(lambda: body_waits(4))
+        fresh = await connect(running, opened, FULL_HEAD)
+        assert b"200 OK" in await fresh[0].readuntil(b"\r\n\r\n")
+        assert await is_closed_by_server(stalled[0])
+        assert limits.open_connections <= 4
     finally:
         await limits.stop()
 

@@ -101,3 +101,31 @@ def test_library_records_and_warnings_are_json_lines(capsys: pytest.CaptureFixtu
     ]
     assert "ValueError: boom" in found[0]["exception"]
     assert "UserWarning: key too short" in found[1]["event"]
+
+
+def test_requests_aiohttp_cannot_parse_are_counted_never_quoted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """aiohttp's record of a request it could not parse quotes the offending header, which can
+    hold a key: only a count and the kinds are logged, at most once a second."""
+    from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+
+    logs.configure("info", json=True)
+    server = logging.getLogger("aiohttp.server")
+    for exc in (
+        BadHttpMessage("Invalid header value char: x-api-key: dk_secret\x01"),
+        LineTooLong(b"Bearer dk_secret" * 600, 8190),
+        BadHttpMessage("again dk_secret"),
+    ):
+        try:
+            raise exc
+        except Exception:
+            server.exception("Error handling request from %s", "127.0.0.1")
+    written = capsys.readouterr().err
+    assert "dk_secret" not in written
+    [line] = lines(written)  # the first at once; the others counted for the next line
+    assert (line["event"], line["count"], line["kinds"]) == (
+        "http_requests_malformed",
+        1,
+        {"BadHttpMessage": 1},
+    )
