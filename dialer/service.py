@@ -489,6 +489,7 @@ class JobService:
         try:
             cancelled = await self.store.cancel_job(org_id, job_id, self.clock.now())
         except TransitionError:
+            job = await self.get(org_id, job_id)  # as it is now (another request may have won)
             raise ServiceError(
                 400,
                 "job_not_cancellable",

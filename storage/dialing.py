@@ -273,7 +273,7 @@ def record(
         Q()["add_call_stats_batch"],
         (json.dumps([[job, n, secs] for job, (n, secs) in calls.items()]),),
     )
-    params = {"ids": json.dumps(job_ids), "now": now}
+    params = {"ids": json.dumps(job_ids), "now": now, "credits": CREDITS_EXHAUSTED}
     completed = [r[0] for r in conn.execute(Q()["complete_jobs_if_done"], params)]
     return completed, refused
 

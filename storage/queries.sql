@@ -439,9 +439,13 @@ FROM (SELECT value ->> 0 AS job_id, value ->> 1 AS n, value ->> 2 AS secs FROM j
 WHERE jobs.id = b.job_id
 
 -- complete_jobs_if_done --
--- complete_job_if_done for a JSON array of job ids; returns those completed.
-UPDATE jobs SET status = 'completed', completed_at = :now, updated_at = :now
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running'
+-- complete_job_if_done for a JSON array of job ids; returns those completed. A job paused for
+-- its organization's credits (:credits, the reason) whose last calls just ended is completed
+-- too: nothing is left that resuming (refused without credits) could dial.
+UPDATE jobs SET status = 'completed', completed_at = :now, updated_at = :now,
+                status_reason = CASE WHEN status = 'paused' THEN NULL ELSE status_reason END
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND (status = 'running' OR (status = 'paused' AND status_reason = :credits))
   AND NOT EXISTS (
       SELECT 1 FROM job_status_counts c
       WHERE c.job_id = jobs.id AND c.status IN ('pending', 'queued', 'dialing') AND c.n > 0)

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from dialer.config import SimulatedRule
 from tests.conftest import NUMBER, ORG, OTHER_ORG, Running, StartApp, make_config, wait_until
 
 FUTURE = "2026-06-01T09:00:00Z"  # the fake clock starts at 2026-01-01
@@ -91,6 +92,29 @@ async def test_running_jobs_pause_when_spend_reaches_credits(
     answer = await resp.json()
     assert (resp.status, answer["code"]) == (402, "insufficient_credits")
     assert (await running.detail(job_id))["status"] == "paused"
+
+
+async def test_a_job_paused_for_credits_with_nothing_left_completes(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """The credits run out while the job's last call is still live: the job pauses, and when
+    that call ends with nothing left to dial it completes (resuming, refused without credits,
+    could never finish it)."""
+    config = credits_config(tmp_path, 2.0, call_seconds=120)
+    rule = {"prefix": "+12025550001", "outcome": "completed", "seconds": 300}
+    config.telephony.simulated.rules.append(SimulatedRule.model_validate(rule))
+    running = await start_app(config)
+    status, body = await create(running, 2, concurrentCallLimit=2)
+    assert status == 201, body
+    job_id = body["batchJobId"]
+    await wait_until(lambda: dialing(running, job_id, 2))
+    await running.clock.advance(120)  # $2 charged: the credits are spent, one call still live
+    detail = await running.wait_status(job_id, "paused")
+    assert detail["statusBreakdown"]["dialing"] == 1
+    await running.clock.advance(180)  # the last call ends
+    detail = await running.wait_status(job_id, "completed")
+    assert detail["statusBreakdown"]["completed"] == 2
+    assert detail.get("pauseReason") is None
 
 
 async def dialing(running: Running, job_id: str, n: int) -> bool:

@@ -249,6 +249,22 @@ async def test_cancel_lets_live_calls_finish(start_app: StartApp, tmp_path: Path
     assert (resp.status, (await resp.json())["code"]) == (400, "job_not_cancellable")
 
 
+async def test_two_cancels_at_once_the_loser_is_told_the_job_is_cancelled(
+    running: Running,
+) -> None:
+    """Both read the job running; one cancels it; the other's refusal names the status the
+    job has now, not the one it read."""
+    created = await running.create_json(phones(3), scheduledStartTime="2099-01-01T00:00:00Z")
+    job_id = created["batchJobId"]
+    path = f"/batch/jobs/{job_id}/cancel"
+    answers = await asyncio.gather(
+        *(running.client.post(path, headers=running.headers()) for _ in range(2))
+    )
+    bodies = sorted([(r.status, await r.json()) for r in answers], key=lambda a: a[0])
+    assert [status for status, _ in bodies] == [200, 400]
+    assert "already cancelled" in bodies[1][1]["error"], bodies[1][1]
+
+
 async def test_job_concurrency_limit_holds_for_whole_calls(
     start_app: StartApp, tmp_path: Path
 ) -> None:
