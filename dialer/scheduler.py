@@ -330,6 +330,8 @@ class Engine:
         self.provider_cap: ProviderCap | None = None
         self._reconciled = False
         self._journal = None if store.path == ":memory:" else HeldOutcomes(store.path + ".held")
+        # Ended calls' outcomes for that file this turn: on it before any transaction takes them.
+        self._unsaved: list[Outcome] = []
         # The attempts dialed, so that a restart after a crash tells the contacts claimed and
         # never dialed from the calls that may be live (see dialer.dialed).
         self._dial_log = (
@@ -598,8 +600,6 @@ class Engine:
                 since=self.clock.now(), error=str(exc), held=len(self._held)
             )
             log.error("storage_unavailable", error=str(exc), held_outcomes=len(self._held))
-            if self._journal is not None:
-                self._journal.append(self._held)
         outage.error = str(exc)
         self._jobs_dirty = True  # what the jobs table says is read again once it can be
         self.give_back_claimed_ahead()  # no call starts until storage is back
@@ -774,8 +774,8 @@ class Engine:
         self._written(writing)
         del self._held[: len(writing)]
         self._held_verdicts.clear()
-        if self._journal is not None and not self._held:
-            self._journal.clear()
+        if self._journal is not None:  # what it holds beyond these is still to be written
+            self._journal.written(self._held + [c.outcome for c, _ in self._done if c.outcome])
         for verdict in result.verdicts:  # paused or failed: nothing more is dialed for them
             self.give_back_claimed_ahead(verdict.job_id)
         started_at = time.perf_counter()
@@ -833,6 +833,7 @@ class Engine:
 
     def _take_ended(self, done: list[tuple[LiveCall, DialResult]], now: float) -> None:
         """Turn ended calls into outcomes held for the next write; free their slots."""
+        self._save_ended()  # on disk before any transaction may write (and forget) them
         outcomes = [call.outcome or self._outcome(call, result, now) for call, result in done]
         stats = self.stats
         for (call, _), outcome in zip(done, outcomes, strict=True):
@@ -852,13 +853,11 @@ class Engine:
         self._hold(outcomes)
 
     def _hold(self, outcomes: list[Outcome]) -> None:
-        """Outcomes held for the next write (kept on disk too while storage fails)."""
+        """Outcomes held for the next write (a call's is on disk already, see _keep_on_disk;
+        the others are contacts given back undialed, which the dial log tells a restart)."""
         self._held.extend(outcomes)
         if self.storage_outage is not None:
             self.storage_outage.held += len(outcomes)
-            if self._journal is not None:
-                # Kept on disk too while storage fails, so a crash meanwhile loses none.
-                self._journal.append(outcomes)
 
     def _free_slot(self, call: LiveCall) -> None:
         self._live.pop(call.contact.id, None)
@@ -1122,12 +1121,29 @@ class Engine:
         self._batch_timer = None
         self._wake.set()
 
+    def _keep_on_disk(self, outcome: Outcome) -> None:
+        """A call's outcome, in the held-outcomes file at the end of this turn of the event
+        loop (one write for all the calls that ended in it), or before, when a cycle takes it
+        to write; until a transaction writes it (see dialer.held). A crash in between no longer
+        loses how the call ended."""
+        if self._journal is None:
+            return
+        if not self._unsaved:
+            asyncio.get_running_loop().call_soon(self._save_ended)
+        self._unsaved.append(outcome)
+
+    def _save_ended(self) -> None:
+        """Write the outcomes of the calls that ended this turn to the held-outcomes file."""
+        if self._unsaved and self._journal is not None:
+            unsaved, self._unsaved = self._unsaved, []
+            self._journal.append(unsaved)
+
     def _hand_over(self, call: LiveCall, result: DialResult) -> None:
         """The call ended well: its slot goes at once to the job's next contact claimed
         ahead. Ended calls that may stop the job (a provider or carrier failure, an agent that
         did not join) wait for the next cycle to judge them first."""
         now = self.clock.now()
-        call.outcome = self._outcome(call, result, now)
+        assert call.outcome is not None  # (decided when it ended)
         call.handed_over = True
         self._free_slot(call)
         self._not_live_add(call.contact.id, call.job_id, call.outcome.next_status)
@@ -1317,6 +1333,8 @@ class Engine:
         call.ended_at = self.clock.now()
         if result.at_limit:  # (rare: a scan of the live calls is fine)
             call.others_live = sum(1 for c in self._live.values() if not c.ended_at)
+        call.outcome = self._outcome(call, result, call.ended_at)
+        self._keep_on_disk(call.outcome)
         self._done.append((call, result))
         if call.job_id in self._deck and _ends_well(result) and not call.resumed:
             self._hand_over(call, result)

@@ -348,9 +348,22 @@ async def test_jobs_share_global_slots_fairly(start_app: StartApp, tmp_path: Pat
     running = await start_app(config, provider=provider, clock=clock)
     first = (await running.create_json(phones(4)))["batchJobId"]
     second = (await running.create_json(phones(4, 300)))["batchJobId"]
-    for _ in range(4):
+
+    async def one_call_waits_on_the_clock() -> bool:
+        return bool(
+            sum(provider.live.values()) == 1
+            and running.clock.sleeping >= 1
+            and running.engine.idle.is_set()
+        )
+
+    async def ended(n: int) -> bool:
+        counts = [(await running.detail(j))["statusBreakdown"] for j in (first, second)]
+        return sum(c["completed"] for c in counts) == n
+
+    for n in range(4):  # (each round: the live call ends, its successor starts)
+        await wait_until(one_call_waits_on_the_clock)
         await running.clock.advance(10)
-        await wait_until(lambda: _parked(running))
+        await wait_until(lambda n=n: ended(n + 1))
     done = [(await running.detail(j))["statusBreakdown"]["completed"] for j in (first, second)]
     assert min(done) >= 1, done
     assert provider.max_total == 1

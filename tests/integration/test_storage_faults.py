@@ -302,12 +302,12 @@ async def test_file_watcher_notices_a_deleted_wal(start_app: StartApp, tmp_path:
         assert conn.execute("SELECT id FROM jobs").fetchall() == [(job_id,)]
 
 
-def read(path: str) -> str:
-    return Path(path).read_text()
+def read(path: str) -> bytes:
+    return Path(path).read_bytes()
 
 
-def write(path: str, text: str) -> None:
-    Path(path).write_text(text)
+def write(path: str, data: bytes) -> None:
+    Path(path).write_bytes(data)
 
 
 def exists(path: str) -> bool:
@@ -391,3 +391,53 @@ async def test_no_call_is_placed_while_the_dial_log_is_stuck(
 
 async def _stopped(running: Running) -> bool:
     return not running.engine.running
+
+
+async def test_a_call_that_ended_just_before_a_crash_is_not_dialed_again(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 between a call's end and the transaction that writes its outcome (a few
+    milliseconds, or as long as that write waits): the outcome is already in the held-outcomes
+    file, so the next start records the call as it ended, not `interrupted`, and nobody is
+    dialed again."""
+    running, provider = await start(start_app, tmp_path)
+    job_id = (await running.create_json(phones(1)))["batchJobId"]
+
+    async def live() -> bool:
+        return provider.ledger == [(1, 1)] and running.clock.sleeping >= 1
+
+    await wait_until(live)
+    gate = asyncio.Event()  # closed: no cycle is written
+    original = Store.cycle
+
+    async def held_back(self: Store, *args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "cycle", held_back)
+    db = running.store.path
+    after = tmp_path / "after"
+    after.mkdir()
+    try:
+        await running.clock.advance(60)  # the call ends; its outcome is not written yet
+
+        async def kept() -> bool:
+            return [o.outcome for o in HeldOutcomes(db + ".held").load()] == ["completed"]
+
+        await wait_until(kept)
+        # The crash: the files as kill -9 would leave them now.
+        with sqlite3.connect(db) as source, sqlite3.connect(after / "dialer.db") as copy:
+            source.backup(copy)
+        for suffix in (".held", ".dialed"):
+            if exists(db + suffix):
+                write(str(after / "dialer.db") + suffix, read(db + suffix))
+        with sqlite3.connect(after / "dialer.db") as copy:  # the call is not written there
+            assert copy.execute("SELECT status FROM contacts").fetchall() == [("dialing",)]
+    finally:
+        gate.set()
+
+    again, provider2 = await start(start_app, after)
+    detail = await again.wait_status(job_id, "completed")
+    [contact] = detail["contacts"]
+    assert (contact["status"], contact["attemptCount"]) == ("completed", 1)
+    assert provider2.ledger == []  # nobody was dialed again

@@ -368,12 +368,22 @@ async def test_restart_with_the_room_gone_records_interrupted_and_retries_per_po
     await until(lambda: len(fake.dials) == 2)
 
 
-async def _agent_awaited(clock: FakeClock) -> None:
-    """Until the provider waits on the clock for the agent (its next look at the room is due
-    within AGENT_POLL_SECONDS), so that advancing the clock cannot race its request."""
+async def _agent_awaited(clock: FakeClock, fake: FakeLiveKit, times: int) -> None:
+    """Until the provider waits on the clock for the agent of the `times`-th dispatch: it has
+    looked at the room once since that dispatch (so its join deadline is counted from before
+    the test moves the clock; a deadline alone could be the engine's, under load, while the
+    provider is still dispatching), and its next look is due within AGENT_POLL_SECONDS."""
+
+    def looked_since_dispatch() -> bool:
+        dispatches = [i for i, c in enumerate(fake.calls) if c.endswith("/CreateDispatch")]
+        if len(dispatches) < times:
+            return False
+        return "RoomService/ListParticipants" in fake.calls[dispatches[times - 1] :]
+
     await until(
         lambda: (
-            (due := clock.next_deadline) is not None
+            looked_since_dispatch()
+            and (due := clock.next_deadline) is not None
             and clock.now() < due <= clock.now() + AGENT_POLL_SECONDS
         )
     )
@@ -399,7 +409,7 @@ async def test_agent_that_never_joins_gives_attempts_back_and_pauses_the_job(
     async def not_joined(times: int) -> dict[str, Any]:
         """Let the `times`-th attempt's wait for the agent run out; the contact as recorded."""
         await until(lambda: len(fake.dispatches) == times)
-        await _agent_awaited(clock)
+        await _agent_awaited(clock, fake, times)
         await clock.advance(10)
         ended_at = clock.now()
         await until(lambda: len(fake.deleted) == times)

@@ -1,0 +1,68 @@
+"""The held-outcomes file (dialer.held): what it holds is read back exactly, a record torn by a
+crash mid-write costs only itself, and a file of JSON lines from an earlier version is read."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from dialer.held import HeldOutcomes
+from storage.rows import Outcome
+
+
+def outcome(contact_id: int, **changes: object) -> Outcome:
+    base = Outcome(
+        contact_id=contact_id,
+        job_id="batch_1",
+        organization_id="org_a",
+        attempt_no=2,
+        outcome="completed",
+        next_status="completed",
+        next_retry_at=None,
+        sip_code=None,
+        reason='said "no", then hung up',
+        answered_at=1_767_225_600.125,
+        ended_at=1_767_225_660.5,
+        duration=60,
+        charged_usd=0.1,
+        started_at=1_767_225_599.0,
+        give_back=False,
+        next_call_at=None,
+        call_until=None,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_outcomes_read_back_exactly_and_the_file_holds_only_what_is_left(tmp_path: Path) -> None:
+    held = HeldOutcomes(str(tmp_path / "d.db.held"))
+    first = [outcome(1), outcome(2, outcome="busy", next_status="queued", sip_code=486)]
+    held.append(first)
+    held.append([outcome(3, give_back=True, reason=None)])
+    assert held.load() == [*first, outcome(3, give_back=True, reason=None)]
+    assert os.stat(held.path).st_mode & 0o777 == 0o600
+    held.written([outcome(3, give_back=True, reason=None)])  # 1 and 2 were written
+    assert held.load() == [outcome(3, give_back=True, reason=None)]
+    held.written([])
+    assert held.load() == []
+    held.append([outcome(4)])
+    assert held.load() == [outcome(4)]
+    held.clear()
+    assert not os.path.exists(held.path)
+
+
+def test_a_record_torn_by_a_crash_costs_only_itself(tmp_path: Path) -> None:
+    held = HeldOutcomes(str(tmp_path / "d.db.held"))
+    held.append([outcome(1)])
+    held.append([outcome(2), outcome(3)])
+    data = Path(held.path).read_bytes()
+    Path(held.path).write_bytes(data[:-5])  # the second write cut short
+    assert HeldOutcomes(held.path).load() == [outcome(1)]
+
+
+def test_json_lines_of_an_earlier_version_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "d.db.held"
+    lines = [json.dumps(dataclasses.asdict(outcome(i))) for i in (1, 2)]
+    path.write_text("\n".join(lines) + "\n")
+    assert HeldOutcomes(str(path)).load() == [outcome(1), outcome(2)]
