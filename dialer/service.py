@@ -568,7 +568,7 @@ class JobService:
         org = self.config.organization(org_id)
         if job.status == JobStatus.PAUSED and org is not None and org.credits_usd is not None:
             spent = await self.store.organization_spend(org_id)
-            if spent > 0 and spent >= org.credits_usd:
+            if spent > 0 and spent >= org.credits_usd and await self._has_open_contacts(job_id):
                 raise ServiceError(
                     402,
                     "insufficient_credits",
@@ -588,6 +588,13 @@ class JobService:
                 f"Batch job is {job.status}; only paused jobs can be resumed",
             )
         return job
+
+    async def _has_open_contacts(self, job_id: str) -> bool:
+        """Whether the job has contacts still to be dialed or in a call: a paused job with
+        none resumes (and completes) without credits, as nothing it does can spend them."""
+        counts = await self.store.status_counts(job_id)
+        open_statuses = (ContactStatus.PENDING, ContactStatus.QUEUED, ContactStatus.DIALING)
+        return any(counts.get(status.value, 0) for status in open_statuses)
 
     async def retry(
         self, org_id: str, job_id: str, statuses: Sequence[str] | None, attempts: int

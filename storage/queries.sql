@@ -657,12 +657,16 @@ SELECT
     coalesce((SELECT sum(total_contacts) FROM jobs WHERE organization_id = :org), 0)
 
 -- pause_jobs_out_of_credits --
--- Running jobs of organizations whose spend reached their credits (:limits: {org: credits}).
+-- Running jobs of organizations whose spend reached their credits (:limits: {org: credits}),
+-- with contacts still to dial or in a call (one with none cannot spend: it completes instead).
 UPDATE jobs SET status = 'paused', status_reason = :reason, updated_at = :now
 WHERE status = 'running' AND organization_id IN (
     SELECT s.organization_id FROM organization_spend s
     JOIN json_each(:limits) l ON l.key = s.organization_id
     WHERE s.spent_usd > 0 AND s.spent_usd >= l.value)
+  AND EXISTS (
+      SELECT 1 FROM job_status_counts c
+      WHERE c.job_id = jobs.id AND c.status IN ('pending', 'queued', 'dialing') AND c.n > 0)
 RETURNING id
 
 -- find_idempotency_key --

@@ -117,6 +117,30 @@ async def test_a_job_paused_for_credits_with_nothing_left_completes(
     assert detail.get("pauseReason") is None
 
 
+async def test_a_paused_job_with_nothing_left_resumes_without_credits(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Paused by its operator while its last calls were live, which then spent the credits:
+    resuming needs no credits (nothing it does can spend them) and the job completes."""
+    running = await start_app(credits_config(tmp_path, 2.0, call_seconds=120))
+    status, body = await create(running, 2, concurrentCallLimit=2)
+    assert status == 201, body
+    job_id = body["batchJobId"]
+    await wait_until(lambda: dialing(running, job_id, 2))
+    resp = await running.client.post(f"/batch/jobs/{job_id}/pause", headers=running.headers())
+    assert resp.status == 200, await resp.text()
+    await running.clock.advance(120)  # both end: $4 spent of $2, nothing left to dial
+
+    async def both_ended() -> bool:
+        return (await running.detail(job_id))["statusBreakdown"]["completed"] == 2
+
+    await wait_until(both_ended)
+    assert (await running.detail(job_id))["status"] == "paused"
+    resp = await running.client.post(f"/batch/jobs/{job_id}/resume", headers=running.headers())
+    assert resp.status == 200, await resp.text()
+    await running.wait_status(job_id, "completed")
+
+
 async def dialing(running: Running, job_id: str, n: int) -> bool:
     """n calls of the job are live and waiting on the fake clock."""
     detail = await running.detail(job_id)
