@@ -3,8 +3,9 @@ answers `invalid_json` here instead of a 500 further down.
 
 Rejected: invalid UTF-8 or syntax, `NaN`/`Infinity` (and numbers that overflow to them),
 integers of more than `MAX_INTEGER_DIGITS` digits, nesting deeper than `MAX_DEPTH`, more than
-`MAX_CONTAINERS` objects and arrays, and lone UTF-16 surrogates (`"\\udfff"`) in keys or values,
-which no UTF-8 encoder accepts.
+`MAX_CONTAINERS` objects and arrays, lone UTF-16 surrogates (`"\\udfff"`) in keys or values,
+which no UTF-8 encoder accepts, and NUL characters (`"\\u0000"`), which SQLite's JSON functions
+and C strings end a text at (a contact field `k\\u0000ey` showed as `k` in the export).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ MAX_INTEGER_DIGITS = 100
 # brackets inside strings count too) costs a few ms.
 MAX_CONTAINERS = 250_000
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_BAD_CHARACTER = re.compile("[\ud800-\udfff\x00]")
 
 
 class BadJson(ValueError):
@@ -67,20 +68,20 @@ def loads(raw: bytes) -> Any:
 
 
 def check(value: Any) -> None:
-    """Depth and surrogate checks over a parsed value, without recursion."""
+    """Depth, surrogate and NUL checks over a parsed value, without recursion."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
-                raise BadJson("string contains a lone UTF-16 surrogate")
+            if _BAD_CHARACTER.search(item):
+                raise BadJson("string contains a lone UTF-16 surrogate or a NUL character")
         elif isinstance(item, dict | list):
             if depth > MAX_DEPTH:
                 raise BadJson(f"nested deeper than {MAX_DEPTH} levels")
             if isinstance(item, dict):
                 for key, sub in item.items():
-                    if _SURROGATE.search(key):
-                        raise BadJson("key contains a lone UTF-16 surrogate")
+                    if _BAD_CHARACTER.search(key):
+                        raise BadJson("key contains a lone UTF-16 surrogate or a NUL character")
                     if isinstance(sub, str | dict | list):
                         stack.append((sub, depth + 1))
             else:

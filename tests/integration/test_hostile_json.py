@@ -29,6 +29,8 @@ PATHOLOGICAL_CREATES = {
         f'{{"fromPhoneNumberId": "{NUMBER}", "name": "\\udfff", '
         '"contacts": [{"phone": "+12025550101"}]}'
     ),
+    "NUL in a value": create_body('{"phone": "+12025550101", "n": "v\\u0000al"}'),
+    "NUL in a key": create_body('{"phone": "+12025550101", "k\\u0000ey": "v"}'),
     "NaN": create_body('{"phone": "+12025550101", "n": NaN}'),
     "Infinity": create_body('{"phone": "+12025550101", "n": -Infinity}'),
     "float overflow": create_body('{"phone": "+12025550101", "n": 1e999}'),
