@@ -1143,7 +1143,8 @@ class Engine:
         ahead. Ended calls that may stop the job (a provider or carrier failure, an agent that
         did not join) wait for the next cycle to judge them first."""
         now = self.clock.now()
-        assert call.outcome is not None  # (decided when it ended)
+        if call.outcome is None:  # (decided when it ended, unless that failed)
+            call.outcome = self._outcome(call, result, now)
         call.handed_over = True
         self._free_slot(call)
         self._not_live_add(call.contact.id, call.job_id, call.outcome.next_status)
@@ -1333,8 +1334,12 @@ class Engine:
         call.ended_at = self.clock.now()
         if result.at_limit:  # (rare: a scan of the live calls is fine)
             call.others_live = sum(1 for c in self._live.values() if not c.ended_at)
-        call.outcome = self._outcome(call, result, call.ended_at)
-        self._keep_on_disk(call.outcome)
+        try:
+            call.outcome = self._outcome(call, result, call.ended_at)
+        except Exception:  # a bug: decided again by the cycle, which stops the engine if so
+            log.exception("call_outcome_failed")
+        else:
+            self._keep_on_disk(call.outcome)
         self._done.append((call, result))
         if call.job_id in self._deck and _ends_well(result) and not call.resumed:
             self._hand_over(call, result)

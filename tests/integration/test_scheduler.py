@@ -637,3 +637,23 @@ async def test_a_big_cycle_starts_its_calls_in_chunks_while_requests_are_served(
     assert {chunk, 2 * chunk, 3 * chunk} <= served
     quiet = await live_seen_while_starting(scheduler.CYCLE_MAX_SERVING, 2000, serving=False)
     assert not quiet & {chunk, 2 * chunk, 3 * chunk}
+
+
+async def test_an_outcome_that_cannot_be_decided_at_the_call_end_is_decided_by_the_cycle(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deciding a call's outcome when it ends failing (a bug) neither loses the call nor leaves
+    its contact dialing: the cycle decides it again."""
+    original = scheduler.Engine._outcome
+    failures = []
+
+    def once(self: scheduler.Engine, *args: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("bug")
+        return original(self, *args)
+
+    monkeypatch.setattr(scheduler.Engine, "_outcome", once)
+    created = await running.create_json(phones(2))
+    detail = await running.wait_status(created["batchJobId"], "completed")
+    assert detail["statusBreakdown"]["completed"] == 2 and failures == [1]
