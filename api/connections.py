@@ -228,6 +228,44 @@ class ConnectionGuard:
         handler.force_close()
 
 
+def _malformed_request_envelope() -> None:
+    """A request HTTP cannot parse (a header too long, a control character, a bad method)
+    answers in the API's envelope, `400 {"success": false, "error": ..., "code":
+    "malformed_request"}`, instead of aiohttp's plain text that quotes the offending bytes.
+    aiohttp has no hook for these (they never reach the app or its middlewares): its
+    RequestHandler.handle_error is wrapped, once, for client errors only; its logging is kept
+    (dialer.logs counts such records without their text)."""
+    original = RequestHandler.handle_error
+    if getattr(original, "_envelope", False):
+        return
+
+    def handle_error(
+        self: RequestHandler,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        response = original(self, request, status, exc, message)
+        if not 400 <= status < 500:
+            return response
+        kind = type(exc).__name__ if exc is not None else "bad request"
+        body = {
+            "success": False,
+            "error": f"Malformed HTTP request ({kind})",
+            "code": "malformed_request",
+        }
+        answer = web.json_response(body, status=status)
+        answer.force_close()
+        return answer
+
+    handle_error._envelope = True  # type: ignore[attr-defined]
+    setattr(RequestHandler, "handle_error", handle_error)  # noqa: B010
+
+
+_malformed_request_envelope()
+
+
 def guard(
     runner: web.BaseRunner, settings: ServerConfig, now: Callable[[], float] | None = None
 ) -> ConnectionGuard:

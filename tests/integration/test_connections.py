@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import resource
 import time
 from collections.abc import AsyncIterator
@@ -236,3 +237,26 @@ def test_request_handler_has_the_attributes_the_guard_reads() -> None:
     """The installed aiohttp still has the RequestHandler state the guard looks at."""
     for name in ("_request_count", "_request_in_progress", "_messages"):
         assert name in RequestHandler.__slots__
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /batch/jobs HTTP/1.1\r\nHost: x\r\nx-api-key: dk_secret\x01\r\n\r\n",
+        b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\nHost: x\n\n",
+    ],
+)
+async def test_a_request_http_cannot_parse_answers_in_the_envelope(
+    running: Running, opened: list[Conn], head: bytes
+) -> None:
+    """A control character in a header, a request line over 8 KB, bare LF line ends: 400 in
+    the API's JSON envelope with a code, never quoting what was sent."""
+    conn = await connect(running, opened, head)
+    async with asyncio.timeout(5):
+        answer = await conn[0].read()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 400 " in status_line, answer[:200]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert (body["success"], body["code"]) == (False, "malformed_request")
+    assert b"dk_secret" not in answer and b"aaaa" not in answer
