@@ -94,12 +94,12 @@ LISTINGS_CHECK_SECONDS = 0.05
 # with every probe that fails, up to PROVIDER_PROBE_MAX_SECONDS.
 NOT_PLACED_BACKOFF_SECONDS = 10.0
 PROVIDER_PROBE_MAX_SECONDS = 60.0
-# While storage fails, the engine tries again after a wait that doubles up to this.
 # A dial refused at a limit of the provider's project while calls of this service were live: the
 # engine dials at most as many at once as were live then. After this long without another such
 # refusal it allows one more, then two, four... (doubling while none comes) until the configured
 # limit is back; a refusal starts again from one.
 PROVIDER_CAP_RAISE_SECONDS = 10.0
+# While storage fails, the engine tries again after a wait that doubles up to this.
 STORAGE_RETRY_MIN_SECONDS = 0.25
 STORAGE_RETRY_MAX_SECONDS = 5.0
 
