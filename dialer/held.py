@@ -55,7 +55,11 @@ class HeldOutcomes:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.write(self._fd, data)
+            if os.write(self._fd, data) < len(data):
+                # A full disk took part of it: cut it off, or every record after it would be
+                # unreadable (they are framed by their lengths).
+                os.ftruncate(self._fd, self.size)
+                raise OSError(f"only part of {len(data)} bytes written")
         except OSError as exc:
             if not self._failed:  # once per episode: the disk may be what is failing
                 log.error("held_outcomes_not_saved", path=self.path, error=str(exc))
@@ -97,8 +101,9 @@ class HeldOutcomes:
         self.size = 0
 
     def load(self) -> list[Outcome]:
-        """The outcomes in the file, in order (a torn last line, from a crash mid-write, is
-        skipped: the outcome it was writing is still in the line before, or was never held)."""
+        """The outcomes in the file, in order. A torn last record (only a crash of the machine
+        tears a write; a killed process does not) is skipped: its calls are reconciled as if it
+        had never been written, as before this file kept every call."""
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
