@@ -671,6 +671,8 @@ class Engine:
                     next_status=o.next_status,
                     ended_at=o.ended_at,
                 )
+        elif self._journal is not None:
+            self._journal.clear()  # everything written: no empty file left beside the database
         log.info("engine_stopped")
 
     async def _drain_cycle(self) -> bool:

@@ -441,3 +441,20 @@ async def test_a_call_that_ended_just_before_a_crash_is_not_dialed_again(
     [contact] = detail["contacts"]
     assert (contact["status"], contact["attemptCount"]) == ("completed", 1)
     assert provider2.ledger == []  # nobody was dialed again
+
+
+async def test_a_clean_stop_leaves_no_held_outcomes_file(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """While calls end the file is there (emptied after each write); once every outcome is
+    written and the engine stops as asked, it is gone."""
+    running, _ = await start(start_app, tmp_path)
+    job_id = (await running.create_json(phones(2)))["batchJobId"]
+    await wait_until(lambda: _dialing(running, job_id, 2))
+    await running.clock.advance(60)
+    await running.wait_status(job_id, "completed")
+    held = running.store.path + ".held"
+    assert exists(held) and read(held) == b""
+    running.engine.stop()
+    await wait_until(lambda: _stopped(running))
+    assert not exists(held)
