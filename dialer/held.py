@@ -121,10 +121,14 @@ class HeldOutcomes:
                 if len(record) < size:
                     raise ValueError("torn record")
                 names, rows = marshal.loads(record)
-                found.extend(_outcome(dict(zip(names, row, strict=True))) for row in rows)
             except (ValueError, TypeError, EOFError):
                 log.warning("held_outcome_unreadable", path=self.path, at=at)
                 break  # (a torn last record: a crash mid-write, the rest unknowable)
+            for row in rows:  # one that does not fit (another version's) costs only itself
+                try:
+                    found.append(_outcome(dict(zip(names, row, strict=True))))
+                except (ValueError, TypeError):
+                    log.warning("held_outcome_unreadable", path=self.path, row=repr(row)[:200])
         return found
 
     def _load_lines(self, data: bytes) -> list[Outcome]:

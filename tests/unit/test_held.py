@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import marshal
 import os
+import struct
 from pathlib import Path
 
 from dialer.held import HeldOutcomes
@@ -66,3 +68,15 @@ def test_json_lines_of_an_earlier_version_are_read(tmp_path: Path) -> None:
     lines = [json.dumps(dataclasses.asdict(outcome(i))) for i in (1, 2)]
     path.write_text("\n".join(lines) + "\n")
     assert HeldOutcomes(str(path)).load() == [outcome(1), outcome(2)]
+
+
+def test_an_outcome_that_does_not_fit_costs_only_itself(tmp_path: Path) -> None:
+    """A row another version wrote without a field this one needs is skipped; the rows and the
+    records after it are read."""
+    held = HeldOutcomes(str(tmp_path / "d.db.held"))
+    names = tuple(f.name for f in dataclasses.fields(Outcome))
+    good = tuple(getattr(outcome(1), n) for n in names)
+    payload = marshal.dumps((names[1:], [good[1:]]), 4)  # contact_id missing
+    Path(held.path).write_bytes(struct.pack("<I", len(payload)) + payload)
+    held.append([outcome(2)])
+    assert held.load() == [outcome(2)]
