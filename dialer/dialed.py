@@ -87,6 +87,8 @@ class DialLog:
         self._rotate_lines = rotate_lines
         self._fd: int | None = None
         self._pending: list[str] = []  # lines of attempts added, not yet written
+        self._added = 0  # attempts added so far (an attempt's ticket: see add)
+        self._written_upto = 0  # the tickets up to this one are written (or need no write)
         self._open: set[Attempt] = set()  # logged (or about to be), outcome not yet written
         self._lines = 0
         # The file can be neither written nor removed: no call may be placed (see flush).
@@ -137,21 +139,31 @@ class DialLog:
         """Begin this process's file, listing the attempts already live (calls resumed)."""
         self._open = set(live)
         self._pending.clear()
+        self._written_upto = self._added
         self._rewrite()
 
-    def add(self, contact_id: int, attempt_no: int) -> None:
-        """An attempt about to be dialed: written by the next `flush`."""
+    def add(self, contact_id: int, attempt_no: int) -> int:
+        """An attempt about to be dialed: written by the next `flush`. Returns its ticket, for
+        `flush`."""
+        self._added += 1
         if self._fd is not None:
             self._pending.append(f"{contact_id} {attempt_no}\n")
             self._open.add((contact_id, attempt_no))
+        return self._added
 
-    def flush(self) -> bool:
-        """Write the attempts added since the last flush (one write for all). False when no
-        call may be placed: the file could be neither written nor removed."""
+    def flush(self, ticket: int | None = None) -> bool:
+        """Write the attempts added since the last flush (one write for all); with the ticket
+        of an attempt (see add), only if that one is not written yet: the calls started in one
+        turn of the event loop cost one write, not one each for those that others start as
+        they end. False when no call may be placed: the file could be neither written nor
+        removed."""
         if self.blocked:
             return False
+        if ticket is not None and ticket <= self._written_upto:
+            return True
         pending = self._pending
         if not pending or self._fd is None:
+            self._written_upto = self._added
             return True
         data = "".join(pending).encode("ascii")
         try:
@@ -162,6 +174,7 @@ class DialLog:
             return not self.blocked
         self._lines += len(pending)
         pending.clear()
+        self._written_upto = self._added
         if self._lines >= self._rotate_lines:
             self._rewrite()
         return True

@@ -23,7 +23,7 @@ import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -272,6 +272,7 @@ class LiveCall:
     dialed_at: float = 0.0  # clock time its dial started
     ended_at: float = 0.0  # clock time it ended (not when the engine took it: that may lag)
     others_live: int = 0  # refused at the provider's limit: the other calls live then
+    dial_ticket: int | None = None  # its line in the dial log (see DialLog.add)
 
 
 # Room-name suffixes need uniqueness, not secrecy: a fast generator seeded from the OS.
@@ -341,6 +342,8 @@ class Engine:
         store.on_write_failed = self.notify
         self._buckets: dict[str, TokenBucket] = {}
         self._callers: dict[str, tuple[str, str, str]] = {}
+        # Each organization's max_concurrent_calls (None: no limit of its own), looked up once.
+        self._org_calls: dict[str, int | None] = {}
         self.foreground = Foreground()
         self._rr = 0
         self.max_live_observed = 0
@@ -1020,9 +1023,14 @@ class Engine:
             row.concurrent_call_limit - self._live_job[row.id],
             self.call_limit() - len(self._live),
         )
-        org = self.config.organization(row.organization_id)
-        if org is not None and org.max_concurrent_calls is not None:
-            room = min(room, org.max_concurrent_calls - self._live_org[row.organization_id])
+        org_id = row.organization_id
+        try:
+            most = self._org_calls[org_id]
+        except KeyError:
+            org = self.config.organization(org_id)
+            most = self._org_calls[org_id] = org.max_concurrent_calls if org else None
+        if most is not None:
+            room = min(room, most - self._live_org[org_id])
         return room
 
     def _dial_from_deck(self, job_id: str, now: float) -> None:
@@ -1061,7 +1069,7 @@ class Engine:
             self._not_live_drop(contact.id)
             self._dialed_or_back(job_id, contact.attempt_no)
             # Its attempt starts now, not at the claim (its row is stamped so when it ends).
-            self._start_call(job, replace(contact, started_at=now))
+            self._start_call(job, contact.started(now))
             started += 1
         if not deck:
             del self._deck[job_id]
@@ -1300,7 +1308,8 @@ class Engine:
         if job.first_dial_at is None:
             job.first_dial_at = call.dialed_at
         if not resumed and self._dial_log is not None:
-            self._dial_log.add(contact.id, contact.attempt_no)  # written before its dial
+            # Written before its dial.
+            call.dial_ticket = self._dial_log.add(contact.id, contact.attempt_no)
         self._live[contact.id] = call
         self._live_job[call.job_id] += 1
         self._live_org[call.organization_id] += 1
@@ -1314,7 +1323,7 @@ class Engine:
         try:
             if call.resumed:
                 result = await self.provider.resume(call.request)
-            elif self._dial_log is not None and not self._dial_log.flush():
+            elif self._dial_log is not None and not self._dial_log.flush(call.dial_ticket):
                 result = DialResult(
                     status=ContactStatus.FAILED,
                     reason=DIAL_LOG_STUCK,

@@ -225,6 +225,24 @@ class ClaimedContact:
     call_until: float | None = None  # when its calling interval ends (None: never)
     was: str = "pending"  # its status before the claim (pending or queued)
 
+    def started(self, at: float) -> ClaimedContact:
+        """This claim with its attempt started at `at` (as dataclasses.replace, in a fifth of
+        its time: it runs for every call started from the contacts claimed ahead)."""
+        return ClaimedContact(
+            self.id,
+            self.job_id,
+            self.seq,
+            self.phone,
+            self.contact_data,
+            self.attempt_no,
+            self.max_attempts,
+            self.room_name,
+            at,
+            self.zones,
+            self.call_until,
+            self.was,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class JobClaim:

@@ -41,6 +41,7 @@ class SimulatedProvider:
         # Longest prefix first, so a specific rule beats a general one.
         self._rules = sorted(config.rules, key=lambda r: len(r.prefix), reverse=True)
         self._ledger: IO[str] | None = None
+        self._default = ContactStatus(config.default_outcome or ContactStatus.COMPLETED)
         self.dials = 0
         self.calls_live = 0  # calls placed and not ended
         self.refused = 0  # dials refused at the project's call limit
@@ -71,7 +72,7 @@ class SimulatedProvider:
             weights = [self._config.mix[o] for o in outcomes]
             status = ContactStatus(self._random.choices(outcomes, weights)[0])
         else:
-            status = ContactStatus(self._config.default_outcome or ContactStatus.COMPLETED)
+            status = self._default
         return status, DEFAULT_SIP_CODE[status], None
 
     def _rule(self, number: str) -> SimulatedRule | None:

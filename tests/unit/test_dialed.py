@@ -46,6 +46,36 @@ def test_attempts_flushed_are_what_the_next_start_loads(database: Path, boot: Pa
     assert mode == 0o600
 
 
+def test_a_ticket_already_written_costs_no_write(
+    database: Path, boot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calls started in one turn of the event loop are written by the first one's flush;
+    one that another starts as it ends is written by its own, and each line is written before
+    its call's flush returns."""
+    log = dial_log(database)
+    log.start([])
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def counted(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(dialed.os, "write", counted)
+    first, second = log.add(1, 1), log.add(2, 1)
+    assert log.flush(first)
+    assert writes == [b"1 1\n2 1\n"]
+    third = log.add(3, 1)  # started by the first call as it ended
+    assert log.flush(second)  # already written: no write, and the third waits for its own
+    assert writes == [b"1 1\n2 1\n"]
+    assert dial_log(database).load() == {(1, 1), (2, 1)}
+    assert log.flush(third)
+    assert writes == [b"1 1\n2 1\n", b"3 1\n"]
+    assert dial_log(database).load() == {(1, 1), (2, 1), (3, 1)}
+    assert log.flush(third)  # nothing more to write
+    assert len(writes) == 2
+
+
 def test_another_boot_or_another_database_is_not_trusted(database: Path, boot: Path) -> None:
     log = dial_log(database)
     log.start([])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import os
@@ -796,3 +797,12 @@ async def test_job_pages_rendered_by_sql_match_job_summary(store: Store) -> None
     only, _ = await store.list_jobs_json(ORG, "paused", 50, 0)
     assert [j["id"] for j in json.loads(only)] == ["paused"]
     assert json.loads((await store.list_jobs_json(ORG, None, 2, 6))[0]) == []
+
+
+def test_a_claim_started_later_keeps_every_other_field() -> None:
+    """ClaimedContact.started is dataclasses.replace(started_at=...), written out for speed: a
+    field added to the claim and forgotten there would be lost from calls started ahead."""
+    values = {f.name: object() for f in dataclasses.fields(ClaimedContact)}  # all distinct
+    claim = ClaimedContact(**values)  # type: ignore[arg-type]
+    assert claim.started(9.0) == dataclasses.replace(claim, started_at=9.0)
+    assert claim.started(9.0).started_at == 9.0
