@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from dialer.providers.base import sip_code
 from storage.rows import Outcome
 
 log = structlog.get_logger("dialer.held")
@@ -142,4 +143,13 @@ class HeldOutcomes:
 
 
 def _outcome(values: dict[str, Any]) -> Outcome:
-    return Outcome(**{k: v for k, v in values.items() if k in _FIELDS})
+    """A held outcome, if it fits the database: an integer SQLite cannot store makes it
+    unreadable (ValueError), except a SIP code that cannot be one, which is dropped (a file
+    from a version that kept any code the provider gave would stop every start)."""
+    found = {k: v for k, v in values.items() if k in _FIELDS}
+    if found.get("sip_code") is not None:
+        found["sip_code"] = sip_code(found["sip_code"])
+    for value in found.values():
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise ValueError("an integer too large for the database")
+    return Outcome(**found)

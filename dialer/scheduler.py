@@ -32,7 +32,7 @@ from dialer.clock import Clock
 from dialer.config import Config
 from dialer.dialed import DialLog
 from dialer.held import HeldOutcomes
-from dialer.providers.base import DialRequest, DialResult, Provider
+from dialer.providers.base import DialRequest, DialResult, Provider, sip_code
 from dialer.states import ContactStatus, JobStatus
 from dialer.stats import EngineStats, dial_label
 from storage.connection import StorageUnavailable
@@ -59,6 +59,8 @@ SMALL_CYCLE = 64
 # GIL handed to it and back at every statement, then cost more than holding the loop for the
 # transaction (a 100 + 100 cycle: ~10 ms). Bigger cycles always go to the writer.
 QUIET_CYCLE = 256
+# The longest call duration recorded (a week); a provider's figure beyond it is not kept.
+MAX_DURATION_SECONDS = 7 * 24 * 3600
 # While requests are being served, a big cycle starts its calls this many at a time and lets
 # the event loop turn in between: starting a call and its first step cost ~15 us each, and 200
 # at once held the requests that came in meanwhile for several ms (the in-process `api`
@@ -1415,19 +1417,27 @@ class Engine:
                     "contact_id": call.contact.id,
                     "attempt": call.contact.attempt_no,
                     "outcome": dial_label(outcome, result),
-                    "sip_code": result.sip_code,
+                    "sip_code": outcome.sip_code,
                     "next_status": outcome.next_status,
                     "reason": result.reason,
-                    "duration": result.duration,
+                    "duration": outcome.duration,
                 }
                 for (call, result), outcome in zip(done, outcomes, strict=True)
             ),
         )
 
     def _outcome(self, call: LiveCall, result: DialResult, now: float) -> Outcome:
+        # What a provider reports is kept only when it fits: an outcome the database cannot
+        # store would stop the engine at every start (its held outcome is written first).
+        sip = result.sip_code if result.sip_code is None else sip_code(result.sip_code)
+        duration = result.duration
+        if duration is not None and not (
+            isinstance(duration, int) and 0 <= duration <= MAX_DURATION_SECONDS
+        ):
+            duration = None
         charged = 0.0
-        if result.duration:
-            charged = result.duration / 60.0 * self.config.pricing.usd_per_minute
+        if duration:
+            charged = duration / 60.0 * self.config.pricing.usd_per_minute
         give_back = result.not_placed or result.job_fatal or result.agent_not_joined
         next_retry_at: float | None
         if result.not_placed or result.agent_not_joined:
@@ -1470,11 +1480,11 @@ class Engine:
             outcome=result.status.value,
             next_status=status.value,
             next_retry_at=next_retry_at,
-            sip_code=result.sip_code,
+            sip_code=sip,
             reason=result.reason,
             answered_at=result.answered_at,
             ended_at=result.ended_at or now,
-            duration=result.duration,
+            duration=duration,
             charged_usd=round(charged, 6),
             started_at=call.contact.started_at,
             give_back=give_back,

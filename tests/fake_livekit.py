@@ -106,6 +106,12 @@ class Callee:
         """The connection drops after the dial request was received."""
         return cls("disconnect")
 
+    @classmethod
+    def answers_unseen(cls, talk_seconds: float | None = None) -> Callee:
+        """The callee answers, but the connection drops before the dial's answer leaves: the
+        dialer cannot tell from the request whether the call was placed."""
+        return cls("answer_unseen", talk_seconds=talk_seconds)
+
 
 class TwirpFailure(Exception):
     def __init__(self, code: str, status: int, msg: str, meta: dict[str, str] | None = None):
@@ -161,6 +167,10 @@ class FakeLiveKit:
         # (concurrent SIP calls or agent sessions, request rate, quota) refuses them: Twirp
         # `resource_exhausted`, HTTP 429, no SIP code. Such a dial request is not in `dials`.
         self.at_limit: set[str] = set()
+        # Methods that fail the next n requests with HTTP 503 (Twirp `unavailable`), and methods
+        # answered with a 200 whose body is not protobuf, after doing their work.
+        self.failing: dict[str, int] = {}
+        self.garbage: set[str] = set()
         self.webhook_url: str | None = None
         self.webhooks_enabled = True  # False: events are dropped (a lost webhook)
         self.webhook_statuses: list[int] = []
@@ -280,19 +290,31 @@ class FakeLiveKit:
             room_name = getattr(message, "room", "") or getattr(message, "room_name", "")
             self.timeline.append((self.clock.now(), method.removeprefix("livekit."), room_name))
             self._authorize(method, message, claims)
-            if method.removeprefix("livekit.") in self.at_limit:
+            name = method.removeprefix("livekit.")
+            if name in self.at_limit:
                 raise TwirpFailure("resource_exhausted", 429, "project limit exceeded")
-            dropped = isinstance(message, api.CreateSIPParticipantRequest) and (
-                self._callee(message).behaviour == "disconnect"
+            if self.failing.get(name):
+                self.failing[name] -= 1
+                raise TwirpFailure("unavailable", 503, "service unavailable")
+            behaviour = (
+                self._callee(message).behaviour
+                if isinstance(message, api.CreateSIPParticipantRequest)
+                else ""
             )
-            if dropped:
+            if behaviour == "disconnect":
                 self.dials.append(message)
                 assert request.transport is not None
                 request.transport.close()  # the request arrived; the answer never leaves
                 return web.Response(status=500)
             reply = await handler(message, claims)
+            if behaviour == "answer_unseen":
+                assert request.transport is not None
+                request.transport.close()  # answered; the answer never leaves
+                return web.Response(status=500)
         except TwirpFailure as failure:
             return failure.response()
+        if name in self.garbage:
+            return web.Response(body=b"\xff\x00 not protobuf", content_type="application/protobuf")
         return web.Response(body=reply.SerializeToString(), content_type="application/protobuf")
 
     def _verify(self, request: web.Request) -> dict[str, Any]:
@@ -417,7 +439,7 @@ class FakeLiveKit:
         self._emit("participant_joined", room, phone)
         phone.attributes["sip.callStatus"] = "ringing"
         callee = self._callee(req)
-        if callee.behaviour == "answer":
+        if callee.behaviour in ("answer", "answer_unseen"):
             phone.attributes["sip.callStatus"] = "active"
             phone.state = api.ParticipantInfo.ACTIVE
             if callee.talk_seconds is not None:

@@ -143,6 +143,20 @@ DEFAULT_SIP_CODE: dict[ContactStatus, int | None] = {
 }
 
 
+def sip_code(value: object) -> int | None:
+    """`value` as a SIP status code (100-699), else None: what a provider reports is kept only
+    when it can be one (a code of 20 digits once stopped the engine at every start, as SQLite
+    cannot store it)."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit() and len(value) == 3):
+            return None
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 699:
+        return value
+    return None
+
+
 def status_for_sip_code(code: int) -> ContactStatus:
     """Map a SIP final response code to a contact status; unknown codes are `failed`."""
     return SIP_STATUS_TABLE.get(code, ContactStatus.FAILED)

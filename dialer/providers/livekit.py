@@ -32,6 +32,7 @@ from dialer.providers.base import (
     DialRequest,
     DialResult,
     WebhookRejected,
+    sip_code,
     status_for_sip_code,
 )
 from dialer.states import ContactStatus
@@ -50,10 +51,18 @@ RESUME_MARGIN_SECONDS = 60.0
 # While the dispatched agent is awaited, the room is looked at this often (clock time); a
 # `participant_joined` webhook for the agent ends the wait at once.
 AGENT_POLL_SECONDS = 0.5
+# A room that could not be deleted is tried again after 1 s, then twice as long each time, up to
+# this.
+ROOM_DELETE_MAX_WAIT_SECONDS = 30.0
 # How many webhook event ids are remembered to drop duplicates.
 SEEN_EVENTS = 4096
 
 INTERRUPTED = "interrupted"
+
+
+class UnreadableReply(aiohttp.ClientError):
+    """LiveKit answered something the library could not read (not protobuf, a `null` body, a
+    field of the wrong type): handled as a transport error (see LiveKitProvider._ask)."""
 
 
 class PhoneState(enum.Enum):
@@ -91,14 +100,10 @@ def agent_metadata(request: DialRequest) -> str:
 
 
 def sip_code_of(error: api.ServerError) -> int | None:
-    """The SIP status code LiveKit attached to a failed dial, if any."""
-    raw = error.metadata.get("sip_status_code")
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return None
+    """The SIP status code LiveKit attached to a failed dial, if any (one that cannot be a SIP
+    code, or metadata that is not an object, counts as none)."""
+    meta = error.metadata
+    return sip_code(meta.get("sip_status_code")) if isinstance(meta, dict) else None
 
 
 def classify(
@@ -132,7 +137,7 @@ def classify(
         what = f"{code}: {error.message}" if error.message else code
         sip = sip_code_of(error)
         if sip is not None:
-            phrase = error.metadata.get("sip_status") or error.message
+            phrase = str(error.metadata.get("sip_status") or error.message)[:200]
             return DialResult(
                 status=status_for_sip_code(sip),
                 sip_code=sip,
@@ -197,6 +202,14 @@ def _names_sip_answer(message: str) -> bool:
     return "invite" in text or "sip status" in text
 
 
+def _clear(failed: DialResult) -> bool:
+    """A failed dial LiveKit answered clearly: the callee is not in the room (a SIP answer, a
+    ring-out, a missing trunk, refused credentials)."""
+    return (
+        failed.sip_code is not None or failed.job_fatal or failed.status is ContactStatus.NO_ANSWER
+    )
+
+
 def _fatal(reason: str) -> DialResult:
     return DialResult(status=ContactStatus.FAILED, reason=reason, job_fatal=True)
 
@@ -216,6 +229,9 @@ class LiveCall:
     end_reason: str | None = None
     ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     agent_joined: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # The callee may be in the room: the dial was sent (or the call is resumed) and LiveKit
+    # did not say clearly that it failed. Its room must then be deleted (see _finish).
+    phone_sent: bool = False
 
     def end(self, at: float, reason: str) -> bool:
         """Record the end once; False if it was already known (events are idempotent)."""
@@ -277,6 +293,18 @@ class LiveKitProvider:
             raise RuntimeError("LiveKitProvider.start() was not called")
         return self._lk
 
+    async def _ask(self, work: Awaitable[T]) -> T:
+        """One LiveKit API call. A reply the library fails to read raises UnreadableReply, so
+        that it counts as a transport error wherever one is handled (before, it failed the
+        contact for good as a "provider error", and a garbage reply to DeleteRoom failed a
+        completed call)."""
+        try:
+            return await work
+        except (api.ServerError, aiohttp.ClientError, TimeoutError):
+            raise
+        except Exception as exc:  # (asyncio.CancelledError is not an Exception)
+            raise UnreadableReply(f"{type(exc).__name__}: {exc}"[:300]) from exc
+
     # ------------------------------------------------------------ one call
 
     async def dial(self, request: DialRequest) -> DialResult:
@@ -308,11 +336,13 @@ class LiveKitProvider:
         request = call.request
         log.info("call_dial_started", room=request.room_name, agent=request.agent_name)
         try:
-            dispatch = await self.lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(
-                    agent_name=request.agent_name,
-                    room=request.room_name,
-                    metadata=agent_metadata(request),
+            dispatch = await self._ask(
+                self.lk.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(
+                        agent_name=request.agent_name,
+                        room=request.room_name,
+                        metadata=agent_metadata(request),
+                    )
                 )
             )
         except (api.ServerError, aiohttp.ClientError, TimeoutError) as exc:
@@ -321,21 +351,42 @@ class LiveKitProvider:
         # silence hangs up.
         if not await self._agent_joins(call):
             return await self._agent_not_joined(call, dispatch.id)
+        sip = self._sip_request(call)
+        call.phone_sent = True
         try:
             await self._within(
-                self.lk.sip.create_sip_participant(
-                    self._sip_request(call),
-                    timeout=self._dial_deadline(request) + DIAL_BACKSTOP_SECONDS,
+                self._ask(
+                    self.lk.sip.create_sip_participant(
+                        sip, timeout=self._dial_deadline(request) + DIAL_BACKSTOP_SECONDS
+                    )
                 ),
                 self._dial_deadline(request),
             )
         except (api.ServerError, aiohttp.ClientError, TimeoutError) as exc:
-            return self._failed(exc, dial_sent=True, ringing_timeout=self._ringing(request))
+            result = self._failed(exc, dial_sent=True, ringing_timeout=self._ringing(request))
+            if _clear(result):
+                call.phone_sent = False
+                return result
+            if not await self._answered_after_all(call, result):
+                return result
         call.answered_at = self._clock.now()
         log.info("call_answered", room=request.room_name)
         if request.on_answered is not None:
             request.on_answered()
         return await self._until_end(call)
+
+    async def _answered_after_all(self, call: LiveCall, failed: DialResult) -> bool:
+        """Whether the callee is talking in the room although the dial failed without a SIP
+        answer (our deadline or the request's timed out, the connection broke, LiveKit answered
+        5xx, 429 or something unreadable): the call may have been placed all the same. Such a
+        call is followed as answered; recorded as failed, its room deleted under the callee,
+        they were dialed again at the next retry."""
+        if await self._phone_state(call) is not PhoneState.ACTIVE:
+            return False
+        log.warning(
+            "call_answered_after_failed_dial", room=call.request.room_name, failure=failed.reason
+        )
+        return True
 
     async def _agent_joins(self, call: LiveCall) -> bool:
         """Until an agent is in the call's room: a webhook says so at once, else the room is
@@ -361,7 +412,9 @@ class LiveKitProvider:
         """Whether an agent is in the room; False too when LiveKit cannot be asked right now."""
         room = call.request.room_name
         try:
-            listing = await self.lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            listing = await self._ask(
+                self.lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            )
         except api.ServerError as exc:
             if exc.code != api.ServerErrorCode.NOT_FOUND:  # not_found: no room yet
                 log.warning("agent_poll_failed", room=room, error=str(exc))
@@ -387,7 +440,9 @@ class LiveKitProvider:
         )
         if dispatch_id:
             try:
-                await self.lk.agent_dispatch.delete_dispatch(dispatch_id, request.room_name)
+                await self._ask(
+                    self.lk.agent_dispatch.delete_dispatch(dispatch_id, request.room_name)
+                )
             except api.ServerError as exc:
                 if exc.code != api.ServerErrorCode.NOT_FOUND:
                     log.warning(
@@ -511,7 +566,9 @@ class LiveKitProvider:
         """Look at the room; None when LiveKit cannot be asked right now."""
         room = call.request.room_name
         try:
-            listing = await self.lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            listing = await self._ask(
+                self.lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            )
         except api.ServerError as exc:
             if exc.code == api.ServerErrorCode.NOT_FOUND:
                 return PhoneState.GONE
@@ -532,17 +589,50 @@ class LiveKitProvider:
         return PhoneState.GONE
 
     async def _finish(self, call: LiveCall) -> None:
-        """Delete the room (hangs up whatever is still in it) and stop following the call."""
-        room = call.request.room_name
+        """Delete the room (hangs up whatever is still in it) and stop following the call.
+
+        Until the room is deleted, or the callee is seen gone from it, the call is not over:
+        its slot and its number stay taken, and the delete is tried again with a backoff (a
+        failed delete left the callee in a live call while the contact was dialed again, in a
+        second one). Past the longest the call could last, it is given up on."""
+        request = call.request
+        room = request.room_name
+        give_up = self._could_last_until(request)
+        wait = 1.0
         try:
-            await self.lk.room.delete_room(api.DeleteRoomRequest(room=room))
-        except api.ServerError as exc:
-            if exc.code != api.ServerErrorCode.NOT_FOUND:
-                log.warning("call_room_delete_failed", room=room, error=str(exc))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("call_room_delete_failed", room=room, error=f"{type(exc).__name__}: {exc}")
+            while True:
+                try:
+                    await self._ask(self.lk.room.delete_room(api.DeleteRoomRequest(room=room)))
+                    return
+                except api.ServerError as exc:
+                    if exc.code == api.ServerErrorCode.NOT_FOUND:
+                        return
+                    error = str(exc)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                if not call.phone_sent:  # nobody was dialed: the room holds no callee
+                    log.warning("call_room_delete_failed", room=room, error=error)
+                    return
+                if await self._phone_state(call) is PhoneState.GONE:
+                    log.warning("call_room_not_deleted", room=room, error=error)
+                    return  # the callee is gone: only the room is left (LiveKit empties it)
+                if self._clock.now() >= give_up:
+                    log.error("call_room_delete_given_up", room=room, error=error)
+                    return
+                log.warning("call_room_delete_failed", room=room, error=error, retry_in=wait)
+                await self._clock.sleep(wait)
+                wait = min(wait * 2, ROOM_DELETE_MAX_WAIT_SECONDS)
         finally:
             self._unfollow(call)
+
+    def _could_last_until(self, request: DialRequest) -> float:
+        """When a call of this attempt must be over (LiveKit ends it at max_call_seconds)."""
+        return (
+            request.started_at
+            + self._ringing(request)
+            + self._config.max_call_seconds
+            + RESUME_MARGIN_SECONDS
+        )
 
     def _follow(self, request: DialRequest) -> LiveCall:
         # Registered before the dial, so that a webhook racing the dial's answer is not lost.
@@ -563,6 +653,7 @@ class LiveKitProvider:
         `max_call_seconds`); a room without the callee is recorded as interrupted.
         """
         call = self._follow(request)
+        call.phone_sent = True
         return await self._settle(call, self._reattach(call))
 
     async def _reattach(self, call: LiveCall) -> DialResult:
@@ -575,13 +666,10 @@ class LiveKitProvider:
 
     async def _resume_state(self, call: LiveCall) -> PhoneState:
         request = call.request
-        give_up = (
-            request.started_at
-            + self._ringing(request)
-            + self._config.max_call_seconds
-            + RESUME_MARGIN_SECONDS
-        )
+        give_up = self._could_last_until(request)
         while True:
+            if call.ended.is_set():  # a webhook said it ended: nothing more to ask
+                return PhoneState.GONE
             state = await self._phone_state(call)
             if state is not None:
                 if state is PhoneState.ACTIVE:
@@ -591,7 +679,7 @@ class LiveKitProvider:
                 return state
             if self._clock.now() >= give_up:
                 return PhoneState.GONE
-            await self._clock.sleep(self._config.poll_interval_seconds)
+            await self._clock.wait(call.ended, self._config.poll_interval_seconds)
 
     # ------------------------------------------------------------ webhooks
 
@@ -611,12 +699,16 @@ class LiveKitProvider:
     def apply_event(self, event: api.WebhookEvent) -> str:
         """Apply a verified event: the agent joining, or the end, of a call we follow.
         Idempotent."""
-        if event.id:
-            if event.id in self._seen_events:
-                return "duplicate"
+        if event.id in self._seen_events:
+            return "duplicate"
+        done = self._apply(event)
+        if event.id:  # (only once applied: an event that failed is applied when LiveKit resends it)
             self._seen_events[event.id] = None
             if len(self._seen_events) > SEEN_EVENTS:
                 self._seen_events.popitem(last=False)
+        return done
+
+    def _apply(self, event: api.WebhookEvent) -> str:
         room = event.room.name
         call = self._calls.get(room)
         if call is None:
@@ -632,7 +724,11 @@ class LiveKitProvider:
             log.info("webhook_agent_joined", room=room, agent=event.participant.identity)
             return "agent_joined"
         if event.event == "participant_left" and event.participant.identity == call.identity:
-            cause = api.DisconnectReason.Name(event.participant.disconnect_reason)
+            code = event.participant.disconnect_reason
+            try:
+                cause = api.DisconnectReason.Name(code)
+            except ValueError:  # a reason newer than this library
+                cause = f"disconnect reason {code}"
             reason = f"participant_left ({cause})"
         elif event.event == "room_finished":
             reason = "room_finished"

@@ -657,3 +657,35 @@ async def test_an_outcome_that_cannot_be_decided_at_the_call_end_is_decided_by_t
     created = await running.create_json(phones(2))
     detail = await running.wait_status(created["batchJobId"], "completed")
     assert detail["statusBreakdown"]["completed"] == 2 and failures == [1]
+
+
+class OddFiguresProvider(SimulatedProvider):
+    """A provider reporting figures the database cannot store: a 20-digit SIP code and a
+    duration of 10^30 seconds."""
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        return DialResult(
+            status=ContactStatus.BUSY,
+            sip_code=10**20,
+            duration=10**30,
+            reason="odd",
+            ended_at=self._clock.now(),
+        )
+
+
+async def test_figures_a_provider_reports_that_cannot_be_stored_are_dropped(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """The outcome is recorded without them, and the engine goes on. (SQLite refused the SIP
+    code: the engine stopped, and its held outcome stopped every start after.)"""
+    config = make_config(tmp_path)
+    clock = FakeClock()
+    running = await start_app(
+        config, provider=OddFiguresProvider(config.telephony.simulated, clock), clock=clock
+    )
+    created = await running.create_json(phones(2), maxAttempts=1)
+    body = await running.wait_status(created["batchJobId"], "completed")
+    assert body["statusBreakdown"]["busy"] == 2
+    assert running.engine.running and not running.engine.stopping
+    for contact in body["contacts"]:
+        assert (contact["errorCode"], contact["callDuration"]) == (None, None)

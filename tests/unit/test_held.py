@@ -80,3 +80,13 @@ def test_an_outcome_that_does_not_fit_costs_only_itself(tmp_path: Path) -> None:
     Path(held.path).write_bytes(struct.pack("<I", len(payload)) + payload)
     held.append([outcome(2)])
     assert held.load() == [outcome(2)]
+
+
+def test_a_held_outcome_the_database_cannot_store_does_not_stop_the_start(
+    tmp_path: Path,
+) -> None:
+    """A SIP code that cannot be one, kept by an earlier version, is dropped from its outcome;
+    an integer SQLite cannot store makes only its own outcome unreadable."""
+    held = HeldOutcomes(str(tmp_path / "d.db.held"))
+    held.append([outcome(1, sip_code=10**20), outcome(2, duration=2**70), outcome(3)])
+    assert held.load() == [outcome(1, sip_code=None), outcome(3)]

@@ -151,3 +151,18 @@ def test_credentials_may_come_from_the_environment(monkeypatch: pytest.MonkeyPat
 def test_simulated_provider_needs_no_livekit_settings() -> None:
     """The start-up check only applies when the livekit provider is chosen."""
     configmod.check_telephony(make_config())
+
+
+def test_a_sip_code_that_cannot_be_one_is_not_kept() -> None:
+    """A `sip_status_code` of 20 digits (SQLite cannot store it: the engine stopped at every
+    start), a 2-digit one, or metadata that is not an object: no SIP code."""
+    for raw in ("99999999999999999999", "42", "4861", "-486", "", "४८६"):
+        result = classify(
+            twirp("unavailable", 503, sip_status_code=raw), dial_sent=True, config=CONFIG
+        )
+        assert result.sip_code is None, raw
+        assert result.status is ContactStatus.FAILED and result.retryable
+    odd = api.ServerError("unavailable", "msg", status=503, metadata="not an object")  # type: ignore[arg-type]
+    assert classify(odd, dial_sent=True, config=CONFIG).sip_code is None
+    busy = twirp("resource_exhausted", 429, sip_status_code=" 486 ")
+    assert classify(busy, dial_sent=True, config=CONFIG).sip_code == 486

@@ -43,6 +43,19 @@ def assert_cleaned_up(fake: FakeLiveKit, provider: LiveKitProvider, request: Dia
     assert request.room_name not in provider.calls
 
 
+def participant_left(request: DialRequest, clock: FakeClock, event_id: str, reason: object) -> str:
+    """The body of LiveKit's `participant_left` webhook for the call's phone participant."""
+    return json.dumps(
+        {
+            "event": "participant_left",
+            "id": event_id,
+            "createdAt": str(int(clock.now())),
+            "room": {"name": request.room_name},
+            "participant": {"identity": phone_identity(request), "disconnectReason": reason},
+        }
+    )
+
+
 async def test_dial_dispatches_agent_and_dials_as_configured(
     fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
 ) -> None:
@@ -317,7 +330,8 @@ async def test_a_limit_of_the_project_places_no_call(
 async def test_connection_lost_after_dial_sent_counts_and_is_retryable(
     fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
 ) -> None:
-    """A connection dropped after the dial reached LiveKit counts as an attempt, retried later."""
+    """A connection dropped after the dial reached LiveKit counts as an attempt, retried later,
+    once the room was looked at and showed no callee in it."""
     fake.numbers[NUMBER] = Callee.disconnects()
     provider = await start_livekit()
     request = dial_request(NUMBER, clock)
@@ -325,6 +339,7 @@ async def test_connection_lost_after_dial_sent_counts_and_is_retryable(
     assert len(fake.dials) == 1
     assert result.status is ContactStatus.FAILED
     assert result.retryable and not result.not_placed
+    assert fake.calls[-2:] == ["RoomService/ListParticipants", "RoomService/DeleteRoom"]
     assert result.reason is not None and "after the dial was sent" in result.reason
     assert request.room_name in fake.deleted
 
@@ -408,18 +423,7 @@ async def test_webhooks_are_verified_and_idempotent(
     fake.webhooks_enabled = False
     await clock.advance(3)
     fake.hang_up(request.room_name)  # the event is built but not sent: we send it by hand
-    body = json.dumps(
-        {
-            "event": "participant_left",
-            "id": "EV_x",
-            "createdAt": str(int(clock.now())),
-            "room": {"name": request.room_name},
-            "participant": {
-                "identity": phone_identity(request),
-                "disconnectReason": "CLIENT_INITIATED",
-            },
-        }
-    )
+    body = participant_left(request, clock, "EV_x", "CLIENT_INITIATED")
     forged = FakeLiveKit(clock, api_key=API_KEY, api_secret="wrong-secret-wrong-secret-000000")
     with pytest.raises(WebhookRejected):
         provider.receive_webhook(body, forged.sign(body))
@@ -495,3 +499,133 @@ async def test_resume_keeps_asking_while_livekit_is_unreachable(clock: FakeClock
     finally:
         await provider.close()
     assert result.reason == "interrupted" and result.retryable
+
+
+async def test_a_call_answered_whose_dial_answer_was_lost_is_followed_not_dialed_again(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
+) -> None:
+    """The connection drops after LiveKit placed the call and the callee answered: the room is
+    looked at, the callee found talking, and the call followed to its end as answered. (It was
+    recorded failed and its room deleted under the callee, who was dialed again at the retry.)"""
+    fake.numbers[NUMBER] = Callee.answers_unseen(talk_seconds=40)
+    provider = await start_livekit()
+    request = dial_request(NUMBER, clock)
+    with capture_logs() as logs:
+        call = asyncio.create_task(provider.dial(request))
+        await answered(provider, request)
+        assert fake.rooms[request.room_name].participants  # not hung up
+        await clock.advance(40)
+        result = await asyncio.wait_for(call, 10)
+    assert result.status is ContactStatus.COMPLETED and result.answered_at is not None
+    assert result.duration == 40
+    assert len(fake.dials) == 1
+    assert "call_answered_after_failed_dial" in [e["event"] for e in logs]
+    assert_cleaned_up(fake, provider, request)
+
+
+async def test_a_room_that_cannot_be_deleted_keeps_the_call_until_it_is(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
+) -> None:
+    """DeleteRoom fails after a call: the call is not over (its slot and number stay taken)
+    while the callee may still be in the room; the delete is tried again after 1 s, then 2 s,
+    until it works. (The call was forgotten: the callee stayed in a live call while the
+    contact was dialed again.)"""
+    fake.numbers[NUMBER] = Callee.answers_unseen()  # answered; only hung up by the delete
+    fake.failing["RoomService/DeleteRoom"] = 2
+    provider = await start_livekit(max_call_seconds=5)
+    request = dial_request(NUMBER, clock)
+    call = asyncio.create_task(provider.dial(request))
+    await answered(provider, request)
+    await clock.advance(5)  # max_call_seconds: the engine hangs up by deleting the room
+    await parked(clock)
+    assert not call.done() and fake.phone(request.room_name) is not None
+    await clock.advance(1)
+    await parked(clock)
+    assert not call.done()
+    await clock.advance(2)
+    result = await asyncio.wait_for(call, 10)
+    assert result.status is ContactStatus.COMPLETED
+    assert fake.calls.count("RoomService/DeleteRoom") == 3
+    assert_cleaned_up(fake, provider, request)
+
+
+async def test_a_failed_delete_of_a_room_nobody_was_dialed_into_is_not_retried(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
+) -> None:
+    """A dial LiveKit refused clearly (a SIP answer): no callee in the room, one delete."""
+    fake.numbers[NUMBER] = Callee.fails(486)
+    fake.failing["RoomService/DeleteRoom"] = 5
+    provider = await start_livekit()
+    result = await asyncio.wait_for(provider.dial(dial_request(NUMBER, clock)), 10)
+    assert result.status is ContactStatus.BUSY
+    assert fake.calls.count("RoomService/DeleteRoom") == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "not_placed"),
+    [
+        ("AgentDispatchService/CreateDispatch", ContactStatus.FAILED, True),
+        ("SIP/CreateSIPParticipant", ContactStatus.COMPLETED, False),
+        ("RoomService/DeleteRoom", ContactStatus.COMPLETED, False),
+    ],
+)
+async def test_an_unreadable_reply_is_a_transport_error_not_a_failed_contact(
+    fake: FakeLiveKit,
+    start_livekit: StartLiveKit,
+    clock: FakeClock,
+    method: str,
+    status: ContactStatus,
+    not_placed: bool,
+) -> None:
+    """A 200 whose body is not protobuf: to the dispatch, nothing was dialed (given back, as
+    LiveKit unreachable); to the dial, the room tells that the callee answered; to DeleteRoom
+    (done, the callee gone), the call stays completed. (Each failed the contact for good as a
+    "provider error".)"""
+    fake.numbers[NUMBER] = Callee.answers(talk_seconds=3)
+    fake.garbage.add(method)
+    provider = await start_livekit()
+    request = dial_request(NUMBER, clock)
+    call = asyncio.create_task(provider.dial(request))
+    if method != "AgentDispatchService/CreateDispatch":
+        await answered(provider, request)
+        await clock.advance(3)
+    result = await asyncio.wait_for(call, 10)
+    assert (result.status, result.not_placed) == (status, not_placed)
+    if not not_placed:
+        assert result.duration is not None and result.duration >= 3
+    assert request.room_name not in provider.calls
+
+
+async def test_a_webhook_with_a_disconnect_reason_newer_than_the_library_ends_the_call(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
+) -> None:
+    """A `participant_left` whose reason this library does not name ends the call (it answered
+    500, and LiveKit's resend was then dropped as a duplicate)."""
+    fake.numbers[NUMBER] = Callee.answers()
+    provider = await start_livekit()
+    request = dial_request(NUMBER, clock)
+    call = asyncio.create_task(provider.dial(request))
+    await answered(provider, request)
+    await fake.webhooks_delivered()
+    body = participant_left(request, clock, "EV_new", 99)
+    assert provider.receive_webhook(body, fake.sign(body)) == "ended"
+    assert provider.receive_webhook(body, fake.sign(body)) == "duplicate"
+    result = await asyncio.wait_for(call, 10)
+    assert result.status is ContactStatus.COMPLETED
+
+
+async def test_resume_stops_asking_once_a_webhook_says_the_call_ended(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
+) -> None:
+    """After a restart LiveKit cannot be asked (503) but its webhook tells the call ended: the
+    resume ends then, not when the call could no longer be live (minutes later)."""
+    fake.failing["RoomService/ListParticipants"] = 1000
+    provider = await start_livekit(poll_interval_seconds=60)
+    request = dial_request(NUMBER, clock)
+    resumed = asyncio.create_task(provider.resume(request))
+    await parked(clock)
+    body = participant_left(request, clock, "EV_end", 1)
+    assert provider.receive_webhook(body, fake.sign(body)) == "ended"
+    result = await asyncio.wait_for(resumed, 10)
+    assert result.reason == "interrupted" and result.retryable
+    assert fake.calls.count("RoomService/ListParticipants") == 1
