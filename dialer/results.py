@@ -86,7 +86,9 @@ class ResultRules:
         next_call_at: float | None = None
         call_until: float | None = None
         interval = self._calling.interval(facts.calling_windows, facts.zones, at)
-        if interval is not None:
+        if interval is None:  # no common window any more: cancelled at the next claim
+            call_until = facts.now  # (see Engine._outcome)
+        else:
             next_call_at = interval[0] if interval[0] > facts.now else None
             call_until = interval[1]
             at = max(at, interval[0])

@@ -1467,7 +1467,12 @@ class Engine:
             interval = self.rules.interval(
                 call.windows_json, call.contact.zones, max(now, next_retry_at or now)
             )
-            if interval is not None:
+            if interval is None:
+                # Its zones share no open window any more (one vanished at a daylight-saving
+                # change): its interval ends now, so the next claim cancels it as one without
+                # a window (no_common_window). With no end it was dialed at any hour.
+                call_until = now
+            else:
                 next_call_at = interval[0] if interval[0] > now else None
                 call_until = interval[1]
                 if next_retry_at is not None:

@@ -741,3 +741,36 @@ async def test_numbers_stored_before_the_upgrade_are_respelled_once(
     assert (await again.detail(job_id))["statusBreakdown"]["cancelled"] == 1
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM chores").fetchone()[0] == 0
+
+
+async def test_a_retry_whose_common_window_vanished_is_cancelled_not_dialed_at_any_hour(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """An Australian mobile spans 8 zones, Cocos to Lord Howe: weekdays 09:00-13:15 they share
+    15 minutes a day until daylight saving starts on 4 October 2026, then none. Busy on 2
+    October, its retry (an hour later) falls after that: it is cancelled `no_common_window` like
+    a contact created without one. (It waited with no interval, and was dialed at 14:00 Lord
+    Howe.)"""
+    mobile = "+61412345678"
+    weekdays = [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "13:15"}]
+    config = make_config(
+        tmp_path,
+        engine={"retry_delay_seconds": 3600},
+        organizations=[{"id": ORG, "max_attempts_per_number_per_day": 0}, {"id": OTHER_ORG}],
+        telephony={"simulated": {"rules": [{"prefix": mobile, "outcome": "busy"}]}},
+    )
+    running = await start_app(config, clock=FakeClock(start=ts("2026-10-02T02:30:00Z")))
+    created = await running.create_json([{"phone": mobile}], callingWindows=weekdays, maxAttempts=3)
+    assert created["noCommonWindowCount"] == 0
+    job_id = created["batchJobId"]
+
+    async def attempted() -> bool:
+        contact = by_phone(await running.detail(job_id))[mobile]
+        return contact["attemptCount"] == 1 and contact["status"] != "dialing"
+
+    await wait_until(attempted)
+    await running.clock.advance(ts("2026-10-02T03:30:00Z") - running.clock.now())  # its retry
+    detail = await running.wait_status(job_id, "completed")
+    contact = by_phone(detail)[mobile]
+    assert (contact["status"], contact["failureReason"]) == ("cancelled", "no_common_window")
+    assert contact["attemptCount"] == 1

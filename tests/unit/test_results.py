@@ -62,6 +62,23 @@ def test_a_callback_is_queued_at_its_time_and_grants_an_attempt() -> None:
     assert past.next_retry_at == NOW
 
 
+class NeverOpen(AlwaysOpen):
+    """Calling windows its zones never share (one vanished at a daylight-saving change)."""
+
+    def interval(
+        self, windows_json: str | None, zones: str | None, at: float
+    ) -> tuple[float, float | None] | None:
+        return None
+
+
+def test_a_retry_without_a_common_window_ends_its_interval_now() -> None:
+    """Queued again with no common window left: its interval ends now, so the next claim
+    cancels it (no_common_window). (With no end it could be dialed at any hour.)"""
+    facts = replace(FACTS, disposition="voicemail", calling_windows="[]")
+    change = results.ResultRules(NeverOpen()).change(facts)
+    assert (change.status, change.next_call_at, change.call_until) == ("queued", None, NOW)
+
+
 @pytest.mark.parametrize("job_status", ["cancelled", "failed"])
 def test_a_closed_job_never_queues_again(job_status: str) -> None:
     callback = replace(
