@@ -269,7 +269,13 @@ openapi.register(
     optional_body=True,
     ok=schemas.RetryAnswer,
     errors={
-        400: ["validation_error", "invalid_json", "job_not_retryable", "invalid_retry_status"],
+        400: [
+            "validation_error",
+            "invalid_json",
+            "job_not_retryable",
+            "job_expired",
+            "invalid_retry_status",
+        ],
         **_JOB_ERRORS,
     },
 )

@@ -22,7 +22,7 @@ from dialer.clock import Clock
 from dialer.config import Config, Organization
 from dialer.scheduler import Engine
 from dialer.states import ContactStatus, JobStatus
-from storage.db import TransitionError
+from storage.db import JobExpiredError, TransitionError
 from storage.rows import (
     BatchSummary,
     CallFilter,
@@ -609,6 +609,13 @@ class JobService:
             requeued = await self.store.retry_contacts(
                 org_id, job_id, wanted, attempts, self.clock.now(), states.RETRYABLE_JOB_STATUSES
             )
+        except JobExpiredError:
+            raise ServiceError(
+                400,
+                "job_expired",
+                f"Batch job expired at {iso(job.expires_at)}; its contacts keep their outcomes "
+                "and cannot be retried (create a new job to call them again)",
+            ) from None
         except TransitionError:
             raise ServiceError(
                 400,

@@ -28,6 +28,10 @@ class TransitionError(StorageError):
     """A state transition was asked from a state that does not allow it."""
 
 
+class JobExpiredError(TransitionError):
+    """The job's expiresAt has passed: its contacts keep the outcomes they ended with."""
+
+
 def connect(path: str) -> sqlite3.Connection:
     """Open a connection in autocommit mode (transactions are explicit) with the pragmas set."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

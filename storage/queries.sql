@@ -563,13 +563,14 @@ SET status = 'queued', next_retry_at = :now, completed_at = NULL, next_call_at =
 WHERE job_id = :job_id AND status IN (SELECT value FROM json_each(:statuses))
 
 -- restart_job_for_retry --
--- A paused job stays paused (the operator resumes it); any other runs again.
+-- A paused job stays paused (the operator resumes it); any other runs again. Never once expired.
 UPDATE jobs
 SET status = CASE status WHEN 'paused' THEN 'paused' ELSE 'running' END,
     status_reason = CASE status WHEN 'paused' THEN status_reason END,
     actual_start_time = coalesce(actual_start_time, :now),
     completed_at = NULL, retry_rounds = retry_rounds + 1, updated_at = :now
 WHERE id = :id AND status IN (SELECT value FROM json_each(:from_statuses))
+  AND (expires_at IS NULL OR expires_at > :now)
 
 -- list_calls --
 -- Contacts with their latest placed attempt, in upload order. Filters: statuses (JSON array or

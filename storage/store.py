@@ -35,7 +35,7 @@ from storage.connection import (
     create_private,
     storage_failure,
 )
-from storage.db import TransitionError
+from storage.db import JobExpiredError, TransitionError
 from storage.latency import FAST_BUCKETS, BucketCounts
 from storage.rows import (
     Activation,
@@ -798,8 +798,10 @@ class Store:
     ) -> int:
         """Re-queue the job's contacts in `statuses` for another round; return how many.
 
-        Raises TransitionError when the job is not in one of `job_statuses`. When any contact was
-        re-queued the job counts one more retry round and runs again (a paused job stays paused).
+        Raises TransitionError when the job is not in one of `job_statuses`, JobExpiredError
+        when its expiresAt has passed (a contact re-queued then would only be cancelled as
+        expired, losing the outcome it ended with). When any contact was re-queued the job
+        counts one more retry round and runs again (a paused job stays paused).
         """
         allowed = json.dumps(list(job_statuses))
 
@@ -807,6 +809,8 @@ class Store:
             row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
             if row is None or row["status"] not in json.loads(allowed):
                 raise TransitionError(f"job {job_id} cannot be retried")
+            if row["expires_at"] is not None and row["expires_at"] <= now:
+                raise JobExpiredError(f"job {job_id} expired")
             requeued = conn.execute(
                 Q()["retry_contacts"],
                 {

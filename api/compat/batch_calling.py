@@ -664,7 +664,7 @@ openapi.register(
     CONVAI_PREFIX + "{batch_id}/retry",
     "Call failed and unanswered recipients again (`batch_calls.retry`)",
     ok=schemas.BatchCallSummary,
-    errors={**_BATCH_ERRORS, 400: ["job_not_retryable"]},
+    errors={**_BATCH_ERRORS, 400: ["job_not_retryable", "job_expired"]},
 )
 openapi.register(
     "DELETE",

@@ -277,6 +277,40 @@ async def test_retry_requeues_failed_contacts_and_keeps_their_history(
     assert (body["contactsRequeued"], body["status"], body["retryRounds"]) == (0, "completed", 2)
 
 
+async def test_retry_of_an_expired_job_is_refused_and_keeps_the_outcomes(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Once the job's expiresAt has passed, retry is 400 job_expired and every contact keeps
+    the status and SIP code its calls ended with (they were overwritten cancelled/expired)."""
+    running = await simulated(start_app, tmp_path, {"+1202555010": "busy"})
+    job_id = (
+        await running.create_json(phones(2), maxAttempts=1, expiresAt="2026-01-01T00:10:00Z")
+    )["batchJobId"]
+    before = await running.wait_status(job_id, "completed")
+    assert before["statusBreakdown"]["busy"] == 2
+    await running.clock.advance(600)  # expiresAt is now
+    for body in (None, {"statuses": ["busy"], "extraAttempts": 2}):
+        assert await post(running, f"/batch/jobs/{job_id}/retry", body) == (
+            400,
+            _error("job_expired"),
+        )
+    await running.clock.advance(60)
+    await wait_until(lambda: _engine_idle(running))
+    after = await running.detail(job_id)
+    assert (after["status"], after["retryRounds"], after["completedAt"]) == (
+        "completed",
+        0,
+        before["completedAt"],
+    )
+    assert [
+        (c["status"], c["errorCode"], c["failureReason"], c["maxAttempts"])
+        for c in after["contacts"]
+    ] == [
+        (c["status"], c["errorCode"], c["failureReason"], c["maxAttempts"])
+        for c in before["contacts"]
+    ]
+
+
 async def test_retry_of_a_paused_job_requeues_but_keeps_it_paused(
     start_app: StartApp, tmp_path: Path
 ) -> None:
