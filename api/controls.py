@@ -114,19 +114,31 @@ async def retry_job(request: web.Request) -> web.Response:
             f"Cannot retry contacts in status {unknown[0][:40]!r}; statuses must be among: "
             + ", ".join(RETRY_STATUSES),
         )
-    job, requeued, statuses = await request.app[appkeys.SERVICE].retry(
+    retried = await request.app[appkeys.SERVICE].retry(
         organization(request), request.match_info["batch_job_id"], body.statuses, body.extraAttempts
     )
-    body_out = control_json(
-        job,
-        f"{requeued} contacts re-queued for another round"
-        if requeued
-        else "No contact ended in these statuses; nothing to retry",
-    )
+    job = retried.job
+    body_out = control_json(job, _retry_message(retried.requeued, retried.suppressed))
     body_out.update(
-        {"contactsRequeued": requeued, "statuses": statuses, "retryRounds": job.retry_rounds}
+        {
+            "contactsRequeued": retried.requeued,
+            "statuses": retried.statuses,
+            "retryRounds": job.retry_rounds,
+            "suppressedCount": retried.suppressed,
+        }
     )
     return web.json_response(body_out)
+
+
+def _retry_message(requeued: int, suppressed: int) -> str:
+    if not (requeued or suppressed):
+        return "No contact ended in these statuses; nothing to retry"
+    done = (
+        f"{requeued} contacts re-queued for another round" if requeued else "No contact re-queued"
+    )
+    if suppressed:
+        done += f"; {suppressed} left as they ended: their numbers are on the do-not-call list"
+    return done
 
 
 @routes.get("/batch/jobs/{batch_job_id}/export")

@@ -205,6 +205,7 @@ class RetryAnswer(ControlAnswer):
     contactsRequeued: int
     statuses: list[str]
     retryRounds: int
+    suppressedCount: int  # in those statuses, left as they ended: their numbers are listed
 
 
 class ProgressEvent(_Answer):

@@ -157,6 +157,18 @@ class Detail:
     estimated_completion: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class Retried:
+    """What a retry did: the job as it is now, the contacts re-queued, the statuses used, and
+    the contacts in those statuses left as they ended because their number is on the
+    organization's do-not-call list."""
+
+    job: JobRow
+    requeued: int
+    statuses: tuple[str, ...]
+    suppressed: int
+
+
 # 9999-12-31T23:59:59Z: a later time has no four-digit year to be shown with.
 LATEST_SCHEDULE = 253_402_300_799.0
 
@@ -598,15 +610,13 @@ class JobService:
 
     async def retry(
         self, org_id: str, job_id: str, statuses: Sequence[str] | None, attempts: int
-    ) -> tuple[JobRow, int, tuple[str, ...]]:
-        """Re-queue contacts that ended in `statuses` (default: the job's retryable ones).
-
-        Returns the job, how many contacts were re-queued, and the statuses used.
-        """
+    ) -> Retried:
+        """Re-queue contacts that ended in `statuses` (default: the job's retryable ones),
+        except those whose number is on the do-not-call list (left as they ended)."""
         job = await self.get(org_id, job_id)
         wanted = tuple(statuses) if statuses else job.retry_statuses
         try:
-            requeued = await self.store.retry_contacts(
+            requeued, suppressed = await self.store.retry_contacts(
                 org_id, job_id, wanted, attempts, self.clock.now(), states.RETRYABLE_JOB_STATUSES
             )
         except JobExpiredError:
@@ -625,7 +635,7 @@ class JobService:
             ) from None
         if requeued:
             self.engine.job_resumed(job_id)
-        return await self.get(org_id, job_id), requeued, wanted
+        return Retried(await self.get(org_id, job_id), requeued, wanted, suppressed)
 
     async def snapshot(self, org_id: str, job_id: str) -> tuple[JobRow, dict[str, int]]:
         """The job and its contact status counts, read together."""

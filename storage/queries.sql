@@ -555,12 +555,23 @@ WHERE id = :id AND organization_id = :org AND status = 'paused'
 -- retry_contacts --
 -- Another round for contacts that ended in one of :statuses: due now, with :attempts more
 -- attempts than they have made (never fewer than they had). Their attempt rows stay as they are.
--- Their calling interval is recomputed by the next claim (it ends now).
+-- Their calling interval is recomputed by the next claim (it ends now). A number on the
+-- organization's do-not-call list is left as it ended: no claim would ever take it, and its job
+-- would wait for it for good.
 UPDATE contacts
 SET status = 'queued', next_retry_at = :now, completed_at = NULL, next_call_at = NULL,
     call_until = :now,
     max_attempts = max(max_attempts, attempt_count + :attempts), updated_at = :now
 WHERE job_id = :job_id AND status IN (SELECT value FROM json_each(:statuses))
+  AND NOT EXISTS (SELECT 1 FROM dnc_numbers AS d
+                  WHERE d.organization_id = :org AND d.number = contacts.phone)
+
+-- count_listed_in_statuses --
+-- The job's contacts in one of :statuses whose number is on the organization's do-not-call list.
+SELECT count(*) FROM contacts AS c
+WHERE c.job_id = :job_id AND c.status IN (SELECT value FROM json_each(:statuses))
+  AND EXISTS (SELECT 1 FROM dnc_numbers AS d
+              WHERE d.organization_id = :org AND d.number = c.phone)
 
 -- restart_job_for_retry --
 -- A paused job stays paused (the operator resumes it); any other runs again. Never once expired.

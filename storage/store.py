@@ -795,8 +795,9 @@ class Store:
         attempts: int,
         now: float,
         job_statuses: Iterable[str],
-    ) -> int:
-        """Re-queue the job's contacts in `statuses` for another round; return how many.
+    ) -> tuple[int, int]:
+        """Re-queue the job's contacts in `statuses` for another round; return how many, and
+        how many were left as they ended because their number is on the do-not-call list.
 
         Raises TransitionError when the job is not in one of `job_statuses`, JobExpiredError
         when its expiresAt has passed (a contact re-queued then would only be cancelled as
@@ -805,26 +806,26 @@ class Store:
         """
         allowed = json.dumps(list(job_statuses))
 
-        def tx(conn: sqlite3.Connection) -> int:
+        def tx(conn: sqlite3.Connection) -> tuple[int, int]:
             row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
             if row is None or row["status"] not in json.loads(allowed):
                 raise TransitionError(f"job {job_id} cannot be retried")
             if row["expires_at"] is not None and row["expires_at"] <= now:
                 raise JobExpiredError(f"job {job_id} expired")
-            requeued = conn.execute(
-                Q()["retry_contacts"],
-                {
-                    "job_id": job_id,
-                    "statuses": json.dumps(list(statuses)),
-                    "attempts": attempts,
-                    "now": now,
-                },
-            ).rowcount
+            params = {
+                "job_id": job_id,
+                "org": organization_id,
+                "statuses": json.dumps(list(statuses)),
+                "attempts": attempts,
+                "now": now,
+            }
+            requeued = conn.execute(Q()["retry_contacts"], params).rowcount
+            listed = int(conn.execute(Q()["count_listed_in_statuses"], params).fetchone()[0])
             if requeued:
-                params = {"id": job_id, "now": now, "from_statuses": allowed}
-                if conn.execute(Q()["restart_job_for_retry"], params).rowcount != 1:
+                restart = {"id": job_id, "now": now, "from_statuses": allowed}
+                if conn.execute(Q()["restart_job_for_retry"], restart).rowcount != 1:
                     raise TransitionError(f"job {job_id} cannot be retried")
-            return requeued
+            return requeued, listed
 
         return await self._write(tx)
 

@@ -608,10 +608,10 @@ async def cancel_batch(request: web.Request) -> web.Response:
 @routes.post(CONVAI_PREFIX + "{batch_id}/retry")
 async def retry_batch(request: web.Request) -> web.Response:
     svc, org = request.app[appkeys.SERVICE], organization(request)
-    job, _, _ = await svc.retry(
+    retried = await svc.retry(
         org, request.match_info["batch_id"], [s.value for s in RETRY_STATUSES], 1
     )
-    summary = await svc.batch_summary(org, job.id)
+    summary = await svc.batch_summary(org, retried.job.id)
     return web.json_response(batch_json(request.app[appkeys.CONFIG], summary))
 
 

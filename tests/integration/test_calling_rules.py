@@ -461,6 +461,47 @@ async def test_dnc_listed_during_a_retry_wait_is_never_dialed_again(
     )
 
 
+async def test_retry_leaves_a_listed_number_as_it_ended_and_the_job_completes(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Retry does not re-queue a contact whose number was listed since its call: it keeps its
+    outcome, is counted in suppressedCount, and the job completes (it stayed running for good
+    with that contact queued, holding its credits and its active-job slot)."""
+    config = make_config(
+        tmp_path,
+        telephony={
+            "simulated": {
+                "rules": [
+                    {"prefix": LONDON, "outcome": "busy"},
+                    {"prefix": NEW_YORK, "outcome": "busy"},
+                ]
+            }
+        },
+    )
+    running = await start_app(config, clock=FakeClock(start=ts(MONDAY_NOON_UTC)))
+    created = await running.create_json([{"phone": LONDON}, {"phone": NEW_YORK}], maxAttempts=1)
+    job_id = created["batchJobId"]
+    await running.wait_status(job_id, "completed")
+    await dnc_post(running, [LONDON])
+    retry = f"/batch/jobs/{job_id}/retry"
+    resp = await running.client.post(retry, headers=running.headers())
+    answer = await resp.json()
+    assert resp.status == 200, answer
+    assert (answer["contactsRequeued"], answer["suppressedCount"]) == (1, 1)
+    body = await running.wait_status(job_id, "completed")
+    london, new_york = by_phone(body)[LONDON], by_phone(body)[NEW_YORK]
+    assert (london["status"], london["errorCode"], london["attemptCount"]) == ("busy", "486", 1)
+    assert (london["maxAttempts"], london["completedAt"]) == (1, MONDAY_NOON_UTC)
+    assert (new_york["status"], new_york["attemptCount"]) == ("busy", 2)
+
+    await dnc_post(running, [NEW_YORK])  # every one listed: nothing to do, the job stays done
+    resp = await running.client.post(retry, headers=running.headers())
+    answer = await resp.json()
+    assert (answer["contactsRequeued"], answer["suppressedCount"]) == (0, 2)
+    assert (answer["status"], answer["retryRounds"]) == ("completed", 1)
+    assert "do-not-call" in answer["message"]
+
+
 # ------------------------------------------------------------------ caps
 
 
