@@ -557,7 +557,8 @@ WHERE id = :id AND organization_id = :org AND status = 'paused'
 -- attempts than they have made (never fewer than they had). Their attempt rows stay as they are.
 -- Their calling interval is recomputed by the next claim (it ends now). A number on the
 -- organization's do-not-call list is left as it ended: no claim would ever take it, and its job
--- would wait for it for good.
+-- would wait for it for good. Returns the numbers re-queued (those at their cap then wait,
+-- defer_capped).
 UPDATE contacts
 SET status = 'queued', next_retry_at = :now, completed_at = NULL, next_call_at = NULL,
     call_until = :now,
@@ -565,6 +566,7 @@ SET status = 'queued', next_retry_at = :now, completed_at = NULL, next_call_at =
 WHERE job_id = :job_id AND status IN (SELECT value FROM json_each(:statuses))
   AND NOT EXISTS (SELECT 1 FROM dnc_numbers AS d
                   WHERE d.organization_id = :org AND d.number = contacts.phone)
+RETURNING phone
 
 -- count_listed_in_statuses --
 -- The job's contacts in one of :statuses whose number is on the organization's do-not-call list.

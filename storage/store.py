@@ -802,9 +802,12 @@ class Store:
         Raises TransitionError when the job is not in one of `job_statuses`, JobExpiredError
         when its expiresAt has passed (a contact re-queued then would only be cancelled as
         expired, losing the outcome it ended with). When any contact was re-queued the job
-        counts one more retry round and runs again (a paused job stays paused).
+        counts one more retry round and runs again (a paused job stays paused). A contact whose
+        number is at its cap of dials in 24 h waits until it lifts, as the engine's do: the
+        engine wakes for it then.
         """
         allowed = json.dumps(list(job_statuses))
+        cap = self.calling_rules.daily_cap(organization_id)
 
         def tx(conn: sqlite3.Connection) -> tuple[int, int]:
             row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
@@ -819,7 +822,11 @@ class Store:
                 "attempts": attempts,
                 "now": now,
             }
-            requeued = conn.execute(Q()["retry_contacts"], params).rowcount
+            phones = [row[0] for row in conn.execute(Q()["retry_contacts"], params)]
+            requeued = len(phones)
+            if cap and phones:
+                numbers = json.dumps(sorted(set(phones)))
+                dialing.defer_capped(conn, organization_id, cap, numbers, now)
             listed = int(conn.execute(Q()["count_listed_in_statuses"], params).fetchone()[0])
             if requeued:
                 restart = {"id": job_id, "now": now, "from_statuses": allowed}

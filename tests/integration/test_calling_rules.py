@@ -567,6 +567,41 @@ async def test_cap_holds_back_retries_of_the_same_number(
     assert contact["nextCallAt"] == "2026-01-06T12:00:00Z"
 
 
+async def test_operator_retry_at_the_cap_waits_for_it_to_lift_then_dials(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A contact re-queued by /retry while its number is at its cap waits until the cap lifts
+    (nextCallAt) and is dialed then (it had no nextCallAt and was never woken)."""
+    config = make_config(
+        tmp_path,
+        organizations=[
+            {
+                "id": ORG,
+                "calling_windows": [{"days": list(windows.DAYS), "start": "00:00", "end": "24:00"}],
+                "max_attempts_per_number_per_day": 1,
+            },
+            {"id": OTHER_ORG},
+        ],
+        telephony={"simulated": {"rules": [{"prefix": LONDON, "outcome": "busy"}]}},
+    )
+    running = await start_app(config, clock=FakeClock(start=ts(MONDAY_NOON_UTC)))
+    created = await running.create_json([{"phone": LONDON}], maxAttempts=1)
+    job_id = created["batchJobId"]
+    await running.wait_status(job_id, "completed")
+    resp = await running.client.post(f"/batch/jobs/{job_id}/retry", headers=running.headers())
+    assert (resp.status, (await resp.json())["contactsRequeued"]) == (200, 1)
+    await idle(running)
+    contact = by_phone(await running.detail(job_id))[LONDON]
+    assert (contact["status"], contact["attemptCount"]) == ("queued", 1)
+    assert contact["nextCallAt"] == contact["nextRetryAt"] == "2026-01-06T12:00:00Z"
+    await running.clock.advance(ts("2026-01-06T12:00:00Z") - running.clock.now() - 1)
+    await idle(running)
+    assert by_phone(await running.detail(job_id))[LONDON]["attemptCount"] == 1
+    await running.clock.advance(1)
+    body = await running.wait_status(job_id, "completed")
+    assert by_phone(body)[LONDON]["attemptCount"] == 2
+
+
 async def test_a_number_is_never_in_two_live_calls_of_one_organization(
     start_app: StartApp, tmp_path: Path
 ) -> None:
