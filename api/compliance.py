@@ -97,7 +97,7 @@ async def dnc_add(request: web.Request) -> web.Response:
 
 @routes.delete("/dnc/{number}")
 async def dnc_remove(request: web.Request) -> web.Response:
-    number = dnc.listed_form(request.match_info["number"].strip())
+    number = dnc.lookup_form(request.match_info["number"])
     await dnc.remove(request.app[appkeys.STORE], organization(request), number)
     return web.json_response({"removed": number})
 
@@ -106,8 +106,8 @@ async def dnc_remove(request: web.Request) -> web.Response:
 async def dnc_list(request: web.Request) -> web.Response:
     page = query_int(request, "page", 1, 1, None, "invalid_page")
     page_size = query_int(request, "pageSize", 50, 1, 500, "invalid_page_size")
-    given = request.query.get("number", "").strip()
-    number = dnc.listed_form(given) if given else None
+    given = request.query.get("number", "")
+    number = dnc.lookup_form(given) if given.strip() else None
     rows, total = await request.app[appkeys.STORE].dnc_page(
         organization(request), number, page_size, (page - 1) * page_size
     )

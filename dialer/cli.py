@@ -395,7 +395,7 @@ def dnc_list(args: argparse.Namespace) -> int:
     if config is None:
         return 2
 
-    number = None if args.number is None else dnc.listed_form(args.number)
+    number = None if args.number is None else dnc.lookup_form(args.number)
 
     async def work(store: Store) -> list[dict[str, Any]]:
         rows, _ = await store.dnc_page(args.org, number, -1, 0)

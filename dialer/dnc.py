@@ -89,9 +89,24 @@ def listed_form(number: str) -> str:
     return intake.canonical_e164(number)[0] or number
 
 
+def lookup_form(given: str) -> str:
+    """The spelling to look up a number given in a query string under (see listed_form): a
+    `+` sent unencoded arrives decoded as a space (`?number=+4420...` reads ` 4420...`), and
+    is read as the `+`; a number formatted as people write it (`+44 20 7946 0001`) is read
+    without its spaces and punctuation. Either was looked up as written and said not listed."""
+    text = given.strip()
+    if given[:1].isspace() and text[:1] in _DIGITS:
+        text = "+" + text
+    found = intake.canonical_e164(text)[0] or intake.formatted_international(text)
+    return found or text
+
+
+_DIGITS = frozenset("0123456789")
+
+
 async def remove(store: Store, organization_id: str, number: str) -> None:
     """Take a number off the list (404 not_listed when it is not on it)."""
-    if not await store.dnc_remove(organization_id, listed_form(number)):
+    if not await store.dnc_remove(organization_id, lookup_form(number)):
         raise ServiceError(
             404, "not_listed", f"{number[:64]!r} is not on this organization's do-not-call list"
         )

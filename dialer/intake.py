@@ -265,6 +265,21 @@ def normalize_phone(value: str, region: str | None) -> tuple[str | None, str | N
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
 
 
+def formatted_international(value: str) -> str | None:
+    """A number written with its `+` and country code, formatted as people write it
+    (`+44 20 7946 0001`, `+1 (202) 555-0143`), in E.164; None when it is not a valid one."""
+    text = value.strip()
+    if not text.startswith("+") or not _FORMATTED.fullmatch(text):
+        return None
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
 def decode_csv(data: bytes) -> tuple[str, str]:
     """The file's text and its encoding: UTF-8 (BOM or not), UTF-16 with a BOM, else
     Windows-1252 (Excel's plain "CSV")."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import FormData
 from structlog.testing import capture_logs
+from yarl import URL
 
 from dialer import windows
 from dialer.clock import FakeClock
@@ -403,6 +404,37 @@ async def test_dnc_routes_add_list_remove_and_import(start_app: StartApp, tmp_pa
     assert (resp.status, (await resp.json())["added"]) == (200, 1)
     resp = await running.client.get("/dnc", headers=running.headers(running.other_key))
     assert (await resp.json())["total"] == 0  # another organization's list is its own
+
+
+async def test_dnc_lookup_reads_an_unencoded_plus_and_a_formatted_number(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """GET /dnc?number= finds a listed number whose `+` came unencoded (a space once decoded)
+    or that is formatted as people write it; it answered total 0, as if it were not listed."""
+    running = await start_lawful(start_app, tmp_path)
+    await dnc_post(running, [LONDON])
+    for query in (
+        "%2B442079460001",
+        "+442079460001",
+        "%20442079460001",
+        "+44+20+7946+0001",
+        "%2B44%20(0)20%207946-0001",
+    ):
+        resp = await running.client.get(
+            URL(f"/dnc?number={query}", encoded=True), headers=running.headers()
+        )
+        body = await resp.json()
+        assert (resp.status, body["total"]) == (200, 1), query
+        assert [n["number"] for n in body["numbers"]] == [LONDON]
+    for query in ("+12025550101", "442079460001", "%2B44%20oops"):
+        resp = await running.client.get(
+            URL(f"/dnc?number={query}", encoded=True), headers=running.headers()
+        )
+        assert (resp.status, (await resp.json())["total"]) == (200, 0), query
+    resp = await running.client.delete(
+        URL("/dnc/%2B44%2020%207946%200001", encoded=True), headers=running.headers()
+    )
+    assert (resp.status, await resp.json()) == (200, {"removed": LONDON})
 
 
 async def test_dnc_suppresses_at_create_and_mid_job_for_its_organization_only(
