@@ -128,6 +128,7 @@ async def dnc_import(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_csv", "CSV file missing: send it in the 'file' field")
     reason = (fields.get("reason") or "").strip()[:500] or None
     column = (fields.get("phoneColumn") or "").strip()[:200] or None
+    country = (fields.get("defaultCountry") or "").strip() or None
     _listing(request)
     added, parsed = await dnc.import_csv(
         request.app[appkeys.STORE],
@@ -136,6 +137,7 @@ async def dnc_import(request: web.Request) -> web.Response:
         reason,
         request.app[appkeys.CLOCK].now(),
         column,
+        country,
     )
     _touched(request, added.jobs)
     report = intake.invalid_report(parsed)
@@ -211,6 +213,9 @@ class DncRemoved(BaseModel):
 class DncImportForm(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
     phoneColumn: str | None = Field(default=None, max_length=200)
+    defaultCountry: str | None = Field(
+        default=None, description="ISO 3166 alpha-2: national numbers are read as dialed from it"
+    )
 
 
 openapi.register(
@@ -243,7 +248,16 @@ openapi.register(
     form=DncImportForm,
     ok=DncImported,
     errors={
-        400: ["invalid_csv", "missing_phone_column", "too_many_parts", "too_many_files"],
+        400: [
+            "invalid_csv",
+            "missing_phone_column",
+            "no_valid_contacts",
+            "too_many_contacts",
+            "too_many_columns",
+            "invalid_default_country",
+            "too_many_parts",
+            "too_many_files",
+        ],
         413: ["file_too_large"],
         415: ["unsupported_media_type"],
     },

@@ -420,7 +420,7 @@ def dnc_import(args: argparse.Namespace) -> int:
 
     async def work(store: Store) -> tuple[dnc.Added, intake.ParsedContacts]:
         return await dnc.import_csv(
-            store, args.org, data, args.reason, time.time(), args.phone_column
+            store, args.org, data, args.reason, time.time(), args.phone_column, args.default_country
         )
 
     try:
@@ -520,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--phone-column",
         default=None,
         help="header of the column to read (default: phone, or a known synonym)",
+    )
+    p_import.add_argument(
+        "--default-country",
+        default=None,
+        help="ISO 3166 alpha-2 (US, GB): read national numbers as dialed from that country",
     )
     for p, func in (
         (p_add, dnc_add),

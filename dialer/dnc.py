@@ -74,10 +74,15 @@ async def import_csv(
     reason: str | None,
     now: float,
     phone_column: str | None = None,
+    default_country: str | None = None,
 ) -> tuple[Added, intake.ParsedContacts]:
     """List the numbers of a CSV's phone column (`phone_column`, else found as for a job's
-    CSV); invalid rows are skipped and reported."""
-    parsed = intake.parse_csv(data, phone_column=phone_column)
+    CSV; national numbers read as dialed from `default_country`); rows whose number is invalid
+    are skipped and reported. Other columns are not read: an opt-out is never dropped for
+    what they hold."""
+    parsed = intake.parse_csv(
+        data, default_country=default_country, phone_column=phone_column, numbers_only=True
+    )
     numbers = [phone for phone, _ in parsed.contacts]
     added, jobs = await store.dnc_add(organization_id, numbers, reason, "import", now)
     return Added(added=added, already_listed=len(numbers) - added, jobs=jobs), parsed

@@ -348,9 +348,18 @@ def _missing_phone_column(columns: list[str], message: str) -> IntakeError:
 
 
 def parse_csv(
-    data: bytes, *, default_country: str | None = None, phone_column: str | None = None
+    data: bytes,
+    *,
+    default_country: str | None = None,
+    phone_column: str | None = None,
+    numbers_only: bool = False,
 ) -> ParsedContacts:
-    """Parse a CSV upload. Invalid rows are skipped and reported; duplicates dropped and counted."""
+    """Parse a CSV upload. Invalid rows are skipped and reported; duplicates dropped and counted.
+
+    With `numbers_only` (a do-not-call import) only the phone column is read: what the other
+    cells hold (an unknown timezone, a field past the header, a long cell, a column named twice)
+    never costs a number its listing, and a contact's data is its phone alone.
+    """
     if len(data) > MAX_CSV_BYTES:
         raise IntakeError("file_too_large", "CSV file is larger than 10 MB")
     region = default_region(default_country)
@@ -384,8 +393,13 @@ def parse_csv(
         )
     phone_index = find_phone_column(columns, phone_column)
     # The recipient's own IANA zone (optional): wins over the zones of the number.
-    tz_index = next((i for i, c in enumerate(columns) if c.lower() == "timezone"), None)
-    if len({c for c in columns if c}) != len([c for c in columns if c]):
+    tz_index = (
+        None
+        if numbers_only
+        else next((i for i, c in enumerate(columns) if c.lower() == "timezone"), None)
+    )
+    named = [c for c in columns if c and not (numbers_only and c != columns[phone_index])]
+    if len(set(named)) != len(named):
         raise IntakeError("invalid_csv", "CSV header has duplicate column names")
 
     result = ParsedContacts(encoding=encoding, phone_column=columns[phone_index])
@@ -397,12 +411,9 @@ def parse_csv(
             result.rows += 1
             if result.rows > MAX_ROWS:
                 raise IntakeError("too_many_contacts", f"CSV has more than {MAX_ROWS} rows")
-            # Cells past the header are an error unless empty (trailing delimiters).
-            if len(record) > len(columns) and any(c.strip() for c in record[len(columns) :]):
-                _invalid(result, line_no, "", "row has more fields than the header")
-                continue
-            if any(len(cell) > MAX_FIELD_CHARS for cell in record):
-                _invalid(result, line_no, "", f"a cell is longer than {MAX_FIELD_CHARS} characters")
+            problem = None if numbers_only else _row_problem(record, len(columns))
+            if problem is not None:
+                _invalid(result, line_no, "", problem)
                 continue
             raw = record[phone_index].strip() if phone_index < len(record) else ""
             phone, problem = normalize_phone(raw, region)
@@ -422,8 +433,8 @@ def parse_csv(
                 raise IntakeError(
                     "too_many_contacts", f"CSV has more than {MAX_CONTACTS} valid contacts"
                 )
-            fields: dict[str, Any] = {}
-            for i, column in enumerate(columns):
+            fields: dict[str, Any] = {} if not numbers_only else {"phone": phone}
+            for i, column in enumerate(columns if not numbers_only else ()):
                 value = record[i].strip() if i < len(record) else ""
                 if i == phone_index:
                     fields["phone"] = phone
@@ -447,6 +458,16 @@ def parse_csv(
             _invalid_details(result),
         )
     return result
+
+
+def _row_problem(record: list[str], columns: int) -> str | None:
+    """Why a CSV row is invalid whatever its phone number, or None."""
+    # Cells past the header are an error unless empty (trailing delimiters).
+    if len(record) > columns and any(c.strip() for c in record[columns:]):
+        return "row has more fields than the header"
+    if any(len(cell) > MAX_FIELD_CHARS for cell in record):
+        return f"a cell is longer than {MAX_FIELD_CHARS} characters"
+    return None
 
 
 def _json_phone_key(item: dict[str, Any], named: str | None) -> str | None:

@@ -151,6 +151,12 @@ def test_dnc_add_list_import_remove(service_factory: Any, tmp_path: Path) -> Non
     csv_file.write_text("name,mobile\nann,+12025550115\n")
     imported = run("dnc", "import", str(csv_file), "--phone-column", "mobile", *cfg, cwd=tmp_path)
     assert imported.stdout.strip() == "added 1, already listed 0, invalid rows 0", imported.stderr
+    # Only the phone column counts; national numbers are read with --default-country.
+    csv_file.write_text("phone,timezone\n(202) 555-0116,Mars/Base\n202-555-0117,UTC,extra\n")
+    imported = run("dnc", "import", str(csv_file), "--default-country", "US", *cfg, cwd=tmp_path)
+    assert imported.stdout.strip() == "added 2, already listed 0, invalid rows 0", imported.stderr
+    bad = run("dnc", "import", str(csv_file), "--default-country", "XX", *cfg, cwd=tmp_path)
+    assert bad.returncode == 1 and "defaultCountry 'XX'" in bad.stderr
 
 
 def _example_config(tmp_path: Path, db: str) -> Path:

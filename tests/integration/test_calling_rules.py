@@ -437,6 +437,41 @@ async def test_dnc_lookup_reads_an_unencoded_plus_and_a_formatted_number(
     assert (resp.status, await resp.json()) == (200, {"removed": LONDON})
 
 
+async def test_dnc_import_reads_only_the_phone_column_and_honours_default_country(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A do-not-call import lists every valid number whatever the other cells hold (an unknown
+    timezone, a field past the header), reads national numbers with defaultCountry, and still
+    reports invalid numbers; such opt-outs were dropped, and defaultCountry ignored."""
+    running = await start_lawful(start_app, tmp_path)
+
+    async def imported(data: bytes, **fields: str) -> tuple[int, dict[str, Any]]:
+        form = FormData()
+        for name, value in fields.items():
+            form.add_field(name, value)
+        form.add_field("file", data, filename="optouts.csv")
+        resp = await running.client.post("/dnc/import", data=form, headers=running.headers())
+        return resp.status, await resp.json()
+
+    status, body = await imported(
+        b"phone,timezone,name\n+12025558001,Mars/Base,a\n+12025558002,,b,extra\noops,UTC,c\n"
+    )
+    assert status == 200, body
+    assert (body["added"], body["invalidCount"]) == (2, 1)
+    assert [(r["row"], r["value"]) for r in body["invalidRows"]] == [(4, "oops")]
+    national = b"Phone Number;Name\n(202) 555-8005;x\n+1 202 555 8006;y\n2025558007;z\n555;w\n"
+    status, body = await imported(national, defaultCountry="us")
+    assert status == 200, body
+    assert (body["added"], body["invalidCount"]) == (3, 1)
+    assert [(r["row"], r["value"]) for r in body["invalidRows"]] == [(5, "555")]
+    status, body = await imported(b"phone\n2025558009\n", defaultCountry="Narnia")
+    assert (status, body["code"]) == (400, "invalid_default_country")
+    resp = await running.client.get("/dnc", headers=running.headers())
+    assert [n["number"] for n in (await resp.json())["numbers"]] == [
+        f"+1202555800{i}" for i in (1, 2, 5, 6, 7)
+    ]
+
+
 async def test_dnc_suppresses_at_create_and_mid_job_for_its_organization_only(
     start_app: StartApp, tmp_path: Path
 ) -> None:

@@ -220,6 +220,26 @@ def test_csv_row_with_more_fields_than_header_is_invalid() -> None:
     ]
 
 
+def test_csv_numbers_only_reads_the_phone_column_alone() -> None:
+    """numbers_only (a do-not-call import): an unknown zone, a field past the header, a long
+    cell or another column named twice never make a row invalid; a bad number still does, a
+    phone column named twice is still refused, and only the phone is kept."""
+    long_cell = "x" * (intake.MAX_FIELD_CHARS + 1)
+    data = csv_bytes(
+        "note,phone,timezone,note",
+        f"a,{VALID},Mars/Base,b",
+        f"c,{OTHER},,d,extra",
+        f"{long_cell},+12025550102,UTC,e",
+        "f,oops,UTC,g",
+    )
+    result = intake.parse_csv(data, numbers_only=True)
+    assert result.decoded() == [(n, {"phone": n}) for n in (VALID, OTHER, "+12025550102")]
+    assert [(r.row, r.value) for r in result.invalid] == [(5, "oops")]
+    with pytest.raises(intake.IntakeError) as caught:
+        intake.parse_csv(csv_bytes("phone,phone", f"{VALID},{OTHER}"), numbers_only=True)
+    assert caught.value.code == "invalid_csv"
+
+
 def test_csv_invalid_report_lists_at_most_100_rows_but_counts_all() -> None:
     """With 150 invalid rows the report holds the first 100 and the count says 150."""
     data = csv_bytes("phone", *[f"bad{i}" for i in range(150)], VALID)
