@@ -742,6 +742,7 @@ openapi.register(
             "validation_error",
             "invalid_json",
             "job_not_reschedulable",
+            "invalid_expires_at",
             "past_scheduled_time",
             "invalid_scheduled_time",
             "invalid_timezone",

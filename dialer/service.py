@@ -535,6 +535,13 @@ class JobService:
         validate_timezone(tz)
         now = self.clock.now()
         when = parse_schedule(when_text, tz, now)
+        expires = job.expires_at if job.status in states.RESCHEDULABLE_JOB_STATUSES else None
+        if expires is not None and when >= expires:  # as create refuses it
+            raise ServiceError(
+                400,
+                "invalid_expires_at",
+                f"scheduledStartTime must be before the job's expiresAt ({iso(expires)})",
+            )
         try:
             await self.store.reschedule_job(org_id, job_id, when, tz, now)
         except TransitionError:

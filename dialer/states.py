@@ -66,6 +66,8 @@ ACTIVE_JOB_STATUSES = frozenset(
 TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 # Jobs an operator may pause (a paused job dials no one until it is resumed).
 PAUSABLE_JOB_STATUSES = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING})
+# Jobs an operator may move to another start time (not started yet).
+RESCHEDULABLE_JOB_STATUSES = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED})
 # Jobs whose failed contacts an operator may put back in the queue for another round.
 RETRYABLE_JOB_STATUSES = frozenset(
     {JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.COMPLETED, JobStatus.FAILED}

@@ -218,6 +218,27 @@ async def test_start_now_and_reschedule(running: Running) -> None:
     assert (resp.status, (await resp.json())["code"]) == (400, "job_not_reschedulable")
 
 
+async def test_reschedule_refuses_a_start_at_or_after_the_expiry(running: Running) -> None:
+    """Reschedule refuses a start at or after the job's expiresAt as create does (400
+    invalid_expires_at) and keeps the start it had; an earlier one is taken."""
+    now = running.clock.now()
+    created = await running.create_json(
+        phones(1), scheduledStartTime=iso(now + 600), expiresAt=iso(now + 900)
+    )
+    path = f"/batch/jobs/{created['batchJobId']}"
+    for when in (now + 900, now + 3600):
+        resp = await running.client.patch(
+            f"{path}/reschedule", json={"scheduledStartTime": iso(when)}, headers=running.headers()
+        )
+        assert (resp.status, (await resp.json())["code"]) == (400, "invalid_expires_at")
+    detail = await running.detail(created["batchJobId"])
+    assert (detail["status"], detail["scheduledStartTime"]) == ("scheduled", iso(now + 600))
+    resp = await running.client.patch(
+        f"{path}/reschedule", json={"scheduledStartTime": iso(now + 899)}, headers=running.headers()
+    )
+    assert (resp.status, (await resp.json())["scheduledStartTime"]) == (200, iso(now + 899))
+
+
 async def test_cancel_lets_live_calls_finish(start_app: StartApp, tmp_path: Path) -> None:
     """Cancel stops new dials, cancels pending contacts, and records live calls when they end."""
     config = make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}})
