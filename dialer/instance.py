@@ -36,7 +36,12 @@ def acquire(database: str) -> int:
     open for the life of the process). Raises InstanceLocked, or OSError when the lock file
     cannot be created."""
     path = lock_path(database)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        made = True
+    except FileExistsError:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        made = False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -51,6 +56,9 @@ def acquire(database: str) -> int:
     try:
         _lock_database_file(database)
     except BaseException:
+        if made:  # a start refused writes nothing: not even a lock file beside another name
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         os.close(fd)
         raise
     with contextlib.suppress(OSError):

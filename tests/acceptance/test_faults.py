@@ -140,6 +140,7 @@ def test_a_second_instance_through_another_name_of_the_database_is_refused(
         assert out.returncode == 2, out.stderr
         [line] = out.stderr.strip().splitlines()
         assert "in use by another dialer serve" in line, line
+        assert not Path(f"{alias}.lock").exists()  # it wrote nothing beside the other name
     first.wait(lambda: job_done(first, job_id))
     assert not first.db_rows("SELECT 1 FROM attempts WHERE reason = 'interrupted'")
     first.audit()
