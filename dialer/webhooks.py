@@ -74,6 +74,10 @@ PRUNE_EVERY_SECONDS = 3600.0
 PRUNE_BATCH = 1000
 PRUNE_BATCHES_PER_ROUND = 20
 MAX_ERROR_CHARS = 300
+# Of an answer's body at most this much is read (and dropped: nothing of it is kept), so that a
+# small answer leaves its connection to the next send; a longer one closes the connection unread.
+# A receiver answering 400 MB must cost no memory.
+MAX_RESPONSE_BODY_BYTES = 64 * 1024
 USER_AGENT = "batch-dialer-webhooks/1"
 
 
@@ -258,8 +262,10 @@ class WebhookSender:
     async def run(self) -> None:
         resolver = None if self.config.allow_private_urls else PublicResolver()
         connector = aiohttp.TCPConnector(resolver=resolver, limit=0)
+        # No decompression: the answer's body is dropped, and a small compressed one could
+        # inflate to any size.
         async with aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": USER_AGENT}
+            connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=False
         ) as session:
             self._session = session
             try:
@@ -415,7 +421,7 @@ class WebhookSender:
                 async with session.post(
                     url, data=payload.encode("utf-8"), headers=headers, allow_redirects=False
                 ) as resp:
-                    await resp.read()
+                    await _drop_body(resp)
                     error = None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
                     outcome.append(_Sent(resp.status, error))
             except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -445,6 +451,18 @@ class WebhookSender:
         self._in_flight.clear()
         with contextlib.suppress(StorageUnavailable):
             await self._flush()
+
+
+async def _drop_body(resp: aiohttp.ClientResponse) -> None:
+    """Read the answer's body and drop it, at most MAX_RESPONSE_BODY_BYTES: a longer one closes
+    the connection unread (the send's timeout bounds a body that comes slowly)."""
+    left = MAX_RESPONSE_BODY_BYTES
+    while left > 0:
+        chunk = await resp.content.read(left)
+        if not chunk:
+            return  # all of it: the connection can serve the next send
+        left -= len(chunk)
+    resp.close()
 
 
 def _error_text(exc: BaseException) -> str:

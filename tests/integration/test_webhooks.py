@@ -453,6 +453,92 @@ async def test_slow_endpoint_holds_four_slots_and_times_out_on_the_clock(
     assert all(r["lastError"] == "timed out after 10 s" for r in timed_out)
 
 
+class StreamingReceiver:
+    """An endpoint on 127.0.0.1 that answers 200 with a body of `chunks` chunks of `chunk_size`
+    bytes, then holds the body open until `release` is set; counts the chunks it wrote."""
+
+    def __init__(self, chunks: int, chunk_size: int) -> None:
+        self.chunks, self.chunk_size = chunks, chunk_size
+        self.written = 0
+        self.requests = 0
+        self.ended = asyncio.Event()  # the handler returned or failed (the client went away)
+        self.release = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.requests += 1
+        resp = web.StreamResponse(status=200)
+        resp.content_length = self.chunks * self.chunk_size + 1
+        try:
+            await resp.prepare(request)
+            for _ in range(self.chunks):
+                await resp.write(b"x" * self.chunk_size)
+                self.written += 1
+            await self.release.wait()
+            await resp.write(b"x")
+            await resp.write_eof()
+        finally:
+            self.ended.set()
+        return resp
+
+
+async def _serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> TestServer:
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_a_huge_answer_is_not_read(app: Running) -> None:
+    """A 2xx answer with a 64 MiB body that never ends is delivered after its first 64 KiB: the
+    rest is never read (the connection is closed), so the body costs the dialer no memory."""
+    huge = StreamingReceiver(chunks=64, chunk_size=1024 * 1024)
+    server = await _serve(huge.handle)
+    try:
+        resp = await app.client.post(
+            "/webhooks/endpoints",
+            json={"url": str(server.make_url("/hook")), "events": ["job.cancelled"]},
+            headers=app.headers(),
+        )
+        assert resp.status == 201, await resp.text()
+        await cancelled_job(app)
+        await wait_until(lambda: delivery_is(app, "delivered", 1))
+        row = (await deliveries(app))["deliveries"][0]
+        assert (row["lastHttpStatus"], row["lastError"]) == (200, None)
+        await wait_until(lambda: _fails(lambda: int(huge.ended.is_set()), 1))
+        assert huge.written < huge.chunks  # the client went away before the body was taken
+        assert huge.requests == 1
+    finally:
+        huge.release.set()
+        await server.close()
+
+
+async def test_a_body_that_comes_slowly_times_out_on_the_clock(app: Running) -> None:
+    """A 2xx answer whose body stops after its first bytes is a send timed out after 10 s of
+    clock time (retried later), not a delivery held for as long as the body takes."""
+    slow = StreamingReceiver(chunks=1, chunk_size=10)
+    server = await _serve(slow.handle)
+    try:
+        resp = await app.client.post(
+            "/webhooks/endpoints",
+            json={"url": str(server.make_url("/hook")), "events": ["job.cancelled"]},
+            headers=app.headers(),
+        )
+        assert resp.status == 201, await resp.text()
+        await cancelled_job(app)
+        await wait_until(lambda: _fails(lambda: slow.written, 1))
+        await parked(app)
+        assert sender(app).in_flight == 1
+        await app.clock.advance(10)
+        await wait_until(lambda: delivery_is(app, "pending", 1))
+        row = (await deliveries(app))["deliveries"][0]
+        assert (row["lastHttpStatus"], row["lastError"]) == (None, "timed out after 10 s")
+    finally:
+        slow.release.set()
+        await server.close()
+
+
 async def test_a_hanging_endpoint_does_not_hold_up_another(
     app: Running, receiver: Receiver
 ) -> None:
