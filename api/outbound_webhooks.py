@@ -88,13 +88,6 @@ async def create_endpoint(request: web.Request) -> web.Response:
                 + ", ".join(webhooks.EVENT_TYPES),
             )
         events = tuple(dict.fromkeys(body.events))
-    store = request.app[appkeys.STORE]
-    if len(await store.list_webhook_endpoints(org)) >= MAX_ENDPOINTS_PER_ORGANIZATION:
-        raise ApiError(
-            400,
-            "too_many_webhook_endpoints",
-            f"An organization has at most {MAX_ENDPOINTS_PER_ORGANIZATION} webhook endpoints",
-        )
     endpoint = WebhookEndpointRow(
         id=webhooks.new_endpoint_id(),
         organization_id=org,
@@ -104,7 +97,13 @@ async def create_endpoint(request: web.Request) -> web.Response:
         secret=webhooks.new_secret(),
         created_at=request.app[appkeys.CLOCK].now(),
     )
-    await store.insert_webhook_endpoint(endpoint)
+    store = request.app[appkeys.STORE]
+    if not await store.insert_webhook_endpoint(endpoint, MAX_ENDPOINTS_PER_ORGANIZATION):
+        raise ApiError(
+            400,
+            "too_many_webhook_endpoints",
+            f"An organization has at most {MAX_ENDPOINTS_PER_ORGANIZATION} webhook endpoints",
+        )
     request.app[appkeys.WEBHOOK_SENDER].endpoints_changed()
     return web.json_response({**endpoint_json(endpoint), "secret": endpoint.secret}, status=201)
 

@@ -776,7 +776,9 @@ SELECT json_group_array(json_array(a.id, a.job_id, a.contact_id, a.from_number, 
 
 
 -- insert_webhook_endpoint --
--- In the first free slot of its organization; it takes the events recorded from now on.
+-- In the first free slot of its organization, unless it has :limit endpoints already (no row
+-- inserted; :limit is at most the 32 slots, so a free one is below it); it takes the events
+-- recorded from now on.
 INSERT INTO webhook_endpoints (id, organization_id, url, events, description, secret, created_at,
                                slot, taken_through)
 SELECT :id, :org, :url, :events, :description, :secret, :now,
@@ -785,6 +787,7 @@ SELECT :id, :org, :url, :events, :description, :secret, :now,
             UNION ALL SELECT slot + 1 FROM webhook_endpoints WHERE organization_id = :org) AS s
         WHERE s.slot NOT IN (SELECT slot FROM webhook_endpoints WHERE organization_id = :org)),
        coalesce((SELECT max(id) FROM webhook_changes), 0) * 2 + 1
+WHERE (SELECT count(*) FROM webhook_endpoints WHERE organization_id = :org) < :limit
 
 -- list_webhook_endpoints --
 SELECT id, organization_id, url, events, description, secret, created_at

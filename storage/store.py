@@ -108,6 +108,10 @@ KEPT_READS = 64
 KEPT_ANSWER_CHARS = 256 * 1024
 KEPT_TOTAL_CHARS = 4 * 1024 * 1024
 
+# An organization's webhook endpoints have slots 0-31 (a delivery's id is its event's id x 32 +
+# its endpoint's slot), so it can have at most this many.
+WEBHOOK_ENDPOINT_SLOTS = 32
+
 
 class _Kept(NamedTuple):
     """An answer kept for repeats (see Store._read_kept)."""
@@ -1178,7 +1182,14 @@ class Store:
 
     # ------------------------------------------------------------- webhooks
 
-    async def insert_webhook_endpoint(self, endpoint: WebhookEndpointRow) -> None:
+    async def insert_webhook_endpoint(
+        self, endpoint: WebhookEndpointRow, limit: int = WEBHOOK_ENDPOINT_SLOTS
+    ) -> bool:
+        """Add the endpoint unless its organization has `limit` endpoints already (False: not
+        added). Counted and inserted in one statement of one write transaction, so requests at
+        once never pass the limit; `limit` is at most WEBHOOK_ENDPOINT_SLOTS."""
+        if not 0 <= limit <= WEBHOOK_ENDPOINT_SLOTS:
+            raise ValueError(f"at most {WEBHOOK_ENDPOINT_SLOTS} endpoints per organization")
         params = {
             "id": endpoint.id,
             "org": endpoint.organization_id,
@@ -1187,8 +1198,11 @@ class Store:
             "description": endpoint.description,
             "secret": endpoint.secret,
             "now": endpoint.created_at,
+            "limit": limit,
         }
-        await self._write(lambda conn: conn.execute(Q()["insert_webhook_endpoint"], params))
+        return await self._write(
+            lambda conn: conn.execute(Q()["insert_webhook_endpoint"], params).rowcount == 1
+        )
 
     async def list_webhook_endpoints(self, organization_id: str) -> list[WebhookEndpointRow]:
         return await self._read_small(

@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
 from api import keys as appkeys
+from api import outbound_webhooks
 from dialer import webhooks
 from storage.connection import StorageUnavailable
 from tests.conftest import OTHER_ORG, Running, StartApp, make_config, wait_until
@@ -159,6 +160,36 @@ async def test_endpoint_delete_removes_it_for_its_organization_only(
     assert resp.status == 200
     listed = await app.client.get("/webhooks/endpoints", headers=app.headers())
     assert (await listed.json())["endpoints"] == []
+
+
+async def test_endpoints_created_at_once_stop_at_the_limit(app: Running) -> None:
+    """30 creates at once with one key: 20 are created, 10 answer 400
+    too_many_webhook_endpoints (none 500); a deleted endpoint frees its place."""
+    limit = outbound_webhooks.MAX_ENDPOINTS_PER_ORGANIZATION
+
+    async def create() -> tuple[int, Any]:
+        resp = await app.client.post(
+            "/webhooks/endpoints", json={"url": "http://127.0.0.1:9/h"}, headers=app.headers()
+        )
+        return resp.status, await resp.json()
+
+    answers = await asyncio.gather(*(create() for _ in range(30)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201] * limit + [400] * (30 - limit)
+    assert {b["code"] for status, b in answers if status == 400} == {"too_many_webhook_endpoints"}
+    resp = await app.client.get("/webhooks/endpoints", headers=app.headers())
+    listed = (await resp.json())["endpoints"]
+    assert len(listed) == limit
+    resp = await app.client.delete(f"/webhooks/endpoints/{listed[0]['id']}", headers=app.headers())
+    assert resp.status == 200
+    assert (await create())[0] == 201
+    assert (await create())[0] == 400
+    resp = await app.client.post(
+        "/webhooks/endpoints",
+        json={"url": "http://127.0.0.1:9/h"},
+        headers=app.headers(app.other_key),
+    )
+    assert resp.status == 201  # the limit is the organization's
 
 
 @pytest.mark.parametrize(

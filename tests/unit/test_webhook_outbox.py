@@ -35,6 +35,29 @@ async def add_endpoint(
     )
 
 
+async def test_an_endpoint_past_the_limit_is_not_inserted(store: Store) -> None:
+    """insert_webhook_endpoint adds an endpoint only below its organization's limit (False
+    past it; other organizations count apart); a limit above the 32 slots is refused."""
+
+    def endpoint(n: int, org: str = ORG) -> WebhookEndpointRow:
+        return WebhookEndpointRow(f"whep_{org}_{n}", org, "http://h/", None, None, "whsec_x", T0)
+
+    assert [await store.insert_webhook_endpoint(endpoint(n), 2) for n in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert await store.insert_webhook_endpoint(endpoint(0, OTHER), 2)
+    assert [e.id for e in await store.list_webhook_endpoints(ORG)] == [
+        f"whep_{ORG}_0",
+        f"whep_{ORG}_1",
+    ]
+    slots = [await store.insert_webhook_endpoint(endpoint(n, "org_c")) for n in range(33)]
+    assert slots == [True] * storemod.WEBHOOK_ENDPOINT_SLOTS + [False]
+    with pytest.raises(ValueError, match="at most 32"):
+        await store.insert_webhook_endpoint(endpoint(9), storemod.WEBHOOK_ENDPOINT_SLOTS + 1)
+
+
 async def claim(store: Store, limit: int, job_id: str = "job_1") -> list[ClaimedContact]:
     return (await store.claim({job_id: limit}, T0, namer))[job_id].contacts
 
