@@ -123,18 +123,33 @@ def check_url(raw: str, allow_private: bool) -> str:
 
 
 def public_address(address: str) -> bool:
-    """Whether an IP address is one a webhook may be sent to (ValueError: not an address)."""
+    """Whether an IP address is one a webhook may be sent to (ValueError: not an address): a
+    global one (not loopback, private, link-local, shared `100.64.0.0/10`, reserved,
+    multicast...), and so is every IPv4 address it carries (6to4, Teredo); an IPv4-mapped
+    address is its IPv4 address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_loopback
-        or ip.is_link_local
-        or ip.is_private
-        or ip.is_unspecified
-        or ip.is_multicast
-        or ip.is_reserved
-    )
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _global(ip)
+    if ip.ipv4_mapped is not None:
+        return _global(ip.ipv4_mapped)
+    return _global(ip) and all(_global(inner) for inner in _carried_ipv4(ip))
+
+
+def _global(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    # is_global alone lets multicast, and IPv6's reserved and site-local ranges, through.
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or site_local)
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: 6to4's, Teredo's server and client. (NAT64's
+    well-known prefix 64:ff9b::/96 is in ::/8, reserved.)"""
+    carried = []
+    if ip.sixtofour is not None:
+        carried.append(ip.sixtofour)
+    if ip.teredo is not None:
+        carried.extend(ip.teredo)
+    return carried
 
 
 class PublicResolver(AbstractResolver):

@@ -202,6 +202,8 @@ async def test_endpoints_created_at_once_stop_at_the_limit(app: Running) -> None
         "http://169.254.169.254/latest",
         "http://[::1]/hook",
         "http://[fd00::1]/hook",
+        "http://100.100.100.200/latest/meta-data/",
+        "http://[2002:7f00:1::1]/hook",
         "ftp://example.com/hook",
         "example.com/hook",
         "http:///nohost",

@@ -57,11 +57,33 @@ def test_signed_headers_verify_with_the_standardwebhooks_library() -> None:
         "0.0.0.0",
         "::ffff:127.0.0.1",
         "224.0.0.1",
+        "100.64.0.1",  # shared address space (carrier-grade NAT)
+        "100.100.100.200",  # Alibaba Cloud's metadata service, in it
+        "::ffff:100.100.100.200",
+        "198.18.0.1",  # benchmarking
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+        "fec0::1",  # site-local
+        "ff0e::1",  # global multicast
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
     ],
 )
 def test_private_addresses_are_not_public(address: str) -> None:
-    """Loopback, private, link-local, unspecified, mapped and multicast addresses are refused."""
+    """Loopback, private, link-local, shared, unspecified, multicast addresses, and those that
+    wrap one (mapped, 6to4, Teredo, NAT64), are refused."""
     assert not webhooks.public_address(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:93.184.216.34", "2002:5db8:d822::1"],
+)
+def test_global_addresses_are_public(address: str) -> None:
+    """Global addresses pass, also mapped or in 6to4 when the IPv4 inside is global."""
+    assert webhooks.public_address(address)
 
 
 def test_public_addresses_and_names() -> None:
