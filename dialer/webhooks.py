@@ -152,6 +152,19 @@ def _carried_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     return carried
 
 
+def refused_address(url: str) -> str | None:
+    """Why a send to `url` is refused before it is made: its host is an IP address that is not
+    public. (None: it may be sent. aiohttp connects to an address without asking the resolver,
+    so PublicResolver checks only names; an endpoint created while `allow_private_urls` was
+    true is checked here.)"""
+    host = URL(url).host or ""
+    try:
+        public = public_address(host)
+    except ValueError:
+        return None  # a name: PublicResolver checks the addresses it resolves to
+    return None if public else f"{host} is not a public address"
+
+
 class PublicResolver(AbstractResolver):
     """Resolves names like aiohttp does, then refuses private addresses (so a name that points
     at the internal network is not posted to)."""
@@ -424,6 +437,8 @@ class WebhookSender:
     async def _send(self, delivery: DueDelivery, url: str, secret: str) -> _Sent:
         """One POST, answered within the timeout (on the injected clock) or abandoned."""
         assert self._session is not None
+        if not self.config.allow_private_urls and (refused := refused_address(url)):
+            return _Sent(None, refused)
         payload = body(delivery)
         headers = signed_headers(secret, delivery.webhook_id, int(self._wall()), payload)
         headers["Content-Type"] = "application/json"

@@ -224,6 +224,25 @@ async def test_private_or_non_http_urls_are_refused(
     assert (await listed.json())["endpoints"] == []
 
 
+async def test_an_address_endpoint_is_checked_again_at_send_time(
+    start_app: StartApp, tmp_path: Path, receiver: Receiver
+) -> None:
+    """An endpoint on 127.0.0.1 created while allow_private_urls was true gets nothing after a
+    restart with it false: each send fails (retried on the schedule) without a request."""
+    before = await start_app(make_config(tmp_path, webhooks={"allow_private_urls": True}))
+    await register(before, receiver, events=["job.cancelled"])
+    await before.client.close()
+    app = await start_app(make_config(tmp_path))
+    await cancelled_job(app)
+    await wait_until(lambda: delivery_is(app, "pending", 1))
+    row = (await deliveries(app))["deliveries"][0]
+    assert (row["lastHttpStatus"], row["lastError"]) == (None, "127.0.0.1 is not a public address")
+    await parked(app)
+    await app.clock.advance(webhooks.RETRY_SCHEDULE_SECONDS[0])
+    await wait_until(lambda: delivery_is(app, "pending", 2))
+    assert receiver.requests == []
+
+
 async def test_public_address_is_accepted_without_allow_private(
     start_app: StartApp, tmp_path: Path
 ) -> None:
