@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import json
 import math
+import re
 import secrets
 import socket
 import time
@@ -98,9 +99,12 @@ def new_endpoint_id() -> str:
 
 
 def check_url(raw: str, allow_private: bool) -> str:
-    """The URL as given when it may be an endpoint: http or https with a host, and unless
-    `allow_private`, not a loopback, link-local or private address (nor `localhost`). Names are
-    checked again on every send, on the addresses they resolve to."""
+    """The URL as given when it may be an endpoint: http or https with a host (a name, or an
+    address in its usual form) and a port it can be sent to, no spaces nor control characters,
+    and unless `allow_private`, not a loopback, link-local or private address (nor
+    `localhost`). Names are checked again on every send, on the addresses they resolve to."""
+    if any(c.isspace() or not c.isprintable() for c in raw):
+        raise InvalidWebhookUrl("the URL must not contain spaces or control characters")
     try:
         url = URL(raw)
     except (ValueError, TypeError):
@@ -109,6 +113,12 @@ def check_url(raw: str, allow_private: bool) -> str:
         raise InvalidWebhookUrl("the URL must be http:// or https:// with a host")
     if url.user is not None or url.password is not None:
         raise InvalidWebhookUrl("the URL must not carry credentials")
+    if url.explicit_port == 0:
+        raise InvalidWebhookUrl("the port must be 1-65535")
+    if not _address(url.host) and not _host_name(url.raw_host or ""):
+        raise InvalidWebhookUrl(
+            "the host must be a name or an IP address in its usual form (like 192.0.2.1)"
+        )
     if not allow_private:
         host = url.host.rstrip(".").lower()
         if host == "localhost" or host.endswith(".localhost"):
@@ -120,6 +130,36 @@ def check_url(raw: str, allow_private: bool) -> str:
         if not public:
             raise InvalidWebhookUrl("loopback, link-local and private addresses are not allowed")
     return raw
+
+
+# A label of a host name as resolvers take it (IDNA-encoded: ASCII); underscores are not valid
+# in host names but are found in DNS names and resolve.
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+# A last label like these makes the host an IPv4 address in another form (`127.1`, `2130706433`,
+# `0x7f000001`), which resolvers and URL parsers read differently, or a name no one can have.
+_NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+
+def _address(host: str) -> bool:
+    """Whether the host is an IP address in its usual form (dotted quad without leading zeros,
+    or IPv6)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_name(raw_host: str) -> bool:
+    """Whether the (IDNA-encoded) host is a name: dot-separated labels, the last not a number."""
+    name = raw_host.lower()
+    name = name[:-1] if name.endswith(".") else name
+    labels = name.split(".")
+    return (
+        len(name) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not _NUMBER.fullmatch(labels[-1])
+    )
 
 
 def public_address(address: str) -> bool:

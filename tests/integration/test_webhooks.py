@@ -224,6 +224,33 @@ async def test_private_or_non_http_urls_are_refused(
     assert (await listed.json())["endpoints"] == []
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.1/hook",
+        "http://2130706433/hook",
+        "http://0x7f000001/hook",
+        "http://0177.0.0.1/hook",
+        "http://127.000.000.001/hook",
+        "http://0/hook",
+        "http://1.2.3.4.5/hook",
+        "http://exa mple.com/hook",
+        "http://example.com:0/hook",
+        "http://example.com/ho\r\nX-Injected: 1",
+        "http://exa\r\nmple.com/hook",
+        "http://example.com/a\tb",
+    ],
+)
+async def test_urls_that_cannot_be_sent_to_are_refused(app: Running, url: str) -> None:
+    """Even with allow_private_urls: hosts that are addresses in another form or no name, port
+    0, spaces and control characters are 400 invalid_webhook_url, and nothing is stored."""
+    resp = await app.client.post("/webhooks/endpoints", json={"url": url}, headers=app.headers())
+    body = await resp.json()
+    assert (resp.status, body["code"]) == (400, "invalid_webhook_url"), body
+    listed = await app.client.get("/webhooks/endpoints", headers=app.headers())
+    assert (await listed.json())["endpoints"] == []
+
+
 async def test_an_address_endpoint_is_checked_again_at_send_time(
     start_app: StartApp, tmp_path: Path, receiver: Receiver
 ) -> None:

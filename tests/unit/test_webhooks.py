@@ -95,6 +95,43 @@ def test_public_addresses_and_names() -> None:
     assert webhooks.check_url("http://127.0.0.1:9/x", True) == "http://127.0.0.1:9/x"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://bücher.de/x",
+        "http://xn--bcher-kva.de/x",
+        "http://hooks.example.com./x",
+        "http://a_b.example.com/x",
+        "http://[2606:4700::1111]:8443/x",
+        "https://93.184.216.34/x?a=1#f",
+        "http://example.com:65535/x",
+    ],
+)
+def test_names_and_usual_addresses_are_valid_hosts(url: str) -> None:
+    """IDNA names, a trailing dot, underscores, IPv6 and dotted-quad addresses, any port from
+    1 are accepted as given."""
+    assert webhooks.check_url(url, False) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://0x7F000001/x",
+        "http://example.123/x",
+        "http://a..b/x",
+        "http://%65xample.com/x",
+        "http://" + "a" * 64 + ".com/x",
+        "http://" + "a." * 127 + "com/x",
+        "http://ex\u200bample.com/x",
+    ],
+)
+def test_hosts_that_are_no_name_are_refused(url: str) -> None:
+    """A last label that is a number, empty or too long labels, escapes and invisible
+    characters make no host name."""
+    with pytest.raises(webhooks.InvalidWebhookUrl):
+        webhooks.check_url(url, True)
+
+
 async def test_send_time_resolver_refuses_names_of_private_addresses() -> None:
     """A name that resolves only to loopback (from /etc/hosts) is not connected to."""
     resolver = webhooks.PublicResolver()
