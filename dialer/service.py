@@ -244,7 +244,12 @@ def iso(ts: float | None) -> str | None:
     if text is None:
         if len(_ISO_SECONDS) >= 100_000:
             _ISO_SECONDS.clear()
-        text = _ISO_SECONDS[second] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+        # Not strftime's %Y: the C library writes year 1 as `1`, SQLite (and ISO 8601) `0001`.
+        t = time.gmtime(second)
+        text = _ISO_SECONDS[second] = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+            f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z"
+        )
     return text
 
 
