@@ -249,10 +249,12 @@ def record(
     cancelled = {r[0] for r in conn.execute(Q()["cancelled_jobs"], (json.dumps(job_ids),))}
     settled = [_settle_for_cancelled(o) if o.job_id in cancelled else o for o in outcomes]
     accepted, refused = _transition_contacts(conn, settled, now)
-    conn.execute(Q()["finish_attempts_batch"])
-    conn.execute(Q()["drop_given_back_attempts"])
     if conn.execute(Q()["any_pending_result"]).fetchone()[0]:
         _apply_pending_results(conn, now, result_rules, resulted)
+    # After the results: finishing an attempt's row writes its webhook events from the contact
+    # as the attempt, with its agent's result, left it (migration 0017).
+    conn.execute(Q()["finish_attempts_batch"])
+    conn.execute(Q()["drop_given_back_attempts"])
     conn.execute(Q()["cancel_listed_outcomes"], {"now": now})
     conn.execute(Q()["clear_outcome_batch"])
     _defer_waiting_at_cap(conn, accepted, now, rules)

@@ -837,3 +837,46 @@ async def test_an_agent_result_is_a_signed_contact_result_event(
         "disposition": "voicemail",
         "attemptNumber": 1,
     }
+
+
+async def test_a_result_that_changes_the_outcome_sends_the_contact_as_it_left_the_attempt(
+    start_app: StartApp, tmp_path: Path, receiver: Receiver
+) -> None:
+    """An agent's voicemail posted during each call: the first attempt's event shows the contact
+    queued for its retry (no contact.finished), the second's no_answer, with one
+    contact.finished; every event equal to the read routes' contact at the end."""
+    rule = {"prefix": "+1202555", "outcome": "completed", "disposition": "voicemail"}
+    running = await start_app(
+        make_config(
+            tmp_path,
+            webhooks={"allow_private_urls": True},
+            telephony={"simulated": {"rules": [rule]}},
+        )
+    )
+    receiver.answer = _statuses(503)  # sent once the job is done (the clock moves meanwhile)
+    await register(running, receiver, events=["contact.attempt_finished", "contact.finished"])
+    job_id = (await running.create_json([{"phone": "+12025550101"}], maxAttempts=2))["batchJobId"]
+
+    async def job_done() -> bool:
+        await running.clock.advance(60)
+        return (await running.detail(job_id))["status"] == "completed"
+
+    await wait_until(job_done)
+    receiver.answer = _statuses(200)
+
+    async def all_delivered() -> bool:
+        await running.clock.advance(300)
+        return (await deliveries(running, status="delivered"))["total"] >= 3
+
+    await wait_until(all_delivered)
+    events = [(e["type"], e["data"]) for e in receiver.delivered()]
+    assert [(t, d["status"], d["attemptCount"]) for t, d in events] == [
+        ("contact.attempt_finished", "queued", 1),
+        ("contact.attempt_finished", "no_answer", 2),
+        ("contact.finished", "no_answer", 2),
+    ]
+    assert {d["failureReason"] for _, d in events} == {"voicemail"}
+    assert events[0][1]["nextRetryAt"] is not None and events[0][1]["completedAt"] is None
+    contact = (await running.detail(job_id))["contacts"][0]
+    assert events[2][1] == contact
+    assert (await deliveries(running))["total"] == 3

@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 
-from dialer import states
+from dialer import results, states
 from storage import db as dbmod
 from storage import store as storemod
 from storage.rows import (
+    AlwaysOpen,
     ClaimedContact,
     DeliveryAttempt,
     DueDelivery,
+    NewResult,
     WebhookDeliveryRow,
     WebhookEndpointRow,
 )
@@ -128,6 +130,41 @@ async def test_an_ended_attempt_writes_one_change_row_and_no_delivery_row(store:
     }
     assert [d.id for d in deliveries] == [d.event_id * 32 for d in deliveries]  # slot 0
     assert len({d.webhook_id for d in deliveries}) == 6
+
+
+async def test_a_result_posted_during_the_call_is_in_its_attempts_events(store: Store) -> None:
+    """Results posted while the calls were live change the contacts in the outcomes' transaction:
+    each attempt's one change row shows the contact as the result left it (a voicemail queued
+    for its retry: no contact.finished; a no_answer the agent completed: one, completed)."""
+    store.result_rules = results.ResultRules(AlwaysOpen())
+    await add_endpoint(store, "whep_a")
+    await running_job(store, 2)
+    voicemail, reached = await claim(store, 2)
+    for contact, disposition in ((voicemail, "voicemail"), (reached, "completed")):
+        new = NewResult(
+            contact.room_name, contact.id, 1, disposition, None, None, None, "simulated"
+        )
+        assert await store.record_result(new, ORG, T0 + 30, window_seconds=900, most_per_attempt=5)
+    await store.record_outcomes(
+        [outcome_for(voicemail, "completed"), outcome_for(reached, "no_answer")], T0 + 60
+    )
+    changes = rows(
+        store,
+        "SELECT contact_id, kind, status, failure_reason, next_retry_at IS NOT NULL"
+        " FROM webhook_changes WHERE contact_id IS NOT NULL ORDER BY id",
+    )
+    assert [tuple(r) for r in changes] == [
+        (voicemail.id, 7, "queued", "voicemail", 1),
+        (reached.id, 8, "completed", None, 0),
+    ]
+    assert sorted(d.type for d in await listed(store)) == [
+        "contact.attempt_finished",
+        "contact.attempt_finished",
+        "contact.finished",
+        "contact.result",
+        "contact.result",
+        "job.started",
+    ]
 
 
 async def test_taking_numbers_the_events_in_order_and_keeps_ids(
