@@ -199,8 +199,11 @@ def _day_intervals(windows: Windows, zone: ZoneInfo, day: date) -> list[tuple[fl
         )
         # A wall-clock time skipped by a daylight-saving jump is read with the offset before
         # the jump, which can put it past midnight's instant: keep the interval within the day.
+        # A start skipped so comes after the jump; an end skipped so is read with the offset
+        # after it, before the jump (read as a start, 00:00-02:30 on a day 02:00 jumps to
+        # 03:00 ended at 03:30, an hour after 02:30 no longer came).
         a = max(start.timestamp(), midnight.timestamp())
-        b = end.timestamp()
+        b = min(end.timestamp(), end.replace(fold=1).timestamp())
         if b > a:
             out.append((a, b))
     return out

@@ -155,6 +155,16 @@ def test_fall_back_day_and_a_skipped_hour() -> None:
     assert iso(gap[1]) == "2026-03-08T08:00:00Z"  # 04:00 EDT
 
 
+def test_a_window_ending_in_the_skipped_hour_ends_before_the_jump() -> None:
+    """00:00-02:30 on the day 02:00 jumps to 03:00 (New York, 2027-03-14): 02:30 never comes,
+    and the window must not run past the jump (it ended at 03:30 EDT, 07:30 UTC)."""
+    night = windows.parse_windows([{"days": ["sun"], "start": "00:00", "end": "02:30"}])
+    found = windows.next_callable(night, NY, ts("2027-03-14T05:00:00Z"))
+    assert found is not None
+    assert iso(found[0]) == "2027-03-14T05:00:00Z"  # 00:00 EST
+    assert found[1] is not None and found[1] <= ts("2027-03-14T07:00:00Z")  # 03:00 EDT, the jump
+
+
 def test_all_day_windows_are_always_open() -> None:
     """00:00-24:00 every day puts no bound on dialing."""
     assert windows.always_open(windows.ALL_DAY)
