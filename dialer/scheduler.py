@@ -32,7 +32,13 @@ from dialer.clock import Clock
 from dialer.config import Config
 from dialer.dialed import DialLog
 from dialer.held import HeldOutcomes
-from dialer.providers.base import DialRequest, DialResult, Provider, sip_code
+from dialer.providers.base import (
+    DIAL_LOG_STUCK,
+    DialRequest,
+    DialResult,
+    Provider,
+    sip_code,
+)
 from dialer.states import ContactStatus, JobStatus
 from dialer.stats import EngineStats, dial_label
 from storage.connection import StorageUnavailable
@@ -83,7 +89,6 @@ CLAIMED_AHEAD_REASON = "claimed ahead, not dialed"
 # The reason of a contact found `dialing` after a crash that the dial log says was never dialed.
 NOT_DIALED_REASON = "claimed, not dialed before a restart"
 # Why no call is placed while the dial log can be neither written nor removed.
-DIAL_LOG_STUCK = "the dial log beside the database can be neither written nor removed"
 # Weight of a cycle's ended calls in a job's moving average of call length.
 CALL_SECONDS_WEIGHT = 0.3
 # Numbers listed do-not-call from outside the service (the CLI writes to the database itself, so
@@ -340,6 +345,9 @@ class Engine:
         self._dial_log = (
             None if store.path == ":memory:" else DialLog(store.path + ".dialed", store.path)
         )
+        # The provider works before it places a call (LiveKit: the agent's dispatch and wait):
+        # its calls are written to the dial log as it places them (see DialRequest.before_dial).
+        self._dials_late = bool(getattr(provider, "dials_late", False))
         self.wrote = False  # whether the last cycle wrote a transaction
         store.on_write_failed = self.notify
         self._buckets: dict[str, TokenBucket] = {}
@@ -1291,6 +1299,7 @@ class Engine:
             callback_url=results.callback_url(self.public_url, contact.room_name),
             callback_secret=self._callback_secret,
             on_answered=self._answered,
+            before_dial=self._before_dial if self._dials_late else None,
         )
 
     def _start_call(
@@ -1309,7 +1318,7 @@ class Engine:
         )
         if job.first_dial_at is None:
             job.first_dial_at = call.dialed_at
-        if not resumed and self._dial_log is not None:
+        if not resumed and self._dial_log is not None and not self._dials_late:
             # Written before its dial.
             call.dial_ticket = self._dial_log.add(contact.id, contact.attempt_no)
         self._live[contact.id] = call
@@ -1318,6 +1327,13 @@ class Engine:
         self.max_live_observed = max(self.max_live_observed, len(self._live))
         call.task = asyncio.create_task(self._call(call), name=f"call-{contact.id}")
 
+    def _before_dial(self, request: DialRequest) -> bool:
+        """A provider that dials late is about to place this call: write it to the dial log
+        first (see DialRequest.before_dial). False: no call may be placed."""
+        if self._dial_log is None:
+            return True
+        return self._dial_log.flush(self._dial_log.add(request.contact_id, request.attempt_no))
+
     async def _call(self, call: LiveCall) -> None:
         structlog.contextvars.bind_contextvars(
             job_id=call.job_id, contact_id=call.contact.id, attempt=call.contact.attempt_no
@@ -1325,7 +1341,11 @@ class Engine:
         try:
             if call.resumed:
                 result = await self.provider.resume(call.request)
-            elif self._dial_log is not None and not self._dial_log.flush(call.dial_ticket):
+            elif (
+                self._dial_log is not None
+                and not self._dials_late
+                and not self._dial_log.flush(call.dial_ticket)
+            ):
                 result = DialResult(
                     status=ContactStatus.FAILED,
                     reason=DIAL_LOG_STUCK,

@@ -35,6 +35,15 @@ class DialRequest:
     # probes a provider outage ends it then, rather than at the call's end minutes later (the
     # engine's hook; a provider that never calls it only delays that).
     on_answered: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    # For a provider that works before it places the call (`dials_late`: LiveKit dispatches the
+    # agent and waits for it, up to agent_join_timeout_seconds), called right before it places
+    # it: the engine writes the attempt to its dial log then, so that a crash before that point
+    # gives the contact back undialed, its attempt not counted. False: no call may be placed
+    # (return a not-placed result). Other providers place the call as their dial starts; the
+    # engine writes the attempt before calling them.
+    before_dial: Callable[[DialRequest], bool] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def agent_token(self) -> str:
@@ -75,6 +84,10 @@ class DialResult:
     # With calls of this service live, the engine takes it for a limit on calls at once and
     # dials at most that many (see Engine._provider_at_limit); with none, as unreachable.
     at_limit: bool = False
+
+
+# The reason of a dial the engine allowed no call for (see DialRequest.before_dial).
+DIAL_LOG_STUCK = "the dial log beside the database can be neither written nor removed"
 
 
 class Provider(Protocol):

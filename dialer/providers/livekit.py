@@ -29,6 +29,7 @@ from livekit import api
 from dialer.clock import Clock
 from dialer.config import LiveKitConfig
 from dialer.providers.base import (
+    DIAL_LOG_STUCK,
     DialRequest,
     DialResult,
     WebhookRejected,
@@ -244,6 +245,7 @@ class LiveCall:
 
 class LiveKitProvider:
     name = "livekit"
+    dials_late = True  # the agent is dispatched and awaited first (see DialRequest.before_dial)
 
     def __init__(self, config: LiveKitConfig, clock: Clock) -> None:
         self._config = config
@@ -352,6 +354,9 @@ class LiveKitProvider:
         if not await self._agent_joins(call):
             return await self._agent_not_joined(call, dispatch.id)
         sip = self._sip_request(call)
+        if request.before_dial is not None and not request.before_dial(request):
+            log.error("call_not_placed", room=request.room_name, reason=DIAL_LOG_STUCK)
+            return _not_placed(DIAL_LOG_STUCK)
         call.phone_sent = True
         try:
             await self._within(

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from dialer.clock import FakeClock
-from dialer.providers.base import SIP_STATUS_TABLE, DialRequest, WebhookRejected
+from dialer.providers.base import DIAL_LOG_STUCK, SIP_STATUS_TABLE, DialRequest, WebhookRejected
 from dialer.providers.livekit import AGENT_POLL_SECONDS, LiveKitProvider, phone_identity
 from dialer.states import ContactStatus
 from tests.fake_livekit import API_KEY, TRUNK, Callee, FakeLiveKit
@@ -629,3 +629,23 @@ async def test_resume_stops_asking_once_a_webhook_says_the_call_ended(
     result = await asyncio.wait_for(resumed, 10)
     assert result.reason == "interrupted" and result.retryable
     assert fake.calls.count("RoomService/ListParticipants") == 1
+
+
+async def test_a_call_the_engine_allows_no_dial_for_is_not_placed(
+    fake: FakeLiveKit, start_livekit: StartLiveKit, clock: FakeClock
+) -> None:
+    """The engine's hook is asked right before the dial, after the agent joined; when it says
+    no (its dial log can be neither written nor removed), no call is placed."""
+    asked: list[int] = []
+
+    def refuse(request: DialRequest) -> bool:
+        asked.append(len(fake.dials))
+        return False
+
+    provider = await start_livekit()
+    request = dataclasses.replace(dial_request(NUMBER, clock), before_dial=refuse)
+    result = await asyncio.wait_for(provider.dial(request), 10)
+    assert result.not_placed and result.reason == DIAL_LOG_STUCK
+    assert asked == [0] and fake.dials == []
+    assert fake.calls[0] == "AgentDispatchService/CreateDispatch"
+    assert_cleaned_up(fake, provider, request)

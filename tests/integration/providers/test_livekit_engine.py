@@ -508,3 +508,36 @@ async def test_agent_reads_its_metadata_and_reports_through_the_callback_url(
         "machine",
         1,
     )
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+async def test_a_call_is_in_the_dial_log_from_its_dial_not_from_its_agent_wait(
+    start_app: StartApp, fake: FakeLiveKit, clock: FakeClock, tmp_path: Path
+) -> None:
+    """While its agent is dispatched and awaited (up to 10 s), nobody has been dialed: the dial
+    log does not list the attempt, so a crash then gives the contact back with its attempt
+    uncounted. It is listed once LiveKit is asked to dial. (Listed from the start, a crash in
+    the wait cost an attempt for nobody: with maxAttempts 1, the person was never called.)"""
+    phone = "+12025550191"
+    fake.numbers[phone] = Callee.answers(talk_seconds=5)
+    fake.agent_join_for[phone] = 5.0
+    config = livekit_app_config(tmp_path, fake.url, agent_join_timeout_seconds=10)
+    running = await start_on_fake(start_app, fake, clock, config)
+    dial_log = Path(running.store.path + ".dialed")
+    created = await running.create_json([{"phone": phone}], maxAttempts=1)
+    await until(lambda: len(fake.dispatches) == 1)
+    await _agent_awaited(clock, fake, 1)
+    [contact] = (await running.detail(created["batchJobId"]))["contacts"]
+    listed = f"{contact['id'].removeprefix('contact_')} 1"
+    assert contact["status"] == "dialing"
+    assert listed not in lines(dial_log)
+    await clock.advance(5)  # the agent joins
+    await until(lambda: len(fake.dials) == 1)
+    assert listed in lines(dial_log)
+    await answered(provider_of(running), _request_for(running, phone))
+    await clock.advance(5)
+    body = await running.wait_status(created["batchJobId"], "completed")
+    assert body["contacts"][0]["attemptCount"] == 1
