@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dialer import estimates, export, intake, states, windows
 from dialer.clock import Clock
@@ -186,8 +185,8 @@ def iso_to_unix(value: str, zone: tzinfo) -> float:
 def parse_schedule(value: str, tz_name: str, now: float) -> float:
     """ISO 8601 -> unix time. An explicit offset wins; a naive time is read in `tz_name`."""
     try:
-        zone = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+        zone = windows.load_zone(tz_name)
+    except ValueError:
         raise ServiceError(400, "invalid_timezone", f"Unknown IANA timezone {tz_name!r}") from None
     try:
         timestamp = iso_to_unix(value, zone)
@@ -222,8 +221,8 @@ def parse_expiry(value: str, tz_name: str, now: float) -> float:
 
 def validate_timezone(tz_name: str) -> None:
     try:
-        ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+        windows.load_zone(tz_name)
+    except ValueError:
         raise ServiceError(400, "invalid_timezone", f"Unknown IANA timezone {tz_name!r}") from None
 
 

@@ -127,13 +127,31 @@ def always_open(windows: Windows) -> bool:
     return True
 
 
+# Files of the system's zone directory that are no IANA zone a contact or a job can be in:
+# this server's own zone, the placeholder "Factory", and the copies under posix/ and right/ (the
+# latter count leap seconds: their clock is 27 s off).
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+_NOT_ZONE_DIRS = ("posix/", "right/")
+
+
+def load_zone(name: str) -> ZoneInfo:
+    """The IANA zone `name`; ValueError when the zone database does not know it, or it is a file
+    of the zone directory that is no zone (`localtime`, `Factory`, `posix/...`, `right/...`)."""
+    if name in _NOT_ZONES or name.startswith(_NOT_ZONE_DIRS):
+        raise ValueError(f"{name[:64]!r} is not an IANA time zone")
+    try:
+        return ZoneInfo(name)
+    except ZoneInfoNotFoundError:
+        raise ValueError(f"unknown IANA time zone {name[:64]!r}") from None
+
+
 def valid_zone(name: str) -> bool:
     """Whether `name` is an IANA zone the zone database knows."""
     if not name or len(name) > 100 or name != name.strip():
         return False
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+        load_zone(name)
+    except ValueError:
         return False
     return True
 

@@ -23,7 +23,6 @@ import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 from pydantic import (
@@ -45,7 +44,7 @@ from api.batch import CreateFields, bounded_int, read_json
 from api.controls import export_response
 from api.errors import ApiError, Envelope
 from dialer import config as configmod
-from dialer import intake, service
+from dialer import intake, service, windows
 from dialer.states import ContactStatus, JobStatus
 from storage.rows import BatchSummary, ContactRow, JobRow
 
@@ -258,8 +257,8 @@ class Submit(_Closed):
     def _known_zone(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
+                windows.load_zone(value)
+            except ValueError:
                 raise ValueError(f"unknown IANA timezone {value[:64]!r}") from None
         return value
 

@@ -197,3 +197,15 @@ def test_zones_of_a_number() -> None:
     assert len(windows.number_zones("+18005550100")) > 1  # toll-free: every US zone
     assert not windows.valid_zone("Mars/Olympus")
     assert windows.valid_zone("Australia/Sydney")
+
+
+@pytest.mark.parametrize(
+    "name", ["localtime", "Factory", "posixrules", "posix/America/New_York", "right/Europe/Paris"]
+)
+def test_files_of_the_zone_directory_that_are_no_zone_are_refused(name: str) -> None:
+    """`localtime` is this server's zone, `Factory` a placeholder, `right/...` counts leap
+    seconds (27 s off): none is the zone of a person (all were accepted)."""
+    assert not windows.valid_zone(name)
+    with pytest.raises(ValueError):
+        windows.load_zone(name)
+    assert windows.valid_zone("America/New_York") and windows.valid_zone("UTC")
