@@ -426,11 +426,16 @@ async def test_dnc_lookup_reads_an_unencoded_plus_and_a_formatted_number(
         body = await resp.json()
         assert (resp.status, body["total"]) == (200, 1), query
         assert [n["number"] for n in body["numbers"]] == [LONDON]
-    for query in ("+12025550101", "442079460001", "%2B44%20oops"):
+    resp = await running.client.get(
+        URL("/dnc?number=%2B12025550101", encoded=True), headers=running.headers()
+    )
+    assert (resp.status, (await resp.json())["total"]) == (200, 0)  # valid, not listed
+    for query in ("442079460001", "%2B44%20oops", "020%207946%200001"):
+        # No + and country code: 400, not total 0 as if such a number were not listed.
         resp = await running.client.get(
             URL(f"/dnc?number={query}", encoded=True), headers=running.headers()
         )
-        assert (resp.status, (await resp.json())["total"]) == (200, 0), query
+        assert (resp.status, (await resp.json())["code"]) == (400, "invalid_numbers"), query
     resp = await running.client.delete(
         URL("/dnc/%2B44%2020%207946%200001", encoded=True), headers=running.headers()
     )
