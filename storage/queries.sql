@@ -728,9 +728,14 @@ WHERE id = :id AND status IN ('pending', 'scheduled', 'running', 'paused')
 -- ------------------------------------------------------------------ do-not-call
 
 -- dnc_add --
--- :numbers is a JSON array of E.164 numbers; returns those newly listed.
+-- :numbers is a JSON array of E.164 numbers; returns those newly listed. Stamped after every
+-- listing before it, whatever the clock says (stepped back, or this writer waited for the lock
+-- behind a later stamp): the engine sees listings made from outside by max(added_at) growing
+-- (dnc_latest), and one stamped earlier was not seen.
 INSERT INTO dnc_numbers (organization_id, number, reason, source, added_at)
-SELECT :org, value, :reason, :source, :now FROM json_each(:numbers) WHERE true
+SELECT :org, value, :reason, :source,
+       max(:now, coalesce((SELECT max(added_at) FROM dnc_numbers), 0) + 0.000001)
+FROM json_each(:numbers) WHERE true
 ON CONFLICT (organization_id, number) DO NOTHING
 RETURNING number
 

@@ -116,3 +116,18 @@ async def test_activation_starts_scheduled_jobs_when_due(store: Store) -> None:
     ]
     again = await store.activate(T0 + HOUR + 1)
     assert again.started == [] and [job.id for job in again.running] == ["job_1"]
+
+
+async def test_every_listing_moves_the_latest_listing_on_whatever_the_clock_says(
+    store: Store,
+) -> None:
+    """The engine sees a listing made from outside the service (the CLI) by the latest listing
+    moving on. One stamped before the latest (a clock stepped back, a CLI that waited for the
+    lock behind a later one) did not move it, and contacts claimed ahead could be dialed."""
+    await store.dnc_add(ORG, ["+12025550101"], None, "cli", 1000.0)
+    first = await store.latest_listing()
+    await store.dnc_add(ORG, ["+12025550102", "+12025550103"], None, "cli", 400.0)
+    second = await store.latest_listing()
+    assert first == 1000.0 and second is not None and second > first
+    await store.dnc_add(ORG, ["+12025550104"], None, "cli", 2000.0)
+    assert await store.latest_listing() == 2000.0  # the clock wins when it is ahead
