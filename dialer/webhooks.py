@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
+import functools
 import ipaddress
 import json
 import math
@@ -205,12 +207,78 @@ def refused_address(url: str) -> str | None:
     return None if public else f"{host} is not a public address"
 
 
+# Threads of the webhook sender's own for name lookups (see OwnThreadsResolver).
+RESOLVER_THREADS = 4
+
+
+class OwnThreadsResolver(AbstractResolver):
+    """Resolves names as aiohttp's ThreadedResolver does, but on threads of its own: that one
+    uses the event loop's default executor (6 threads on 2 CPUs), which the API parses uploads
+    and bodies and writes exports on. Receivers whose DNS hangs (each lookup up to the
+    resolver's timeouts, tens of seconds) would hold every one of those threads, and job
+    creation with them; here they wait for each other only."""
+
+    def __init__(self, threads: int = RESOLVER_THREADS) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            threads, thread_name_prefix="webhook-dns"
+        )
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        infos = await loop.run_in_executor(
+            self._executor,
+            functools.partial(
+                socket.getaddrinfo,
+                host,
+                port,
+                family=family,
+                type=socket.SOCK_STREAM,
+                flags=socket.AI_ADDRCONFIG,
+            ),
+        )
+        found: list[ResolveResult] = []
+        for family_of, _, proto, _, address in infos:
+            if family_of == socket.AF_INET6:
+                if len(address) < 4:
+                    continue  # (IPv6 not supported by this build)
+                if address[3]:  # a scope id: link-local, named with its interface
+                    name, service = await loop.run_in_executor(
+                        self._executor,
+                        socket.getnameinfo,
+                        address,
+                        socket.NI_NUMERICHOST | socket.NI_NUMERICSERV,
+                    )
+                    resolved, at_port = name, int(service)
+                else:
+                    resolved, at_port = str(address[0]), int(address[1])
+            elif family_of == socket.AF_INET:
+                resolved, at_port = str(address[0]), int(address[1])
+            else:
+                continue
+            found.append(
+                ResolveResult(
+                    hostname=host,
+                    host=resolved,
+                    port=at_port,
+                    family=family_of,
+                    proto=proto,
+                    flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+                )
+            )
+        return found
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 class PublicResolver(AbstractResolver):
-    """Resolves names like aiohttp does, then refuses private addresses (so a name that points
-    at the internal network is not posted to)."""
+    """Resolves names (on the sender's own threads), then refuses private addresses (so a name
+    that points at the internal network is not posted to)."""
 
     def __init__(self) -> None:
-        self._inner = aiohttp.ThreadedResolver()
+        self._inner = OwnThreadsResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -328,18 +396,23 @@ class WebhookSender:
         return len(self._in_flight)
 
     async def run(self) -> None:
-        resolver = None if self.config.allow_private_urls else PublicResolver()
+        resolver: AbstractResolver = (
+            OwnThreadsResolver() if self.config.allow_private_urls else PublicResolver()
+        )
         connector = aiohttp.TCPConnector(resolver=resolver, limit=0)
-        # No decompression: the answer's body is dropped, and a small compressed one could
-        # inflate to any size.
-        async with aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=False
-        ) as session:
-            self._session = session
-            try:
-                await self._loop()
-            finally:
-                await self._shutdown()
+        try:
+            # No decompression: the answer's body is dropped, and a small compressed one could
+            # inflate to any size.
+            async with aiohttp.ClientSession(
+                connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=False
+            ) as session:
+                self._session = session
+                try:
+                    await self._loop()
+                finally:
+                    await self._shutdown()
+        finally:
+            await resolver.close()  # (the connector closes only a resolver it made)
 
     async def _loop(self) -> None:
         backoff = 0.0

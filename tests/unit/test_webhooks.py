@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
 import time
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -140,3 +144,30 @@ async def test_send_time_resolver_refuses_names_of_private_addresses() -> None:
             await resolver.resolve("localhost", 80)
     finally:
         await resolver.close()
+
+
+async def test_names_resolve_on_the_senders_own_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receivers whose DNS hangs hold only the sender's threads: the default executor, which
+    the API parses uploads and writes exports on, stays free. (The lookups ran there: a few
+    hanging names held all of its 6 threads, and job creation with them.)"""
+    released = threading.Event()
+    real = socket.getaddrinfo
+
+    def lookup(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "hangs.example":
+            released.wait(30)
+        return real("127.0.0.1" if host == "hangs.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    resolver = webhooks.OwnThreadsResolver()
+    hanging = [asyncio.create_task(resolver.resolve("hangs.example", 443)) for _ in range(20)]
+    try:
+        await asyncio.sleep(0)
+        # The API's work on the default executor is not held behind them (bounded, not timed).
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), 10) == 42
+        assert not any(task.done() for task in hanging)
+    finally:
+        released.set()
+        found = await asyncio.gather(*hanging)
+        await resolver.close()
+    assert {r["host"] for results in found for r in results} == {"127.0.0.1"}
