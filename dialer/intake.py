@@ -470,6 +470,12 @@ def _row_problem(record: list[str], columns: int) -> str | None:
     return None
 
 
+def _zone_key(item: dict[str, Any]) -> str | None:
+    """A contact's key for its own zone in another case (`timeZone`, `TimeZone`), as a CSV
+    header is matched (it was ignored: the zones of the number were used instead)."""
+    return next((k for k in item if k.lower() == "timezone"), None)
+
+
 def _json_phone_key(item: dict[str, Any], named: str | None) -> str | None:
     if named is not None:
         return named if named in item else None
@@ -520,7 +526,8 @@ def parse_json_contacts(
         if phone is None:
             bad.append(InvalidRow(index, value[:64], problem or "not a phone number"))
             continue
-        zone = item.get("timezone")
+        zone_key = "timezone" if "timezone" in item else _zone_key(item)
+        zone = item.get(zone_key) if zone_key is not None else None
         if (
             zone is not None
             and zone != ""
@@ -535,6 +542,8 @@ def parse_json_contacts(
             raise IntakeError("too_many_contacts", f"more than {MAX_CONTACTS} valid contacts")
         data = {k: v for k, v in item.items() if k != key}
         data["phone"] = phone
+        if zone_key is not None and zone_key != "timezone":  # read as a CSV header is
+            data["timezone"] = data.pop(zone_key)
         encoded = encode(data)
         if _size(encoded) > MAX_CONTACT_DATA_BYTES:
             too_large.append(index)

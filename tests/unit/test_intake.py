@@ -472,6 +472,19 @@ def test_json_contacts_keep_custom_fields() -> None:
     ]
 
 
+def test_json_contacts_own_zone_is_read_in_any_case_as_a_csv_header_is() -> None:
+    """`timeZone` (the API's camelCase) or `TimeZone` is the contact's zone, checked and kept as
+    `timezone`, as a CSV header in any case is (it was ignored: the number's zones were used)."""
+    items: list[Any] = [{"phone": VALID, "timeZone": "Europe/Paris"}, {"phone": OTHER}]
+    assert intake.parse_json_contacts(items).decoded() == [
+        (VALID, {"phone": VALID, "timezone": "Europe/Paris"}),
+        (OTHER, {"phone": OTHER}),
+    ]
+    with pytest.raises(intake.IntakeError) as err:
+        intake.parse_json_contacts([{"phone": VALID, "TimeZone": "Mars/Olympus"}])
+    assert err.value.code == "invalid_timezone"
+
+
 def test_json_duplicates_dropped_and_counted() -> None:
     """A repeated number is kept once (the first) and counted."""
     result = intake.parse_json_contacts([{"phone": VALID, "n": 1}, {"phone": VALID, "n": 2}])
