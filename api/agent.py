@@ -115,6 +115,8 @@ def _callback_time(text: str, now: float) -> float:
         raise ApiError(
             400, "validation_error", f"'callbackAt': {text[:64]!r} is not an ISO 8601 date-time"
         ) from None
+    if at < 0:  # (year 0 and the like: shown as no ISO 8601 time can be read back)
+        raise ApiError(400, "validation_error", "'callbackAt' is before 1970-01-01T00:00:00Z")
     if at > now + _LATEST_CALLBACK_DAYS * 86_400:
         raise ApiError(
             400,

@@ -368,6 +368,7 @@ async def test_a_result_after_the_window_is_refused(start_app: StartApp, tmp_pat
         ({"disposition": "completed", "extra": 1}, "unknown field 'extra'"),
         ({"disposition": "callback_requested", "callbackAt": "tomorrow"}, "ISO 8601"),
         ({"disposition": "callback_requested", "callbackAt": "2999-01-01T00:00:00Z"}, "days"),
+        ({"disposition": "callback_requested", "callbackAt": "0001-01-01T00:00:00+14:00"}, "1970"),
     ],
 )
 async def test_bad_bodies_are_400_and_change_nothing(
