@@ -91,6 +91,9 @@ class DialLog:
         self._written_upto = 0  # the tickets up to this one are written (or need no write)
         self._open: set[Attempt] = set()  # logged (or about to be), outcome not yet written
         self._lines = 0
+        # The database's count of transactions that recorded outcomes (storage migration
+        # 0018) as of the outcomes `written` was told of: named in the file at each rewrite.
+        self.epoch = 0
         # The file can be neither written nor removed: no call may be placed (see flush).
         self.blocked = False
 
@@ -113,7 +116,9 @@ class DialLog:
         """The attempts the previous process logged, or None when its file cannot be trusted:
         there is none, or it was written in another boot of the machine (a power cut may have
         lost its tail), for another database file (a restored copy), or by a process other than
-        the last `dialer serve` on the database (one of a version that keeps no file ran since)."""
+        the last `dialer serve` on the database (one of a version that keeps no file ran since).
+        Sets `epoch` to the database's count of outcome transactions the file was written at
+        (0 in a file of a version that wrote none): see `older_database`."""
         identity = self._identity()
         last = instance.previous_holder(self._database)
         if self._database in _adopted:
@@ -123,8 +128,13 @@ class DialLog:
                 first = f.readline().rstrip("\n")
                 if identity is None or not first.startswith(identity):
                     return None
-                if last is not None and first.removeprefix(identity) != last:
+                pid, _, rest = first.removeprefix(identity).partition(" ")
+                if last is not None and pid != last:
                     return None
+                counted = rest.removeprefix("epoch=")
+                if rest and not (rest.startswith("epoch=") and counted.isdigit()):
+                    return None
+                epoch = int(counted) if rest else 0
                 body = f.read()
         except OSError:
             return None
@@ -133,7 +143,16 @@ class DialLog:
             parts = line.split(" ")
             if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
                 found.add((int(parts[0]), int(parts[1])))
+        self.epoch = epoch
         return found
+
+    def older_database(self, database_epoch: int) -> bool:
+        """Whether the database has recorded outcomes in fewer transactions than the file
+        loaded was written at: it is older than the file (a backup restored onto the same file
+        keeps its inode), and lacks outcomes of attempts the file no longer lists (a rewrite
+        keeps only those still open). Such a file must not be trusted: the contacts the
+        database shows `dialing` may have been dialed all the same."""
+        return database_epoch < self.epoch
 
     def start(self, live: Iterable[Attempt]) -> None:
         """Begin this process's file, listing the attempts already live (calls resumed)."""
@@ -179,8 +198,11 @@ class DialLog:
             self._rewrite()
         return True
 
-    def written(self, attempts: Iterable[Attempt]) -> None:
-        """These attempts' outcomes are in the database: a later rewrite leaves them out."""
+    def written(self, attempts: Iterable[Attempt], epoch: int | None = None) -> None:
+        """These attempts' outcomes are in the database (whose count of outcome transactions
+        is now `epoch`): a later rewrite leaves them out, and names that count."""
+        if epoch is not None and epoch > self.epoch:
+            self.epoch = epoch
         if self._open:
             self._open.difference_update(attempts)
 
@@ -212,7 +234,7 @@ class DialLog:
             self._give_up(OSError("this machine's boot cannot be told (no boot id)"), "warning")
             return
         tmp = self.path + ".tmp"
-        head = f"{identity}{os.getpid()}\n"
+        head = f"{identity}{os.getpid()} epoch={self.epoch}\n"
         data = "".join([head, *(f"{c} {a}\n" for c, a in sorted(self._open))])
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

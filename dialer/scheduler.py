@@ -786,7 +786,7 @@ class Engine:
         finally:
             self._claiming -= Counter(wanted)  # (drops the jobs at 0)
         self.wrote = True
-        self._written(writing)
+        self._written(writing, result.epoch)
         del self._held[: len(writing)]
         self._held_verdicts.clear()
         if self._journal is not None:  # what it holds beyond these is still to be written
@@ -906,10 +906,10 @@ class Engine:
             if not counter:
                 del self._not_live_job[known[0]]
 
-    def _written(self, outcomes: list[Outcome]) -> None:
+    def _written(self, outcomes: list[Outcome], epoch: int | None) -> None:
         """These outcomes are in the database now: their contacts show as they are."""
         if self._dial_log is not None:
-            self._dial_log.written((o.contact_id, o.attempt_no) for o in outcomes)
+            self._dial_log.written(((o.contact_id, o.attempt_no) for o in outcomes), epoch)
         if self._not_live or self._undialed:
             for o in outcomes:
                 self._not_live_drop(o.contact_id)
@@ -1665,6 +1665,19 @@ class Engine:
         held (their calls ended), then give back those the dial log says were never dialed,
         then ask the provider about the rest, never dial blindly. Then start this process's
         dial log, before any call is placed."""
+        # The dial log is read before anything is written: a database older than it (a backup
+        # restored onto the same file) must be told from it by the count the file names.
+        dialed = self._dial_log.load() if self._dial_log is not None else None
+        if dialed is not None and self._dial_log is not None:
+            found = await self.store.dial_epoch()
+            if self._dial_log.older_database(found):
+                log.warning(
+                    "dial_log_not_trusted",
+                    reason="the database is older than the dial log (a backup restored?)",
+                    database_epoch=found,
+                    dial_log_epoch=self._dial_log.epoch,
+                )
+                dialed = None
         held = self._journal.load() if self._journal is not None else []
         if held:
             completed, refused = await self.store.record_outcomes(held, self.clock.now())
@@ -1675,7 +1688,6 @@ class Engine:
             for job_id in completed:
                 self._job_finished(job_id)
         left = await self.store.dialing_contacts()
-        dialed = self._dial_log.load() if self._dial_log is not None else None
         rows: dict[str, JobRow | None] = {}
         for contact in left:
             if contact.job_id not in rows:
@@ -1709,6 +1721,7 @@ class Engine:
             self._start_call(job, contact, resumed=True)
             resumed.append((contact.id, contact.attempt_no))
         if self._dial_log is not None:
+            self._dial_log.epoch = await self.store.dial_epoch()
             self._dial_log.start(resumed)
 
 

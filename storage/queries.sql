@@ -762,6 +762,13 @@ SELECT json_group_array(json_object('number', number, 'reason', reason, 'source'
 SELECT count(*) FROM dnc_numbers
 WHERE organization_id = :org AND (:number IS NULL OR number = :number)
 
+-- bump_dial_epoch --
+-- A transaction recorded outcomes (see migration 0018).
+UPDATE dial_epoch SET n = n + 1 WHERE id = 1 RETURNING n
+
+-- dial_epoch --
+SELECT n FROM dial_epoch WHERE id = 1
+
 -- dnc_latest --
 -- When the latest listing was made, any organization (index dnc_numbers_added).
 SELECT max(added_at) FROM dnc_numbers

@@ -306,6 +306,9 @@ class CycleResult:
     verdicts: list[JobVerdict]  # the verdicts that took effect
     # Results posted while their calls were live that changed their contacts here.
     resulted: list[AppliedResult] = field(default_factory=list)
+    # The database's count of transactions that recorded outcomes, after this one (None: it
+    # recorded none; see migration 0018 and dialer.dialed).
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,7 @@ class Store:
         self._reader: Connection | None = None  # big reads: exports, whole-job documents
         self._small: Connection | None = None  # small reads: a job, its counts, one page
         self._inline: sqlite3.Connection | None = None  # the event loop's own (see _read_small)
+        self._counts_epoch = True  # the schema counts outcome transactions (migration 0018)
         self._kept: OrderedDict[tuple[object, ...], _Kept] = OrderedDict()  # least recent first
         self._kept_chars = 0
         self.kept_hits = 0
@@ -184,6 +185,10 @@ class Store:
         def prepare(conn: sqlite3.Connection) -> None:
             dbmod.migrate(conn)
             dialing.prepare_scratch(conn)
+            # (Always, once migrated; not in a test's store kept at an older schema.)
+            self._counts_epoch = bool(
+                conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'dial_epoch'").fetchone()
+            )
 
         if not self._memory:
             try:
@@ -866,12 +871,17 @@ class Store:
             completed, refused = dialing.record(
                 conn, outcomes, now, self.calling_rules, self.result_rules, resulted
             )
+            epoch = (
+                conn.execute(Q()["bump_dial_epoch"]).fetchone()[0]
+                if outcomes and self._counts_epoch
+                else None
+            )
             applied = [v for v in verdicts if dialing.apply_verdict(conn, v, now)]
             if credit_limits != "{}":
                 applied += dialing.pause_out_of_credits(conn, credit_limits, now)
             claims = dialing.claim(conn, wanted, now, room_namer, self.calling_rules)
             completed += [j for j, c in claims.items() if c.completed and j not in completed]
-            return CycleResult(completed, refused, claims, applied, resulted)
+            return CycleResult(completed, refused, claims, applied, resulted, epoch)
 
         return await (self._write_here(tx) if here else self._write(tx))
 
@@ -940,6 +950,16 @@ class Store:
     # ------------------------------------------------------------- expiry
 
     # ------------------------------------------------------------- agents' results
+
+    async def dial_epoch(self) -> int:
+        """How many transactions have recorded outcomes on this database (migration 0018)."""
+
+        def q(conn: sqlite3.Connection) -> int:
+            if not self._counts_epoch:
+                return 0
+            return int(conn.execute(Q()["dial_epoch"]).fetchone()[0])
+
+        return await self._read_small(q)
 
     async def latest_listing(self) -> float | None:
         """When the latest do-not-call listing was made (any organization; None: none)."""

@@ -458,3 +458,57 @@ async def test_a_clean_stop_leaves_no_held_outcomes_file(
     running.engine.stop()
     await wait_until(lambda: _stopped(running))
     assert not exists(held)
+
+
+def _copy_database(source: str, target: str) -> None:
+    """SQLite's online backup, into `target` in place (its file and inode kept)."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+async def _crash(running: Running) -> None:
+    """Stop the app leaving the dial log as a kill -9 would (a stop as asked removes it)."""
+    dial_log = running.store.path + ".dialed"
+    running.engine.stop()
+    kept = read(dial_log)
+    await running.client.close()
+    write(dial_log, kept)
+
+
+async def test_a_backup_restored_onto_the_database_file_is_not_trusted_to_the_dial_log(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A backup taken while two calls were live, restored onto the database file (same inode)
+    after a restart rewrote the dial log with only the attempts still open: the database is
+    older than the file (it counts fewer transactions that recorded outcomes), so its contacts
+    left `dialing` are asked about, not given back as never dialed. (They were given back and
+    dialed again, the same attempt, though both calls had been placed.)"""
+    running, _ = await start(start_app, tmp_path)
+    job_id = (await running.create_json(phones(2), concurrentCallLimit=2, maxAttempts=1))[
+        "batchJobId"
+    ]
+    await wait_until(lambda: _dialing(running, job_id, 2))
+    await settle(running)
+    database = running.store.path
+    backup = str(tmp_path / "backup.db")
+    _copy_database(database, backup)  # both contacts `dialing`, their calls placed
+    await running.clock.advance(60)
+    await running.wait_status(job_id, "completed")
+    await _crash(running)
+    again, _ = await start(start_app, tmp_path)  # rewrites the dial log: nothing left open
+    await settle(again)
+    await _crash(again)
+    _copy_database(backup, database)  # the restore
+    with capture_logs() as logs:
+        third, provider = await start(start_app, tmp_path)
+        await third.wait_status(job_id, "completed")
+    assert provider.ledger == []  # nobody dialed again
+    events = [e["event"] for e in logs]
+    assert "dial_log_not_trusted" in events and "claimed_not_dialed_given_back" not in events
+    detail = await third.detail(job_id)
+    assert [(c["attemptCount"], c["failureReason"]) for c in detail["contacts"]] == [
+        (1, "interrupted"),
+        (1, "interrupted"),
+    ]

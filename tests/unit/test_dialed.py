@@ -221,7 +221,8 @@ def test_a_serve_takes_the_last_ones_file_over_so_a_failed_start_changes_nothing
     fd = instance.acquire(str(database))
     try:
         dialed.adopt(str(database))
-        assert Path(crashed.path).read_text().splitlines()[0].endswith(f"pid={os.getpid()}")
+        header = Path(crashed.path).read_text().splitlines()[0]
+        assert header.endswith(f"pid={os.getpid()} epoch=0")
         assert dial_log(database).load() == {(5, 2), (1, 1)}  # this serve's engine reads it
     finally:
         instance.release(fd)
@@ -234,3 +235,40 @@ def test_a_serve_takes_the_last_ones_file_over_so_a_failed_start_changes_nothing
     dialed.adopt(str(database))
     assert not os.path.exists(crashed.path)
     assert str(database) not in dialed._adopted
+
+
+def test_the_file_names_the_databases_outcome_count_and_an_older_database_is_told(
+    database: Path, boot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each rewrite names how many transactions had recorded outcomes (the count as of the
+    outcomes it was told were written); a database counting fewer is older than the file (a
+    backup restored in place). A file of the version before, with no count, reads as 0; a
+    serve taking a file over keeps its count."""
+    log = dial_log(database)
+    log.start([])
+    log.add(1, 1)
+    assert log.flush()
+    log.written([(1, 1)], 7)
+    log.written([], 5)  # (never back)
+    log.start([(2, 1)])  # a rewrite
+    loaded = dial_log(database)
+    assert loaded.load() == {(2, 1)} and loaded.epoch == 7
+    assert loaded.older_database(6) and not loaded.older_database(7)
+    path = Path(log.path)
+    header, *rest = path.read_text().splitlines()
+    path.write_text("\n".join([header.removesuffix(" epoch=7"), *rest]) + "\n")
+    before = dial_log(database)
+    assert before.load() == {(2, 1)} and before.epoch == 0
+    path.write_text("\n".join([header.replace("epoch=7", "epoch=x"), *rest]) + "\n")
+    assert dial_log(database).load() is None  # not a file this code wrote
+    path.write_text("\n".join([header, *rest]) + "\n")
+    monkeypatch.setattr(instance, "_previous", {})
+    monkeypatch.setattr(dialed, "_adopted", set())
+    Path(instance.lock_path(str(database))).write_text(f"{os.getpid()}\n")  # the last serve
+    fd = instance.acquire(str(database))
+    try:
+        dialed.adopt(str(database))
+        taken = dial_log(database)
+        assert taken.load() == {(2, 1)} and taken.epoch == 7
+    finally:
+        instance.release(fd)
