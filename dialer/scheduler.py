@@ -714,6 +714,12 @@ class Engine:
             log.info("job_started", job_id=job_id)
         fresh: dict[str, RunningJob] = {}
         for row in found.running:
+            missing = self._unconfigured(row)
+            if missing is not None:  # paused by the next cycle, never dialed meanwhile
+                log.warning("job_paused_unconfigured", job_id=row.id, reason=missing)
+                self._held_verdicts.append(JobVerdict(row.id, JobStatus.PAUSED, missing))
+                self._wake.set()
+                continue
             known = self._jobs.get(row.id)
             if known is not None:
                 known.row = row
@@ -727,6 +733,21 @@ class Engine:
         self._failure_windows = {j: w for j, w in self._failure_windows.items() if j in fresh}
         self.stats.dialing_for(fresh)
         self._next_scheduled = _earliest(found.next_scheduled, found.next_expiry)
+
+    def _unconfigured(self, row: JobRow) -> str | None:
+        """Why a running job cannot be dialed as it was created, if its organization, caller
+        number or agent is gone from the config (a restart with a config that no longer names
+        it): it dialed on with an empty caller number and trunk, or the agent's bare id, and
+        nothing said why. None when all are there."""
+        if self.config.organization(row.organization_id) is None:
+            return f"Organization '{row.organization_id}' is no longer in the configuration"
+        number = self.config.phone_number(row.phone_number_id)
+        if number is None or number.organization != row.organization_id:
+            return f"Caller number '{row.phone_number_id}' is no longer in the configuration"
+        agent = self.config.agent(row.agent_id)
+        if agent is None or agent.organization != row.organization_id:
+            return f"Agent '{row.agent_id}' is no longer in the configuration"
+        return None
 
     def wake_job(self, job_id: str) -> None:
         """Contacts of this job became ready (e.g. re-queued): dial for it again."""

@@ -710,3 +710,31 @@ async def test_figures_a_provider_reports_that_cannot_be_stored_are_dropped(
     assert running.engine.running and not running.engine.stopping
     for contact in body["contacts"]:
         assert (contact["errorCode"], contact["callDuration"]) == (None, None)
+
+
+@pytest.mark.parametrize("removed", ["phone_numbers", "agents", "organizations"])
+async def test_a_job_whose_number_agent_or_organization_left_the_config_pauses_saying_why(
+    start_app: StartApp, tmp_path: Path, removed: str
+) -> None:
+    """A restart with a config that no longer names a running job's caller number, agent or
+    organization: the job pauses with the reason, and nothing is dialed. (It dialed on with an
+    empty caller number and trunk, or the agent's bare id, and nothing said why.)"""
+    config = make_config(tmp_path)
+    clock = FakeClock()
+    first = await start_app(config, clock=clock)
+    start = iso(clock.now() + 3600)
+    created = await first.create_json(phones(3), scheduledStartTime=start)
+    await first.client.close()
+    kept = {
+        "phone_numbers": [p for p in config.phone_numbers if p.id != NUMBER],
+        "agents": [a for a in config.agents if a.id != "agent_a"],
+        "organizations": [o for o in config.organizations if o.id != ORG],
+    }
+    smaller = config.model_copy(update={removed: kept[removed]})
+    provider = CountingProvider(smaller, clock)
+    again = await start_app(smaller, provider=provider, clock=clock)
+    await clock.advance(3600)
+    body = await again.wait_status(created["batchJobId"], "paused")
+    named = {"phone_numbers": NUMBER, "agents": "agent_a", "organizations": ORG}[removed]
+    assert f"'{named}' is no longer in the configuration" in body["pauseReason"]
+    assert provider.dials == 0 and body["statusBreakdown"]["pending"] == 3
