@@ -88,7 +88,6 @@ WRITE_BATCH_SECONDS = 0.02
 CLAIMED_AHEAD_REASON = "claimed ahead, not dialed"
 # The reason of a contact found `dialing` after a crash that the dial log says was never dialed.
 NOT_DIALED_REASON = "claimed, not dialed before a restart"
-# Why no call is placed while the dial log can be neither written nor removed.
 # Weight of a cycle's ended calls in a job's moving average of call length.
 CALL_SECONDS_WEIGHT = 0.3
 # Numbers listed do-not-call from outside the service (the CLI writes to the database itself, so

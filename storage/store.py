@@ -185,7 +185,8 @@ class Store:
         def prepare(conn: sqlite3.Connection) -> None:
             dbmod.migrate(conn)
             dialing.prepare_scratch(conn)
-            # (Always, once migrated; not in a test's store kept at an older schema.)
+            # Always true once migrated. (A test that writes with this code at an older schema,
+            # to check what a migration carries over, has no such table.)
             self._counts_epoch = bool(
                 conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'dial_epoch'").fetchone()
             )
