@@ -426,25 +426,25 @@ async def test_cycles_stay_small_while_requests_are_served_and_serve_jobs_in_tur
                     phones(50, 100 * i), concurrentCallLimit=50, scheduledStartTime=iso(start)
                 )
             )["batchJobId"]
-            for i in range(10)
+            for i in range(20)
         ]
     )
     running.engine.foreground.enter()  # a request is in flight throughout
     try:
-        await running.clock.advance(60)  # all ten start together
+        await running.clock.advance(60)  # all twenty start together
 
         async def all_dialing() -> bool:
-            return running.engine.live_calls() == 500
+            return running.engine.live_calls() == 1000
 
         await wait_until(all_dialing)
     finally:
         running.engine.foreground.leave()
-    assert scheduler.CYCLE_MAX_SERVING == 200
+    assert scheduler.CYCLE_MAX_SERVING == 400
     assert all(sum(c.values()) <= scheduler.CYCLE_MAX_SERVING for c in cycles)
     first, second = cycles[0], cycles[1]
-    assert first == {**{job: 32 for job in jobs[:6]}, jobs[6]: 8}
-    assert next(iter(second)) == jobs[7]  # round-robin resumes with the first job left out
-    assert sum(sum(c.values()) for c in cycles) == 500
+    assert first == {**{job: 32 for job in jobs[:12]}, jobs[12]: 16}
+    assert next(iter(second)) == jobs[13]  # round-robin resumes with the first job left out
+    assert sum(sum(c.values()) for c in cycles) == 1000
 
 
 async def start_together(running: Running, total: int, offset: int, *, serving: bool) -> None:
