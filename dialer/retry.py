@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dialer.states import DEFAULT_RETRY_STATUSES, ContactStatus
+from storage.rows import value
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +20,7 @@ class RetryPolicy:
         return self.delay_seconds * self.backoff ** max(0, attempt_no - 1)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Decision:
     status: ContactStatus
     next_retry_at: float | None

@@ -8,7 +8,20 @@ import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, dataclass_transform
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def value(cls: type[_T]) -> type[_T]:
+    """A frozen dataclass to the type checker (mypy refuses any assignment to its fields), but
+    built without the frozen machinery at run time: a frozen dataclass sets each field through
+    `object.__setattr__`, six times slower than a plain one (17 fields: 1.7 us against 0.27 us).
+    For the values the engine makes for every call (a claim, its request and result, the retry
+    decision, the outcome): about 5 us a call. Hashed by value, as a frozen dataclass is."""
+    made: type[_T] = dataclass(slots=True, unsafe_hash=True)(cls)
+    return made
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +221,7 @@ class AttemptRow:
     from_number: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ClaimedContact:
     """A contact just moved to `dialing`, with the attempt row already written."""
 
@@ -264,7 +277,7 @@ class JobVerdict:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Outcome:
     """What to record for one finished attempt (the next contact status is already decided)."""
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol, runtime_checkable
 
 from dialer.states import ContactStatus
+from storage.rows import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DialRequest:
     job_id: str
     contact_id: int
@@ -55,7 +56,7 @@ class DialRequest:
         return callback_token(self.callback_secret, self.room_name)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DialResult:
     """How one call ended."""
 
