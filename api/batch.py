@@ -23,7 +23,7 @@ from api import connections, errors, jsonbody, openapi, schemas
 from api import keys as appkeys
 from api.auth import organization
 from api.errors import ApiError
-from dialer import intake, service, windows
+from dialer import intake, jsontext, service, windows
 from dialer.states import ContactStatus, JobStatus
 from storage.rows import ContactRow, JobRow
 
@@ -543,7 +543,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 def spliced_json(body: dict[str, Any], key: str, raw_json: str) -> web.Response:
     """`body` with `key` set to `raw_json`, JSON the store rendered already (see job_summary and
     contact_json): spliced in as it is rather than parsed and encoded again."""
-    text = json.dumps(body)[:-1] + f", {json.dumps(key)}: {raw_json}}}"
+    text = jsontext.dumps(body)[:-1] + f",{jsontext.dumps(key)}:{raw_json}}}"
     return web.Response(text=text, content_type="application/json")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 import logging
 import sys
 import time
@@ -13,20 +12,21 @@ from typing import Any, TextIO
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
+from dialer import jsontext
+
 # Set by `configure` when it writes JSON lines at info level or below: the stream, and the
 # processors it configured (a test that captures logs changes them; `info_many` then logs one
 # by one, as everything else does).
 _json_lines: tuple[TextIO, tuple[structlog.types.Processor, ...]] | None = None
-# One encoder for every line (`json.dumps` with an option builds a new one per call); what JSON
-# cannot encode is written as its repr, as structlog's renderer does.
-_ENCODE = jsonlib.JSONEncoder(default=repr).encode
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
     global _json_lines
     use_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=jsontext.dumps)
+        if use_json
+        else structlog.dev.ConsoleRenderer()
     )
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -115,9 +115,10 @@ def info_many(logger: Any, event: str, rows: Iterable[dict[str, Any]]) -> None:
     lines = "".join(
         # In structlog's order: the fields, the event, the context (never over a field), the
         # level and the time.
-        _ENCODE(
+        jsontext.dumps(
             {**row, "event": event, **{k: v for k, v in context.items() if k not in row}}
-            | {"level": "info", "timestamp": stamp}
+            | {"level": "info", "timestamp": stamp},
+            repr,  # what JSON cannot hold, as its repr (as structlog's renderer does)
         )
         + "\n"
         for row in rows
