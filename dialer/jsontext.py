@@ -17,7 +17,10 @@ from typing import Any
 
 import orjson
 
-_OPTIONS = orjson.OPT_NON_STR_KEYS
+# A dataclass goes to `default` as every other unknown type, as with the standard library:
+# orjson would write its fields itself, those declared `repr=False` too (a dial request's
+# callback secret, an endpoint's signing secret), where `default=repr` hides them.
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def dumps(obj: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:

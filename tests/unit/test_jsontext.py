@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -43,3 +44,14 @@ def test_default_turns_what_json_cannot_hold_into_what_it_can() -> None:
         '{"at":"2026-12-02T00:00:00+00:00","x":"{1, 2}"}'
     )
     assert jsontext.dumps({"obj": object()}, lambda o: "an object") == '{"obj":"an object"}'
+
+
+def test_a_dataclass_is_written_by_default_so_its_hidden_fields_stay_hidden() -> None:
+    @dataclass(frozen=True)
+    class Endpoint:
+        url: str
+        secret: str = field(repr=False)
+
+    text = jsontext.dumps({"endpoint": Endpoint("https://example.com", "whsec_SECRET")}, repr)
+    assert "whsec_SECRET" not in text
+    assert json.loads(text)["endpoint"].endswith("Endpoint(url='https://example.com')")
