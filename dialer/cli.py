@@ -209,7 +209,12 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
         site = web.SockSite(runner, sock)
         await site.start()
         _freeze_startup_objects()
-        print(banner(config, config_path, sock.getsockname()[1]), file=sys.stderr, flush=True)
+        shown = banner(config, config_path, sock.getsockname()[1])
+        if logs.writes_json():  # every line a JSON line; the steps for people in a field
+            first, *steps = shown.splitlines()
+            log.info("service_listening", message=first, steps=[s for s in steps if s])
+        else:
+            print(shown, file=sys.stderr, flush=True)
         failed = app[health.ENGINE_FAILED]
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

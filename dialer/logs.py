@@ -18,11 +18,14 @@ from dialer import jsontext
 # processors it configured (a test that captures logs changes them; `info_many` then logs one
 # by one, as everything else does).
 _json_lines: tuple[TextIO, tuple[structlog.types.Processor, ...]] | None = None
+# Whether `configure` chose JSON lines (any level).
+_writes_json = False
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
-    global _json_lines
+    global _json_lines, _writes_json
     use_json = not sys.stderr.isatty() if json is None else json
+    _writes_json = use_json
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer(serializer=jsontext.dumps)
         if use_json
@@ -97,6 +100,12 @@ class ToStructlog(logging.Handler):
             method(record.getMessage().strip(), **fields)
         except Exception:
             self.handleError(record)
+
+
+def writes_json() -> bool:
+    """Whether the lines are JSON (stderr is not a terminal): then whatever is
+    written for people is written as a JSON line too, so a log collector reads every line."""
+    return _writes_json
 
 
 def info_many(logger: Any, event: str, rows: Iterable[dict[str, Any]]) -> None:

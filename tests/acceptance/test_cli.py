@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -78,6 +79,13 @@ def test_a_database_of_a_newer_version_is_refused(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == newer
 
 
+def listening(log: str) -> dict[str, Any]:
+    """The `service_listening` line of a serve's log: with stderr not a terminal every line
+    of it is JSON, the start-up banner's too (its first line the message, the rest steps)."""
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    return next(line for line in lines if line.get("event") == "service_listening")
+
+
 def test_example_config_starts_banner(tmp_path: Path) -> None:
     """The shipped example config is valid (keys list works against it)."""
     repo = Path(__file__).resolve().parents[2]
@@ -98,7 +106,7 @@ def test_serve_banner_commands_work_with_the_example_config(
     text = text.replace('path = "data/dialer.db"', f'path = "{svc.db}"')
     svc.config.write_text(text.replace("port = 8080", f"port = {svc.port}"))
     svc.start()
-    banner = svc.log.read_text()
+    banner = "\n".join(listening(svc.log.read_text())["steps"])
     key_line = next(line for line in banner.splitlines() if "keys create" in line)
     assert "--org org_demo" in key_line and key_line.strip().startswith("KEY=$(")
     key_args = key_line.split("keys create", 1)[1].split("|")[0].split()
@@ -216,10 +224,10 @@ def test_serve_on_port_zero_prints_the_port_it_listens_on(tmp_path: Path) -> Non
         )
     try:
         deadline = time.monotonic() + 30
-        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+        while "service_listening" not in log.read_text() and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
             time.sleep(0.05)
-        line = next(line for line in log.read_text().splitlines() if "listening on" in line)
+        line = listening(log.read_text())["message"]
         port = int(line.split("http://127.0.0.1:", 1)[1].split()[0])
         assert port != 0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
