@@ -109,9 +109,10 @@ def check_url(raw: str, allow_private: bool) -> str:
         raise InvalidWebhookUrl("the URL must not contain spaces or control characters")
     try:
         url = URL(raw)
-    except (ValueError, TypeError):
+        host = url.host  # (an `xn--` label that is no punycode fails only when decoded)
+    except (ValueError, TypeError):  # (UnicodeError is a ValueError)
         raise InvalidWebhookUrl("not a URL") from None
-    if url.scheme not in ("http", "https") or not url.host or not url.is_absolute():
+    if url.scheme not in ("http", "https") or not host or not url.is_absolute():
         raise InvalidWebhookUrl("the URL must be http:// or https:// with a host")
     if url.user is not None or url.password is not None:
         raise InvalidWebhookUrl("the URL must not carry credentials")
@@ -199,7 +200,10 @@ def refused_address(url: str) -> str | None:
     public. (None: it may be sent. aiohttp connects to an address without asking the resolver,
     so PublicResolver checks only names; an endpoint created while `allow_private_urls` was
     true is checked here.)"""
-    host = URL(url).host or ""
+    try:
+        host = URL(url).host or ""
+    except ValueError:  # (an `xn--` label that is no punycode: refused at create)
+        return "the URL's host cannot be decoded"
     try:
         public = public_address(host)
     except ValueError:

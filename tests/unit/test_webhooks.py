@@ -127,13 +127,19 @@ def test_names_and_usual_addresses_are_valid_hosts(url: str) -> None:
         "http://" + "a" * 64 + ".com/x",
         "http://" + "a." * 127 + "com/x",
         "http://ex\u200bample.com/x",
+        "http://xn--/x",  # punycode that decodes to nothing: a 500 before
+        "https://xn--zz.com/x",
     ],
 )
 def test_hosts_that_are_no_name_are_refused(url: str) -> None:
-    """A last label that is a number, empty or too long labels, escapes and invisible
-    characters make no host name."""
+    """A last label that is a number, empty or too long labels, escapes, invisible characters
+    and punycode that is none make no host name."""
     with pytest.raises(webhooks.InvalidWebhookUrl):
         webhooks.check_url(url, True)
+
+
+def test_a_send_to_a_host_that_cannot_be_decoded_is_refused_not_raised() -> None:
+    assert webhooks.refused_address("http://xn--/x") == "the URL's host cannot be decoded"
 
 
 async def test_send_time_resolver_refuses_names_of_private_addresses() -> None:
