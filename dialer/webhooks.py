@@ -118,12 +118,12 @@ def check_url(raw: str, allow_private: bool) -> str:
         raise InvalidWebhookUrl("the URL must not carry credentials")
     if url.explicit_port == 0:
         raise InvalidWebhookUrl("the port must be 1-65535")
-    if not _address(url.host) and not _host_name(url.raw_host or ""):
+    if not _address(host) and not _host_name(url.raw_host or ""):
         raise InvalidWebhookUrl(
             "the host must be a name or an IP address in its usual form (like 192.0.2.1)"
         )
     if not allow_private:
-        host = url.host.rstrip(".").lower()
+        host = host.rstrip(".").lower()
         if host == "localhost" or host.endswith(".localhost"):
             raise InvalidWebhookUrl("loopback addresses are not allowed")
         try:
