@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from api import agent, openapi, schemas
 from api import keys as appkeys
-from api.auth import organization
+from api.auth import organization, presented_key
 from api.batch import read_json, validation_error
 from api.errors import ApiError
 from dialer import service, states
@@ -29,6 +30,8 @@ EVENT_KEEPALIVE_SECONDS = 15.0
 
 # Set when the app shuts down: open event streams end, so shutdown does not wait on them.
 STREAMS_CLOSING = web.AppKey("event_streams_closing", asyncio.Event)
+# Live-progress streams open, per organization (see `[server] max_event_streams`).
+OPEN_STREAMS = web.AppKey("open_event_streams", Counter[str])
 
 RETRY_STATUSES = sorted(states.FAILURE_STATUSES)
 
@@ -49,6 +52,7 @@ class RetryBody(BaseModel):
 def setup(app: web.Application) -> None:
     """Add the control routes and end open event streams at shutdown."""
     app[STREAMS_CLOSING] = asyncio.Event()
+    app[OPEN_STREAMS] = Counter()
     app.router.add_routes(routes)
 
     async def close_streams(app: web.Application) -> None:
@@ -204,17 +208,59 @@ async def _first(*events: asyncio.Event, timeout: float) -> bool:
 async def job_events(request: web.Request) -> web.StreamResponse:
     """A `progress` event now and whenever the job's counts or status change (throttled), a
     `result` event for each result an agent posts for one of its calls, an `end` event when the
-    job is completed, failed or cancelled; then the stream closes."""
+    job is completed, failed or cancelled; then the stream closes (also when its key is
+    revoked, at its next event). An organization may hold `[server]
+    max_event_streams_per_organization` streams at once, the service `max_event_streams`:
+    past either, 429 too_many_streams, so that no one holds every connection."""
+    org, job_id = organization(request), request.match_info["batch_job_id"]
+    # Taken before each read, so a change made while we read or write is never missed.
+    changed = request.app[appkeys.ENGINE].progress_event()
+    job, counts = await request.app[appkeys.SERVICE].snapshot(org, job_id)
+    last_result = await request.app[agent.RESULTS].store.last_result_id(job_id)
+    server = request.app[appkeys.CONFIG].server
+    open_streams = request.app[OPEN_STREAMS]
+    if open_streams[org] >= server.max_event_streams_per_organization:
+        raise _too_many_streams(
+            f"This organization has {open_streams[org]} live-progress streams open, the most "
+            "it may; close one first"
+        )
+    if open_streams.total() >= server.max_event_streams:
+        raise _too_many_streams("The service has as many live-progress streams open as it may")
+    open_streams[org] += 1
+    try:
+        return await _stream(request, org, job_id, job, counts, changed, last_result)
+    finally:
+        open_streams[org] -= 1
+        if open_streams[org] <= 0:
+            del open_streams[org]
+
+
+def _too_many_streams(message: str) -> ApiError:
+    return ApiError(429, "too_many_streams", f"{message} (try again later)")
+
+
+async def _key_revoked(request: web.Request) -> bool:
+    """The stream's key no longer works (revoked): its stream ends as its next request would
+    be refused. Kept keys cost no read (see KeyCache)."""
+    key = presented_key(request) or ""
+    row = await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
+    return row is None
+
+
+async def _stream(
+    request: web.Request,
+    org: str,
+    job_id: str,
+    job: JobRow,
+    counts: dict[str, int],
+    changed: asyncio.Event,
+    last_result: int,
+) -> web.StreamResponse:
     svc = request.app[appkeys.SERVICE]
     results = request.app[agent.RESULTS]
     engine = request.app[appkeys.ENGINE]
     closing = request.app[STREAMS_CLOSING]
-    org, job_id = organization(request), request.match_info["batch_job_id"]
     loop = asyncio.get_running_loop()
-    # Taken before each read, so a change made while we read or write is never missed.
-    changed = engine.progress_event()
-    job, counts = await svc.snapshot(org, job_id)
-    last_result = await results.store.last_result_id(job_id)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -241,11 +287,12 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                 sent, sent_at = data, loop.time()
             if final:
                 break
-            if not await _first(changed, closing, timeout=EVENT_KEEPALIVE_SECONDS):
+            woke = await _first(changed, closing, timeout=EVENT_KEEPALIVE_SECONDS)
+            if closing.is_set() or await _key_revoked(request):
+                break
+            if not woke:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if closing.is_set():
-                break
             await pace(sent_at + EVENT_MIN_INTERVAL_SECONDS - loop.time())
             changed = engine.progress_event()
             job, counts = await svc.snapshot(org, job_id)
@@ -304,5 +351,5 @@ openapi.register(
     "Live progress as Server-Sent Events (each event's data: a ProgressEvent)",
     ok=schemas.ProgressFrame,
     ok_content="text/event-stream",
-    errors=_JOB_ERRORS,
+    errors={**_JOB_ERRORS, 429: ["too_many_streams"]},
 )

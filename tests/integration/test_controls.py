@@ -15,7 +15,8 @@ import pytest
 from aiohttp import ClientResponse
 
 from api import controls
-from dialer import export
+from api import keys as appkeys
+from dialer import export, keys
 from storage.rows import CallFilter, CallRow
 from storage.store import Store
 from tests.conftest import ORG, Running, StartApp, make_config, wait_until
@@ -626,3 +627,66 @@ async def test_events_are_paced(
     assert len(waits) >= len(seen) - 1
     assert all(w <= controls.EVENT_MIN_INTERVAL_SECONDS for w in waits)
     assert any(w > 0 for w in waits)
+
+
+async def test_live_progress_streams_are_capped_per_organization_and_in_all(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """One organization cannot hold every connection with streams it never reads: past its own
+    cap, or the service's, a stream is 429 too_many_streams; closing one makes room again."""
+    config = make_config(
+        tmp_path, server={"max_event_streams_per_organization": 2, "max_event_streams": 3}
+    )
+    running = await start_app(config)
+    later = "2026-06-01T09:00:00Z"  # scheduled: its streams stay open
+    mine = (await running.create_json(phones(1), scheduledStartTime=later))["batchJobId"]
+    theirs = (
+        await running.create_json(
+            phones(1), key=running.other_key, scheduledStartTime=later, fromPhoneNumberId="num_b"
+        )
+    )["batchJobId"]
+
+    async def open_stream(job_id: str, key: str | None = None) -> ClientResponse:
+        return await running.client.get(
+            f"/batch/jobs/{job_id}/events", headers=running.headers(key)
+        )
+
+    held = [await open_stream(mine), await open_stream(mine)]
+    assert [r.status for r in held] == [200, 200]
+    refused = await open_stream(mine)
+    assert refused.status == 429
+    assert (await refused.json())["code"] == "too_many_streams"
+    other = await open_stream(theirs, running.other_key)  # another organization: its own cap
+    assert other.status == 200
+    full = await open_stream(theirs, running.other_key)  # 3 open: the service's cap
+    assert full.status == 429
+    assert (await full.json())["code"] == "too_many_streams"
+    assert (await running.client.get("/healthz")).status == 200
+    held.pop().close()
+
+    async def room_again() -> bool:
+        return sum(running.app[controls.OPEN_STREAMS].values()) == 2
+
+    await wait_until(room_again)
+    again = await open_stream(mine)
+    assert again.status == 200
+    for resp in [*held, other, again]:
+        resp.close()
+
+
+async def test_a_stream_ends_when_its_key_is_revoked(running: Running) -> None:
+    """A revoked key stops working on the stream it has open too: at its next event."""
+    running.app[appkeys.KEY_CACHE].ttl_seconds = 0  # (the cache's second, not waited for)
+    job_id = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    row, key = await keys.create_key(running.store, running.clock, ORG)
+    resp = await running.client.get(f"/batch/jobs/{job_id}/events", headers=running.headers(key))
+    events = read_events(resp)
+    first = await anext(events)
+    assert first[1]["status"] == "scheduled"
+    assert await running.store.revoke_api_key(row.id, running.clock.now())
+    await post(running, f"/batch/jobs/{job_id}/pause", {"reason": "lunch"})  # another key
+    rest = [event async for event in events]
+    assert rest == []  # ended without sending the change
+    assert resp.content.at_eof()
