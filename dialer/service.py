@@ -567,22 +567,23 @@ class JobService:
         # No contact claimed ahead is dialed from now on (and again once it is written, see
         # notify: any claimed meanwhile were claimed while the job still ran).
         self.engine.give_back_claimed_ahead(job_id)
-        paused = await self.store.pause_job(
+        _, status = await self.store.pause_job(
             job_id,
             reason or MANUAL_PAUSE_REASON,
             self.clock.now(),
             states.PAUSABLE_JOB_STATUSES,
             organization_id=org_id,
         )
-        job = await self.get(org_id, job_id)
-        if not paused and job.status != JobStatus.PAUSED:
+        # Judged on the status the write saw: another request may change it again before the
+        # job is read back (a pause racing a resume is still a pause, then a resume).
+        if status != JobStatus.PAUSED:
             raise ServiceError(
                 400,
                 "job_not_pausable",
-                f"Batch job is {job.status}; only pending, scheduled or running jobs can be paused",
+                f"Batch job is {status}; only pending, scheduled or running jobs can be paused",
             )
         self.engine.notify()
-        return job
+        return await self.get(org_id, job_id)
 
     async def resume(self, org_id: str, job_id: str) -> JobRow:
         """Let a paused job dial again. Resuming an active job that is not paused is a no-op.
@@ -598,19 +599,16 @@ class JobService:
                     f"Credits exhausted: {estimates.format_usd(spent)} spent of "
                     f"{estimates.format_usd(org.credits_usd)}; raise credits_usd before resuming",
                 )
-        resumed = job.status == JobStatus.PAUSED and await self.store.resume_job(
-            org_id, job_id, self.clock.now()
-        )
-        job = await self.get(org_id, job_id)
+        resumed, status = await self.store.resume_job(org_id, job_id, self.clock.now())
         if resumed:
             self.engine.job_resumed(job_id)
-        elif job.status not in states.PAUSABLE_JOB_STATUSES:
+        elif status not in states.PAUSABLE_JOB_STATUSES:
             raise ServiceError(
                 400,
                 "job_not_resumable",
-                f"Batch job is {job.status}; only paused jobs can be resumed",
+                f"Batch job is {status}; only paused jobs can be resumed",
             )
-        return job
+        return await self.get(org_id, job_id)
 
     async def _has_open_contacts(self, job_id: str) -> bool:
         """Whether the job has contacts still to be dialed or in a call: a paused job with

@@ -781,8 +781,10 @@ class Store:
         now: float,
         from_statuses: Iterable[str],
         organization_id: str | None = None,
-    ) -> bool:
-        """Pause a job in one of `from_statuses` (of that organization, when given)."""
+    ) -> tuple[bool, str | None]:
+        """Pause a job in one of `from_statuses` (of that organization, when given). Return
+        whether it was paused, and its status then, in the same transaction (None: no such
+        job): a request racing another judges the status its own write saw."""
         params = {
             "id": job_id,
             "org": organization_id,
@@ -790,12 +792,15 @@ class Store:
             "now": now,
             "from_statuses": json.dumps(list(from_statuses)),
         }
-        return await self._write(lambda conn: conn.execute(Q()["pause_job"], params).rowcount == 1)
+        return await self._write(lambda conn: _changed_and_status(conn, "pause_job", params))
 
-    async def resume_job(self, organization_id: str, job_id: str, now: float) -> bool:
-        """Resume a paused job; False when it is not paused."""
+    async def resume_job(
+        self, organization_id: str, job_id: str, now: float
+    ) -> tuple[bool, str | None]:
+        """Resume a paused job. Return whether it was resumed, and its status then (as
+        pause_job)."""
         params = {"id": job_id, "org": organization_id, "now": now}
-        return await self._write(lambda conn: conn.execute(Q()["resume_job"], params).rowcount == 1)
+        return await self._write(lambda conn: _changed_and_status(conn, "resume_job", params))
 
     async def retry_contacts(
         self,
@@ -1604,3 +1609,13 @@ def _check_limits(
         limits.credits_usd + 0.005
     ):
         raise LimitExceeded("credits_usd", max(0.0, limits.credits_usd - committed))
+
+
+def _changed_and_status(
+    conn: sqlite3.Connection, query: str, params: dict[str, Any]
+) -> tuple[bool, str | None]:
+    """Run a job's status change; return whether it changed the job, and the job's status
+    after it, read in the same transaction."""
+    changed = conn.execute(Q()[query], params).rowcount == 1
+    row = conn.execute("SELECT status FROM jobs WHERE id = ?", (params["id"],)).fetchone()
+    return changed, None if row is None else str(row[0])

@@ -690,3 +690,46 @@ async def test_a_stream_ends_when_its_key_is_revoked(running: Running) -> None:
     rest = [event async for event in events]
     assert rest == []  # ended without sending the change
     assert resp.content.at_eof()
+
+
+async def test_pauses_and_resumes_at_once_are_each_answered_as_documented(
+    running: Running,
+) -> None:
+    """Pausing a paused job and resuming an active one are 200 no-ops, also when requests race:
+    each is judged on the status its own write saw, never on one another request made since."""
+    job_id = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    answers: list[tuple[int, Any]] = []
+    for _ in range(50):
+        answers += await asyncio.gather(
+            *(
+                post(running, f"/batch/jobs/{job_id}/{action}")
+                for action in ["pause", "resume"] * 10
+            )
+        )
+    assert [a for a in answers if a[0] != 200] == []
+    final = (await post(running, f"/batch/jobs/{job_id}/pause"))[1]
+    assert final["status"] == "paused"
+
+
+async def test_a_pause_is_judged_on_the_status_its_write_saw(running: Running) -> None:
+    """A pause racing two other requests, one pausing the job before its write and one resuming
+    it before the job is read back: a 200 no-op (pausing a paused job), not `400
+    job_not_pausable` naming the status the resume made."""
+    job_id = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    store = running.store
+    real_pause = store.pause_job
+
+    async def raced(*args: Any, **kwargs: Any) -> Any:
+        await real_pause(*args, **kwargs)  # another request's pause, just before this one's
+        seen = await real_pause(*args, **kwargs)
+        await store.resume_job(ORG, job_id, running.clock.now())  # and another's resume
+        return seen
+
+    store.pause_job = raced  # type: ignore[method-assign]
+    status, body = await post(running, f"/batch/jobs/{job_id}/pause")
+    assert status == 200, body
+    assert body["status"] == "scheduled"  # the resume came after it

@@ -778,7 +778,7 @@ async def test_job_pages_rendered_by_sql_match_job_summary(store: Store) -> None
         now=T0 + 40.5,
     )
     await running_job(store, 1, job_id="paused")
-    assert await store.pause_job("paused", "Automatic pause: 9 of 10", T0 + 7, ["running"])
+    assert (await store.pause_job("paused", "Automatic pause: 9 of 10", T0 + 7, ["running"]))[0]
     await running_job(store, 1, job_id="failed")
     failed = await store.cycle(
         (), [JobVerdict("failed", "failed", "bad credentials")], {}, T0 + 8, namer
