@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import resource
 import time
@@ -260,3 +261,43 @@ async def test_a_request_http_cannot_parse_answers_in_the_envelope(
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert (body["success"], body["code"]) == (False, "malformed_request")
     assert b"dk_secret" not in answer and b"aaaa" not in answer
+
+
+async def test_a_new_connection_shed_at_the_cap_is_closed_cleanly(
+    running: Running, opened: list[Conn]
+) -> None:
+    """At the cap with every connection serving a request (here: live-progress streams), new
+    ones are closed, one at a time or many accepted together, and no task is left failing
+    (an outside probe saw aiohttp's handler task fail `assert manager is not None` a few times
+    while a thousand streams were shed; not reproduced here)."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: seen.append(context))
+    limits = guard(running, max_connections=2)
+    streams = []
+    try:
+        job_id = (
+            await running.create_json(
+                [{"phone_number": "+12025550101"}], scheduledStartTime="2026-06-01T09:00:00Z"
+            )
+        )["batchJobId"]
+        for _ in range(2):
+            stream = await running.client.get(
+                f"/batch/jobs/{job_id}/events", headers=running.headers()
+            )
+            assert stream.status == 200
+            streams.append(stream)
+        for _ in range(5):  # one at a time, and many accepted together
+            assert await is_closed_by_server(await connect(running, opened))
+        many = await asyncio.gather(*(connect(running, opened) for _ in range(50)))
+        assert all(await asyncio.gather(*(is_closed_by_server(c) for c in many)))
+        gc.collect()
+        await asyncio.sleep(0.05)
+        gc.collect()
+        assert [c.get("message") for c in seen] == []
+    finally:
+        for stream in streams:
+            stream.close()
+        await limits.stop()
+        loop.set_exception_handler(previous)
