@@ -219,9 +219,16 @@ class ConnectionGuard:
                 break
             if handler is not newest and handler not in victims and handler in _body_waits:
                 victims.append(handler)
+        loop = asyncio.get_running_loop()
         for handler in victims or [newest]:
             self._shed.hit(max_connections=self.max_connections)
-            self._close(handler)
+            # Closed once aiohttp's task serving it has started (a timer runs after the
+            # callbacks already due): this runs within accepting it, or others accepted with
+            # it, before that task's first step, and a connection lost before it makes the
+            # task fail `assert manager is not None` (with handler_cancellation off, as
+            # `serve` runs): a traceback in the log per connection shed.
+            self._conns.pop(handler, None)
+            loop.call_later(0, handler.force_close)
 
     def _close(self, handler: RequestHandler) -> None:
         self._conns.pop(handler, None)

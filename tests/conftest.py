@@ -169,6 +169,15 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 
 StartApp = Callable[..., Awaitable[Running]]
 
 
+class ServedLikeServe(TestServer):
+    """aiohttp's test server, but with handler_cancellation off, as `dialer serve` runs: a
+    client that disconnects does not cancel the handler serving it (its next write fails)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs["handler_cancellation"] = False
+        return web.AppRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
     """Start the real app on 127.0.0.1 with a fake clock. Call with config overrides."""
@@ -183,7 +192,7 @@ async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
         cfg = config or make_config(tmp_path)
         fake = clock or FakeClock()
         app = create_app(cfg, clock=fake, provider=provider)
-        client = TestClient(TestServer(app, host="127.0.0.1"))
+        client = TestClient(ServedLikeServe(app, host="127.0.0.1"))
         await client.start_server()
         started.append(client)
         store = app[appkeys.STORE]
