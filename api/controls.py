@@ -27,6 +27,11 @@ routes = web.RouteTableDef()
 # proxies keep the connection open. Wall-clock pacing of the stream, not job time.
 EVENT_MIN_INTERVAL_SECONDS = 0.25
 EVENT_KEEPALIVE_SECONDS = 15.0
+# A quiet stream looks this often whether its client left or its key was revoked (with
+# handler_cancellation off, as `serve` runs, a client that closes its connection is otherwise
+# noticed only at the next write, and holds one of its organization's streams until then: a
+# dashboard reconnecting after a blip got 429).
+EVENT_CHECK_SECONDS = 1.0
 
 # Set when the app shuts down: open event streams end, so shutdown does not wait on them.
 STREAMS_CLOSING = web.AppKey("event_streams_closing", asyncio.Event)
@@ -239,9 +244,15 @@ def _too_many_streams(message: str) -> ApiError:
     return ApiError(429, "too_many_streams", f"{message} (try again later)")
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def _key_revoked(request: web.Request) -> bool:
     """The stream's key no longer works (revoked): its stream ends as its next request would
-    be refused. Kept keys cost no read (see KeyCache)."""
+    be refused (looked at every EVENT_CHECK_SECONDS, and before each event). Kept keys cost no
+    read (see KeyCache)."""
     key = presented_key(request) or ""
     row = await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
     return row is None
@@ -271,6 +282,7 @@ async def _stream(
     await response.prepare(request)
     sent: dict[str, Any] | None = None
     sent_at = -EVENT_MIN_INTERVAL_SECONDS
+    written_at = loop.time()
     event_id = 0
     with contextlib.suppress(ConnectionError):
         while True:
@@ -285,13 +297,16 @@ async def _stream(
                 event_id += 1
                 await response.write(sse("end" if final else "progress", event_id, data))
                 sent, sent_at = data, loop.time()
+                written_at = sent_at
             if final:
                 break
-            woke = await _first(changed, closing, timeout=EVENT_KEEPALIVE_SECONDS)
-            if closing.is_set() or await _key_revoked(request):
+            woke = await _first(changed, closing, timeout=EVENT_CHECK_SECONDS)
+            if closing.is_set() or _client_gone(request) or await _key_revoked(request):
                 break
             if not woke:
-                await response.write(b": keep-alive\n\n")
+                if loop.time() - written_at >= EVENT_KEEPALIVE_SECONDS:
+                    await response.write(b": keep-alive\n\n")
+                    written_at = loop.time()
                 continue
             await pace(sent_at + EVENT_MIN_INTERVAL_SECONDS - loop.time())
             changed = engine.progress_event()

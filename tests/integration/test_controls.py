@@ -733,3 +733,29 @@ async def test_a_pause_is_judged_on_the_status_its_write_saw(running: Running) -
     status, body = await post(running, f"/batch/jobs/{job_id}/pause")
     assert status == 200, body
     assert body["status"] == "scheduled"  # the resume came after it
+
+
+async def test_a_stream_whose_client_left_frees_its_place_without_waiting_for_a_write(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that closes its stream is noticed at the next look (every EVENT_CHECK_SECONDS),
+    not only at the next keep-alive 15 s later: a dashboard reconnecting gets its place back."""
+    monkeypatch.setattr(controls, "EVENT_CHECK_SECONDS", 0.01)  # (wall-clock pacing)
+    config = make_config(tmp_path, server={"max_event_streams_per_organization": 1})
+    running = await start_app(config)
+    job_id = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    path = f"/batch/jobs/{job_id}/events"
+    first = await running.client.get(path, headers=running.headers())
+    assert first.status == 200
+    assert (await running.client.get(path, headers=running.headers())).status == 429
+    first.close()
+
+    async def freed() -> bool:
+        return not running.app[controls.OPEN_STREAMS]
+
+    await wait_until(freed)
+    again = await running.client.get(path, headers=running.headers())
+    assert again.status == 200
+    again.close()
