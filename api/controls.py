@@ -18,6 +18,7 @@ from api.batch import read_json, validation_error
 from api.errors import ApiError
 from dialer import service, states
 from dialer.states import JobStatus
+from storage.connection import StorageUnavailable
 from storage.rows import JobRow
 
 routes = web.RouteTableDef()
@@ -254,7 +255,10 @@ async def _key_revoked(request: web.Request) -> bool:
     be refused (looked at every EVENT_CHECK_SECONDS, and before each event). Kept keys cost no
     read (see KeyCache)."""
     key = presented_key(request) or ""
-    row = await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
+    try:
+        row = await request.app[appkeys.KEY_CACHE].authenticate(request.app[appkeys.STORE], key)
+    except StorageUnavailable:  # not known to be revoked: asked again at the next look
+        return False
     return row is None
 
 

@@ -17,6 +17,7 @@ from aiohttp import ClientResponse
 from api import controls
 from api import keys as appkeys
 from dialer import export, keys
+from storage.connection import StorageUnavailable
 from storage.rows import CallFilter, CallRow
 from storage.store import Store
 from tests.conftest import ORG, Running, StartApp, make_config, wait_until
@@ -759,3 +760,38 @@ async def test_a_stream_whose_client_left_frees_its_place_without_waiting_for_a_
     again = await running.client.get(path, headers=running.headers())
     assert again.status == 200
     again.close()
+
+
+async def test_a_stream_outlives_a_key_lookup_the_storage_cannot_answer(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream's look at its key during a storage fault does not end it (the key is not
+    known to be revoked): it goes on, and shows the next change."""
+    monkeypatch.setattr(controls, "EVENT_CHECK_SECONDS", 0.01)  # (wall-clock pacing)
+    monkeypatch.setattr(controls, "EVENT_MIN_INTERVAL_SECONDS", 0.0)
+    running.app[appkeys.KEY_CACHE].ttl_seconds = 0
+    job_id = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    resp = await running.client.get(f"/batch/jobs/{job_id}/events", headers=running.headers())
+    events = read_events(resp)
+    assert (await anext(events))[1]["status"] == "scheduled"
+    store = running.store
+    real_find = store.find_api_key
+    failed = 0
+
+    async def failing(key_hash: str) -> Any:
+        nonlocal failed
+        failed += 1
+        raise StorageUnavailable("disk I/O error")
+
+    store.find_api_key = failing  # type: ignore[method-assign]
+
+    async def looked_several_times() -> bool:
+        return failed >= 3
+
+    await wait_until(looked_several_times)
+    store.find_api_key = real_find  # type: ignore[method-assign]
+    await post(running, f"/batch/jobs/{job_id}/pause", {"reason": "lunch"})
+    assert (await anext(events))[1]["status"] == "paused"
+    resp.close()
