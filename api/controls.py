@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -158,7 +159,15 @@ async def export_job(request: web.Request) -> web.StreamResponse:
 
 async def export_response(request: web.Request, job_id: str) -> web.StreamResponse:
     """The job's contacts as a streamed CSV download."""
-    job, chunks = await request.app[appkeys.SERVICE].export_csv(organization(request), job_id)
+    org = organization(request)
+    job, chunks = await request.app[appkeys.SERVICE].export_csv(org, job_id)
+    with holding_stream(request, org):
+        return await _export(request, job, chunks)
+
+
+async def _export(
+    request: web.Request, job: JobRow, chunks: AsyncIterator[bytes]
+) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8",
@@ -223,18 +232,30 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     changed = request.app[appkeys.ENGINE].progress_event()
     job, counts = await request.app[appkeys.SERVICE].snapshot(org, job_id)
     last_result = await request.app[agent.RESULTS].store.last_result_id(job_id)
+    with holding_stream(request, org):
+        return await _stream(request, org, job_id, job, counts, changed, last_result)
+
+
+@contextlib.contextmanager
+def holding_stream(request: web.Request, org: str) -> Iterator[None]:
+    """A response that can hold its connection for as long as its client wishes (live progress,
+    which runs as long as its job; an export, written as fast as it is read): counted against
+    `[server] max_event_streams_per_organization` and `max_event_streams`, 429
+    too_many_streams past either."""
     server = request.app[appkeys.CONFIG].server
     open_streams = request.app[OPEN_STREAMS]
     if open_streams[org] >= server.max_event_streams_per_organization:
         raise _too_many_streams(
-            f"This organization has {open_streams[org]} live-progress streams open, the most "
-            "it may; close one first"
+            f"This organization has {open_streams[org]} streams (live progress, exports) open, "
+            "the most it may; close one first"
         )
     if open_streams.total() >= server.max_event_streams:
-        raise _too_many_streams("The service has as many live-progress streams open as it may")
+        raise _too_many_streams(
+            "The service has as many streams (live progress, exports) open as it may"
+        )
     open_streams[org] += 1
     try:
-        return await _stream(request, org, job_id, job, counts, changed, last_result)
+        yield
     finally:
         open_streams[org] -= 1
         if open_streams[org] <= 0:

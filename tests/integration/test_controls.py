@@ -795,3 +795,31 @@ async def test_a_stream_outlives_a_key_lookup_the_storage_cannot_answer(
     await post(running, f"/batch/jobs/{job_id}/pause", {"reason": "lunch"})
     assert (await anext(events))[1]["status"] == "paused"
     resp.close()
+
+
+async def test_exports_count_with_the_streams_an_organization_holds(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export is written as fast as its client reads: a client that never reads holds its
+    connection, so exports count against the same caps as live-progress streams."""
+    monkeypatch.setattr(controls, "EVENT_CHECK_SECONDS", 0.01)  # (wall-clock pacing)
+    config = make_config(tmp_path, server={"max_event_streams_per_organization": 1})
+    running = await start_app(config)
+    job_id = (await running.create_json(phones(2), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    stream = await running.client.get(f"/batch/jobs/{job_id}/events", headers=running.headers())
+    assert stream.status == 200
+    refused = await running.client.get(f"/batch/jobs/{job_id}/export", headers=running.headers())
+    assert refused.status == 429
+    assert (await refused.json())["code"] == "too_many_streams"
+    stream.close()
+
+    async def freed() -> bool:
+        return not running.app[controls.OPEN_STREAMS]
+
+    await wait_until(freed)
+    export = await running.client.get(f"/batch/jobs/{job_id}/export", headers=running.headers())
+    assert export.status == 200
+    assert len(parse_csv(await export.text())) == 2
+    assert not running.app[controls.OPEN_STREAMS]  # counted while written, not after
