@@ -383,7 +383,7 @@ openapi.register(
     "/batch/jobs/{batch_job_id}/export",
     "The job's contacts and outcomes as CSV",
     ok_content="text/csv",
-    errors=_JOB_ERRORS,
+    errors={**_JOB_ERRORS, 429: ["too_many_streams"]},
 )
 openapi.register(
     "GET",

@@ -677,5 +677,5 @@ openapi.register(
     CONVAI_PREFIX + "{batch_id}/export",
     "Every recipient as CSV",
     ok_content="text/csv",
-    errors=_BATCH_ERRORS,
+    errors={**_BATCH_ERRORS, 429: ["too_many_streams"]},
 )
