@@ -576,6 +576,8 @@ class JobService:
         )
         # Judged on the status the write saw: another request may change it again before the
         # job is read back (a pause racing a resume is still a pause, then a resume).
+        if status is None:  # deleted meanwhile: 404, as a request after the delete
+            await self.get(org_id, job_id)
         if status != JobStatus.PAUSED:
             raise ServiceError(
                 400,
@@ -600,6 +602,8 @@ class JobService:
                     f"{estimates.format_usd(org.credits_usd)}; raise credits_usd before resuming",
                 )
         resumed, status = await self.store.resume_job(org_id, job_id, self.clock.now())
+        if status is None:  # deleted meanwhile: 404, as a request after the delete
+            await self.get(org_id, job_id)
         if resumed:
             self.engine.job_resumed(job_id)
         elif status not in states.PAUSABLE_JOB_STATUSES:

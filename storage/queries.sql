@@ -540,6 +540,9 @@ UPDATE jobs SET status = 'paused', status_reason = :reason, updated_at = :now
 WHERE id = :id AND (:org IS NULL OR organization_id = :org)
   AND status IN (SELECT value FROM json_each(:from_statuses))
 
+-- job_status --
+SELECT status FROM jobs WHERE id = :id
+
 -- resume_job --
 -- Back to where the job would be had it not been paused: running once it has started, else
 -- waiting for its scheduled start (or starting now).

@@ -17,6 +17,7 @@ from aiohttp import ClientResponse
 from api import controls
 from api import keys as appkeys
 from dialer import export, keys
+from dialer.service import ServiceError
 from storage.connection import StorageUnavailable
 from storage.rows import CallFilter, CallRow
 from storage.store import Store
@@ -823,3 +824,31 @@ async def test_exports_count_with_the_streams_an_organization_holds(
     assert export.status == 200
     assert len(parse_csv(await export.text())) == 2
     assert not running.app[controls.OPEN_STREAMS]  # counted while written, not after
+
+
+async def test_a_control_on_a_job_gone_meanwhile_is_404(running: Running) -> None:
+    """A job deleted between a pause's first look and its write: 404 job_not_found, as for a
+    request after the delete (not `400 ... Batch job is None`)."""
+    job_id = (await running.create_json(phones(1), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+
+    async def gone(*args: Any, **kwargs: Any) -> tuple[bool, str | None]:
+        return False, None  # what the store answers once the job's row is gone
+
+    running.store.pause_job = gone  # type: ignore[method-assign]
+    running.store.resume_job = gone  # type: ignore[method-assign]
+    real_get = running.app[appkeys.SERVICE].get
+    calls = 0
+
+    async def get_then_gone(org: str, job: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls % 2 == 0:  # the look after the write
+            raise ServiceError(404, "job_not_found", "Batch job not found")
+        return await real_get(org, job)
+
+    running.app[appkeys.SERVICE].get = get_then_gone  # type: ignore[method-assign]
+    for action in ("pause", "resume"):
+        status, body = await post(running, f"/batch/jobs/{job_id}/{action}")
+        assert (status, body["code"]) == (404, "job_not_found"), body
