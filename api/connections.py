@@ -219,20 +219,22 @@ class ConnectionGuard:
                 break
             if handler is not newest and handler not in victims and handler in _body_waits:
                 victims.append(handler)
-        loop = asyncio.get_running_loop()
         for handler in victims or [newest]:
             self._shed.hit(max_connections=self.max_connections)
-            # Closed once aiohttp's task serving it has started (a timer runs after the
-            # callbacks already due): this runs within accepting it, or others accepted with
-            # it, before that task's first step, and a connection lost before it makes the
-            # task fail `assert manager is not None` (with handler_cancellation off, as
-            # `serve` runs): a traceback in the log per connection shed.
-            self._conns.pop(handler, None)
-            loop.call_later(0, handler.force_close)
+            # This runs within accepting it, or others accepted with it, before aiohttp's task
+            # serving it has started: a connection lost before that task's first step makes
+            # it fail `assert manager is not None` (with handler_cancellation off, as `serve`
+            # runs), a traceback in the log per connection shed.
+            self._close(handler, once_started=True)
 
-    def _close(self, handler: RequestHandler) -> None:
+    def _close(self, handler: RequestHandler, once_started: bool = False) -> None:
+        """No longer counted at once; closed now, or once_started: after the callbacks
+        already due (a zero-delay timer runs after them), among them that task's first step."""
         self._conns.pop(handler, None)
-        handler.force_close()
+        if once_started:
+            asyncio.get_running_loop().call_later(0, handler.force_close)
+        else:
+            handler.force_close()
 
 
 def _malformed_request_envelope() -> None:
