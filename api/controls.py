@@ -37,7 +37,7 @@ EVENT_CHECK_SECONDS = 1.0
 
 # Set when the app shuts down: open event streams end, so shutdown does not wait on them.
 STREAMS_CLOSING = web.AppKey("event_streams_closing", asyncio.Event)
-# Live-progress streams open, per organization (see `[server] max_event_streams`).
+# Streams open (live progress, exports), per organization (see `holding_stream`).
 OPEN_STREAMS = web.AppKey("open_event_streams", Counter[str])
 
 RETRY_STATUSES = sorted(states.FAILURE_STATUSES)

@@ -33,8 +33,9 @@ class ServerConfig(_Section):
     # Open connections at most (those still sending request headers give way first), and how
     # long a connection may take to send a request head.
     max_connections: int = Field(default=1000, ge=1)
-    # Live-progress streams open at once (each holds a connection for as long as its job runs):
-    # in all, and per organization, so that one cannot hold every connection.
+    # Streams open at once (live progress, held for as long as its job runs; CSV exports,
+    # written as fast as they are read): in all, and per organization, so that one organization
+    # cannot hold every connection.
     max_event_streams: int = Field(default=500, ge=1)
     max_event_streams_per_organization: int = Field(default=100, ge=1)
     header_timeout_seconds: float = Field(default=15.0, gt=0)
