@@ -632,10 +632,11 @@ async def test_events_are_paced(
 
 
 async def test_live_progress_streams_are_capped_per_organization_and_in_all(
-    start_app: StartApp, tmp_path: Path
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One organization cannot hold every connection with streams it never reads: past its own
     cap, or the service's, a stream is 429 too_many_streams; closing one makes room again."""
+    monkeypatch.setattr(controls, "EVENT_CHECK_SECONDS", 0.01)  # (wall-clock pacing)
     config = make_config(
         tmp_path, server={"max_event_streams_per_organization": 2, "max_event_streams": 3}
     )
