@@ -392,6 +392,26 @@ async def test_cancel_reports_the_job_and_every_contact(app: Running, receiver: 
     assert {e["data"]["status"] for e in events} == {"cancelled"}
 
 
+async def test_a_contact_cancelled_at_create_is_reported_finished(
+    app: Running, receiver: Receiver
+) -> None:
+    """A number on the do-not-call list is stored cancelled when its job is created: it gets
+    its contact.finished like any other final contact (it got none: no update of its row)."""
+    await register(app, receiver, events=["contact.finished"])
+    listed = "+12025550102"
+    resp = await app.client.post("/dnc", json={"numbers": [listed]}, headers=app.headers())
+    assert resp.status == 200, await resp.text()
+    phones = [{"phone": "+12025550101"}, {"phone": listed}]
+    job_id = (await app.create_json(phones, scheduledStartTime=FUTURE))["batchJobId"]
+    await wait_until(lambda: _count(receiver, 1))
+    event = receiver.delivered()[0]
+    shown = {c["phoneNumber"]: c for c in (await app.detail(job_id))["contacts"]}
+    assert event["type"] == "contact.finished"
+    assert event["data"] == shown[listed]
+    assert (event["data"]["status"], event["data"]["failureReason"]) == ("cancelled", "do_not_call")
+    assert (await deliveries(app))["total"] == 1  # the waiting contact: nothing yet
+
+
 async def test_an_endpoint_gets_only_the_types_it_asked_for(
     app: Running, receiver: Receiver
 ) -> None:
