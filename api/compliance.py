@@ -13,6 +13,7 @@ from api import keys as appkeys
 from api import openapi
 from api.auth import organization
 from api.batch import _read_multipart, query_int, read_json, validation_error
+from api.controls import holding_stream, stream_chunks
 from api.errors import ApiError
 from dialer import dnc, intake
 
@@ -187,7 +188,8 @@ async def calls_export(request: web.Request) -> web.StreamResponse:
     end = _instant(request, "to", 1e15)
     if start >= end:
         raise ApiError(400, "invalid_time_range", "'from' must be before 'to'")
-    chunks = request.app[appkeys.SERVICE].call_records(organization(request), start, end)
+    org = organization(request)
+    chunks = request.app[appkeys.SERVICE].call_records(org, start, end)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8",
@@ -195,11 +197,9 @@ async def calls_export(request: web.Request) -> web.StreamResponse:
         }
     )
     response.enable_chunked_encoding()
-    await response.prepare(request)
-    async for chunk in chunks:
-        await response.write(chunk)
-    await response.write_eof()
-    return response
+    with holding_stream(request, org):  # written as fast as it is read, as a job's export
+        await response.prepare(request)
+        return await stream_chunks(request, response, chunks)
 
 
 # ----------------------------------------------------------------- contract (api.openapi)
@@ -279,5 +279,5 @@ openapi.register(
     "Every call attempt of the organization in a time range, as CSV (the call records)",
     query=CallRecordsQuery,
     ok_content="text/csv",
-    errors={400: ["invalid_time_range"]},
+    errors={400: ["invalid_time_range"], 429: ["too_many_streams"]},
 )

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
+import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
@@ -23,6 +24,7 @@ from storage.connection import StorageUnavailable
 from storage.rows import JobRow
 
 routes = web.RouteTableDef()
+log = structlog.get_logger("api.controls")
 
 # Live progress: at most one snapshot per this many seconds per stream (changes in between are
 # folded into the next one), and a comment line when nothing changed for a while so that
@@ -34,6 +36,11 @@ EVENT_KEEPALIVE_SECONDS = 15.0
 # noticed only at the next write, and holds one of its organization's streams until then: a
 # dashboard reconnecting after a blip got 429).
 EVENT_CHECK_SECONDS = 1.0
+# A streamed answer (live progress, an export) whose client takes none of its next bytes for this
+# long (its connection's buffers full: it reads nothing) is dropped, freeing its connection and
+# its place among its organization's streams (see holding_stream). A client that reads, however
+# slowly, takes some within it and is never dropped.
+STREAM_STALL_SECONDS = 60.0
 
 # Set when the app shuts down: open event streams end, so shutdown does not wait on them.
 STREAMS_CLOSING = web.AppKey("event_streams_closing", asyncio.Event)
@@ -176,10 +183,33 @@ async def _export(
     )
     response.enable_chunked_encoding()
     await response.prepare(request)
-    async for chunk in chunks:
-        await response.write(chunk)
-    await response.write_eof()
+    return await stream_chunks(request, response, chunks)
+
+
+async def stream_chunks(
+    request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes]
+) -> web.StreamResponse:
+    """Write a prepared response's chunks, then its end; a client gone or stalled (see
+    write_or_drop) ends it where it is."""
+    with contextlib.suppress(ConnectionError):
+        async for chunk in chunks:
+            await write_or_drop(request, response, chunk)
+        await response.write_eof()
     return response
+
+
+async def write_or_drop(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    """Write the next bytes of a streamed answer. A client that takes none of them within
+    STREAM_STALL_SECONDS is dropped (its connection aborted): ConnectionResetError, as for a
+    client that left."""
+    try:
+        await asyncio.wait_for(response.write(data), STREAM_STALL_SECONDS)
+    except TimeoutError:
+        log.warning("stream_client_stalled", path=request.path, seconds=STREAM_STALL_SECONDS)
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise ConnectionResetError("the client read nothing of the answer") from None
 
 
 # ----------------------------------------------------------------- live progress
@@ -314,13 +344,15 @@ async def _stream(
             while rows := await results.store.results_since(job_id, last_result, 100):
                 for row in rows:
                     event_id += 1
-                    await response.write(sse("result", event_id, agent.result_json(row)))
+                    frame = sse("result", event_id, agent.result_json(row))
+                    await write_or_drop(request, response, frame)
                 last_result = rows[-1].id
             data = progress_event(job, counts)
             final = job.status in states.TERMINAL_JOB_STATUSES
             if final or data != sent:
                 event_id += 1
-                await response.write(sse("end" if final else "progress", event_id, data))
+                frame = sse("end" if final else "progress", event_id, data)
+                await write_or_drop(request, response, frame)
                 sent, sent_at = data, loop.time()
                 written_at = sent_at
             if final:
@@ -330,7 +362,7 @@ async def _stream(
                 break
             if not woke:
                 if loop.time() - written_at >= EVENT_KEEPALIVE_SECONDS:
-                    await response.write(b": keep-alive\n\n")
+                    await write_or_drop(request, response, b": keep-alive\n\n")
                     written_at = loop.time()
                 continue
             await pace(sent_at + EVENT_MIN_INTERVAL_SECONDS - loop.time())

@@ -216,6 +216,10 @@ class Foreground:
             await self._sleep(self.defer_seconds)
 
 
+# A bucket's tokens are counted as whole this close below (their sum of refills in floats).
+TOKEN_SLACK = 1e-9
+
+
 class TokenBucket:
     """Calls-per-second limit of one caller number."""
 
@@ -236,7 +240,7 @@ class TokenBucket:
 
     def take(self, wanted: int, now: float) -> int:
         self._refill(now)
-        granted = min(wanted, int(self.tokens + 1e-9))
+        granted = min(wanted, int(self.tokens + TOKEN_SLACK))
         self.tokens -= granted
         return granted
 
@@ -244,9 +248,15 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens + count)
 
     def next_token_at(self, now: float) -> float:
+        """When `take` next grants a token: `now` only if it would grant one now. Never `now`
+        otherwise, however little is missing: a token short by 1e-8 is due 1e-11 s later at
+        1,000 CPS, which rounds to `now` itself at today's timestamps (their float steps are
+        0.24 us), and an engine told to look again at `now` looked again at once, forever,
+        under a clock that stood still (the tests')."""
         self._refill(now)
-        missing = 1.0 - self.tokens
-        return now if missing <= 0 else now + missing / self.rate
+        if self.tokens + TOKEN_SLACK >= 1.0:
+            return now
+        return max(now + (1.0 - self.tokens) / self.rate, math.nextafter(now, math.inf))
 
 
 @dataclass

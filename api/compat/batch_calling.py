@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,10 +41,11 @@ from api import keys as appkeys
 from api import openapi, schemas
 from api.auth import organization
 from api.batch import CreateFields, bounded_int, read_json
-from api.controls import export_response
+from api.controls import export_response, stream_chunks
 from api.errors import ApiError, Envelope
 from dialer import config as configmod
 from dialer import intake, service, windows
+from dialer.service import JobService
 from dialer.states import ContactStatus, JobStatus
 from storage.rows import BatchSummary, ContactRow, JobRow
 
@@ -580,20 +581,23 @@ async def get_batch(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     response.enable_chunked_encoding()
     await response.prepare(request)
-    await response.write((head + ', "recipients": [').encode())
+    return await stream_chunks(request, response, _batch_chunks(svc, summary.job, head))
+
+
+async def _batch_chunks(svc: JobService, job: JobRow, head: str) -> AsyncIterator[bytes]:
+    """The batch's JSON in pieces: its fields, then its recipients a page at a time."""
+    yield (head + ', "recipients": [').encode()
     loop = asyncio.get_running_loop()
     offset = 0
     while True:
-        contacts = await svc.batch_contacts(summary.job.id, RECIPIENTS_PAGE, offset)
+        contacts = await svc.batch_contacts(job.id, RECIPIENTS_PAGE, offset)
         if contacts:
-            text = await loop.run_in_executor(_RENDERER, recipients_text, summary.job, contacts)
-            await response.write(((", " if offset else "") + text).encode())
+            text = await loop.run_in_executor(_RENDERER, recipients_text, job, contacts)
+            yield ((", " if offset else "") + text).encode()
         if len(contacts) < RECIPIENTS_PAGE:
             break
         offset += RECIPIENTS_PAGE
-    await response.write(b"]}")
-    await response.write_eof()
-    return response
+    yield b"]}"
 
 
 @routes.post(CONVAI_PREFIX + "{batch_id}/cancel")

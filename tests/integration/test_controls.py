@@ -7,12 +7,14 @@ import contextlib
 import csv
 import io
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
+from structlog.testing import capture_logs
 
 from api import controls
 from api import keys as appkeys
@@ -812,9 +814,10 @@ async def test_exports_count_with_the_streams_an_organization_holds(
     ]
     stream = await running.client.get(f"/batch/jobs/{job_id}/events", headers=running.headers())
     assert stream.status == 200
-    refused = await running.client.get(f"/batch/jobs/{job_id}/export", headers=running.headers())
-    assert refused.status == 429
-    assert (await refused.json())["code"] == "too_many_streams"
+    for path in (f"/batch/jobs/{job_id}/export", "/calls/export"):
+        refused = await running.client.get(path, headers=running.headers())
+        assert refused.status == 429
+        assert (await refused.json())["code"] == "too_many_streams"
     stream.close()
 
     async def freed() -> bool:
@@ -853,3 +856,89 @@ async def test_a_control_on_a_job_gone_meanwhile_is_404(running: Running) -> Non
     for action in ("pause", "resume"):
         status, body = await post(running, f"/batch/jobs/{job_id}/{action}")
         assert (status, body["code"]) == (404, "job_not_found"), body
+
+
+async def _never_reading(
+    running: Running, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that asks for `path` and then reads nothing (a small receive buffer)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    server = running.client.server
+    await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port or 0))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {running.key}\r\n\r\n"
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def _read_to_end(reader: asyncio.StreamReader) -> int:
+    """Bytes read until the server closed or reset the connection."""
+    got = 0
+    with contextlib.suppress(ConnectionError):
+        while chunk := await reader.read(65536):
+            got += len(chunk)
+    return got
+
+
+def _small_send_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamed answers go out through a small send buffer (as over a slow link), so that a
+    client that reads nothing holds them up after a few hundred KB rather than megabytes."""
+    prepare = web.StreamResponse.prepare
+
+    async def small(self: web.StreamResponse, request: web.BaseRequest) -> Any:
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return await prepare(self, request)
+
+    monkeypatch.setattr(web.StreamResponse, "prepare", small)
+
+
+@pytest.mark.parametrize(
+    "route", ["/batch/jobs/{}/export", "/v1/convai/batch-calling/{}", "/calls/export"]
+)
+async def test_an_export_never_read_is_dropped_and_frees_its_place(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """A client that asks for an export and reads none of it held its connection (and one of its
+    organization's streams) for as long as it liked: once nothing of the answer is taken for
+    STREAM_STALL_SECONDS, it is dropped, and its place is free again for one that reads."""
+    monkeypatch.setattr(controls, "STREAM_STALL_SECONDS", 0.05)  # (wall-clock: the socket's)
+    _small_send_buffers(monkeypatch)
+    streams = {"max_event_streams_per_organization": 1}
+    running = await start_app(make_config(tmp_path, server=streams))
+    note = "x" * 200  # 3,000 contacts: exports of ~1 MB, call records of ~450 KB
+    contacts = [{"phone": p["phone"], "note": note} for p in phones(3000, start=1000)]
+    job_id = (await running.create_json(contacts, concurrentCallLimit=50))["batchJobId"]
+    for _ in range(100):  # a second at a time: the caller number's 1,000 tokens come back
+        if (await running.detail(job_id))["status"] == "completed":
+            break
+        await running.clock.advance(1.0)
+    else:
+        raise AssertionError("the job did not complete")
+    path = route.format(job_id)
+    reader, stalled = await _never_reading(running, path)
+    try:
+        with capture_logs() as logs:
+
+            async def dropped() -> bool:
+                return bool(logs) and not running.app[controls.OPEN_STREAMS]
+
+            await wait_until(dropped)
+        assert [e["event"] for e in logs] == ["stream_client_stalled"]
+        cut_at = await asyncio.wait_for(_read_to_end(reader), 10)  # closed: not all of it sent
+    finally:
+        stalled.transport.abort()
+    monkeypatch.undo()  # sockets and the stall limit as they are
+    resp = await running.client.get(path, headers=running.headers())  # its place is free
+    assert resp.status == 200
+    answer = await resp.text()
+    assert cut_at < len(answer.encode())
+    if "convai" in route:
+        assert len(json.loads(answer)["recipients"]) == 3000
+    else:
+        assert len(parse_csv(answer)) == 3000

@@ -171,3 +171,24 @@ async def test_requests_let_a_small_engine_refill_go_first_briefly() -> None:
     bounded = Foreground(engine_wait_seconds=0.0)
     bounded.engine_owes()
     await asyncio.wait_for(bounded.let_engine_first(), 1.0)  # never longer than the bound
+
+
+def test_a_token_missing_by_a_hair_is_due_later_than_now() -> None:
+    """A token short by less than a float step of today's timestamps (1e-8 of a token at
+    1,000 CPS is 1e-11 s) was said to be due `now`, and `take` then granted none: the engine
+    looked again at once, forever, while the clock stood still. It is due strictly later, and
+    granted then."""
+    bucket = drained(1000)
+    bucket.tokens = 1.0 - 1e-8
+    due = bucket.next_token_at(T0)
+    assert due > T0
+    assert bucket.take(1, T0) == 0
+    assert bucket.take(1, due) == 1
+
+
+def test_a_whole_token_is_due_now() -> None:
+    """A token within the slack of whole is granted now, and said to be due now."""
+    bucket = drained(1000)
+    bucket.tokens = 1.0 - 1e-12
+    assert bucket.next_token_at(T0) == T0
+    assert bucket.take(1, T0) == 1
