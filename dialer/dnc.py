@@ -7,6 +7,7 @@ runs is never dialed again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,13 +80,30 @@ async def import_csv(
     """List the numbers of a CSV's phone column (`phone_column`, else found as for a job's
     CSV; national numbers read as dialed from `default_country`); rows whose number is invalid
     are skipped and reported. Other columns are not read: an opt-out is never dropped for
-    what they hold."""
-    parsed = intake.parse_csv(
-        data, default_country=default_country, phone_column=phone_column, numbers_only=True
+    what they hold.
+
+    Up to intake.MAX_NUMBERS numbers a file (it was MAX_NUMBERS, as for `add`). The file is read
+    off the event loop (10,000 formatted numbers held it 0.23 s), and listed MAX_NUMBERS at a
+    time, each in its own transaction, so that calls ending meanwhile are recorded between
+    them. A storage failure part way leaves the numbers of the transactions done listed (and
+    their contacts cancelled): the import answers 503, and sent again lists the rest, the
+    others counted as already listed."""
+    parsed = await asyncio.to_thread(
+        intake.parse_csv,
+        data,
+        default_country=default_country,
+        phone_column=phone_column,
+        numbers_only=True,
     )
     numbers = [phone for phone, _ in parsed.contacts]
-    added, jobs = await store.dnc_add(organization_id, numbers, reason, "import", now)
-    return Added(added=added, already_listed=len(numbers) - added, jobs=jobs), parsed
+    added = 0
+    jobs: set[str] = set()
+    for start in range(0, len(numbers), MAX_NUMBERS):
+        chunk = numbers[start : start + MAX_NUMBERS]
+        chunk_added, chunk_jobs = await store.dnc_add(organization_id, chunk, reason, "import", now)
+        added += chunk_added
+        jobs.update(chunk_jobs)
+    return Added(added=added, already_listed=len(numbers) - added, jobs=sorted(jobs)), parsed
 
 
 def listed_form(number: str) -> str:

@@ -23,6 +23,9 @@ from dialer import windows
 
 MAX_CONTACTS = 10_000  # valid contacts in one job
 MAX_ROWS = 20_000  # rows of a file (or items of a JSON list), valid or not
+# A do-not-call import (numbers only): rows and numbers of one file (see dialer.dnc).
+MAX_NUMBER_ROWS = 200_000
+MAX_NUMBERS = 100_000
 MAX_CSV_BYTES = 10 * 1024 * 1024
 MAX_REPORTED_INVALID = 100
 MAX_FIELD_CHARS = 10_000
@@ -358,7 +361,8 @@ def parse_csv(
 
     With `numbers_only` (a do-not-call import) only the phone column is read: what the other
     cells hold (an unknown timezone, a field past the header, a long cell, a column named twice)
-    never costs a number its listing, and a contact's data is its phone alone.
+    never costs a number its listing; a contact's data is then empty (the number is all a listing
+    keeps), and a file may hold MAX_NUMBERS numbers in MAX_NUMBER_ROWS rows.
     """
     if len(data) > MAX_CSV_BYTES:
         raise IntakeError("file_too_large", "CSV file is larger than 10 MB")
@@ -403,14 +407,19 @@ def parse_csv(
         raise IntakeError("invalid_csv", "CSV header has duplicate column names")
 
     result = ParsedContacts(encoding=encoding, phone_column=columns[phone_index])
+    most_rows, most, what = (
+        (MAX_NUMBER_ROWS, MAX_NUMBERS, "numbers")
+        if numbers_only
+        else (MAX_ROWS, MAX_CONTACTS, "contacts")
+    )
     seen: set[str] = set()
     try:
         for line_no, record in enumerate(reader, start=2):
             if not record or all(not cell.strip() for cell in record):
                 continue
             result.rows += 1
-            if result.rows > MAX_ROWS:
-                raise IntakeError("too_many_contacts", f"CSV has more than {MAX_ROWS} rows")
+            if result.rows > most_rows:
+                raise IntakeError("too_many_contacts", f"CSV has more than {most_rows} rows")
             problem = None if numbers_only else _row_problem(record, len(columns))
             if problem is not None:
                 _invalid(result, line_no, "", problem)
@@ -429,12 +438,14 @@ def parse_csv(
             if phone in seen:
                 result.duplicates += 1
                 continue
-            if len(result.contacts) == MAX_CONTACTS:
-                raise IntakeError(
-                    "too_many_contacts", f"CSV has more than {MAX_CONTACTS} valid contacts"
-                )
-            fields: dict[str, Any] = {} if not numbers_only else {"phone": phone}
-            for i, column in enumerate(columns if not numbers_only else ()):
+            if len(result.contacts) == most:
+                raise IntakeError("too_many_contacts", f"CSV has more than {most} valid {what}")
+            if numbers_only:  # (no data: the number is all a listing keeps)
+                seen.add(phone)
+                result.contacts.append((phone, ""))
+                continue
+            fields: dict[str, Any] = {}
+            for i, column in enumerate(columns):
                 value = record[i].strip() if i < len(record) else ""
                 if i == phone_index:
                     fields["phone"] = phone

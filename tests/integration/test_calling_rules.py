@@ -15,8 +15,9 @@ from aiohttp import FormData
 from structlog.testing import capture_logs
 from yarl import URL
 
-from dialer import windows
+from dialer import dnc, intake, windows
 from dialer.clock import FakeClock
+from storage.connection import StorageUnavailable
 from tests.conftest import NUMBER, ORG, OTHER_ORG, Running, StartApp, make_config, wait_until
 
 NEW_YORK = "+12025550101"  # America/New_York
@@ -475,6 +476,76 @@ async def test_dnc_import_reads_only_the_phone_column_and_honours_default_countr
     assert [n["number"] for n in (await resp.json())["numbers"]] == [
         f"+1202555800{i}" for i in (1, 2, 5, 6, 7)
     ]
+
+
+async def _import(running: Running, data: bytes) -> tuple[int, dict[str, Any]]:
+    form = FormData()
+    form.add_field("file", io.BytesIO(data), filename="optouts.csv")  # (a big body: streamed)
+    resp = await running.client.post("/dnc/import", data=form, headers=running.headers())
+    return resp.status, await resp.json()
+
+
+def _optouts(n: int, first: int = 0) -> list[str]:
+    return [f"+1303{5_000_000 + first + i:07d}" for i in range(n)]
+
+
+async def test_dnc_import_lists_more_than_ten_thousand_numbers(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """A file of 25,000 opt-outs is listed whole (it was refused past 10,000: a list of 300,000
+    took 30 files), and the waiting contacts with any of them are cancelled, the last chunk's
+    too; past intake.MAX_NUMBERS numbers the file is refused, nothing listed."""
+    running = await start_lawful(start_app, tmp_path)
+    numbers = _optouts(25_000)
+    job_id = (
+        await running.create_json(
+            [{"phone": numbers[0]}, {"phone": numbers[-1]}, {"phone": NEW_YORK}],
+            scheduledStartTime="2030-01-01T00:00:00Z",
+        )
+    )["batchJobId"]
+    status, body = await _import(running, ("phone\n" + "\n".join(numbers)).encode())
+    assert status == 200, body
+    assert (body["added"], body["alreadyListed"], body["invalidCount"]) == (25_000, 0, 0)
+    resp = await running.client.get("/dnc", params={"pageSize": "1"}, headers=running.headers())
+    assert (await resp.json())["total"] == 25_000
+    shown = by_phone(await running.detail(job_id))
+    assert [shown[n]["failureReason"] for n in (numbers[0], numbers[-1])] == ["do_not_call"] * 2
+    assert shown[NEW_YORK]["status"] == "pending"
+    too_many = "phone\n" + "\n".join(_optouts(intake.MAX_NUMBERS + 1, first=100_000))
+    status, body = await _import(running, too_many.encode())
+    assert (status, body["code"]) == (400, "too_many_contacts")
+    assert f"more than {intake.MAX_NUMBERS} valid numbers" in body["error"]
+    resp = await running.client.get("/dnc", params={"pageSize": "1"}, headers=running.headers())
+    assert (await resp.json())["total"] == 25_000
+
+
+async def test_dnc_import_cut_by_a_storage_failure_lists_the_rest_when_sent_again(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """An import is listed 10,000 numbers a transaction: a storage failure part way answers 503
+    with the chunks before it listed (never fewer opt-outs than before); the same file sent
+    again lists the rest and counts the others as already listed."""
+    running = await start_lawful(start_app, tmp_path)
+    store = running.store
+    real_add = store.dnc_add
+    calls = 0
+
+    async def second_fails(*args: Any, **kwargs: Any) -> tuple[int, list[str]]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StorageUnavailable("disk I/O error")
+        return await real_add(*args, **kwargs)
+
+    store.dnc_add = second_fails  # type: ignore[method-assign]
+    data = ("phone\n" + "\n".join(_optouts(15_000))).encode()
+    status, body = await _import(running, data)
+    assert (status, body["code"]) == (503, "storage_unavailable")
+    resp = await running.client.get("/dnc", params={"pageSize": "1"}, headers=running.headers())
+    assert (await resp.json())["total"] == dnc.MAX_NUMBERS
+    status, body = await _import(running, data)
+    assert status == 200, body
+    assert (body["added"], body["alreadyListed"]) == (15_000 - dnc.MAX_NUMBERS, dnc.MAX_NUMBERS)
 
 
 async def test_dnc_suppresses_at_create_and_mid_job_for_its_organization_only(

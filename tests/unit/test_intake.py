@@ -233,7 +233,7 @@ def test_csv_numbers_only_reads_the_phone_column_alone() -> None:
         "f,oops,UTC,g",
     )
     result = intake.parse_csv(data, numbers_only=True)
-    assert result.decoded() == [(n, {"phone": n}) for n in (VALID, OTHER, "+12025550102")]
+    assert result.contacts == [(n, "") for n in (VALID, OTHER, "+12025550102")]
     assert [(r.row, r.value) for r in result.invalid] == [(5, "oops")]
     with pytest.raises(intake.IntakeError) as caught:
         intake.parse_csv(csv_bytes("phone,phone", f"{VALID},{OTHER}"), numbers_only=True)
