@@ -33,6 +33,7 @@ class SystemClock:
         if event.is_set():
             return True
         if timeout is not None and timeout <= 0:
+            await _one_turn()
             return False
         try:
             async with asyncio.timeout(timeout):
@@ -75,6 +76,7 @@ class FakeClock:
         if event.is_set():
             return True
         if timeout is not None and timeout <= 0:
+            await _one_turn()
             return False
         waiter = asyncio.ensure_future(event.wait())
         tasks: set[asyncio.Future[object]] = {waiter}  # type: ignore[arg-type]
@@ -121,3 +123,11 @@ class FakeClock:
     def next_deadline(self) -> float | None:
         live = [d for d, _, f in self._sleepers if not f.done()]
         return min(live) if live else None
+
+
+async def _one_turn() -> None:
+    """Let the event loop turn once. A wait whose time has already come returns at once, but
+    not before the loop has run what is ready: a caller that waits again and again for a time
+    that is always now (a token due `now` that `take` would not grant, say) must still let
+    requests be served, and never hold the loop in a loop of its own."""
+    await asyncio.sleep(0)

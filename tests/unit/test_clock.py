@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from dialer.clock import FakeClock
+from dialer.clock import FakeClock, SystemClock
 from tests.unit.conftest import T0
 
 R = TypeVar("R")
@@ -126,3 +126,15 @@ async def test_wait_timeout_counts_from_the_call_not_from_a_later_loop_step() ->
     await clock.advance(60)
     assert task.done()
     assert task.result() is False
+
+
+async def test_a_wait_whose_time_has_come_lets_the_loop_turn() -> None:
+    """A wait with no time left returns False at once, but only after what else was ready ran:
+    an engine told to look again `now`, again and again, held the event loop (every request
+    with it) for as long as that lasted."""
+    for clock in (FakeClock(T0), SystemClock()):
+        ran: list[bool] = []
+        ready = asyncio.get_running_loop().call_soon(ran.append, True)
+        assert await clock.wait(asyncio.Event(), 0) is False
+        assert ran == [True], type(clock).__name__
+        ready.cancel()
