@@ -8,7 +8,7 @@ runs is never dialed again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,7 @@ async def import_csv(
     now: float,
     phone_column: str | None = None,
     default_country: str | None = None,
+    listed: Callable[[list[str]], None] | None = None,
 ) -> tuple[Added, intake.ParsedContacts]:
     """List the numbers of a CSV's phone column (`phone_column`, else found as for a job's
     CSV; national numbers read as dialed from `default_country`); rows whose number is invalid
@@ -85,9 +86,10 @@ async def import_csv(
     Up to intake.MAX_NUMBERS numbers a file (it was MAX_NUMBERS, as for `add`). The file is read
     off the event loop (10,000 formatted numbers held it 0.23 s), and listed MAX_NUMBERS at a
     time, each in its own transaction, so that calls ending meanwhile are recorded between
-    them. A storage failure part way leaves the numbers of the transactions done listed (and
-    their contacts cancelled): the import answers 503, and sent again lists the rest, the
-    others counted as already listed."""
+    them; `listed` is called after each with the jobs whose waiting contacts it cancelled. A
+    storage failure part way leaves the numbers of the transactions done listed (and their
+    contacts cancelled): the import answers 503, and sent again lists the rest, the others
+    counted as already listed."""
     parsed = await asyncio.to_thread(
         intake.parse_csv,
         data,
@@ -103,6 +105,8 @@ async def import_csv(
         chunk_added, chunk_jobs = await store.dnc_add(organization_id, chunk, reason, "import", now)
         added += chunk_added
         jobs.update(chunk_jobs)
+        if listed is not None:
+            listed(chunk_jobs)
     return Added(added=added, already_listed=len(numbers) - added, jobs=sorted(jobs)), parsed
 
 

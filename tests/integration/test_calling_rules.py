@@ -523,8 +523,9 @@ async def test_dnc_import_cut_by_a_storage_failure_lists_the_rest_when_sent_agai
     start_app: StartApp, tmp_path: Path
 ) -> None:
     """An import is listed 10,000 numbers a transaction: a storage failure part way answers 503
-    with the chunks before it listed (never fewer opt-outs than before); the same file sent
-    again lists the rest and counts the others as already listed."""
+    with the chunks before it listed (never fewer opt-outs than before; the contacts claimed
+    ahead given back after each); the same file sent again lists the rest and counts the
+    others as already listed."""
     running = await start_lawful(start_app, tmp_path)
     store = running.store
     real_add = store.dnc_add
@@ -538,9 +539,21 @@ async def test_dnc_import_cut_by_a_storage_failure_lists_the_rest_when_sent_agai
         return await real_add(*args, **kwargs)
 
     store.dnc_add = second_fails  # type: ignore[method-assign]
+    engine = running.engine
+    real_give_back = engine.give_back_claimed_ahead
+    given_back_after: list[int] = []  # dnc_add calls made when contacts claimed ahead went back
+
+    def give_back(job_id: str | None = None) -> None:
+        given_back_after.append(calls)
+        real_give_back(job_id)
+
+    engine.give_back_claimed_ahead = give_back  # type: ignore[method-assign]
     data = ("phone\n" + "\n".join(_optouts(15_000))).encode()
     status, body = await _import(running, data)
     assert (status, body["code"]) == (503, "storage_unavailable")
+    # Before the first transaction and after it: the listed numbers' contacts claimed ahead
+    # are not dialed, though the import failed later.
+    assert given_back_after == [0, 1]
     resp = await running.client.get("/dnc", params={"pageSize": "1"}, headers=running.headers())
     assert (await resp.json())["total"] == dnc.MAX_NUMBERS
     status, body = await _import(running, data)
