@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import struct
+import termios
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
@@ -36,10 +39,10 @@ EVENT_KEEPALIVE_SECONDS = 15.0
 # noticed only at the next write, and holds one of its organization's streams until then: a
 # dashboard reconnecting after a blip got 429).
 EVENT_CHECK_SECONDS = 1.0
-# A streamed answer (live progress, an export) whose client takes none of its next bytes for this
-# long (its connection's buffers full: it reads nothing) is dropped, freeing its connection and
-# its place among its organization's streams (see holding_stream). A client that reads, however
-# slowly, takes some within it and is never dropped.
+# A streamed answer (live progress, an export) whose client takes none of what waits for it for
+# this long (its connection's buffers full: it reads nothing) is dropped, freeing its connection
+# and its place among its organization's streams (see holding_stream and write_or_drop). A
+# client that reads, however slowly, takes some within it and is never dropped.
 STREAM_STALL_SECONDS = 60.0
 
 # Set when the app shuts down: open event streams end, so shutdown does not wait on them.
@@ -199,17 +202,51 @@ async def stream_chunks(
 
 
 async def write_or_drop(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
-    """Write the next bytes of a streamed answer. A client that takes none of them within
-    STREAM_STALL_SECONDS is dropped (its connection aborted): ConnectionResetError, as for a
-    client that left."""
+    """Write the next bytes of a streamed answer. A client that takes none of what is waiting
+    for it within STREAM_STALL_SECONDS is dropped (its connection aborted):
+    ConnectionResetError, as for a client that left. One that takes some, however little, is
+    waited for: a write may last as long as it keeps taking (a slow reader drains a full send
+    queue of megabytes, and the system says there is room again only after a third of it)."""
+    before = _unsent(request)
+    # What waits for the client once the write has handed its bytes to the transport (its
+    # chunk's framing, a few bytes, aside: a client that takes nothing is below it never).
+    waiting = None if before is None else before + len(data)
+    write = asyncio.ensure_future(response.write(data))
     try:
-        await asyncio.wait_for(response.write(data), STREAM_STALL_SECONDS)
-    except TimeoutError:
-        log.warning("stream_client_stalled", path=request.path, seconds=STREAM_STALL_SECONDS)
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-        raise ConnectionResetError("the client read nothing of the answer") from None
+        while True:
+            done, _ = await asyncio.wait({write}, timeout=STREAM_STALL_SECONDS)
+            if done:
+                return write.result()
+            now = _unsent(request)
+            if waiting is None or now is None or now >= waiting:
+                break
+            waiting = now
+    finally:
+        write.cancel()
+    log.warning("stream_client_stalled", path=request.path, seconds=STREAM_STALL_SECONDS)
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    raise ConnectionResetError("the client read nothing of the answer")
+
+
+def _unsent(request: web.Request) -> int | None:
+    """Bytes written to the client and not taken by it yet: those in the transport's buffer
+    and those in the system's send queue (Linux, TIOCOUTQ: not yet acknowledged by the
+    client's side). Only the transport's where the queue cannot be read; None without one."""
+    transport = request.transport
+    if transport is None:
+        return None
+    buffered = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    ask = getattr(termios, "TIOCOUTQ", None)
+    if sock is None or ask is None:
+        return buffered
+    try:
+        queued = fcntl.ioctl(sock.fileno(), ask, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return buffered
+    return buffered + int(struct.unpack("i", queued)[0])
 
 
 # ----------------------------------------------------------------- live progress

@@ -41,7 +41,7 @@ from api import keys as appkeys
 from api import openapi, schemas
 from api.auth import organization
 from api.batch import CreateFields, bounded_int, read_json
-from api.controls import export_response, stream_chunks
+from api.controls import export_response, holding_stream, stream_chunks
 from api.errors import ApiError, Envelope
 from dialer import config as configmod
 from dialer import intake, service, windows
@@ -580,8 +580,9 @@ async def get_batch(request: web.Request) -> web.StreamResponse:
     head = json.dumps(batch_json(request.app[appkeys.CONFIG], summary))[:-1]
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     response.enable_chunked_encoding()
-    await response.prepare(request)
-    return await stream_chunks(request, response, _batch_chunks(svc, summary.job, head))
+    with holding_stream(request, org):  # written as fast as it is read, as an export
+        await response.prepare(request)
+        return await stream_chunks(request, response, _batch_chunks(svc, summary.job, head))
 
 
 async def _batch_chunks(svc: JobService, job: JobRow, head: str) -> AsyncIterator[bytes]:
@@ -653,7 +654,7 @@ for _prefix in (CONVAI_PREFIX, VOICEAI_PREFIX):
         _prefix + "{batch_id}",
         "A batch with every recipient (`batch_calls.get`)",
         ok=schemas.BatchCall,
-        errors=_BATCH_ERRORS,
+        errors={**_BATCH_ERRORS, 429: ["too_many_streams"]},
     )
 openapi.register(
     "POST",

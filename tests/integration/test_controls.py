@@ -814,10 +814,15 @@ async def test_exports_count_with_the_streams_an_organization_holds(
     ]
     stream = await running.client.get(f"/batch/jobs/{job_id}/events", headers=running.headers())
     assert stream.status == 200
-    for path in (f"/batch/jobs/{job_id}/export", "/calls/export"):
+    for path in (
+        f"/batch/jobs/{job_id}/export",
+        "/calls/export",
+        f"/v1/convai/batch-calling/{job_id}",
+    ):
         refused = await running.client.get(path, headers=running.headers())
         assert refused.status == 429
-        assert (await refused.json())["code"] == "too_many_streams"
+        answer = await refused.json()  # (the compatibility route's in ElevenLabs' shape)
+        assert answer.get("code", answer.get("detail", {}).get("status")) == "too_many_streams"
     stream.close()
 
     async def freed() -> bool:
@@ -859,16 +864,18 @@ async def test_a_control_on_a_job_gone_meanwhile_is_404(running: Running) -> Non
 
 
 async def _never_reading(
-    running: Running, path: str
+    running: Running, path: str, close: bool = False
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection that asks for `path` and then reads nothing (a small receive buffer)."""
+    """A connection that asks for `path` and then reads nothing (a small receive buffer; and
+    with `close`, asks for the connection to be closed after the answer)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     server = running.client.server
     await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port or 0))
     reader, writer = await asyncio.open_connection(sock=sock)
-    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {running.key}\r\n\r\n"
+    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {running.key}\r\n"
+    head += "Connection: close\r\n\r\n" if close else "\r\n"
     writer.write(head.encode())
     await writer.drain()
     return reader, writer
@@ -942,3 +949,44 @@ async def test_an_export_never_read_is_dropped_and_frees_its_place(
         assert len(json.loads(answer)["recipients"]) == 3000
     else:
         assert len(parse_csv(answer)) == 3000
+
+
+def _unchunked(raw: bytes) -> bytes:
+    """The body of an HTTP/1.1 answer in chunked transfer encoding."""
+    rest = raw.split(b"\r\n\r\n", 1)[1]
+    body = bytearray()
+    while True:
+        size_line, rest = rest.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(body)
+        body += rest[:size]
+        rest = rest[size + 2 :]
+
+
+async def test_a_slow_reader_is_never_dropped(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that keeps reading, however slowly, gets the whole export: only one that takes
+    nothing for STREAM_STALL_SECONDS is dropped. It was dropped once one write had waited that
+    long, though the client was reading all along (a slow reader drains a full send queue, and
+    the system says there is room again only after a third of it)."""
+    monkeypatch.setattr(controls, "STREAM_STALL_SECONDS", 0.5)  # (wall-clock: the socket's)
+    _small_send_buffers(monkeypatch)
+    running = await start_app(make_config(tmp_path))
+    note = "x" * 800  # 1,000 contacts: an export of ~850 KB, in chunks of ~425 KB
+    contacts = [{"phone": p["phone"], "note": note} for p in phones(1000, start=1000)]
+    job_id = (await running.create_json(contacts, concurrentCallLimit=50))["batchJobId"]
+    await running.wait_status(job_id, "completed")
+    path = f"/batch/jobs/{job_id}/export"
+    with capture_logs() as logs:
+        reader, writer = await _never_reading(running, path, close=True)
+        raw = bytearray()
+        try:  # 8 KB every 20 ms (~400 KB/s): a chunk takes ~1 s to be taken
+            while piece := await reader.read(8 * 1024):
+                raw += piece
+                await asyncio.sleep(0.02)
+        finally:
+            writer.transport.abort()
+    assert [e["event"] for e in logs if e["event"] == "stream_client_stalled"] == []
+    assert len(parse_csv(_unchunked(bytes(raw)).decode())) == 1000
