@@ -39,6 +39,7 @@ class DncAdded(BaseModel):
 class DncImported(DncAdded):
     invalidRows: list[dict[str, Any]]
     invalidCount: int
+    duplicatesRemoved: int  # rows whose number an earlier row of the file had
 
 
 class DncEntry(BaseModel):
@@ -160,6 +161,7 @@ async def dnc_import(request: web.Request) -> web.Response:
         alreadyListed=added.already_listed,
         invalidRows=report["invalidRows"],
         invalidCount=report["invalidCount"],
+        duplicatesRemoved=parsed.duplicates,
     )
     return web.json_response(answer.model_dump())
 

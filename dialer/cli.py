@@ -435,7 +435,7 @@ def dnc_import(args: argparse.Namespace) -> int:
         return 1
     print(
         f"added {added.added}, already listed {added.already_listed}, "
-        f"invalid rows {parsed.invalid_count}"
+        f"invalid rows {parsed.invalid_count}, duplicate rows {parsed.duplicates}"
     )
     for row in parsed.invalid:
         print(f"  row {row.row}: {row.value!r} {row.reason}", file=sys.stderr)

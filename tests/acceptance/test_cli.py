@@ -137,10 +137,12 @@ def test_dnc_add_list_import_remove(service_factory: Any, tmp_path: Path) -> Non
     bad = run("dnc", "add", "12025550113", *cfg, cwd=tmp_path)
     assert bad.returncode == 1 and "not valid E.164" in bad.stderr
     csv_file = tmp_path / "dnc.csv"
-    csv_file.write_text("phone\n+12025550112\n+12025550114\nnope\n")
+    csv_file.write_text("phone\n+12025550112\n+12025550114\nnope\n+12025550114\n")
     imported = run("dnc", "import", str(csv_file), *cfg, cwd=tmp_path)
     assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.strip() == "added 1, already listed 1, invalid rows 1"
+    assert imported.stdout.strip() == (
+        "added 1, already listed 1, invalid rows 1, duplicate rows 1"
+    )
     listed = run("dnc", "list", *cfg, cwd=tmp_path)
     lines = listed.stdout.strip().splitlines()[1:]
     assert [line.split()[:2] for line in lines] == [
@@ -158,11 +160,15 @@ def test_dnc_add_list_import_remove(service_factory: Any, tmp_path: Path) -> Non
     # A column of another name, named with --phone-column.
     csv_file.write_text("name,mobile\nann,+12025550115\n")
     imported = run("dnc", "import", str(csv_file), "--phone-column", "mobile", *cfg, cwd=tmp_path)
-    assert imported.stdout.strip() == "added 1, already listed 0, invalid rows 0", imported.stderr
+    assert (
+        imported.stdout.strip() == "added 1, already listed 0, invalid rows 0, duplicate rows 0"
+    ), imported.stderr
     # Only the phone column counts; national numbers are read with --default-country.
     csv_file.write_text("phone,timezone\n(202) 555-0116,Mars/Base\n202-555-0117,UTC,extra\n")
     imported = run("dnc", "import", str(csv_file), "--default-country", "US", *cfg, cwd=tmp_path)
-    assert imported.stdout.strip() == "added 2, already listed 0, invalid rows 0", imported.stderr
+    assert (
+        imported.stdout.strip() == "added 2, already listed 0, invalid rows 0, duplicate rows 0"
+    ), imported.stderr
     bad = run("dnc", "import", str(csv_file), "--default-country", "XX", *cfg, cwd=tmp_path)
     assert bad.returncode == 1 and "defaultCountry 'XX'" in bad.stderr
 

@@ -461,9 +461,10 @@ async def test_dnc_import_reads_only_the_phone_column_and_honours_default_countr
 
     status, body = await imported(
         b"phone,timezone,name\n+12025558001,Mars/Base,a\n+12025558002,,b,extra\noops,UTC,c\n"
+        b"+12025558001,,again\n"
     )
     assert status == 200, body
-    assert (body["added"], body["invalidCount"]) == (2, 1)
+    assert (body["added"], body["invalidCount"], body["duplicatesRemoved"]) == (2, 1, 1)
     assert [(r["row"], r["value"]) for r in body["invalidRows"]] == [(4, "oops")]
     national = b"Phone Number;Name\n(202) 555-8005;x\n+1 202 555 8006;y\n2025558007;z\n555;w\n"
     status, body = await imported(national, defaultCountry="us")
