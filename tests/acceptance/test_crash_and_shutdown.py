@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
+import time
 import urllib.request
 from collections import Counter
 from typing import Any
@@ -64,6 +66,7 @@ def test_kill_9_mid_job_never_dials_twice(service_factory: Any) -> None:
     job_id = created["batchJobId"]
     svc.wait(lambda: job_status(svc, job_id)["statusBreakdown"]["completed"] >= 30)
     svc.wait(lambda: claimed_ahead(svc) >= 10)
+    killed_at = time.time()
     assert svc.kill(signal.SIGKILL) == -signal.SIGKILL
 
     left_dialing = svc.db_rows("SELECT id, attempt_count FROM contacts WHERE status = 'dialing'")
@@ -88,9 +91,27 @@ def test_kill_9_mid_job_never_dials_twice(service_factory: Any) -> None:
         # Every dial is a recorded attempt, and every recorded attempt a dial.
         assert per_contact[row["id"]] == row["attempt_count"], dict(row)
     assert not svc.db_rows("SELECT id FROM attempts WHERE outcome IS NULL")
-    interrupted = svc.db_rows("SELECT contact_id FROM attempts WHERE reason = 'interrupted'")
+    interrupted = {
+        r["contact_id"]
+        for r in svc.db_rows("SELECT contact_id FROM attempts WHERE reason = 'interrupted'")
+    }
     placed = {r["id"] for r in left_dialing if (r["id"], r["attempt_count"]) in dialed_before}
-    assert {r["contact_id"] for r in interrupted} == placed
+    assert interrupted <= placed
+    # The others placed had ended before the kill, their outcomes kept on disk until written
+    # (dialer.held): written at the restart as they happened, not as interrupted.
+    ended = placed - interrupted
+    ends = svc.db_rows(
+        "SELECT contact_id, ended_at, reason FROM attempts WHERE contact_id IN "
+        f"({','.join(str(c) for c in ended) or 'NULL'})"
+    )
+    assert {r["contact_id"] for r in ends} == ended
+    assert all(r["ended_at"] <= killed_at and r["reason"] != "interrupted" for r in ends)
+    held = [
+        json.loads(line) for line in svc.log.read_text().splitlines() if "held_outcomes" in line
+    ]
+    assert sum(e.get("count", 0) for e in held if e["event"] == "held_outcomes_written") >= len(
+        ended
+    )
     assert len(placed) < len(left_dialing), "contacts claimed ahead should have gone back"
     detail = job_status(svc, job_id)
     assert sum(detail["statusBreakdown"].values()) == 120
