@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import socket
 import struct
 import termios
 from collections import Counter
@@ -44,6 +45,7 @@ EVENT_CHECK_SECONDS = 1.0
 # and its place among its organization's streams (see holding_stream and write_or_drop). A
 # client that reads, however slowly, takes some within it and is never dropped.
 STREAM_STALL_SECONDS = 60.0
+STALL_CHECKS = 6
 
 # Set when the app shuts down: open event streams end, so shutdown does not wait on them.
 STREAMS_CLOSING = web.AppKey("event_streams_closing", asyncio.Event)
@@ -203,31 +205,47 @@ async def stream_chunks(
 
 async def write_or_drop(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
     """Write the next bytes of a streamed answer. A client that takes none of what is waiting
-    for it within STREAM_STALL_SECONDS is dropped (its connection aborted):
-    ConnectionResetError, as for a client that left. One that takes some, however little, is
-    waited for: a write may last as long as it keeps taking (a slow reader drains a full send
-    queue of megabytes, and the system says there is room again only after a third of it)."""
+    for it for STREAM_STALL_SECONDS is dropped (see _drop): ConnectionResetError, as for a
+    client that left. One that takes some is waited for: a write may last as long as it keeps
+    taking (a slow reader drains a full send queue of megabytes, and the system says there is
+    room again only after a third of it). Looked at STALL_CHECKS times in that long, so a
+    client is dropped about STREAM_STALL_SECONDS after the last it took, not up to twice that."""
+    loop = asyncio.get_running_loop()
     before = _unsent(request)
     # What waits for the client once the write has handed its bytes to the transport (its
     # chunk's framing, a few bytes, aside: a client that takes nothing is below it never).
     waiting = None if before is None else before + len(data)
+    took_at = loop.time()
     write = asyncio.ensure_future(response.write(data))
     try:
         while True:
-            done, _ = await asyncio.wait({write}, timeout=STREAM_STALL_SECONDS)
+            done, _ = await asyncio.wait({write}, timeout=STREAM_STALL_SECONDS / STALL_CHECKS)
             if done:
                 return write.result()
             now = _unsent(request)
-            if waiting is None or now is None or now >= waiting:
+            if waiting is not None and now is not None and now < waiting:
+                waiting, took_at = now, loop.time()
+            elif loop.time() - took_at >= STREAM_STALL_SECONDS:
                 break
-            waiting = now
     finally:
         write.cancel()
+    _drop(request)
+    raise ConnectionResetError("the client read nothing of the answer")
+
+
+def _drop(request: web.Request) -> None:
+    """End a stalled client's connection at once: reset (SO_LINGER 0), so the system discards
+    the megabytes queued for it rather than keep them, and keep sending them, until the client
+    reads them or a timeout gives up."""
     log.warning("stream_client_stalled", path=request.path, seconds=STREAM_STALL_SECONDS)
     transport = request.transport
-    if transport is not None:
-        transport.abort()
-    raise ConnectionResetError("the client read nothing of the answer")
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _unsent(request: web.Request) -> int | None:
