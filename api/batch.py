@@ -495,14 +495,15 @@ async def _read_parts(
                 )
             chunks.append(chunk)
         value = b"".join(chunks)
-        if name == "file":
-            csv_bytes = value
-            continue
         if part.headers.get("Content-Encoding", "identity").lower() != "identity":
-            # (a compressed field could unpack to megabytes from a few bytes: none is needed)
+            # (a compressed part could unpack to megabytes from a few bytes: none is needed; a
+            # compressed file was read as its compressed bytes, and refused for what they held)
             raise ApiError(
                 400, "validation_error", f"Form field '{name[:50]}' must not be compressed"
             )
+        if name == "file":
+            csv_bytes = value
+            continue
         try:
             decoded = bytes(part.decode(value))
         except (RuntimeError, ValueError) as exc:  # an unknown Content-Transfer-Encoding...

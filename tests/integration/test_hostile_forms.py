@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import threading
 from collections.abc import AsyncIterator
@@ -192,4 +193,16 @@ async def test_form_fields_with_odd_encodings_are_refused(running: Running) -> N
         ).encode() + b"n\r\n"
         status, answer = await post_multipart(running, body(BASE_FIELDS[0], odd, CSV))
         assert (status, answer["code"]) == (400, "validation_error"), (header, answer)
+    # The file compressed: it was read as its compressed bytes (and refused as a binary file).
+    gzipped = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="c.csv"\r\n'
+            "Content-Encoding: gzip\r\n\r\n"
+        ).encode()
+        + gzip.compress(b"phone\n+12025550101\n")
+        + b"\r\n"
+    )
+    status, answer = await post_multipart(running, body(*BASE_FIELDS, gzipped))
+    assert (status, answer["code"]) == (400, "validation_error"), answer
+    assert "must not be compressed" in answer["error"]
     assert await job_total(running) == 0
