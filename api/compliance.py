@@ -13,7 +13,7 @@ from api import keys as appkeys
 from api import openapi
 from api.auth import organization
 from api.batch import _read_multipart, query_int, read_json, validation_error
-from api.controls import holding_stream, stream_chunks
+from api.controls import csv_headers, stream_answer
 from api.errors import ApiError
 from dialer import dnc, intake
 
@@ -194,16 +194,7 @@ async def calls_export(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_time_range", "'from' must be before 'to'")
     org = organization(request)
     chunks = request.app[appkeys.SERVICE].call_records(org, start, end)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": 'attachment; filename="calls.csv"',
-        }
-    )
-    response.enable_chunked_encoding()
-    with holding_stream(request, org):  # written as fast as it is read, as a job's export
-        await response.prepare(request)
-        return await stream_chunks(request, response, chunks)
+    return await stream_answer(request, org, csv_headers("calls.csv"), chunks)
 
 
 # ----------------------------------------------------------------- contract (api.openapi)

@@ -42,8 +42,9 @@ EVENT_KEEPALIVE_SECONDS = 15.0
 EVENT_CHECK_SECONDS = 1.0
 # A streamed answer (live progress, an export) whose client takes none of what waits for it for
 # this long (its connection's buffers full: it reads nothing) is dropped, freeing its connection
-# and its place among its organization's streams (see holding_stream and write_or_drop). A
-# client that reads, however slowly, takes some within it and is never dropped.
+# and its place among its organization's streams (see holding_stream and write_or_drop). A read
+# counts once the client's system says it freed a packet's worth (a KB or so on a network, 64 KB
+# on the same machine); looked at STALL_CHECKS times in that long.
 STREAM_STALL_SECONDS = 60.0
 STALL_CHECKS = 6
 
@@ -173,34 +174,31 @@ async def export_response(request: web.Request, job_id: str) -> web.StreamRespon
     """The job's contacts as a streamed CSV download."""
     org = organization(request)
     job, chunks = await request.app[appkeys.SERVICE].export_csv(org, job_id)
+    return await stream_answer(request, org, csv_headers(f"{job.id}.csv"), chunks)
+
+
+def csv_headers(filename: str) -> dict[str, str]:
+    return {
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+
+
+async def stream_answer(
+    request: web.Request, org: str, headers: dict[str, str], chunks: AsyncIterator[bytes]
+) -> web.StreamResponse:
+    """An answer written chunk by chunk as fast as its client reads it (an export): counted
+    among the organization's streams while it is written (see holding_stream); a client gone
+    or stalled (see write_or_drop) ends it where it is."""
     with holding_stream(request, org):
-        return await _export(request, job, chunks)
-
-
-async def _export(
-    request: web.Request, job: JobRow, chunks: AsyncIterator[bytes]
-) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="{job.id}.csv"',
-        }
-    )
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    return await stream_chunks(request, response, chunks)
-
-
-async def stream_chunks(
-    request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes]
-) -> web.StreamResponse:
-    """Write a prepared response's chunks, then its end; a client gone or stalled (see
-    write_or_drop) ends it where it is."""
-    with contextlib.suppress(ConnectionError):
-        async for chunk in chunks:
-            await write_or_drop(request, response, chunk)
-        await response.write_eof()
-    return response
+        response = web.StreamResponse(headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            async for chunk in chunks:
+                await write_or_drop(request, response, chunk)
+            await response.write_eof()
+        return response
 
 
 async def write_or_drop(request: web.Request, response: web.StreamResponse, data: bytes) -> None:

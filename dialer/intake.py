@@ -86,7 +86,8 @@ class ParsedContacts:
     """Valid contacts in upload order, and what was skipped. Tests read them with `decoded`."""
 
     # (phone, the contact's data as a JSON object's text): encoded as soon as it is read, so that
-    # a wide list is held as text rather than as millions of small Python objects.
+    # a wide list is held as text rather than as millions of small Python objects. Empty text
+    # for a do-not-call import's numbers (parse_csv's numbers_only).
     contacts: list[tuple[str, str]] = field(default_factory=list)
     invalid: list[InvalidRow] = field(default_factory=list)
     invalid_count: int = 0

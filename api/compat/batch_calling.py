@@ -41,7 +41,7 @@ from api import keys as appkeys
 from api import openapi, schemas
 from api.auth import organization
 from api.batch import CreateFields, bounded_int, read_json
-from api.controls import export_response, holding_stream, stream_chunks
+from api.controls import export_response, stream_answer
 from api.errors import ApiError, Envelope
 from dialer import config as configmod
 from dialer import intake, service, windows
@@ -578,11 +578,8 @@ async def get_batch(request: web.Request) -> web.StreamResponse:
     svc, org = request.app[appkeys.SERVICE], organization(request)
     summary = await svc.batch_summary(org, request.match_info["batch_id"])
     head = json.dumps(batch_json(request.app[appkeys.CONFIG], summary))[:-1]
-    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
-    response.enable_chunked_encoding()
-    with holding_stream(request, org):  # written as fast as it is read, as an export
-        await response.prepare(request)
-        return await stream_chunks(request, response, _batch_chunks(svc, summary.job, head))
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    return await stream_answer(request, org, headers, _batch_chunks(svc, summary.job, head))
 
 
 async def _batch_chunks(svc: JobService, job: JobRow, head: str) -> AsyncIterator[bytes]:
