@@ -541,7 +541,7 @@ WHERE id = :id AND (:org IS NULL OR organization_id = :org)
   AND status IN (SELECT value FROM json_each(:from_statuses))
 
 -- job_status --
-SELECT status FROM jobs WHERE id = :id
+SELECT status FROM jobs WHERE id = :id AND (:org IS NULL OR organization_id = :org)
 
 -- resume_job --
 -- Back to where the job would be had it not been paused: running once it has started, else

@@ -1617,5 +1617,5 @@ def _changed_and_status(
     """Run a job's status change; return whether it changed the job, and the job's status
     after it, read in the same transaction."""
     changed = conn.execute(Q()[query], params).rowcount == 1
-    row = conn.execute(Q()["job_status"], {"id": params["id"]}).fetchone()
+    row = conn.execute(Q()["job_status"], {"id": params["id"], "org": params["org"]}).fetchone()
     return changed, None if row is None else str(row[0])

@@ -806,3 +806,19 @@ def test_a_claim_started_later_keeps_every_other_field() -> None:
     claim = ClaimedContact(**values)  # type: ignore[arg-type]
     assert claim.started(9.0) == dataclasses.replace(claim, started_at=9.0)
     assert claim.started(9.0).started_at == 9.0
+
+
+async def test_pause_and_resume_tell_another_organization_nothing_of_a_job(store: Store) -> None:
+    """A pause or resume of another organization's job changes nothing and answers no status
+    (as for no such job): the status read beside the write is the organization's own."""
+    job_id = await running_job(store)
+    assert await store.pause_job(job_id, "x", T0, ["running"], organization_id="org_other") == (
+        False,
+        None,
+    )
+    assert await store.resume_job("org_other", job_id, T0) == (False, None)
+    assert await store.pause_job(job_id, "x", T0, ["running"], organization_id=ORG) == (
+        True,
+        "paused",
+    )
+    assert await store.resume_job(ORG, job_id, T0) == (True, "running")
