@@ -56,6 +56,9 @@ def _storage_check(engine: Engine, store: Store) -> str:
         )
     if store.last_write_error is not None:
         return f"last write failed: {store.last_write_error}"
+    missing = engine.held_room_missing
+    if missing is not None:
+        return f"no call is started: {missing}"
     return "ok"
 
 

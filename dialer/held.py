@@ -9,8 +9,14 @@ recorded `interrupted` and dialed again. The file is created readable by its own
 
 Its records are `marshal`ed (version 4: tuples, strings, numbers), each a batch of outcomes with
 their field names and a 4-byte length before it: encoding one costs about 1 us here, against
-about 10 us as a JSON line, and the engine writes every call's. A file of JSON lines (one
-outcome per line, as versions before wrote it) is read too.
+about 10 us as a JSON line, and the engine writes every call's. A zero length (or the file's
+end) ends them. A file of JSON lines (one outcome per line, as versions before wrote it) is read
+too.
+
+The file keeps its room on the disk (`reserve`): it is allocated that size when opened, and
+written in place, never truncated, so that a disk that fills up (the very fault it is there
+for) cannot refuse it the outcomes of the calls that end while storage fails. The engine starts
+no call while the room cannot be had (see `reserved`).
 """
 
 from __future__ import annotations
@@ -36,60 +42,111 @@ _FIELDS = {f.name for f in dataclasses.fields(Outcome)}
 _NAMES = tuple(f.name for f in dataclasses.fields(Outcome))
 _VALUES = attrgetter(*_NAMES)
 _LENGTH = struct.Struct("<I")
+_END = _LENGTH.pack(0)
+_JSON_LINES = b'{"contact_id"'  # how a file of an earlier version's JSON lines starts
 MARSHAL_VERSION = 4
+# The room kept: at least this (about 3,000 outcomes of a call each, ~330 bytes), and
+# RESERVE_BYTES_PER_OUTCOME for each outcome the engine may hold at once (see Engine).
+RESERVE_BYTES = 1 << 20
+RESERVE_BYTES_PER_OUTCOME = 1024
 
 
 class HeldOutcomes:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, reserve: int = RESERVE_BYTES) -> None:
         self.path = path
+        self.reserve = reserve
         self._exists = os.path.exists(path)
         self._failed = False
-        self.size = 0  # bytes appended since the file was last emptied
-        self._fd: int | None = None  # kept open between appends (one write each)
+        self.room_error: str | None = None  # why the last try to keep the room failed
+        self.size = 0  # bytes of the records it holds (where the next one goes)
+        self._fd: int | None = None  # kept open between writes (one write each)
+
+    @property
+    def reserved(self) -> bool:
+        """Whether the file has its room on the disk (it is tried again when it has not): while
+        it has not, a call that ends during a storage fault might find no room for its outcome,
+        and the engine starts none."""
+        if self._fd is not None:
+            return True
+        try:
+            self._open()
+        except OSError as exc:
+            if self.room_error is None:
+                log.error(
+                    "held_outcomes_not_reserved",
+                    path=self.path,
+                    bytes=self.reserve,
+                    error=str(exc),
+                    action="no call is started until the disk has room for this file",
+                )
+            self.room_error = f"no room for {self.path} ({self.reserve} bytes): {exc}"
+            return False
+        if self.room_error is not None:
+            log.warning("held_outcomes_reserved", path=self.path, bytes=self.reserve)
+        self.room_error = None
+        return True
+
+    def _open(self) -> int:
+        """Open the file (made if need be) with its room allocated; find where its records end."""
+        if self._fd is not None:
+            return self._fd
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+            if data.startswith(_JSON_LINES):  # an earlier version's: kept, as records
+                lines = self._load_lines(data)
+                data = _record(lines) if lines else b""
+                os.pwrite(fd, data + _END, 0)
+            size = _records_end(data)
+            os.posix_fallocate(fd, 0, max(self.reserve, size + len(_END)))
+            if size == 0:
+                os.pwrite(fd, _END, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd, self.size, self._exists = fd, size, True
+        return fd
 
     def append(self, outcomes: Sequence[Outcome]) -> None:
         """Add outcomes to the file (flushed to the OS at once: a process crash keeps them)."""
-        if not outcomes:
-            return
-        payload = marshal.dumps((_NAMES, [_VALUES(o) for o in outcomes]), MARSHAL_VERSION)
-        data = _LENGTH.pack(len(payload)) + payload
+        if outcomes:
+            self._write(None, _record(outcomes))
+
+    def _write(self, at: int | None, data: bytes) -> None:
+        """Write records at `at` (None: after those it holds), the end mark after them: one
+        write (a process killed keeps all of it or none), into the room kept unless they
+        outgrow it."""
         try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            if os.write(self._fd, data) < len(data):
-                # A full disk took part of it: cut it off, or every record after it would be
-                # unreadable (they are framed by their lengths).
-                os.ftruncate(self._fd, self.size)
+            fd = self._open()
+            if at is None:
+                at = self.size
+            if os.pwrite(fd, data + _END, at) < len(data) + len(_END):
+                # A full disk took part of it (past the room kept): end the records before it.
+                os.pwrite(fd, _END, at)
                 raise OSError(f"only part of {len(data)} bytes written")
         except OSError as exc:
             if not self._failed:  # once per episode: the disk may be what is failing
                 log.error("held_outcomes_not_saved", path=self.path, error=str(exc))
             self._failed = True
             return
-        self._exists = True
-        self.size += len(data)
+        self._failed = False
+        self.size = at + len(data)
 
     def written(self, left: Sequence[Outcome]) -> None:
         """A transaction committed outcomes: the file holds exactly `left`, those still to be
-        written (it is emptied in place, not removed: cheaper, once per transaction). Never a
-        line of one already written: a given-back attempt's number is claimed again, and an
-        old line for it would be taken for the new call's outcome."""
-        if self._fd is not None:
-            try:
-                os.ftruncate(self._fd, 0)
-            except OSError:
-                self.clear()
-            self.size = 0
-        elif self._exists:
-            self.clear()
-        self.append(left)
+        written (written over the first records in one write, not truncated: it keeps its
+        room). Never a record of one already written: a given-back attempt's number is claimed
+        again, and an old record of it would be taken for the new call's outcome."""
+        if self._fd is None and not self._exists and not left:
+            return
+        self._write(0, _record(left) if left else b"")
 
     def replace(self, outcomes: Sequence[Outcome]) -> None:
         """The file holds exactly these outcomes."""
-        self.clear()
-        self.append(outcomes)
+        self.written(outcomes)
 
     def clear(self) -> None:
+        """Everything is written and the engine stops: the file goes (and its room)."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -110,12 +167,14 @@ class HeldOutcomes:
                 data = f.read()
         except FileNotFoundError:
             return []
-        if data.startswith(b"{"):
+        if data.startswith(_JSON_LINES):
             return self._load_lines(data)
         found: list[Outcome] = []
         at = 0
         while at + _LENGTH.size <= len(data):
             (size,) = _LENGTH.unpack_from(data, at)
+            if size == 0:  # the end mark (the room kept lies after it)
+                break
             record = data[at + _LENGTH.size : at + _LENGTH.size + size]
             at += _LENGTH.size + size
             try:
@@ -140,6 +199,22 @@ class HeldOutcomes:
             except (ValueError, TypeError, AttributeError):
                 log.warning("held_outcome_unreadable", path=self.path, line=line[:200])
         return found
+
+
+def _record(outcomes: Sequence[Outcome]) -> bytes:
+    payload = marshal.dumps((_NAMES, [_VALUES(o) for o in outcomes]), MARSHAL_VERSION)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def _records_end(data: bytes) -> int:
+    """Where the records of a file's content end."""
+    at = 0
+    while at + _LENGTH.size <= len(data):
+        (size,) = _LENGTH.unpack_from(data, at)
+        if size == 0 or at + _LENGTH.size + size > len(data):
+            break
+        at += _LENGTH.size + size
+    return at
 
 
 def _outcome(values: dict[str, Any]) -> Outcome:

@@ -31,7 +31,7 @@ from dialer import autopause, logs, results, retry, windows
 from dialer.clock import Clock
 from dialer.config import Config
 from dialer.dialed import DialLog
-from dialer.held import HeldOutcomes
+from dialer.held import RESERVE_BYTES, RESERVE_BYTES_PER_OUTCOME, HeldOutcomes
 from dialer.providers.base import (
     DIAL_LOG_STUCK,
     DialRequest,
@@ -86,6 +86,10 @@ DECK_MAX_AGE_SECONDS = 1.0
 # within this long (real time), unless the job's contacts claimed ahead run low: each ended
 # call's own transaction cost 5x as many writes (a 0.3 s call: 87 cycles for 150 contacts).
 WRITE_BATCH_SECONDS = 0.02
+# How often the engine tries again to give the held-outcomes file its room on the disk, while it
+# has none (and starts no call).
+HELD_ROOM_RETRY_SECONDS = 1.0
+
 # The reason recorded on the give-back of a contact claimed ahead that was not dialed.
 CLAIMED_AHEAD_REASON = "claimed ahead, not dialed"
 # The reason of a contact found `dialing` after a crash that the dial log says was never dialed.
@@ -348,7 +352,16 @@ class Engine:
         self.provider_outage: Outage | None = None
         self.provider_cap: ProviderCap | None = None
         self._reconciled = False
-        self._journal = None if store.path == ":memory:" else HeldOutcomes(store.path + ".held")
+        # Its room on the disk: the outcomes it may have to hold at once, of every live call and
+        # every contact claimed ahead (no call starts while storage fails).
+        most_held = config.engine.max_concurrent_calls * (1 + DECK_ROUNDS)
+        self._journal = (
+            None
+            if store.path == ":memory:"
+            else HeldOutcomes(
+                store.path + ".held", max(RESERVE_BYTES, RESERVE_BYTES_PER_OUTCOME * most_held)
+            )
+        )
         # Ended calls' outcomes for that file this turn: on it before any transaction takes them.
         self._unsaved: list[Outcome] = []
         # The attempts dialed, so that a restart after a crash tells the contacts claimed and
@@ -464,6 +477,11 @@ class Engine:
     def held_outcomes(self) -> int:
         """Outcomes of ended calls not yet written."""
         return len(self._held) + len(self._done)
+
+    @property
+    def held_room_missing(self) -> str | None:
+        """Why the held-outcomes file has no room on the disk (no call starts meanwhile)."""
+        return self._journal.room_error if self._journal is not None else None
 
     @property
     def dial_log_kept(self) -> bool:
@@ -1217,6 +1235,9 @@ class Engine:
         plan: dict[str, tuple[RunningJob, TokenBucket, int, int]] = {}
         if self._stopping.is_set() or self.storage_outage is not None:
             return plan, next_due  # no call starts while storage cannot record it
+        if self._journal is not None and not self._journal.reserved:
+            # Nor while the outcome of a call could find no room on the disk (dialer.held).
+            return plan, _earliest(next_due, now + HELD_ROOM_RETRY_SECONDS)
         provider = self.provider_outage
         if provider is not None:
             if now < provider.pause_at:

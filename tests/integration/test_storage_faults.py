@@ -5,6 +5,8 @@ the provider backed off for all jobs and jobs paused after a while, health that 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -186,12 +188,13 @@ async def test_held_outcomes_survive_a_crash(
     assert detail["statusBreakdown"]["completed"] == 2
     assert all(c["attemptCount"] == 1 for c in detail["contacts"])
     assert provider2.ledger == []  # nobody was dialed again
-    assert not exists(journal.path)
+    assert HeldOutcomes(journal.path).load() == []  # (kept with its room while it runs)
     dial_log = again.store.path + ".dialed"
     assert exists(dial_log)
     again.engine.stop()
     await wait_until(lambda: _stopped(again))
     assert not exists(dial_log)  # stopped as asked: the next start trusts no file
+    assert not exists(journal.path)
 
 
 async def test_unreachable_provider_is_backed_off_for_all_jobs_then_jobs_pause(
@@ -446,15 +449,15 @@ async def test_a_call_that_ended_just_before_a_crash_is_not_dialed_again(
 async def test_a_clean_stop_leaves_no_held_outcomes_file(
     start_app: StartApp, tmp_path: Path
 ) -> None:
-    """While calls end the file is there (emptied after each write); once every outcome is
-    written and the engine stops as asked, it is gone."""
+    """While calls end the file is there, with its room on the disk (emptied after each write);
+    once every outcome is written and the engine stops as asked, it is gone."""
     running, _ = await start(start_app, tmp_path)
     job_id = (await running.create_json(phones(2)))["batchJobId"]
     await wait_until(lambda: _dialing(running, job_id, 2))
     await running.clock.advance(60)
     await running.wait_status(job_id, "completed")
     held = running.store.path + ".held"
-    assert exists(held) and read(held) == b""
+    assert HeldOutcomes(held).load() == [] and read(held)[:4] == bytes(4)
     running.engine.stop()
     await wait_until(lambda: _stopped(running))
     assert not exists(held)
@@ -512,3 +515,43 @@ async def test_a_backup_restored_onto_the_database_file_is_not_trusted_to_the_di
         (1, "interrupted"),
         (1, "interrupted"),
     ]
+
+
+async def test_no_call_starts_while_the_held_outcomes_file_has_no_room(
+    start_app: StartApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held-outcomes file keeps its room on the disk so that a disk that fills up cannot
+    refuse it the outcome of a call that ends meanwhile (a crash then would dial that person
+    again). While the room cannot be had, no call starts, no attempt is counted, and health
+    says why; once it can, the job goes on by itself."""
+    running, provider = await start(start_app, tmp_path)
+    await settle(running)
+    journal = running.engine._journal
+    assert journal is not None
+    journal.clear()  # (as at a start: the file is made when the first call may start)
+    real = os.posix_fallocate
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with capture_logs() as logs:
+        job_id = (await running.create_json(phones(2)))["batchJobId"]
+        for _ in range(3):
+            await running.clock.advance(1)
+            await settle(running)
+        assert provider.tries == 0
+        detail = await running.detail(job_id)
+        assert all(c["attemptCount"] == 0 for c in detail["contacts"])
+        status, body = await health_of(running)
+        assert status == 503
+        assert body["checks"]["storage"].startswith("no call is started: no room for")
+        monkeypatch.setattr(os, "posix_fallocate", real)
+        await running.clock.advance(1)
+        await wait_until(lambda: _dialing(running, job_id, 2))
+    assert [e["event"] for e in logs if "held_outcomes" in e["event"]] == [
+        "held_outcomes_not_reserved",
+        "held_outcomes_reserved",
+    ]
+    assert (await health_of(running))[0] == 200
+    assert os.stat(journal.path).st_blocks * 512 >= journal.reserve

@@ -4,11 +4,14 @@ crash mid-write costs only itself, and a file of JSON lines from an earlier vers
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import marshal
 import os
 import struct
 from pathlib import Path
+
+from pytest import MonkeyPatch
 
 from dialer.held import HeldOutcomes
 from storage.rows import Outcome
@@ -58,8 +61,11 @@ def test_a_record_torn_by_a_crash_costs_only_itself(tmp_path: Path) -> None:
     held = HeldOutcomes(str(tmp_path / "d.db.held"))
     held.append([outcome(1)])
     held.append([outcome(2), outcome(3)])
-    data = Path(held.path).read_bytes()
-    Path(held.path).write_bytes(data[:-5])  # the second write cut short
+    data = Path(held.path).read_bytes()[: held.size]
+    Path(held.path).write_bytes(data[:-5])  # the second write cut short, at the file's end
+    assert HeldOutcomes(held.path).load() == [outcome(1)]
+    # or in the room kept after it (zeros)
+    Path(held.path).write_bytes(data[:-5] + bytes(4096))
     assert HeldOutcomes(held.path).load() == [outcome(1)]
 
 
@@ -90,3 +96,65 @@ def test_a_held_outcome_the_database_cannot_store_does_not_stop_the_start(
     held = HeldOutcomes(str(tmp_path / "d.db.held"))
     held.append([outcome(1, sip_code=10**20), outcome(2, duration=2**70), outcome(3)])
     assert held.load() == [outcome(1, sip_code=None), outcome(3)]
+
+
+def test_the_file_keeps_its_room_on_the_disk(tmp_path: Path) -> None:
+    """Allocated its reserve when opened and never truncated: the outcomes of calls that end
+    while the disk is full go into room it already has. Emptied (records written over), it
+    reads as empty, and an earlier, longer content is never read back after a shorter one."""
+    held = HeldOutcomes(str(tmp_path / "d.db.held"), reserve=256 * 1024)
+    held.append([outcome(i) for i in range(1, 50)])
+    assert held.reserved
+
+    def allocated() -> int:
+        return os.stat(held.path).st_blocks * 512
+
+    assert allocated() >= 256 * 1024
+    held.written([outcome(7)])
+    assert held.load() == [outcome(7)]
+    assert allocated() >= 256 * 1024
+    held.written([])
+    assert held.load() == [] and HeldOutcomes(held.path).load() == []
+    assert allocated() >= 256 * 1024
+    held.append([outcome(8)])
+    assert HeldOutcomes(held.path).load() == [outcome(8)]  # (the next start reads this)
+
+
+def test_reopened_it_appends_after_what_it_holds(tmp_path: Path) -> None:
+    first = HeldOutcomes(str(tmp_path / "d.db.held"))
+    first.append([outcome(1), outcome(2)])
+    again = HeldOutcomes(first.path)
+    again.append([outcome(3)])
+    assert again.load() == [outcome(1), outcome(2), outcome(3)]
+
+
+def test_json_lines_of_an_earlier_version_are_kept_when_appended_to(tmp_path: Path) -> None:
+    path = tmp_path / "d.db.held"
+    path.write_text(json.dumps(dataclasses.asdict(outcome(1))) + "\n")
+    held = HeldOutcomes(str(path))
+    held.append([outcome(2)])
+    assert held.load() == [outcome(1), outcome(2)]
+
+
+def test_a_record_whose_length_looks_like_json_is_read_as_a_record(tmp_path: Path) -> None:
+    """A file of records is told from JSON lines by more than its first byte: a record of 123
+    bytes (or 379, ...) starts with `{`."""
+    held = HeldOutcomes(str(tmp_path / "d.db.held"))
+    for n in range(1, 400):  # reasons of every length: one makes the first byte `{`
+        held.written([outcome(1, reason="x" * n)])
+        if Path(held.path).read_bytes()[:1] == b"{":
+            break
+    assert Path(held.path).read_bytes()[:1] == b"{"
+    assert HeldOutcomes(held.path).load() == [outcome(1, reason="x" * n)]
+
+
+def test_no_room_is_told_and_tried_again(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    held = HeldOutcomes(str(tmp_path / "d.db.held"))
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    assert not held.reserved
+    monkeypatch.undo()
+    assert held.reserved
