@@ -25,6 +25,7 @@ Created readable by its owner only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 from collections.abc import Iterable
@@ -41,8 +42,26 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 # The file is written again with only the attempts whose outcome is not yet written after this
 # many lines (about 12 bytes each).
 ROTATE_LINES = 100_000
+# The room the file keeps on the disk beyond its content, per line until its next rewrite: its
+# lines go into room it already has, and a disk that fills up cannot refuse them.
+LINE_ROOM = 24
 
 Attempt = tuple[int, int]  # (contact id, attempt number)
+
+
+def _keep_room(fd: int, size: int) -> None:
+    """Allocate `size` bytes of disk for the file without changing its length (Linux
+    `fallocate` with FALLOC_FL_KEEP_SIZE); where that cannot be done, the file does without."""
+    fallocate = getattr(_libc, "fallocate", None)
+    if fallocate is not None:  # (no room, or a file system without it: the file does without)
+        fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(size))
+
+
+_libc: ctypes.CDLL | None
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - every Linux has a C library
+    _libc = None
 
 
 def boot_id() -> str | None:
@@ -227,28 +246,52 @@ class DialLog:
 
     def _rewrite(self) -> None:
         """The file holds this boot's identity and the attempts still open, and nothing else
-        (written beside it, then renamed over it: a crash leaves one or the other whole)."""
+        (written beside it, then renamed over it: a crash leaves one or the other whole). On a
+        disk with no room for a second file (full), the file is written over in place instead,
+        in the room it has (see `_keep_room`): a kill between that write and the cut of the
+        longer old content after it leaves old lines, which only make the next start ask about
+        more contacts, never give back one that was dialed."""
         self.close()
         identity = self._identity()
         if identity is None:
             self._give_up(OSError("this machine's boot cannot be told (no boot id)"), "warning")
             return
-        tmp = self.path + ".tmp"
         head = f"{identity}{os.getpid()} epoch={self.epoch}\n"
-        data = "".join([head, *(f"{c} {a}\n" for c, a in sorted(self._open))])
+        data = "".join([head, *(f"{c} {a}\n" for c, a in sorted(self._open))]).encode("ascii")
+        tmp = self.path + ".tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                if os.write(fd, data.encode("ascii")) != len(data):
+                if os.write(fd, data) != len(data):
                     raise OSError("short write (the disk may be full)")
             finally:
                 os.close(fd)
             os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            try:
+                self._write_over(data)
+            except OSError:
+                self._give_up(exc)
+                return
+        try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
             self._give_up(exc)
             return
+        _keep_room(self._fd, self._rotate_lines * LINE_ROOM + len(data))
         self._lines = 0
+
+    def _write_over(self, data: bytes) -> None:
+        """Write the file's new content over its old one, in place (raises OSError)."""
+        fd = os.open(self.path, os.O_WRONLY)  # (none: nothing to write over)
+        try:
+            if os.pwrite(fd, data, 0) != len(data):
+                raise OSError("short write (the disk is full)")
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
     def _give_up(self, exc: OSError, level: str = "error") -> None:
         """The file cannot be kept: remove it, so that the next start trusts nothing; if it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -272,3 +273,59 @@ def test_the_file_names_the_databases_outcome_count_and_an_older_database_is_tol
         assert taken.load() == {(2, 1)} and taken.epoch == 7
     finally:
         instance.release(fd)
+
+
+def no_second_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: no new file can be made (writes into room a file has still go in)."""
+    real_open = os.open
+
+    def full_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(dialed.os, "open", full_open)
+
+
+def test_a_serve_started_on_a_full_disk_keeps_the_last_ones_file(
+    database: Path, boot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking the last serve's file over on a disk with no room for a second file writes it
+    over in place: the next start still trusts it, and gives back the contacts it does not
+    list (it was removed, and every contact left `dialing` counted an attempt)."""
+    monkeypatch.setattr(instance, "_previous", {})
+    monkeypatch.setattr(dialed, "_adopted", set())
+    with monkeypatch.context() as writer:
+        writer.setattr(dialed.os, "getpid", lambda: 4242)
+        crashed = dial_log(database)
+        crashed.start([(5, 2)])
+        for contact in range(1, 40):
+            crashed.add(contact, 1)
+        assert crashed.flush()
+        crashed.close()
+    Path(instance.lock_path(str(database))).write_text("4242\n")
+    fd = instance.acquire(str(database))
+    try:
+        with monkeypatch.context() as full:
+            no_second_file(full)
+            dialed.adopt(str(database))
+        header = Path(crashed.path).read_text().splitlines()[0]
+        assert header.endswith(f"pid={os.getpid()} epoch=0")
+        assert not os.path.exists(crashed.path + ".tmp")
+        assert dial_log(database).load() == {(5, 2), *((c, 1) for c in range(1, 40))}
+    finally:
+        instance.release(fd)
+
+
+def test_the_file_keeps_room_for_its_lines(database: Path, boot: Path) -> None:
+    """Its lines until the next rewrite go into room it already has on the disk, so a disk
+    that fills up does not make it drop (and the next start trust nothing)."""
+    log = dial_log(database, rotate_lines=20_000)
+    log.start([(1, 1)])
+    assert os.stat(log.path).st_blocks * 512 >= 20_000 * dialed.LINE_ROOM
+    assert os.stat(log.path).st_size < 200  # (its length is its content)
+    with pytest.MonkeyPatch.context() as full:
+        no_second_file(full)
+        log._rewrite()  # (as at a rotation on a full disk)
+    assert dial_log(database).load() == {(1, 1)}
+    assert os.stat(log.path).st_blocks * 512 >= 20_000 * dialed.LINE_ROOM
