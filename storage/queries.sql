@@ -780,13 +780,18 @@ SELECT max(added_at) FROM dnc_numbers
 
 -- call_records_page --
 -- Every attempt of the organization started in [:from, :to), in start order, after the
--- keyset (:after_started, :after_id), as one JSON array of rows in export column order.
+-- attempt :after_id (keyset on its start time and id), as one JSON array of rows in export
+-- column order. The start time is the attempt's own, read here: the one in the JSON rows is
+-- rounded to 15 digits, and attempts started in the same microsecond at a page's end were
+-- repeated or left out. (:after_started, that rounded time, only if the attempt is gone.)
 SELECT json_group_array(json_array(a.id, a.job_id, a.contact_id, a.from_number, a.to_number,
                                    a.started_at, a.answered_at, a.ended_at, a.duration,
                                    a.outcome, a.sip_code, a.reason)) FROM (
     SELECT * FROM attempts
     WHERE organization_id = :org AND started_at >= :from AND started_at < :to
-      AND (started_at, id) > (:after_started, :after_id)
+      AND (started_at, id) > (
+          coalesce((SELECT started_at FROM attempts WHERE id = :after_id), :after_started),
+          :after_id)
     ORDER BY started_at, id LIMIT :limit) AS a
 
 

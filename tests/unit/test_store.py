@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import errno
+import io
 import json
 import os
 import sqlite3
@@ -13,6 +15,7 @@ import threading
 import pytest
 
 from api.batch import contact_json, job_summary
+from dialer import export
 from storage.connection import StorageUnavailable
 from storage.db import StorageError, TransitionError
 from storage.dialing import prepare_scratch
@@ -822,3 +825,22 @@ async def test_pause_and_resume_tell_another_organization_nothing_of_a_job(store
         "paused",
     )
     assert await store.resume_job(ORG, job_id, T0) == (True, "running")
+
+
+# ------------------------------------------------------------------ call records
+
+
+async def test_call_records_page_past_attempts_started_at_the_same_moment(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempts started in the same microsecond (one claim) across a page's end are each
+    exported once: the keyset is the attempt's own start time, not the one in the page's JSON
+    rows, rounded to 15 digits (rows were repeated or left out: found from outside)."""
+    monkeypatch.setattr(export, "PAGE_SIZE", 5)
+    await running_job(store, 12)
+    started = 1_796_226_717.9116595  # 17 digits: JSON gives it as 1796226717.91166
+    assert len(await claim(store, 12, now=started)) == 12
+    chunks = [c async for c in export.call_record_chunks(store, ORG, T0, started + 1)]
+    rows = list(csv.DictReader(io.StringIO(b"".join(chunks).decode())))
+    ids = [r["attempt_id"] for r in rows]
+    assert len(ids) == 12 and len(set(ids)) == 12
