@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,27 +99,18 @@ async def dnc_add(request: web.Request) -> web.Response:
 
 @routes.delete("/dnc/{number}")
 async def dnc_remove(request: web.Request) -> web.Response:
-    number = dnc.lookup_form(request.match_info["number"])
-    await dnc.remove(request.app[appkeys.STORE], organization(request), number)
+    number = await dnc.remove(
+        request.app[appkeys.STORE], organization(request), request.match_info["number"]
+    )
     return web.json_response({"removed": number})
-
-
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 @routes.get("/dnc")
 async def dnc_list(request: web.Request) -> web.Response:
     page = query_int(request, "page", 1, 1, None, "invalid_page")
     page_size = query_int(request, "pageSize", 50, 1, 500, "invalid_page_size")
-    given = request.query.get("number", "")
-    number = dnc.lookup_form(given) if given.strip() else None
-    if number is not None and not _E164.fullmatch(number):
-        # Looked up as given it would match nothing, and read as "not listed".
-        raise ApiError(
-            400,
-            "invalid_numbers",
-            f"{given.strip()[:64]!r} is not a phone number in E.164 (a + and the country code)",
-        )
+    given = request.query.get("number")
+    number = None if given is None else dnc.number_to_find(given)
     rows, total = await request.app[appkeys.STORE].dnc_page(
         organization(request), number, page_size, (page - 1) * page_size
     )

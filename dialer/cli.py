@@ -384,14 +384,14 @@ def dnc_remove(args: argparse.Namespace) -> int:
     if config is None:
         return 2
 
-    async def work(store: Store) -> None:
-        await dnc.remove(store, args.org, args.number)
+    async def work(store: Store) -> str:
+        return await dnc.remove(store, args.org, args.number)
 
     try:
-        asyncio.run(_with_store(config.storage.path, work, create=True))
+        removed = asyncio.run(_with_store(config.storage.path, work, create=True))
     except ServiceError as exc:
         return _dnc_failed(exc)
-    print(f"removed {args.number}")
+    print(f"removed {removed}")
     return 0
 
 
@@ -400,7 +400,10 @@ def dnc_list(args: argparse.Namespace) -> int:
     if config is None:
         return 2
 
-    number = None if args.number is None else dnc.lookup_form(args.number)
+    try:
+        number = None if args.number is None else dnc.number_to_find(args.number)
+    except ServiceError as exc:
+        return _dnc_failed(exc)
 
     async def work(store: Store) -> list[dict[str, Any]]:
         rows, _ = await store.dnc_page(args.org, number, -1, 0)

@@ -8,6 +8,7 @@ runs is never dialed again.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -129,14 +130,32 @@ def lookup_form(given: str) -> str:
 
 
 _DIGITS = frozenset("0123456789")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
-async def remove(store: Store, organization_id: str, number: str) -> None:
-    """Take a number off the list (404 not_listed when it is not on it)."""
-    if not await store.dnc_remove(organization_id, lookup_form(number)):
+def number_to_find(given: str) -> str:
+    """A number given to look up or take off the list, in its listed spelling (see
+    lookup_form); 400 invalid_numbers when it is no E.164 number, even read as people write
+    them (`12125557030`, `020 7946 0001`, blank): looked up as given it would match nothing and
+    be said not listed, when the number may well be listed with its `+` and country code."""
+    number = lookup_form(given)
+    if not _E164.fullmatch(number):
         raise ServiceError(
-            404, "not_listed", f"{number[:64]!r} is not on this organization's do-not-call list"
+            400,
+            "invalid_numbers",
+            f"{given.strip()[:64]!r} is not a phone number in E.164 (a + and the country code)",
         )
+    return number
+
+
+async def remove(store: Store, organization_id: str, given: str) -> str:
+    """Take a number off the list (404 not_listed when it is not on it); return it as listed."""
+    number = number_to_find(given)
+    if not await store.dnc_remove(organization_id, number):
+        raise ServiceError(
+            404, "not_listed", f"{number!r} is not on this organization's do-not-call list"
+        )
+    return number
 
 
 async def respell_stored_numbers(store: Store) -> None:

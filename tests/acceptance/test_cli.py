@@ -151,8 +151,13 @@ def test_dnc_add_list_import_remove(service_factory: Any, tmp_path: Path) -> Non
         ["+12025550114", "import"],
     ]
     assert lines[0].endswith("asked")
-    removed = run("dnc", "remove", "+12025550111", *cfg, cwd=tmp_path)
-    assert removed.returncode == 0
+    for given in ("12025550111", "(202) 555-0111"):  # without its + and country code
+        refused = run("dnc", "remove", given, *cfg, cwd=tmp_path)
+        assert refused.returncode == 1 and "not a phone number in E.164" in refused.stderr
+        refused = run("dnc", "list", "--number", given, *cfg, cwd=tmp_path)
+        assert refused.returncode == 1 and "not a phone number in E.164" in refused.stderr
+    removed = run("dnc", "remove", "+1 202-555-0111", *cfg, cwd=tmp_path)
+    assert removed.returncode == 0 and removed.stdout.strip() == "removed +12025550111"
     again = run("dnc", "remove", "+12025550111", *cfg, cwd=tmp_path)
     assert again.returncode == 1 and "not on this organization" in again.stderr
     unknown = run("dnc", "list", "--org", "nope", "--config", str(svc.config), cwd=tmp_path)

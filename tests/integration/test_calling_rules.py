@@ -437,6 +437,18 @@ async def test_dnc_lookup_reads_an_unencoded_plus_and_a_formatted_number(
             URL(f"/dnc?number={query}", encoded=True), headers=running.headers()
         )
         assert (resp.status, (await resp.json())["code"]) == (400, "invalid_numbers"), query
+    for query in ("", "%20", "+"):  # blank: not the whole list, as if it were no filter
+        resp = await running.client.get(
+            URL(f"/dnc?number={query}", encoded=True), headers=running.headers()
+        )
+        assert (resp.status, (await resp.json())["code"]) == (400, "invalid_numbers"), query
+    for path in ("442079460001", "020%207946%200001", "abc"):
+        # Taking off a number without its + and country code: 400, not 404 not_listed (the
+        # number is listed with them).
+        resp = await running.client.delete(
+            URL(f"/dnc/{path}", encoded=True), headers=running.headers()
+        )
+        assert (resp.status, (await resp.json())["code"]) == (400, "invalid_numbers"), path
     resp = await running.client.delete(
         URL("/dnc/%2B44%2020%207946%200001", encoded=True), headers=running.headers()
     )
