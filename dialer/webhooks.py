@@ -60,6 +60,13 @@ EVENT_TYPES = (
 # After the n-th failed send (n = 1..7) the delivery is tried again this long after; after the
 # 8th it is failed (a dead letter, until replayed).
 RETRY_SCHEDULE_SECONDS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+# A failed send (any answer but a 2xx, a refused or reset connection, a timeout, a name that
+# does not resolve) pauses its endpoint: after its n-th failed step in a row it gets no send
+# for this long (the last one from then on), then one send at a time until one is answered 2xx,
+# which ends the pause. Sends that were in flight when it was paused and fail too take no
+# step. Without it a failed send freed its slot at once, and an endpoint that refused
+# connections was sent every pending delivery as fast as they could be taken.
+ENDPOINT_PAUSE_SECONDS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0)
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 SEND_RESULTS = ("delivered", "retry", "failed")
 
@@ -333,6 +340,19 @@ def after_failure(attempts_made: int, gone: bool, now: float) -> tuple[str, floa
     return "pending", now + RETRY_SCHEDULE_SECONDS[attempts_made - 1]
 
 
+def endpoint_pause(failed_steps: int) -> float:
+    """How long an endpoint gets no send after its `failed_steps`-th failed step in a row."""
+    return ENDPOINT_PAUSE_SECONDS[min(failed_steps, len(ENDPOINT_PAUSE_SECONDS)) - 1]
+
+
+@dataclass
+class _Paused:
+    """An endpoint whose sends fail: `steps` failed in a row, no send before `until`."""
+
+    steps: int
+    until: float
+
+
 @dataclass
 class _Sent:
     status: int | None
@@ -344,7 +364,9 @@ class _Sent:
 
 class WebhookSender:
     """Delivers the outbox: a loop that starts a task per due delivery (at most
-    `max_in_flight_per_endpoint` per endpoint), then writes the sends' results in batches.
+    `max_in_flight_per_endpoint` per endpoint; none to an endpoint paused after a failed send,
+    then one at a time until one is delivered: see ENDPOINT_PAUSE_SECONDS), then writes the
+    sends' results in batches.
 
     The retry schedule and the request timeout run on the injected clock; the signature's
     timestamp is wall time (the receiver compares it with its own clock). Storage failures
@@ -373,6 +395,8 @@ class WebhookSender:
         # failed (failed for good: a dead letter until replayed).
         self.sends: dict[str, int] = dict.fromkeys(SEND_RESULTS, 0)
         self._endpoints: dict[str, tuple[str, str]] = {}
+        # Endpoints whose last send failed (see ENDPOINT_PAUSE_SECONDS), by id: in memory only.
+        self._paused: dict[str, _Paused] = {}
         self._endpoints_changes = 0  # endpoints_changed() calls
         self._endpoints_read: tuple[int, float] | None = None  # (changes seen, clock time)
         self._session: aiohttp.ClientSession | None = None
@@ -424,23 +448,25 @@ class WebhookSender:
             self._wake.clear()
             watcher = self._watch_changes()
             try:
-                wait: float | None = None
+                until: float | None = None  # the clock time of the next round
                 try:
                     await self._flush()
-                    wait = await self._fill()
+                    until = await self._fill()
                     await self._prune()
                     backoff = 0.0
                     self.storage_error = None
                 except Exception as exc:  # storage failing (or a bug): never end the loop
                     backoff = min(max(1.0, backoff * 2), MAX_STORAGE_BACKOFF_SECONDS)
-                    wait = backoff
+                    until = self.clock.now() + backoff
                     if not isinstance(exc, StorageUnavailable):
                         log.error("webhook_sender_error", exc_info=exc)
                     elif self.storage_error is None:
                         log.warning("webhook_storage_unavailable", error=str(exc))
                     self.storage_error = str(exc)
                 if not self._wake.is_set():
-                    timeout = None if wait is None else max(0.0, wait)
+                    # (From the clock's time now, not the round's start: the round's reads
+                    # take time, the clock moves meanwhile.)
+                    timeout = None if until is None else max(0.0, until - self.clock.now())
                     self.parked_until = math.inf if timeout is None else self.clock.now() + timeout
                     try:
                         await self.clock.wait(self._wake, timeout)
@@ -494,23 +520,40 @@ class WebhookSender:
             self._in_flight.pop(result.delivery_id, None)
 
     async def _fill(self) -> float | None:
-        """Start a send for each due delivery with a free slot; return the seconds until the
-        next delivery is due (None: nothing pending)."""
+        """Start a send for each due delivery with a free slot; return the clock time the next
+        delivery is due or a pause ends (None: nothing pending)."""
         now = self.clock.now()
         changes, last = self._endpoints_changes, self._endpoints_read
         if last is None or last[0] != changes or not 0 <= now - last[1] < ENDPOINTS_REFRESH_SECONDS:
             self._endpoints = await self.store.webhook_sender_endpoints()
             self._endpoints_read = (changes, now)
+            for gone in self._paused.keys() - self._endpoints.keys():
+                del self._paused[gone]
         slots = self.config.max_in_flight_per_endpoint
         busy: dict[str, list[int]] = {}
         for delivery_id, (endpoint_id, _) in self._in_flight.items():
             busy.setdefault(endpoint_id, []).append(delivery_id)
-        free = {e: max(0, slots - len(busy.get(e, ()))) for e in self._endpoints}
+        free: dict[str, int] = {}
+        resume: float | None = None  # the earliest end of a pause
+        for endpoint_id in self._endpoints:
+            sending = len(busy.get(endpoint_id, ()))
+            paused = self._paused.get(endpoint_id)
+            if paused is None:
+                free[endpoint_id] = max(0, slots - sending)
+            elif now < paused.until:
+                free[endpoint_id] = 0
+                resume = paused.until if resume is None else min(resume, paused.until)
+            else:
+                free[endpoint_id] = 0 if sending else 1  # one send at a time
         due, earliest = await self.store.take_webhook_deliveries(free, busy, now)
         for delivery in due:
             if delivery.id not in self._in_flight:  # finished meanwhile: recorded, not resent
                 self._start(delivery)
-        return None if earliest is None else earliest - now
+        # (A pause's end wakes the loop whether or not its endpoint has deliveries waiting:
+        # once a step, and only for an endpoint that failed.)
+        if resume is not None and (earliest is None or resume < earliest):
+            earliest = resume
+        return earliest
 
     def _start(self, delivery: DueDelivery) -> None:
         endpoint = self._endpoints.get(delivery.endpoint_id)
@@ -539,17 +582,38 @@ class WebhookSender:
                 delivery.id, delivery.attempts, status, next_at, sent.status, sent.error, now
             )
         )
-        log.info(
-            "webhook_delivery_" + ("delivered" if ok else "failed"),
-            delivery_id=delivery.id,
-            endpoint_id=delivery.endpoint_id,
-            event_type=delivery.type,
-            attempt=attempts,
-            http_status=sent.status,
-            error=sent.error,
-            next_status=status,
-        )
+        fields = {
+            "delivery_id": delivery.id,
+            "endpoint_id": delivery.endpoint_id,
+            "event_type": delivery.type,
+            "attempt": attempts,
+            "http_status": sent.status,
+            "error": sent.error,
+            "next_status": status,
+        }
+        if ok:
+            if self._paused.pop(delivery.endpoint_id, None) is not None:
+                log.info("webhook_endpoint_resumed", endpoint_id=delivery.endpoint_id)
+            log.info("webhook_delivery_delivered", **fields)
+        elif (pause := self._pause(delivery.endpoint_id, now)) is not None:
+            # One line a step: the send that paused the endpoint (or made its pause longer).
+            log.info("webhook_delivery_failed", **fields, endpoint_paused_seconds=pause)
+        elif status == "failed":
+            log.info("webhook_delivery_failed", **fields)  # a dead letter: each one
+        else:
+            log.debug("webhook_delivery_failed", **fields)  # in flight when it was paused
         self._wake.set()
+
+    def _pause(self, endpoint_id: str, now: float) -> float | None:
+        """A send to the endpoint failed: pause it for its next step, and return the pause
+        (None: it is paused already, and the send was in flight since before)."""
+        paused = self._paused.get(endpoint_id)
+        if paused is not None and now < paused.until:
+            return None
+        steps = 1 if paused is None else paused.steps + 1
+        pause = endpoint_pause(steps)
+        self._paused[endpoint_id] = _Paused(steps, now + pause)
+        return pause
 
     async def _send(self, delivery: DueDelivery, url: str, secret: str) -> _Sent:
         """One POST, answered within the timeout (on the injected clock) or abandoned."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from structlog.testing import capture_logs
 from api import keys as appkeys
 from api import outbound_webhooks
 from dialer import webhooks
+from storage import db as dbmod
 from storage.connection import StorageUnavailable
 from tests.conftest import OTHER_ORG, Running, StartApp, make_config, wait_until
 from tests.integration.test_metrics import scrape, value
@@ -531,7 +533,8 @@ async def test_slow_endpoint_holds_four_slots_and_times_out_on_the_clock(
     app: Running, receiver: Receiver
 ) -> None:
     """A receiver that never answers gets 4 requests at a time; after 10 s of clock time they
-    are failed sends (retried later) and the next ones go out."""
+    are failed sends (retried later) and the endpoint is paused: nothing for 5 s, then one
+    request at a time while they fail."""
 
     async def hang(n: int) -> int:
         await receiver.release.wait()
@@ -545,11 +548,97 @@ async def test_slow_endpoint_holds_four_slots_and_times_out_on_the_clock(
     assert sender(app).in_flight == 4
     assert receiver.most_in_flight == 4 and len(receiver.requests) == 4
     await app.clock.advance(10)
-    await wait_until(lambda: _requests(receiver, 6))
+    await wait_until(lambda: _sent(app, 4))
+    await wait_until(lambda: _idle(app))
+    assert len(receiver.requests) == 4
     pending = (await deliveries(app, status="pending"))["deliveries"]
     timed_out = [r for r in pending if r["attempts"] == 1]
     assert len(timed_out) == 4
     assert all(r["lastError"] == "timed out after 10 s" for r in timed_out)
+    await app.clock.advance(5)
+    await wait_until(lambda: _requests(receiver, 5))
+    await parked(app)
+    assert sender(app).in_flight == 1 and len(receiver.requests) == 5
+
+
+@pytest.mark.parametrize("dead", ["refused", "HTTP 503"])
+async def test_a_dead_endpoint_is_paused_not_sent_every_pending_delivery(
+    app: Running, receiver: Receiver, dead: str
+) -> None:
+    """An endpoint where nothing listens (every connection refused at once), or that answers
+    503 to everything, with 100 deliveries pending: the 4 sends of its slots fail, then it gets
+    nothing while it is paused and one send after each pause (5 s, doubling). Before, a failed
+    send freed its slot at once and every pending delivery was sent in a burst, each logged
+    (20 refused endpoints: 2,070 sends and log lines a second). One info line per pause; only
+    the deliveries it sends are taken (its next 32), the rest wait untaken."""
+    receiver.answer = _statuses(503)
+    with socket.socket() as unused, capture_logs() as logs:
+        if dead == "refused":
+            unused.bind(("127.0.0.1", 0))  # bound, never listening: each connection refused
+            host, port = unused.getsockname()
+            resp = await app.client.post(
+                "/webhooks/endpoints",
+                json={"url": f"http://{host}:{port}/hook"},
+                headers=app.headers(),
+            )
+            assert resp.status == 201, await resp.text()
+        else:
+            await register(app, receiver)
+        await cancelled_job(app, contacts=99)  # job.cancelled, 99 x contact.finished
+        await wait_until(lambda: _sent(app, 4))
+        await wait_until(lambda: _idle(app))
+        assert _sends(app) == 4
+        pauses = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+        for step, pause in enumerate(pauses, start=1):
+            await app.clock.advance(pause - 0.5)
+            await wait_until(lambda: _idle(app))
+            assert _sends(app) == 3 + step  # nothing while paused
+            await app.clock.advance(0.5)
+            await wait_until(lambda step=step: _sent(app, 4 + step))
+            await wait_until(lambda: _idle(app))
+            assert _sends(app) == 4 + step  # one send after the pause
+    if dead == "HTTP 503":
+        assert len(receiver.requests) == 4 + len(pauses)
+    failed = [e for e in logs if e["event"] == "webhook_delivery_failed"]
+    assert len(failed) == 4 + len(pauses)
+    assert [e["log_level"] for e in failed].count("info") == 1 + len(pauses)
+    listed = await deliveries(app, status="pending", pageSize=100)
+    assert listed["total"] == 100
+    assert sum(r["attempts"] for r in listed["deliveries"]) == 4 + len(pauses)
+    conn = dbmod.connect(app.store.path)
+    try:
+        taken = conn.execute("SELECT count(*) FROM webhook_taken_deliveries").fetchone()[0]
+    finally:
+        conn.close()
+    assert taken == 32
+    # Deleting it is one small write, and the sender forgets it.
+    endpoint_id = listed["deliveries"][0]["endpointId"]
+    resp = await app.client.delete(f"/webhooks/endpoints/{endpoint_id}", headers=app.headers())
+    assert resp.status == 200, await resp.text()
+    await app.clock.advance(300)
+    await wait_until(lambda: _idle(app))
+    assert _sends(app) == 4 + len(pauses)
+    assert (await deliveries(app))["total"] == 0
+
+
+async def test_a_paused_endpoint_that_answers_again_gets_every_slot_back(
+    app: Running, receiver: Receiver
+) -> None:
+    """503 to the 4 sends of its slots, then 200: after the pause one send goes out, and once
+    it is delivered the endpoint has its 4 slots again and the rest go out at once."""
+    receiver.answer = _statuses(503, 503, 503, 503, 200)
+    with capture_logs() as logs:
+        await register(app, receiver)
+        await cancelled_job(app, contacts=19)  # 20 events
+        await wait_until(lambda: _sent(app, 4))
+        await wait_until(lambda: _idle(app))
+        assert len(receiver.requests) == 4
+        # The pause and the failed deliveries' first retry end together (5 s).
+        assert webhooks.ENDPOINT_PAUSE_SECONDS[0] == webhooks.RETRY_SCHEDULE_SECONDS[0]
+        await app.clock.advance(webhooks.ENDPOINT_PAUSE_SECONDS[0])
+        await wait_until(lambda: _all_recorded(app, 20))  # with no more clock time
+    assert len(receiver.requests) == 24 and receiver.most_in_flight <= 4
+    assert [e["event"] for e in logs].count("webhook_endpoint_resumed") == 1
 
 
 class StreamingReceiver:
@@ -817,6 +906,22 @@ async def _requests(receiver: Receiver, n: int) -> bool:
 
 async def _fails(count: Callable[[], int], n: int) -> bool:
     return count() >= n
+
+
+def _sends(running: Running) -> int:
+    """The sends the sender made, by their results."""
+    return sum(sender(running).sends.values())
+
+
+async def _sent(running: Running, n: int) -> bool:
+    return _sends(running) >= n
+
+
+async def _idle(running: Running) -> bool:
+    """The sender waits on the clock with no send in flight (so nothing more is sent until the
+    clock moves)."""
+    until = sender(running).parked_until
+    return until is not None and until > running.clock.now() and sender(running).in_flight == 0
 
 
 async def _in_flight_at_most(running: Running, n: int) -> bool:

@@ -35,6 +35,14 @@ def test_gone_fails_at_once() -> None:
     assert webhooks.after_failure(1, True, 0.0) == ("failed", None)
 
 
+def test_an_endpoint_pause_doubles_from_5s_to_5min() -> None:
+    """After the n-th failed step in a row an endpoint gets no send for 5 s, 10 s, ... then 5 min
+    from then on; the first pause is no longer than a delivery's first retry."""
+    pauses = [webhooks.endpoint_pause(n) for n in range(1, 10)]
+    assert pauses == [5, 10, 20, 40, 80, 160, 300, 300, 300]
+    assert webhooks.ENDPOINT_PAUSE_SECONDS[0] <= webhooks.RETRY_SCHEDULE_SECONDS[0]
+
+
 def test_signed_headers_verify_with_the_standardwebhooks_library() -> None:
     """The headers verify with the official library; a changed body does not."""
     secret = webhooks.new_secret()
