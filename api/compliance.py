@@ -227,7 +227,7 @@ openapi.register(
     "/dnc/{number}",
     "Take a number off the do-not-call list",
     ok=DncRemoved,
-    errors={404: ["not_listed"]},
+    errors={400: ["invalid_numbers"], 404: ["not_listed"]},
 )
 openapi.register(
     "GET",

@@ -35,9 +35,12 @@ LEFT JOIN dnc_numbers AS d ON d.organization_id = :org AND d.number = c.value ->
 ORDER BY c.key
 
 -- count_listed --
--- How many of a JSON array of numbers are on the organization's do-not-call list.
+-- How many of a JSON array of numbers are on the organization's do-not-call list: each looked
+-- up by the list's key. (As a join, SQLite chose to scan the organization's whole list and the
+-- array for each of its numbers: 14 s for 1,000 contacts against 110,000 listed numbers, with
+-- every other write waiting.)
 SELECT count(*) FROM json_each(:numbers) AS n
-JOIN dnc_numbers AS d ON d.organization_id = :org AND d.number = n.value
+WHERE EXISTS (SELECT 1 FROM dnc_numbers AS d WHERE d.organization_id = :org AND d.number = n.value)
 
 -- insert_status_counts --
 -- Every status of a job's breakdown exists from the start (zeros included).
