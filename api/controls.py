@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from api import agent, openapi, schemas
@@ -194,11 +194,25 @@ async def stream_answer(
         response = web.StreamResponse(headers=headers)
         response.enable_chunked_encoding()
         await response.prepare(request)
+        if await headers_only(request, response):
+            return response
         with contextlib.suppress(ConnectionError):
             async for chunk in chunks:
                 await write_or_drop(request, response, chunk)
             await response.write_eof()
         return response
+
+
+async def headers_only(request: web.Request, response: web.StreamResponse) -> bool:
+    """A HEAD request (aiohttp answers one on every GET route) to a streamed answer: its
+    status and headers are sent (those of the GET, prepared), and no body; True when so.
+    aiohttp leaves out the length and the chunked framing of a HEAD answer but writes what a
+    handler writes: the CSV (or events) after the headers were read by the client as the start
+    of the next answer on its keep-alive connection."""
+    if request.method != hdrs.METH_HEAD:
+        return False
+    await response.write_eof()
+    return True
 
 
 async def write_or_drop(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
@@ -388,6 +402,8 @@ async def _stream(
         }
     )
     await response.prepare(request)
+    if await headers_only(request, response):
+        return response
     sent: dict[str, Any] | None = None
     sent_at = -EVENT_MIN_INTERVAL_SECONDS
     written_at = loop.time()

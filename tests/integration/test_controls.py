@@ -990,3 +990,60 @@ async def test_a_slow_reader_is_never_dropped(
             writer.transport.abort()
     assert [e["event"] for e in logs if e["event"] == "stream_client_stalled"] == []
     assert len(parse_csv(_unchunked(bytes(raw)).decode())) == 1000
+
+
+async def _answer_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str]]:
+    """The status line and headers of the next answer on a raw connection."""
+    async with asyncio.timeout(5):
+        status = await reader.readline()
+        assert status.startswith(b"HTTP/1.1 "), status[:80]
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return status.rstrip(), headers
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/batch/jobs/{}/export",
+        "/batch/jobs/{}/events",
+        "/v1/convai/batch-calling/{}/export",
+        "/v1/convai/batch-calling/{}",
+        "/v1/voiceai/batch-calling/{}",
+        "/calls/export",
+    ],
+)
+async def test_head_on_a_streamed_route_answers_headers_only_and_keeps_the_connection(
+    running: Running, route: str
+) -> None:
+    """HEAD on a streamed answer (exports, the compatibility batch, live progress): the GET's
+    status and headers, no body, and the keep-alive connection serves its next request. The
+    body was written after the headers (no length, no chunked framing), so the next answer on
+    the connection began with CSV (`BadStatusLine('attempt_1,...')` in http.client)."""
+    job_id = (await running.create_json(phones(2), scheduledStartTime="2026-06-01T09:00:00Z"))[
+        "batchJobId"
+    ]
+    path = route.format(job_id)
+    server = running.client.server
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        head = f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {running.key}\r\n\r\n"
+        writer.write(head.encode() + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        status, head_headers = await _answer_head(reader)
+        assert status == b"HTTP/1.1 200 OK"
+        assert "transfer-encoding" not in head_headers
+        status, headers = await _answer_head(reader)  # the next answer, not the HEAD's body
+        assert status == b"HTTP/1.1 200 OK"
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+        assert json.loads(body)["ok"] is True
+        assert not running.app[controls.OPEN_STREAMS]  # the HEAD holds no stream
+    finally:
+        writer.close()
+    got = await running.client.get(path, headers=running.headers())
+    assert got.status == 200
+    for name in ("content-type", "content-disposition", "cache-control"):
+        assert head_headers.get(name) == got.headers.get(name), name
+    got.close()
