@@ -66,16 +66,27 @@ _body_reads = itertools.count(1)
 def reading_body(request: web.BaseRequest) -> Iterator[None]:
     """Around a handler's reading of the request's body: meanwhile its connection waits for
     the client, like one waiting for a request head (a client that sends a head and then
-    trickles its body, or stops, would otherwise hold a connection the guard never sheds)."""
+    trickles its body, or stops, would otherwise hold a connection the guard never sheds).
+
+    A read from a connection already closed raises ConnectionResetError, as for a client that
+    hung up: aiohttp raises RuntimeError('Connection closed.') when the handler reads again
+    after its connection was closed and before aiohttp noticed (shed by the guard in the same
+    turn of the event loop as a piece of its body arrived), which was logged as a failure
+    with a traceback, one per connection shed."""
     handler = request.protocol
-    if not isinstance(handler, RequestHandler):
-        yield
-        return
-    _body_waits[handler] = next(_body_reads)
+    watched = isinstance(handler, RequestHandler)
+    if watched:
+        _body_waits[handler] = next(_body_reads)
     try:
         yield
+    except RuntimeError:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Connection closed while reading the body") from None
+        raise
     finally:
-        _body_waits.pop(handler, None)
+        if watched:
+            _body_waits.pop(handler, None)
 
 
 class Throttled:

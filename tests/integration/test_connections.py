@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp.streams
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -195,6 +196,49 @@ async def test_a_client_gone_mid_body_is_counted_not_an_error() -> None:
             assert answer.status == 400
     assert [e["count"] for e in logs if e["event"] == "requests_abandoned"] == [1]
     assert not [e for e in logs if e["event"] == "request_failed"]
+
+
+async def test_a_connection_shed_as_its_body_trickles_in_is_counted_not_an_error(
+    running: Running, opened: list[Conn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection shed (past the body timeout here; at the cap alike) in the same turn of the
+    event loop as a byte of its body arrives: its handler, woken by the byte, reads again from
+    a connection already closed, and aiohttp raises RuntimeError('Connection closed.'), not
+    the ConnectionResetError of a client that hung up. Counted with the requests abandoned,
+    one line a second; it was logged as request_failed with a traceback, one per connection
+    (105 from an outside probe trickling bodies at the cap)."""
+    monkeypatch.setattr(connections, "SWEEP_SECONDS", 3600.0)  # swept here only
+    clock = FakeClock()
+    limits = guard(running, now=clock)
+    head = stalled_body(running).replace(b"Content-Length: 100", b"Content-Length: 1000000")
+    sweep_on_next_byte: list[bool] = []
+    feed_data = aiohttp.streams.StreamReader.feed_data
+
+    def feed_then_sweep(self: aiohttp.streams.StreamReader, data: bytes, *args: Any) -> Any:
+        fed = feed_data(self, data, *args)
+        if data and sweep_on_next_byte:
+            sweep_on_next_byte.clear()
+            limits.sweep()  # (a sweep due in the same turn as the byte)
+        return fed
+
+    monkeypatch.setattr(aiohttp.streams.StreamReader, "feed_data", feed_then_sweep)
+    try:
+        with capture_logs() as logs:
+            trickling = await connect(running, opened, head)
+            await wait_until(lambda: body_waits(1))
+            limits.sweep()  # (seen waiting for its body from now)
+            await clock.advance(61)
+            sweep_on_next_byte.append(True)
+            trickling[1].write(b" ")
+            assert await is_closed_by_server(trickling)
+            await wait_until(lambda: body_waits(0))
+            await settle(running)
+        assert not sweep_on_next_byte  # (the sweep ran as the byte arrived)
+        assert [e["count"] for e in logs if e["event"] == "connections_body_timeout"] == [1]
+        assert not [e for e in logs if e["event"] == "request_failed"], logs
+        assert [e["count"] for e in logs if e["event"] == "requests_abandoned"] == [1]
+    finally:
+        await limits.stop()
 
 
 async def test_connections_waiting_for_a_body_give_way_at_the_cap(
