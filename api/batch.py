@@ -85,8 +85,11 @@ class RescheduleBody(_Strict):
 
 
 def validation_error(exc: ValidationError) -> ApiError:
+    errs = errors.validation_problems(exc)
+    if errs is None:
+        return ApiError(400, "validation_error", errors.too_many_problems(exc))
     problems = []
-    for err in exc.errors():
+    for err in errs:
         where = ".".join(str(p) for p in err["loc"])[:100] or "body"
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown field '{where}'")

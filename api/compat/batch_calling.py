@@ -37,8 +37,8 @@ from pydantic import (
     field_validator,
 )
 
+from api import errors, openapi, schemas
 from api import keys as appkeys
-from api import openapi, schemas
 from api.auth import organization
 from api.batch import CreateFields, bounded_int, read_json
 from api.controls import export_response, stream_answer
@@ -117,6 +117,10 @@ RECIPIENT_STATUS: dict[ContactStatus, str] = {
 # ----------------------------------------------------------------- errors
 
 
+# `detail` entries of a 422 at most (a body of 100,000 unknown fields answered 9.7 MB).
+MAX_DETAIL = 100
+
+
 def envelope(status: int, code: str, message: str, details: dict[str, Any]) -> web.Response:
     if status == 422 and isinstance(details.get("detail"), list):
         return web.json_response({"detail": details["detail"]}, status=422)
@@ -130,10 +134,18 @@ def unprocessable(problems: Sequence[tuple[Sequence[str | int], str]]) -> ApiErr
 
 
 def from_validation_error(exc: ValidationError, where: str) -> ApiError:
+    """422 with one `detail` entry per problem, at most MAX_DETAIL (with one more saying how
+    many were left out); with too many problems to read, one entry saying how many."""
+    errs = errors.validation_problems(exc)
+    if errs is None:
+        return unprocessable([((where,), errors.too_many_problems(exc))])
     detail = [
         {"loc": [where, *err["loc"]], "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors()
+        for err in errs[:MAX_DETAIL]
     ]
+    if len(errs) > MAX_DETAIL:
+        left = len(errs) - MAX_DETAIL
+        detail.append({"loc": [where], "msg": f"and {left} more", "type": "value_error"})
     message = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in detail)
     return ApiError(422, "validation_error", message, {"detail": detail})
 
