@@ -578,10 +578,7 @@ def parse_json_contacts(
             f"index {_indexes(indexes)}",
             {
                 "invalidIndexes": indexes[:MAX_REPORTED_INVALID],
-                "invalidContacts": [
-                    {"index": b.row, "value": b.value, "reason": b.reason}
-                    for b in bad[:MAX_REPORTED_INVALID]
-                ],
+                "invalidContacts": _contacts_json(bad),
                 "invalidCount": len(bad),
             },
         )
@@ -592,7 +589,8 @@ def parse_json_contacts(
             f"{len(bad_zones)} contact(s) have an unknown IANA timezone: index {shown}",
             {
                 "invalidIndexes": [b.row for b in bad_zones[:MAX_REPORTED_INVALID]],
-                "invalidContacts": [_row_json(b) for b in bad_zones[:MAX_REPORTED_INVALID]],
+                # (`index`, as for invalid numbers: it said `row`, the key of a file's rows)
+                "invalidContacts": _contacts_json(bad_zones),
                 "invalidCount": len(bad_zones),
             },
         )
@@ -627,6 +625,13 @@ def _invalid(result: ParsedContacts, row: int, value: str, reason: str) -> None:
     result.invalid_count += 1
     if len(result.invalid) < MAX_REPORTED_INVALID:
         result.invalid.append(InvalidRow(row, value[:64], reason))
+
+
+def _contacts_json(bad: list[InvalidRow]) -> list[dict[str, Any]]:
+    """Invalid contacts of a JSON list, by their index in it."""
+    return [
+        {"index": b.row, "value": b.value, "reason": b.reason} for b in bad[:MAX_REPORTED_INVALID]
+    ]
 
 
 def _row_json(row: InvalidRow) -> dict[str, Any]:

@@ -483,6 +483,10 @@ def test_json_contacts_own_zone_is_read_in_any_case_as_a_csv_header_is() -> None
     with pytest.raises(intake.IntakeError) as err:
         intake.parse_json_contacts([{"phone": VALID, "TimeZone": "Mars/Olympus"}])
     assert err.value.code == "invalid_timezone"
+    # named by `index`, as invalid numbers are (it said `row`)
+    assert err.value.details["invalidContacts"] == [
+        {"index": 0, "value": "Mars/Olympus", "reason": "not a known IANA time zone"}
+    ]
 
 
 def test_json_duplicates_dropped_and_counted() -> None:
