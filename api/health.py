@@ -108,8 +108,15 @@ async def watch_files(
                 problem=problem,
                 action=(
                     "no call is started and nothing is written any more; stop the service, "
-                    "put the database back (or restore it from a backup) and start it again: "
-                    "contacts left dialing are reconciled, never re-dialed blindly"
+                    f"remove {store.path}-wal and {store.path}-shm if they are there, move "
+                    f"{store.saved_copy} to {store.path} and start it again: contacts "
+                    "left dialing are reconciled, never re-dialed blindly (a backup restored "
+                    "instead lacks what happened since it was made: contacts dialed since "
+                    "would be dialed again)"
+                    if store.saved_copy is not None
+                    else "no call is started and nothing is written any more; stop the "
+                    "service, put the database back (or restore it from a backup) and start it "
+                    "again: contacts left dialing are reconciled, never re-dialed blindly"
                 ),
                 held_outcomes=engine.held_outcomes,
             )

@@ -158,6 +158,8 @@ class Store:
         # no longer the database at `path`, or the disk failed to flush the log. Every write
         # is refused from then on, until the service is restarted.
         self.lost: str | None = None
+        # Where the last state of a database deleted or replaced under the service was saved.
+        self.saved_copy: str | None = None
         self._wal_fd: int | None = None  # the -wal file, flushed after the loop's commits
         self._flusher: concurrent.futures.ThreadPoolExecutor | None = None
         self._identity: dict[str, tuple[int, int]] = {}
@@ -276,6 +278,17 @@ class Store:
                 self.lost += "; what it held was saved into the database file"
             except StorageUnavailable as exc:
                 self.lost += f"; saving what it held failed ({exc})"
+        else:
+            # The database file itself is gone from its path (or another is there): what this
+            # process still has open is its last state, every claim and outcome written. A
+            # backup restored in its place lacks those since the backup, and calls the contacts
+            # dialed since as if they never were; this copy lacks nothing.
+            try:
+                saved = await self._writer.call(lambda conn: _save_copy(conn, self.path))
+                self.saved_copy = saved
+                self.lost += f"; its last state was saved as {saved}"
+            except (StorageUnavailable, OSError) as exc:
+                self.lost += f"; saving its last state failed ({exc})"
         return self.lost
 
     @property
@@ -1537,6 +1550,26 @@ def _batch_summaries(conn: sqlite3.Connection, jobs: list[JobRow]) -> list[Batch
         for job_id, dispatched, retries in _json_rows(conn, "batch_call_stats", {"ids": ids})
     }
     return [BatchSummary(job, _counts(conn, job.id), *stats.get(job.id, (0, 0))) for job in jobs]
+
+
+def _save_copy(conn: sqlite3.Connection, path: str) -> str:
+    """Copy the database `conn` has open (its write-ahead log included) to a new file beside
+    `path`, `<path>.saved-<UTC time>` (owner-only); return its path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = f"{path}.saved-{stamp}"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    copy = sqlite3.connect(target)
+    try:
+        conn.backup(copy)
+        copy.execute("PRAGMA journal_mode = DELETE")  # one file, whole, to put in its place
+    except BaseException:
+        copy.close()
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise
+    copy.close()
+    return target
 
 
 def _open_wal(path: str) -> int | None:

@@ -555,3 +555,44 @@ async def test_no_call_starts_while_the_held_outcomes_file_has_no_room(
     ]
     assert (await health_of(running))[0] == 200
     assert os.stat(journal.path).st_blocks * 512 >= journal.reserve
+
+
+async def test_a_deleted_database_is_saved_and_the_saved_copy_dials_nobody_again(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """The database file deleted under the running service: what the service has open, its
+    last state (claims of live calls included), is saved beside it, and the log says to put
+    that copy in its place. Started on it, the calls that ended meanwhile are recorded as they
+    ended and nobody is dialed again. (The advice was to restore a backup: found from outside,
+    280 of 2,000 people dialed twice, whose calls came after the backup.)"""
+    running, provider = await start(start_app, tmp_path)
+    job_id = (await running.create_json(phones(2), concurrentCallLimit=2))["batchJobId"]
+    await wait_until(lambda: _dialing(running, job_id, 2))
+    await settle(running)
+    db = running.store.path
+    remove(db)
+    problem = await running.store.check_files() or ""
+    saved = running.store.saved_copy
+    assert saved is not None and f"saved as {saved}" in problem
+    assert os.stat(saved).st_mode & 0o777 == 0o600
+    with sqlite3.connect(saved) as conn:
+        assert conn.execute("SELECT status FROM contacts ORDER BY id").fetchall() == [
+            ("dialing",),
+            ("dialing",),
+        ]
+    await running.clock.advance(60)  # both calls end: their outcomes can no longer be written
+    await wait_until(lambda: _held_on_disk(running, 2))
+    running.engine.stop()
+    await wait_until(lambda: _stopped(running))
+    await running.client.close()
+    for leftover in (db + "-wal", db + "-shm"):  # as the log says
+        if exists(leftover):
+            remove(leftover)
+    os.replace(saved, db)
+
+    again, provider2 = await start(start_app, tmp_path)
+    await again.wait_status(job_id, "completed")
+    detail = await again.detail(job_id)
+    assert detail["statusBreakdown"]["completed"] == 2
+    assert all(c["attemptCount"] == 1 for c in detail["contacts"])
+    assert len(provider.ledger) == 2 and provider2.ledger == []  # nobody dialed again
