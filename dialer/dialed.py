@@ -42,19 +42,23 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 # The file is written again with only the attempts whose outcome is not yet written after this
 # many lines (about 12 bytes each).
 ROTATE_LINES = 100_000
-# The room the file keeps on the disk beyond its content, per line until its next rewrite: its
-# lines go into room it already has, and a disk that fills up cannot refuse them.
-LINE_ROOM = 24
+# The room the file keeps on the disk beyond its content (taken again whenever less than half
+# of it is left): its lines go into room it already has, and a disk that fills up cannot refuse
+# them (about 20,000 lines, a few seconds of the fastest dialing: room is taken again long before
+# a full disk could use the rest).
+ROOM_AHEAD = 256 * 1024
 
 Attempt = tuple[int, int]  # (contact id, attempt number)
 
 
-def _keep_room(fd: int, size: int) -> None:
+def _keep_room(fd: int, size: int) -> int:
     """Allocate `size` bytes of disk for the file without changing its length (Linux
-    `fallocate` with FALLOC_FL_KEEP_SIZE); where that cannot be done, the file does without."""
+    `fallocate` with FALLOC_FL_KEEP_SIZE); return `size`, or 0 where that could not be done
+    (no room, a file system without it: the file does without, and it is tried again later)."""
     fallocate = getattr(_libc, "fallocate", None)
-    if fallocate is not None:  # (no room, or a file system without it: the file does without)
-        fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(size))
+    if fallocate is None or fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(size)) != 0:
+        return 0
+    return size
 
 
 _libc: ctypes.CDLL | None
@@ -110,6 +114,8 @@ class DialLog:
         self._written_upto = 0  # the tickets up to this one are written (or need no write)
         self._open: set[Attempt] = set()  # logged (or about to be), outcome not yet written
         self._lines = 0
+        self._size = 0  # the file's length
+        self._room = 0  # the bytes of disk it has (see _keep_room)
         # The database's count of transactions that recorded outcomes (storage migration
         # 0018) as of the outcomes `written` was told of: named in the file at each rewrite.
         self.epoch = 0
@@ -211,6 +217,9 @@ class DialLog:
             self._give_up(exc)
             return not self.blocked
         self._lines += len(pending)
+        self._size += len(data)
+        if self._size + ROOM_AHEAD // 2 > self._room:
+            self._room = _keep_room(self._fd, self._size + ROOM_AHEAD)
         pending.clear()
         self._written_upto = self._added
         if self._lines >= self._rotate_lines:
@@ -280,7 +289,8 @@ class DialLog:
         except OSError as exc:
             self._give_up(exc)
             return
-        _keep_room(self._fd, self._rotate_lines * LINE_ROOM + len(data))
+        self._size = len(data)
+        self._room = _keep_room(self._fd, self._size + ROOM_AHEAD)
         self._lines = 0
 
     def _write_over(self, data: bytes) -> None:

@@ -45,9 +45,9 @@ _LENGTH = struct.Struct("<I")
 _END = _LENGTH.pack(0)
 _JSON_LINES = b'{"contact_id"'  # how a file of an earlier version's JSON lines starts
 MARSHAL_VERSION = 4
-# The room kept: at least this (about 3,000 outcomes of a call each, ~330 bytes), and
+# The room kept: at least this (about 750 outcomes written one at a time, ~330 bytes each), and
 # RESERVE_BYTES_PER_OUTCOME for each outcome the engine may hold at once (see Engine).
-RESERVE_BYTES = 1 << 20
+RESERVE_BYTES = 256 * 1024
 RESERVE_BYTES_PER_OUTCOME = 1024
 
 

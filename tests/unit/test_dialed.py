@@ -320,12 +320,21 @@ def test_a_serve_started_on_a_full_disk_keeps_the_last_ones_file(
 def test_the_file_keeps_room_for_its_lines(database: Path, boot: Path) -> None:
     """Its lines until the next rewrite go into room it already has on the disk, so a disk
     that fills up does not make it drop (and the next start trust nothing)."""
-    log = dial_log(database, rotate_lines=20_000)
+    log = dial_log(database, rotate_lines=200_000)
+
+    def room() -> int:
+        return os.stat(log.path).st_blocks * 512 - os.stat(log.path).st_size
+
     log.start([(1, 1)])
-    assert os.stat(log.path).st_blocks * 512 >= 20_000 * dialed.LINE_ROOM
+    assert room() >= dialed.ROOM_AHEAD
     assert os.stat(log.path).st_size < 200  # (its length is its content)
+    for contact in range(2, 30_000):  # more lines than the first room held
+        log.add(contact, 1)
+        if contact % 1000 == 0:
+            assert log.flush()
+            assert room() >= dialed.ROOM_AHEAD // 2
     with pytest.MonkeyPatch.context() as full:
         no_second_file(full)
         log._rewrite()  # (as at a rotation on a full disk)
-    assert dial_log(database).load() == {(1, 1)}
-    assert os.stat(log.path).st_blocks * 512 >= 20_000 * dialed.LINE_ROOM
+    assert dial_log(database).load() == {(c, 1) for c in range(1, 30_000)}
+    assert room() >= dialed.ROOM_AHEAD
