@@ -427,19 +427,23 @@ class Engine:
         self._wake.set()
         self._progressed()
 
-    def give_back_claimed_ahead(self, job_id: str | None = None) -> None:
+    def give_back_claimed_ahead(self, job_id: str | None = None) -> int:
         """No contact claimed ahead (for this job, or any) is dialed any more: they are given
         back by the next transaction. Called before and after any change that may make a
-        contact not to be called (a pause, a cancel, a number listed as do-not-call)."""
+        contact not to be called (a pause, a cancel, a number listed as do-not-call). Returns
+        how many were given back."""
         jobs = list(self._deck) if job_id is None else [job_id]
         self._deck_epoch += 1
         now = self.clock.now()
+        given = 0
         for jid in jobs:
             deck = self._deck.pop(jid, None)
             org = self._deck_org.pop(jid, "")
             if deck:
                 self._hold([self._given_back(org, contact, now) for contact in deck])
                 self._wake.set()
+                given += len(deck)
+        return given
 
     def progress_event(self) -> asyncio.Event:
         """An event set at the next change of any job's counts or status (for live progress)."""

@@ -184,13 +184,19 @@ async def test_an_attempt_dialed_from_the_contacts_claimed_ahead_starts_at_its_d
 
 
 async def stopped_by(
-    running: Running, job_id: str, provider: RecordingProvider, control: str
+    running: Running,
+    job_id: str,
+    provider: RecordingProvider,
+    control: str,
+    answers: list[dict[str, Any]] | None = None,
 ) -> dict[str, int]:
     """Post the job control while contacts are claimed ahead; once its live calls ended,
-    nothing else was dialed. The status counts then."""
+    nothing else was dialed. The status counts then (the control's answer in `answers`)."""
     dialed = len(provider.numbers)
     resp = await running.client.post(f"/batch/jobs/{job_id}/{control}", headers=running.headers())
     assert resp.status == 200
+    if answers is not None:
+        answers.append(await resp.json())
     for _ in range(3):
         await running.clock.advance(CALL_SECONDS)
     await settle(running, lambda: provider.live == 0)
@@ -241,8 +247,11 @@ async def test_a_cancel_cancels_the_contacts_claimed_ahead(
     start_app: StartApp, tmp_path: Path
 ) -> None:
     running, job_id, provider = await start(start_app, tmp_path)
-    counts = await stopped_by(running, job_id, provider, "cancel")
+    answers: list[dict[str, Any]] = []
+    counts = await stopped_by(running, job_id, provider, "cancel", answers)
     assert (counts["dialing"], counts["completed"], counts["cancelled"]) == (0, 4, 16)
+    # The answer counts them too (it counted only those waiting: found from outside).
+    assert answers[0]["contactsCancelled"] == 16
 
 
 async def never_dialed(
