@@ -534,8 +534,8 @@ async def scenario_webhooks(tmp: Path, sizes: Sizes) -> dict[str, Any]:
             result[f"{label}_seconds_without_endpoint"] = round(plain, 3)
             result[f"{label}_seconds_with_dead_endpoint"] = round(dead, 3)
             result[f"{label}_ratio"] = round(dead / plain, 3)
-            # Requests the dead endpoint got while the (last) job ran: 4 in flight, 4 more
-            # after each timeout.
+            # Requests the dead endpoint got while the (last) job ran: 4 in flight, then one
+            # after each pause (5 s, doubling; see dialer.webhooks).
             result[f"{label}_requests_to_dead_endpoint"] = requests
         result["deliveries_written"] = deliveries
     finally:
