@@ -140,7 +140,7 @@ def claim(
         for org, numbers in phones.items():
             cap = rules.daily_cap(org)
             if cap and numbers:
-                defer_capped(conn, org, cap, json.dumps(sorted(numbers)), now)
+                defer_capped(conn, org, cap, json.dumps(sorted(numbers)), now, rules)
         rooms = {row[0]: row[3] for row in batch}
         jobs = {row[0]: row[1] for row in batch}
         rows = json.loads(conn.execute(Q()["claimed_contacts"]).fetchone()[0])
@@ -219,14 +219,35 @@ def _defer_waiting_at_cap(
             waiting.setdefault(o.organization_id, []).append(o.contact_id)
     for org, ids in waiting.items():
         phones = conn.execute(Q()["open_phones"], (json.dumps(ids),)).fetchone()[0]
-        defer_capped(conn, org, rules.daily_cap(org), phones or "[]", now)
+        defer_capped(conn, org, rules.daily_cap(org), phones or "[]", now, rules)
 
 
 def defer_capped(
-    conn: sqlite3.Connection, org: str, cap: int, phones_json: str, now: float
+    conn: sqlite3.Connection,
+    org: str,
+    cap: int,
+    phones_json: str,
+    now: float,
+    rules: CallingRules,
 ) -> None:
-    """Open contacts of the organization with these numbers, at the cap: wait (defer_capped)."""
-    conn.execute(Q()["defer_capped"], {"org": org, "cap": cap, "phones": phones_json, "now": now})
+    """Open contacts of the organization with these numbers, at the cap: wait until it lifts
+    (defer_capped), and from then for their calling interval's next opening, which their
+    `nextCallAt` (and a retry's `nextRetryAt`) then shows. (It showed when the cap lifts, a
+    moment their windows may be closed; they were dialed at the opening all the same.)"""
+    deferred = conn.execute(
+        Q()["defer_capped"], {"org": org, "cap": cap, "phones": phones_json, "now": now}
+    ).fetchall()
+    windows: dict[str, str | None] = {}
+    rolled: list[list[Any]] = []
+    for contact_id, job_id, zones, release in deferred:
+        if job_id not in windows:
+            row = conn.execute(Q()["get_job_any_org"], (job_id,)).fetchone()
+            windows[job_id] = row["calling_windows"] if row is not None else None
+        found = rules.interval(windows[job_id], zones, release)
+        if found is not None:  # (none: cancelled when it lifts, as any without a window)
+            rolled.append([contact_id, found[0], found[1]])
+    if rolled:
+        conn.execute(Q()["roll_intervals"], {"rows": json.dumps(rolled), "now": now})
 
 
 def record(

@@ -258,8 +258,8 @@ WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'queued')
 
 -- defer_capped --
 -- The open contacts of the organization with these numbers that are at the cap of dials in
--- 24 h wait until the oldest dial that counts turns 24 h old; their interval is then
--- recomputed (it ends then). Only the numbers at the cap are looked for among the contacts
+-- 24 h wait until the oldest dial that counts turns 24 h old (each returned with what computes
+-- its calling interval from then: see dialing.defer_capped). Only the numbers at the cap are looked for among the contacts
 -- (one index probe each): a new list of 10,000 numbers, none dialed today, costs no more.
 UPDATE contacts
 SET next_call_at = d.release, call_until = d.release,
@@ -282,6 +282,7 @@ FROM (
       AND c.status IN ('pending', 'queued')
       AND c.job_id IN (SELECT id FROM jobs WHERE organization_id = :org)) AS d
 WHERE contacts.id = d.id AND d.release IS NOT NULL
+RETURNING contacts.id, contacts.job_id, contacts.timezone, contacts.next_call_at
 
 -- create_claim_batch --
 CREATE TEMP TABLE IF NOT EXISTS claim_batch (

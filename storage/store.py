@@ -533,7 +533,8 @@ class Store:
         statuses_json = json.dumps(CONTACT_STATUSES)
         phones_json = json.dumps([c.phone for c in contacts if c.status == "pending"])
         org = job.organization_id
-        cap = self.calling_rules.daily_cap(org)
+        rules = self.calling_rules
+        cap = rules.daily_cap(org)
 
         def tx(conn: sqlite3.Connection) -> int:
             listed = int(
@@ -566,7 +567,7 @@ class Store:
                     },
                 )
             if cap:
-                dialing.defer_capped(conn, org, cap, phones_json, job.created_at)
+                dialing.defer_capped(conn, org, cap, phones_json, job.created_at, rules)
             return listed
 
         return await self._write(tx)
@@ -835,7 +836,8 @@ class Store:
         engine wakes for it then.
         """
         allowed = json.dumps(list(job_statuses))
-        cap = self.calling_rules.daily_cap(organization_id)
+        rules = self.calling_rules
+        cap = rules.daily_cap(organization_id)
 
         def tx(conn: sqlite3.Connection) -> tuple[int, int]:
             row = conn.execute(Q()["get_job"], (job_id, organization_id)).fetchone()
@@ -854,7 +856,7 @@ class Store:
             requeued = len(phones)
             if cap and phones:
                 numbers = json.dumps(sorted(set(phones)))
-                dialing.defer_capped(conn, organization_id, cap, numbers, now)
+                dialing.defer_capped(conn, organization_id, cap, numbers, now, rules)
             listed = int(conn.execute(Q()["count_listed_in_statuses"], params).fetchone()[0])
             if requeued:
                 restart = {"id": job_id, "now": now, "from_statuses": allowed}

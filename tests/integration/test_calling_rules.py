@@ -701,6 +701,31 @@ async def test_per_number_cap_across_two_jobs(start_app: StartApp, tmp_path: Pat
     await settled(running, job_id, p442079460001="completed")
 
 
+async def test_a_contact_held_by_the_cap_shows_its_windows_next_opening_after_it(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """The cap lifts at a moment the contact's windows are closed (Tuesday noon; it may be
+    called on Mondays only): its nextCallAt is the windows' next opening after that, the next
+    Monday, not the moment the cap lifts (found from outside; it was dialed then all the
+    same)."""
+    running = await start_lawful(
+        start_app,
+        tmp_path,
+        calling_windows=[{"days": ["mon"], "start": "11:00", "end": "13:00"}],
+        max_attempts_per_number_per_day=2,
+    )
+    first = await running.create_json([{"phone": LONDON}])
+    await running.wait_status(first["batchJobId"], "completed")
+    await running.clock.advance(600)
+    second = await running.create_json([{"phone": LONDON}])
+    await running.wait_status(second["batchJobId"], "completed")
+    third = await running.create_json([{"phone": LONDON}, {"phone": SYDNEY}])
+    body = await running.detail(third["batchJobId"])
+    waiting = by_phone(body)[LONDON]
+    assert (waiting["status"], waiting["attemptCount"]) == ("pending", 0)
+    assert waiting["nextCallAt"] == "2026-01-12T11:00:00Z"
+
+
 async def test_cap_holds_back_retries_of_the_same_number(
     start_app: StartApp, tmp_path: Path
 ) -> None:
