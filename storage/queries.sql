@@ -34,6 +34,11 @@ FROM json_each(:contacts) AS c
 LEFT JOIN dnc_numbers AS d ON d.organization_id = :org AND d.number = c.value ->> 0
 ORDER BY c.key
 
+-- main_zones --
+-- The zones most of a job's contacts are in (for its estimate: see JobService.detail).
+SELECT timezone FROM contacts WHERE job_id = ?
+GROUP BY timezone ORDER BY count(*) DESC, timezone LIMIT 1
+
 -- count_listed --
 -- How many of a JSON array of numbers are on the organization's do-not-call list: each looked
 -- up by the list's key. (As a join, SQLite chose to scan the organization's whole list and the

@@ -718,6 +718,15 @@ class Store:
     async def status_counts(self, job_id: str) -> dict[str, int]:
         return await self._read(lambda conn: _counts(conn, job_id))
 
+    async def main_zones(self, job_id: str) -> str | None:
+        """The zones (as stored: comma-separated) most of the job's contacts are in."""
+
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(Q()["main_zones"], (job_id,)).fetchone()
+            return None if row is None else str(row[0]) if row[0] is not None else None
+
+        return await self._read(q)
+
     async def list_contacts(
         self, job_id: str, status: str | None, limit: int, offset: int
     ) -> list[ContactRow]:

@@ -23,6 +23,7 @@ from tests.conftest import NUMBER, ORG, OTHER_ORG, Running, StartApp, make_confi
 NEW_YORK = "+12025550101"  # America/New_York
 LONDON = "+442079460001"  # Europe/London
 SYDNEY = "+61291234567"  # Australia/Sydney
+INDIA = "+919876559301"  # Asia/Calcutta (Kolkata)
 TOLL_FREE = "+18005550100"  # every North American zone
 MONDAY_NOON_UTC = "2026-01-05T12:00:00Z"  # 07:00 New York, 12:00 London, 23:00 Sydney
 
@@ -78,6 +79,21 @@ async def _idle(running: Running) -> bool:
 
 
 # ------------------------------------------------------------------ windows
+
+
+async def test_the_estimate_reads_the_windows_in_the_recipients_zone(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """Numbers in India called 10:00-11:00 their time, the job in UTC: the estimate is just
+    after their next opening (04:30 UTC), not at 10:00 UTC, when their window is shut (found
+    from outside: the windows were read in the job's own zone)."""
+    running = await start_lawful(start_app, tmp_path)
+    every_day = [{"days": list(windows.DAYS), "start": "10:00", "end": "11:00"}]
+    created = await running.create_json([{"phone": INDIA}], callingWindows=every_day)
+    body = await running.detail(created["batchJobId"])
+    contact = body["contacts"][0]
+    assert contact["nextCallAt"] == "2026-01-06T04:30:00Z"  # (phonenumbers: Asia/Calcutta)
+    assert "2026-01-06T04:30:00Z" <= body["estimatedCompletionTime"] < "2026-01-06T05:00:00Z"
 
 
 async def test_contacts_wait_for_their_own_window_then_are_dialed(
