@@ -94,6 +94,7 @@ def create_app(
     app[appkeys.CONFIG] = config
     app[appkeys.CLOCK] = clock
     app[appkeys.KEY_CACHE] = KeyCache()
+    app[appkeys.PARSE_SLOTS] = asyncio.Semaphore(batch.BIG_PARSES)
     ratelimit.setup(app, config.server.requests_per_second, config.server.burst)
     app.router.add_get("/healthz", health.healthz)
     openapi.setup(app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from dialer.clock import Clock
@@ -19,4 +21,6 @@ SERVICE = web.AppKey("service", JobService)
 CLOCK = web.AppKey("clock", Clock)
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
 WEBHOOK_SENDER = web.AppKey("webhook_sender", WebhookSender)
+# Big request bodies parsed at once (see api.batch.BIG_PARSES).
+PARSE_SLOTS = web.AppKey("parse_slots", asyncio.Semaphore)
 ORG = web.RequestKey("organization_id", str)  # set by the auth middleware

@@ -7,7 +7,11 @@ import json
 from typing import Any
 
 import pytest
+from aiohttp import FormData
 
+from api import batch, jsonbody
+from api import keys as appkeys
+from dialer import intake
 from tests.conftest import NUMBER, ORG, Running
 
 HUGE_INT = "1" * 5000
@@ -218,3 +222,38 @@ async def test_a_job_scheduled_near_year_9999_has_a_detail(running: Running) -> 
     detail = await running.detail(created["batchJobId"])
     assert detail["status"] == "scheduled"
     assert detail["estimatedCompletionTime"] is None
+
+
+async def test_big_bodies_are_parsed_a_few_at_a_time(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big JSON body or CSV is parsed in one of a few slots (parsed, an 8 MB body takes
+    150-200 MB: eight at once took up to 1 GB, found from outside); a small one takes none and
+    never waits behind them."""
+    slots = running.client.app[appkeys.PARSE_SLOTS]
+    held: list[tuple[str, bool]] = []
+    real_loads, real_csv = jsonbody.loads, intake.parse_csv
+
+    def loads(raw: bytes) -> Any:
+        held.append(("json", slots._value < batch.BIG_PARSES))
+        return real_loads(raw)
+
+    def parse_csv(data: bytes, **kwargs: Any) -> Any:
+        held.append(("csv", slots._value < batch.BIG_PARSES))
+        return real_csv(data, **kwargs)
+
+    monkeypatch.setattr(jsonbody, "loads", loads)
+    monkeypatch.setattr(intake, "parse_csv", parse_csv)
+    big = [{"phone": f"+1202555{i:04d}", "note": "n" * 100} for i in range(1000)]
+    for contacts in ([{"phone": "+12025550101"}], big):
+        await running.create_json(contacts)
+    for rows in (1, 1000):
+        form = FormData()
+        form.add_field("fromPhoneNumberId", NUMBER)
+        form.add_field("name", "x")
+        text = "phone,note\n" + "".join(f"+1303555{i:04d},{'n' * 100}\n" for i in range(rows))
+        form.add_field("file", text.encode(), filename="c.csv")
+        resp = await running.client.post("/batch/create", data=form, headers=running.headers())
+        assert resp.status == 201, await resp.text()
+    assert held == [("json", False), ("json", True), ("csv", False), ("csv", True)]
+    assert slots._value == batch.BIG_PARSES  # all given back
