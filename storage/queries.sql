@@ -627,11 +627,12 @@ WHERE c.job_id = :job_id
         WHERE job_id = :job_id AND external_id = :external_id))
 
 -- batch_call_stats --
--- Per job: contacts with at least one call placed (a given-back claim does not count), and
--- the dials made after each contact's first. [[job_id, dispatched, retries], ...]
-SELECT json_group_array(json_array(job_id, dispatched, retries)) FROM (
+-- Per job: contacts with at least one call placed (a given-back claim does not count), the
+-- dials made after each contact's first, and when a contact last changed.
+-- [[job_id, dispatched, retries, last_change], ...]
+SELECT json_group_array(json_array(job_id, dispatched, retries, last_change)) FROM (
     SELECT job_id, sum(attempt_count > 0) AS dispatched,
-           sum(max(attempt_count - 1, 0)) AS retries
+           sum(max(attempt_count - 1, 0)) AS retries, max(updated_at) AS last_change
     FROM contacts WHERE job_id IN (SELECT value FROM json_each(:ids))
     GROUP BY job_id)
 

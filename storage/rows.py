@@ -175,6 +175,7 @@ class BatchSummary:
     counts: dict[str, int]
     dispatched: int  # contacts dialed at least once
     retries: int  # dials made after each contact's first
+    last_change: float = 0.0  # when one of its contacts last changed
 
 
 @dataclass(frozen=True, slots=True)

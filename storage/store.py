@@ -1557,10 +1557,12 @@ def _batch_summaries(conn: sqlite3.Connection, jobs: list[JobRow]) -> list[Batch
     """Each job with its counts, contacts dialed and retries, in the order given."""
     ids = json.dumps([j.id for j in jobs])
     stats = {
-        job_id: (int(dispatched), int(retries))
-        for job_id, dispatched, retries in _json_rows(conn, "batch_call_stats", {"ids": ids})
+        job_id: (int(dispatched), int(retries), float(last or 0))
+        for job_id, dispatched, retries, last in _json_rows(conn, "batch_call_stats", {"ids": ids})
     }
-    return [BatchSummary(job, _counts(conn, job.id), *stats.get(job.id, (0, 0))) for job in jobs]
+    return [
+        BatchSummary(job, _counts(conn, job.id), *stats.get(job.id, (0, 0, 0.0))) for job in jobs
+    ]
 
 
 def _save_copy(conn: sqlite3.Connection, path: str) -> str:

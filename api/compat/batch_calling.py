@@ -442,7 +442,8 @@ def batch_json(config: configmod.Config, summary: BatchSummary) -> dict[str, Any
             job.scheduled_start_time or job.actual_start_time or job.created_at
         ),
         "timezone": job.timezone,
-        "last_updated_at_unix": int(job.updated_at),
+        # (its contacts' changes too: the job's own moved only with its status)
+        "last_updated_at_unix": int(max(job.updated_at, summary.last_change)),
         "status": batch_status(job),
         "phone_number_id": job.phone_number_id,
         "phone_provider": number.provider if number is not None else None,

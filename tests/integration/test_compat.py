@@ -378,6 +378,33 @@ async def test_live_call_is_in_progress(start_app: StartApp, tmp_path: Path) -> 
     assert batch["recipients"][0]["status"] == "in_progress"
 
 
+async def test_a_batchs_last_update_moves_with_its_calls(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """`last_updated_at_unix` is the latest change of the batch or of one of its recipients:
+    it stayed at the job's start while its calls went on (found from outside)."""
+    running = await start_app(make_config(tmp_path, telephony={"simulated": {"call_seconds": 60}}))
+    created = await running.create_json(
+        [{"phone": "+12025550101"}, {"phone": "+12025550102"}], concurrentCallLimit=1
+    )
+    job_id = created["batchJobId"]
+
+    async def completed(n: int) -> bool:
+        return (await running.detail(job_id))["statusBreakdown"]["completed"] == n
+
+    async def dialing() -> bool:
+        return (await running.detail(job_id))["statusBreakdown"]["dialing"] == 1
+
+    await wait_until(dialing)
+    await running.clock.advance(60)  # the first call ends; the second is then live
+    await wait_until(lambda: completed(1))
+    _, batch = await get_batch_call(running, job_id)
+    assert batch["status"] == "in_progress"
+    latest = max(r["updated_at_unix"] for r in batch["recipients"])
+    assert latest >= batch["created_at_unix"] + 60
+    assert batch["last_updated_at_unix"] == latest
+
+
 def test_status_tables_cover_every_status() -> None:
     """Each vendor table maps every one of our statuses into that vendor's vocabulary."""
     assert set(compat.BATCH_STATUS) == set(JobStatus)
