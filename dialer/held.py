@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import marshal
 import os
@@ -45,6 +46,8 @@ _LENGTH = struct.Struct("<I")
 _END = _LENGTH.pack(0)
 _JSON_LINES = b'{"contact_id"'  # how a file of an earlier version's JSON lines starts
 MARSHAL_VERSION = 4
+# What posix_fallocate answers where the file system cannot allocate ahead at all.
+_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ENODEV})
 # The room kept: at least this (about 750 outcomes written one at a time, ~330 bytes each), and
 # RESERVE_BYTES_PER_OUTCOME for each outcome the engine may hold at once (see Engine).
 RESERVE_BYTES = 256 * 1024
@@ -98,7 +101,14 @@ class HeldOutcomes:
                 data = _record(lines) if lines else b""
                 os.pwrite(fd, data + _END, 0)
             size = _records_end(data)
-            os.posix_fallocate(fd, 0, max(self.reserve, size + len(_END)))
+            try:
+                os.posix_fallocate(fd, 0, max(self.reserve, size + len(_END)))
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                # A file system that cannot allocate ahead (rare: the C library writes zeros
+                # where the system cannot): the file does without, as before it kept any room.
+                log.warning("held_outcomes_room_unsupported", path=self.path, error=str(exc))
             if size == 0:
                 os.pwrite(fd, _END, 0)
         except BaseException:

@@ -158,3 +158,18 @@ def test_no_room_is_told_and_tried_again(tmp_path: Path, monkeypatch: MonkeyPatc
     assert not held.reserved
     monkeypatch.undo()
     assert held.reserved
+
+
+def test_a_file_system_that_cannot_allocate_ahead_does_without(
+    tmp_path: Path, monkeypatch: MonkeyPatch
+) -> None:
+    """Not supported (not a full disk): the file is kept without room, and calls go on."""
+    held = HeldOutcomes(str(tmp_path / "d.db.held"))
+
+    def unsupported(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    assert held.reserved
+    held.append([outcome(1)])
+    assert HeldOutcomes(held.path).load() == [outcome(1)]
