@@ -287,7 +287,7 @@ class Store:
                 saved = await self._writer.call(lambda conn: _save_copy(conn, self.path))
                 self.saved_copy = saved
                 self.lost += f"; its last state was saved as {saved}"
-            except (StorageUnavailable, OSError) as exc:
+            except (StorageUnavailable, OSError, sqlite3.Error) as exc:
                 self.lost += f"; saving its last state failed ({exc})"
         return self.lost
 
