@@ -690,6 +690,16 @@ async def test_retry_leaves_a_listed_number_as_it_ended_and_the_job_completes(
 # ------------------------------------------------------------------ caps
 
 
+async def after_two_dials_of_london(running: Running) -> dict[str, Any]:
+    """Two jobs that dial London 10 minutes apart, then a third of London and Sydney (created)."""
+    first = await running.create_json([{"phone": LONDON}])
+    await running.wait_status(first["batchJobId"], "completed")
+    await running.clock.advance(600)
+    second = await running.create_json([{"phone": LONDON}])
+    await running.wait_status(second["batchJobId"], "completed")
+    return await running.create_json([{"phone": LONDON}, {"phone": SYDNEY}])
+
+
 async def test_per_number_cap_across_two_jobs(start_app: StartApp, tmp_path: Path) -> None:
     """With a cap of 2 dials per 24 h, the third job's contact of that number waits until the
     first dial turns 24 h old (nextCallAt), then is dialed; other numbers are not held."""
@@ -699,12 +709,7 @@ async def test_per_number_cap_across_two_jobs(start_app: StartApp, tmp_path: Pat
         calling_windows=[{"days": list(windows.DAYS), "start": "00:00", "end": "24:00"}],
         max_attempts_per_number_per_day=2,
     )
-    first = await running.create_json([{"phone": LONDON}])
-    await running.wait_status(first["batchJobId"], "completed")
-    await running.clock.advance(600)
-    second = await running.create_json([{"phone": LONDON}])
-    await running.wait_status(second["batchJobId"], "completed")
-    third = await running.create_json([{"phone": LONDON}, {"phone": SYDNEY}])
+    third = await after_two_dials_of_london(running)
     job_id = third["batchJobId"]
     body = await settled(running, job_id, p61291234567="completed")
     waiting = by_phone(body)[LONDON]
@@ -730,12 +735,7 @@ async def test_a_contact_held_by_the_cap_shows_its_windows_next_opening_after_it
         calling_windows=[{"days": ["mon"], "start": "11:00", "end": "13:00"}],
         max_attempts_per_number_per_day=2,
     )
-    first = await running.create_json([{"phone": LONDON}])
-    await running.wait_status(first["batchJobId"], "completed")
-    await running.clock.advance(600)
-    second = await running.create_json([{"phone": LONDON}])
-    await running.wait_status(second["batchJobId"], "completed")
-    third = await running.create_json([{"phone": LONDON}, {"phone": SYDNEY}])
+    third = await after_two_dials_of_london(running)
     body = await running.detail(third["batchJobId"])
     waiting = by_phone(body)[LONDON]
     assert (waiting["status"], waiting["attemptCount"]) == ("pending", 0)
