@@ -469,6 +469,9 @@ async def test_dnc_lookup_reads_an_unencoded_plus_and_a_formatted_number(
         URL("/dnc/%2B44%2020%207946%200001", encoded=True), headers=running.headers()
     )
     assert (resp.status, await resp.json()) == (200, {"removed": LONDON})
+    # The import's path is its own: no DELETE there, and its Allow header says so.
+    resp = await running.client.delete("/dnc/import", headers=running.headers())
+    assert (resp.status, resp.headers["Allow"]) == (405, "POST")
 
 
 async def test_dnc_import_reads_only_the_phone_column_and_honours_default_country(
