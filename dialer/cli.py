@@ -24,6 +24,7 @@ from dialer import config as configmod
 from dialer import dialed, dnc, instance, intake, keys, logs, results
 from dialer.clock import SystemClock
 from dialer.service import ServiceError
+from storage.connection import make_private_dirs
 from storage.db import StorageError
 from storage.rows import ApiKeyRow
 from storage.store import Store
@@ -157,7 +158,7 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
     if path != ":memory:":
         directory = Path(path).parent
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(directory)
         except (FileExistsError, NotADirectoryError):
             raise StartupError(
                 f"cannot create the database's directory {directory}: a part of it is a file"
@@ -283,7 +284,7 @@ async def _with_store(
     naming it, which `main` prints in one line."""
     try:
         if create:
-            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(Path(path).parent)
         store = await Store.open(path)
     except (StorageError, sqlite3.Error, OSError) as exc:
         raise StorageError(f"cannot open database {path}: {_reason(exc)}") from None

@@ -185,10 +185,16 @@ def public_address(address: str) -> bool:
     return _global(ip) and all(_global(inner) for inner in _carried_ipv4(ip))
 
 
+# IETF protocol assignments (RFC 6890): not globally reachable, but Python 3.11's is_global
+# says 192.0.0.8 is (an endpoint there was accepted and sent to: found from outside).
+_IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")
+
+
 def _global(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     # is_global alone lets multicast, and IPv6's reserved and site-local ranges, through.
     site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or site_local)
+    protocol = isinstance(ip, ipaddress.IPv4Address) and ip in _IETF_PROTOCOL
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or site_local or protocol)
 
 
 def _carried_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import aiosqlite
@@ -41,6 +42,19 @@ def storage_failure(exc: sqlite3.Error) -> bool:
     if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
         return False
     return isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError)
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Make a directory and each missing parent readable by its owner only (0700). (`mkdir`
+    with `parents=True` gives its mode to the last one only: the parents it made were 0755.)"""
+    missing = []
+    for part in (directory, *directory.parents):
+        if part.exists():
+            break
+        missing.append(part)
+    for part in reversed(missing):
+        part.mkdir(mode=0o700, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # (the errors of a path as mkdir's)
 
 
 def create_private(path: str) -> None:

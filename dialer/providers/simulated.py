@@ -18,6 +18,7 @@ from dialer.clock import Clock
 from dialer.config import SimulatedConfig, SimulatedRule
 from dialer.providers.base import DEFAULT_SIP_CODE, DialRequest, DialResult
 from dialer.states import ContactStatus
+from storage.connection import make_private_dirs
 
 log = structlog.get_logger("dialer.providers.simulated")
 
@@ -49,7 +50,7 @@ class SimulatedProvider:
     async def start(self) -> None:
         if self._config.dial_log:
             path = Path(self._config.dial_log)
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(path.parent)
             # Opened once at start-up, before any call runs; readable by its owner only (it
             # lists the numbers dialed).
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -81,6 +81,8 @@ def test_signed_headers_verify_with_the_standardwebhooks_library() -> None:
         "ff0e::1",  # global multicast
         "::7f00:1",  # IPv4-compatible 127.0.0.1
         "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "192.0.0.8",  # IETF protocol assignments (Python 3.11 calls it global)
+        "::ffff:192.0.0.8",
     ],
 )
 def test_private_addresses_are_not_public(address: str) -> None:
