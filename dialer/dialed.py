@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -53,12 +55,18 @@ Attempt = tuple[int, int]  # (contact id, attempt number)
 
 def _keep_room(fd: int, size: int) -> int:
     """Allocate `size` bytes of disk for the file without changing its length (Linux
-    `fallocate` with FALLOC_FL_KEEP_SIZE); return `size`, or 0 where that could not be done
-    (no room, a file system without it: the file does without, and it is tried again later)."""
+    `fallocate` with FALLOC_FL_KEEP_SIZE); return the room it has: `size`, 0 when there was
+    none to be had (tried again at the next flush), or sys.maxsize where the file system
+    cannot allocate ahead (the file does without, and no flush tries again)."""
     fallocate = getattr(_libc, "fallocate", None)
-    if fallocate is None or fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(size)) != 0:
-        return 0
-    return size
+    if fallocate is None:
+        return sys.maxsize
+    if fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(size)) == 0:
+        return size
+    return sys.maxsize if ctypes.get_errno() in _UNSUPPORTED else 0
+
+
+_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV})
 
 
 _libc: ctypes.CDLL | None

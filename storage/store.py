@@ -723,7 +723,7 @@ class Store:
 
         def q(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(Q()["main_zones"], (job_id,)).fetchone()
-            return None if row is None else str(row[0]) if row[0] is not None else None
+            return None if row is None or row[0] is None else str(row[0])
 
         return await self._read(q)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
@@ -338,3 +339,35 @@ def test_the_file_keeps_room_for_its_lines(database: Path, boot: Path) -> None:
         log._rewrite()  # (as at a rotation on a full disk)
     assert dial_log(database).load() == {(c, 1) for c in range(1, 30_000)}
     assert room() >= dialed.ROOM_AHEAD
+
+
+def test_a_file_system_that_cannot_allocate_ahead_is_not_asked_at_every_flush(
+    database: Path, boot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Room that cannot be had for want of space is asked for again at the next flush; where
+    the file system cannot allocate ahead at all, never again (a call per flush for nothing)."""
+    asked: list[int] = []
+
+    class Libc:
+        errno_now = errno.ENOSPC
+
+        def fallocate(self, fd: int, mode: int, offset: object, length: object) -> int:
+            asked.append(fd)
+            ctypes.set_errno(self.errno_now)
+            return -1
+
+    libc = Libc()
+    monkeypatch.setattr(dialed, "_libc", libc)
+    log = dial_log(database)
+    log.start([])
+    for contact in (1, 2):
+        log.add(contact, 1)
+        assert log.flush()
+    assert len(asked) == 3  # the start's, then each flush's: the disk may have room again
+    libc.errno_now = errno.EOPNOTSUPP
+    log.add(3, 1)
+    assert log.flush()
+    log.add(4, 1)
+    assert log.flush()
+    assert len(asked) == 4  # told once that it cannot: asked no more
+    assert dial_log(database).load() == {(1, 1), (2, 1), (3, 1), (4, 1)}
