@@ -624,7 +624,12 @@ class Engine:
                 await self.store.probe(self.clock.now())
             self._storage_recovered()
             return
-        if self._wake.is_set() or self._held or not all(c.handed_over for c, _ in self._done):
+        if (
+            self._wake.is_set()
+            or self._stopping.is_set()  # asked while the pass ran: `stop()`'s wake was cleared
+            or self._held
+            or not all(c.handed_over for c, _ in self._done)
+        ):
             return
         # Only calls whose slots went to contacts claimed ahead ended, if any: their outcomes
         # are written together a little later (see _wake_soon).

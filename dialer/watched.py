@@ -126,8 +126,10 @@ class Served:
         self.key = ""
 
     async def __aenter__(self) -> Served:
-        self.proc = await asyncio.to_thread(self._spawn)
+        # The key first: the service then starts on a database already made (a second
+        # process opening it while the service starts would measure that race, not the engine).
         self.key = await asyncio.to_thread(self._create_key)
+        self.proc = await asyncio.to_thread(self._spawn)
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
@@ -154,14 +156,23 @@ class Served:
             [sys.executable, "-m", "dialer.cli", *command],
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
         )
+        if out.returncode:
+            raise RuntimeError(f"dialer keys create exited {out.returncode}: {out.stderr.strip()}")
         return out.stdout.strip().splitlines()[-1]
 
     async def __aexit__(self, *exc: object) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            await asyncio.to_thread(self.proc.wait, 30)
+            try:
+                await asyncio.to_thread(self.proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await asyncio.to_thread(self.proc.wait)
+                raise RuntimeError(
+                    f"dialer serve did not exit within 30 s of SIGTERM (see {self.dir}/service.log)"
+                ) from None
 
     def client(self) -> Client:
         return Client(self.port, self.key)

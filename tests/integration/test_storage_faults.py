@@ -20,6 +20,7 @@ from dialer.clock import Clock
 from dialer.held import HeldOutcomes
 from dialer.providers.base import DialRequest, DialResult
 from dialer.providers.simulated import SimulatedProvider
+from dialer.scheduler import Engine
 from dialer.states import ContactStatus
 from storage.connection import Connection, StorageUnavailable
 from storage.store import Store
@@ -461,6 +462,29 @@ async def test_a_clean_stop_leaves_no_held_outcomes_file(
     running.engine.stop()
     await wait_until(lambda: _stopped(running))
     assert not exists(held)
+
+
+async def test_a_stop_asked_while_the_engine_starts_up_is_not_lost(
+    start_app: StartApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM in the moment `dialer serve` starts: the engine is asked to stop while its first
+    pass still reads the database. It stops (before, that pass cleared the stop's wake-up and
+    the engine waited for work forever: the service never exited)."""
+    gate = asyncio.Event()
+    reconciling = asyncio.Event()
+    reconcile = Engine._reconcile
+
+    async def slow_reconcile(engine: Engine) -> None:
+        reconciling.set()
+        await gate.wait()
+        await reconcile(engine)
+
+    monkeypatch.setattr(Engine, "_reconcile", slow_reconcile)
+    running = await start_app()
+    await reconciling.wait()
+    running.engine.stop()
+    gate.set()
+    await wait_until(lambda: _stopped(running))
 
 
 def _copy_database(source: str, target: str) -> None:
