@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, m
 from api import keys as appkeys
 from api import openapi, ratelimit
 from api.auth import MAX_KEY_CHARS, presented_key
-from api.batch import read_json, validation_error
+from api.batch import SMALL_JSON_BYTES, read_json, validation_error
 from api.errors import ApiError
 from dialer import agent, results
 from dialer.scheduler import room_ids
@@ -169,7 +169,7 @@ async def post_result(request: web.Request) -> web.Response:
     # answered at once, without reading (or waiting for) what it sends.
     await results_svc.authorize(room, caller)
     try:
-        body = ResultBody.model_validate(await read_json(request))
+        body = ResultBody.model_validate(await read_json(request, SMALL_JSON_BYTES))
     except ValidationError as exc:
         raise validation_error(exc) from None
     now = request.app[appkeys.CLOCK].now()

@@ -34,6 +34,9 @@ routes = web.RouteTableDef()
 MAX_JSON_BYTES = 8 * 1024 * 1024
 # Bodies up to this size are parsed on the event loop (a thread hop costs more than that).
 INLINE_JSON_BYTES = 64 * 1024
+# The body of a route that takes a few small fields (an agent's result, a webhook endpoint, a
+# job control): its largest valid body is a few KB (a result's data is at most 16 KB encoded).
+SMALL_JSON_BYTES = 64 * 1024
 # Bodies bigger than INLINE_JSON_BYTES (JSON, a job's CSV) parsed at once; others wait their
 # turn. Parsed, an 8 MB JSON body or a 10 MB CSV takes 150-200 MB for a moment: eight sent at
 # once took 500 MB to 1 GB (found from outside).
@@ -114,17 +117,22 @@ def big_parse(request: web.Request, size: int) -> contextlib.AbstractAsyncContex
     return slots
 
 
-async def read_json(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise ApiError(413, "payload_too_large", "Request body is larger than 8 MB")
+async def read_json(request: web.Request, limit: int = MAX_JSON_BYTES) -> Any:
+    """The JSON body, read up to `limit` bytes (a route whose bodies are small says so: what
+    it refuses past that is never read, nor held, nor parsed)."""
+    too_large = ApiError(
+        413, "payload_too_large", f"Request body is larger than {_size_text(limit)}"
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     # read(n) answers what has arrived so far (at most n): read until the end of the body.
     with connections.reading_body(request):
         while chunk := await request.content.read(256 * 1024):
             size += len(chunk)
-            if size > MAX_JSON_BYTES:
-                raise ApiError(413, "payload_too_large", "Request body is larger than 8 MB")
+            if size > limit:
+                raise too_large
             chunks.append(chunk)
     raw = b"".join(chunks)
     try:
@@ -135,6 +143,10 @@ async def read_json(request: web.Request) -> Any:
             return await asyncio.to_thread(jsonbody.loads, raw)
     except jsonbody.BadJson as exc:
         raise ApiError(400, "invalid_json", f"Request body is not acceptable JSON: {exc}") from None
+
+
+def _size_text(size: int) -> str:
+    return f"{size // (1024 * 1024)} MB" if size % (1024 * 1024) == 0 else f"{size // 1024} KB"
 
 
 def query_int(

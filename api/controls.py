@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from api import agent, openapi, schemas
 from api import keys as appkeys
 from api.auth import organization, presented_key
-from api.batch import read_json, validation_error
+from api.batch import SMALL_JSON_BYTES, read_json, validation_error
 from api.errors import ApiError
 from dialer import service, states
 from dialer.states import JobStatus
@@ -85,7 +85,7 @@ async def optional_body(request: web.Request, model: type[Body]) -> Body:
     """The JSON object body validated into `model`; no body at all means every default."""
     body: Any = {}
     if request.can_read_body:
-        body = await read_json(request)
+        body = await read_json(request, SMALL_JSON_BYTES)
         if not isinstance(body, dict):
             raise ApiError(400, "validation_error", "Request body must be a JSON object")
     try:

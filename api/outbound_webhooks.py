@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from api import keys as appkeys
 from api import openapi
 from api.auth import organization
-from api.batch import bounded_int, query_int, read_json, validation_error
+from api.batch import SMALL_JSON_BYTES, bounded_int, query_int, read_json, validation_error
 from api.errors import ApiError
 from dialer import webhooks
 from dialer.service import iso
@@ -65,7 +65,7 @@ def delivery_json(d: WebhookDeliveryRow) -> dict[str, Any]:
 @routes.post("/webhooks/endpoints")
 async def create_endpoint(request: web.Request) -> web.Response:
     org = organization(request)
-    raw = await read_json(request)
+    raw = await read_json(request, SMALL_JSON_BYTES)
     if not isinstance(raw, dict):
         raise ApiError(400, "validation_error", "Request body must be a JSON object")
     try:

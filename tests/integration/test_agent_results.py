@@ -390,6 +390,44 @@ async def test_bad_bodies_are_400_and_change_nothing(
     assert (await contact(running, job_id))["disposition"] is None
 
 
+async def test_a_result_body_past_64_kb_is_refused_unread(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    """The largest valid result is ~20 KB (16 KB of data, a 2,000-character summary): a body
+    past 64 KB is 413 payload_too_large, whether its length is announced or it is sent in
+    chunks (before, the route read and parsed up to the general 8 MB)."""
+    running, line = await start(start_app, tmp_path)
+    job_id, room = await one_call(running, line)
+    token = bearer(token_of(line, room))
+    # Valid JSON, 65 KB of spaces: only its size is wrong.
+    body = b'{"disposition": "completed"' + b" " * (64 * 1024) + b"}"
+
+    async def chunks() -> Any:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    for data in (body, chunks()):
+        resp = await running.client.post(
+            f"/calls/{room}/result",
+            data=data,
+            headers={**token, "Content-Type": "application/json"},
+        )
+        answer = await resp.json()
+        assert (resp.status, answer["code"]) == (413, "payload_too_large"), answer
+        assert answer["error"] == "Request body is larger than 64 KB"
+    # Just under it is read as usual.
+    fits = b'{"disposition": "completed"' + b" " * (60 * 1024) + b"}"
+    resp = await running.client.post(
+        f"/calls/{room}/result", data=fits, headers={**token, "Content-Type": "application/json"}
+    )
+    assert resp.status == 200, await resp.text()
+    history = await (
+        await running.client.get(f"/calls/{room}/result", headers=running.headers())
+    ).json()
+    assert [r["disposition"] for r in history["history"]] == ["completed"]
+    assert (await contact(running, job_id))["status"] == "dialing"
+
+
 async def test_an_attempt_takes_a_bounded_number_of_results(
     start_app: StartApp, tmp_path: Path
 ) -> None:

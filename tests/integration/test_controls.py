@@ -165,6 +165,24 @@ async def test_resume_of_a_job_paused_before_its_start_waits_for_the_schedule(
     assert body["status"] == "scheduled"
 
 
+async def test_small_bodied_routes_refuse_a_body_past_64_kb(running: Running) -> None:
+    """A job control and a webhook endpoint take a few small fields: 65 KB of (valid) JSON is
+    413 payload_too_large, read no further, and changes nothing."""
+    job_id = (await running.create_json([{"phone": "+12025550101"}]))["batchJobId"]
+    padded = b"{" + b" " * (65 * 1024) + b"}"
+    for path in (f"/batch/jobs/{job_id}/pause", "/webhooks/endpoints"):
+        resp = await running.client.post(
+            path, data=padded, headers={**running.headers(), "Content-Type": "application/json"}
+        )
+        answer = await resp.json()
+        assert (resp.status, answer["code"]) == (413, "payload_too_large"), (path, answer)
+    assert (await running.detail(job_id))["status"] != "paused"
+    endpoints = await (
+        await running.client.get("/webhooks/endpoints", headers=running.headers())
+    ).json()
+    assert endpoints["endpoints"] == []
+
+
 async def test_controls_on_jobs_in_the_wrong_state_are_400(running: Running) -> None:
     """Finished jobs cannot be paused or resumed, cancelled or unstarted ones not retried."""
     done = (await running.create_json(phones(1)))["batchJobId"]
