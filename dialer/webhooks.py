@@ -290,6 +290,11 @@ class OwnThreadsResolver(AbstractResolver):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class NotPublic(OSError):
+    """A name that resolves to no public address (aiohttp wraps it in a ClientConnectorError
+    whose text drops the message: `_error_text` shows it as it is)."""
+
+
 class PublicResolver(AbstractResolver):
     """Resolves names (on the sender's own threads), then refuses private addresses (so a name
     that points at the internal network is not posted to)."""
@@ -303,7 +308,8 @@ class PublicResolver(AbstractResolver):
         found = await self._inner.resolve(host, port, family)
         allowed = [r for r in found if public_address(r["host"])]
         if not allowed:
-            raise OSError(f"{host} resolves only to private addresses")
+            addresses = ", ".join(dict.fromkeys(r["host"] for r in found))
+            raise NotPublic(f"{host} resolves only to addresses that are not public: {addresses}")
         return allowed
 
     async def close(self) -> None:
@@ -683,5 +689,7 @@ async def _drop_body(resp: aiohttp.ClientResponse) -> None:
 
 
 def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, NotPublic):
+        return str(exc.os_error)[:MAX_ERROR_CHARS]
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return text[:MAX_ERROR_CHARS]

@@ -272,6 +272,33 @@ async def test_an_address_endpoint_is_checked_again_at_send_time(
     assert receiver.requests == []
 
 
+async def test_a_name_resolving_to_loopback_fails_with_that_reason(
+    start_app: StartApp, tmp_path: Path, receiver: Receiver
+) -> None:
+    """An endpoint named `localhost` created while allow_private_urls was true: each send after
+    a restart with it false fails without a request, and `lastError` says why (it was
+    `ClientConnectorDNSError: Cannot connect to host localhost:N ssl:default [None]`)."""
+    before = await start_app(make_config(tmp_path, webhooks={"allow_private_urls": True}))
+    url = receiver.url.replace("127.0.0.1", "localhost")
+    resp = await before.client.post(
+        "/webhooks/endpoints",
+        json={"url": url, "events": ["job.cancelled"]},
+        headers=before.headers(),
+    )
+    assert resp.status == 201, await resp.text()
+    await before.client.close()
+    app = await start_app(make_config(tmp_path))
+    await cancelled_job(app)
+    await wait_until(lambda: delivery_is(app, "pending", 1))
+    row = (await deliveries(app))["deliveries"][0]
+    assert row["lastHttpStatus"] is None
+    assert row["lastError"].startswith(
+        "localhost resolves only to addresses that are not public: "
+    ), row["lastError"]
+    assert "127.0.0.1" in row["lastError"] or "::1" in row["lastError"]
+    assert receiver.requests == []
+
+
 async def test_public_address_is_accepted_without_allow_private(
     start_app: StartApp, tmp_path: Path
 ) -> None:
