@@ -156,7 +156,7 @@ async def test_send_time_resolver_refuses_names_of_private_addresses() -> None:
     """A name that resolves only to loopback (from /etc/hosts) is not connected to."""
     resolver = webhooks.PublicResolver()
     try:
-        with pytest.raises(OSError, match="private addresses"):
+        with pytest.raises(webhooks.NotPublic, match="addresses that are not public: "):
             await resolver.resolve("localhost", 80)
     finally:
         await resolver.close()
