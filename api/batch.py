@@ -655,7 +655,7 @@ async def start_job(request: web.Request) -> web.Response:
 
 @routes.patch("/batch/jobs/{batch_job_id}/reschedule")
 async def reschedule_job(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_json(request, SMALL_JSON_BYTES)
     if not isinstance(body, dict):
         raise ApiError(400, "validation_error", "Request body must be a JSON object")
     try:
