@@ -123,6 +123,10 @@ def serve(args: argparse.Namespace) -> int:
     restart safe); SIGTERM / SIGINT drain live calls and exit 0.
     """
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
+    # From here a signal is noted, not a KeyboardInterrupt or a death in the middle of opening
+    # the database: the service stops as soon as it can, before its engine starts.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _note_early_signal)
 
     config = _load(args.config, places_calls=True)
     if config.storage.path != ":memory:":  # one name for the database (see dialer.instance)
@@ -141,6 +145,23 @@ def serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_early_signals: list[int] = []
+
+
+def _note_early_signal(signum: int, frame: object) -> None:
+    _early_signals.append(signum)
+
+
+def _ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Once stopping: a repeated SIGTERM/SIGINT (a supervisor sending it again) must not kill the
+    process in its last steps (closing the store, the interpreter's exit). (The loop forgets
+    its handlers first: closing, it would put the default actions back.)"""
+    for signum in STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class StartupError(Exception):
@@ -198,10 +219,16 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     limits: connections.ConnectionGuard | None = None
     try:
+        if _early_signals:  # asked to stop while starting: the engine never starts
+            log.info(
+                "service_stopped_while_starting", signal=signal.Signals(_early_signals[0]).name
+            )
+            sock.close()
+            return 0
         await runner.setup()
         if config.server.public_url is None:  # agents call back where it really listens
             engine = app[appkeys.ENGINE]
@@ -221,6 +248,10 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
+        _ignore_stop_signals(loop)
+        # The engine stops claiming now: the runner's cleanup first waits for requests still
+        # being served (up to its shutdown timeout), and calls kept being placed meanwhile.
+        app[appkeys.ENGINE].stop()
         if failed.is_set():
             log.error("service_exiting", reason="the engine stopped unexpectedly")
             with contextlib.suppress(TimeoutError):
@@ -232,8 +263,7 @@ async def _serve(config: configmod.Config, config_path: str) -> int:
     finally:
         if limits is not None:
             await limits.stop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+        _ignore_stop_signals(loop)
         await store.close()
 
 

@@ -170,3 +170,45 @@ def test_restart_resumes_a_job(service_factory: Any) -> None:
     assert job_status(svc, job_id)["successfulCalls"] == 40
     assert len(svc.ledger_entries()) == 40
     svc.kill(signal.SIGTERM)
+
+
+def test_sigterm_stops_dialing_at_once_while_a_request_is_in_flight(service_factory: Any) -> None:
+    """A request still being sent (a slow upload) made the runner wait up to its shutdown
+    timeout before the engine was told to stop, and calls kept being placed meanwhile (75 dials
+    after SIGTERM in 11 s, seen from outside). Now no call starts after SIGTERM, and repeated
+    signals while it drains (a supervisor sending them again) do not kill it: it exits 0."""
+    svc = service_factory(call_seconds=3.0, grace=3.0)
+    svc.start()
+    key = svc.create_key()
+    status, created = svc.request(
+        "POST",
+        "/batch/create",
+        {
+            "fromPhoneNumberId": "phone_demo",
+            "name": "in flight",
+            "contacts": [{"phone": f"+1202555{1000 + i}"} for i in range(200)],
+            "concurrentCallLimit": 5,
+        },
+    )
+    assert status == 201, created
+    job_id = created["batchJobId"]
+    svc.wait(lambda: job_status(svc, job_id)["statusBreakdown"]["dialing"] == 5)
+    slow = socket.create_connection(("127.0.0.1", svc.port))
+    slow.sendall(
+        b"POST /batch/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\nx-api-key: " + key.encode() + b"\r\n\r\n{"
+    )
+    time.sleep(0.2)  # (the request's handler is reading its body)
+    dialed_before = len(svc.ledger_entries())
+    assert svc.proc is not None
+    started = time.monotonic()
+    for _ in range(5):
+        svc.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    assert svc.proc.wait(timeout=30) == 0
+    took = time.monotonic() - started
+    svc.proc = None
+    slow.close()
+    assert len(svc.ledger_entries()) == dialed_before
+    assert took < 3.0 + 5 + 3  # the grace, the runner's wait for the request, some slack
+    assert not svc.db_rows("SELECT id FROM attempts WHERE outcome IS NULL")
