@@ -118,24 +118,30 @@ def test_kill_9_mid_job_never_dials_twice(service_factory: Any) -> None:
     svc.kill(signal.SIGTERM)
 
 
-def test_sigterm_lets_live_calls_finish(service_factory: Any) -> None:
-    """SIGTERM stops new dials, lets live calls finish within the grace period, and exits 0."""
-    svc = service_factory(call_seconds=1.0, grace=10.0)
-    svc.start()
-    svc.create_key()
+def five_live(svc: Any, name: str, n: int) -> str:
+    """Create a job of n contacts, 5 at a time; its id once 5 calls are live."""
     status, created = svc.request(
         "POST",
         "/batch/create",
         {
             "fromPhoneNumberId": "phone_demo",
-            "name": "drain",
-            "contacts": [{"phone": f"+1202555{1000 + i}"} for i in range(50)],
+            "name": name,
+            "contacts": [{"phone": f"+1202555{1000 + i}"} for i in range(n)],
             "concurrentCallLimit": 5,
         },
     )
     assert status == 201, created
-    job_id = created["batchJobId"]
+    job_id: str = created["batchJobId"]
     svc.wait(lambda: job_status(svc, job_id)["statusBreakdown"]["dialing"] == 5)
+    return job_id
+
+
+def test_sigterm_lets_live_calls_finish(service_factory: Any) -> None:
+    """SIGTERM stops new dials, lets live calls finish within the grace period, and exits 0."""
+    svc = service_factory(call_seconds=1.0, grace=10.0)
+    svc.start()
+    svc.create_key()
+    five_live(svc, "drain", 50)
     assert svc.kill(signal.SIGTERM) == 0
     assert not svc.db_rows("SELECT id FROM contacts WHERE status = 'dialing'")
     assert not svc.db_rows("SELECT id FROM attempts WHERE outcome IS NULL")
@@ -180,19 +186,7 @@ def test_sigterm_stops_dialing_at_once_while_a_request_is_in_flight(service_fact
     svc = service_factory(call_seconds=3.0, grace=3.0)
     svc.start()
     key = svc.create_key()
-    status, created = svc.request(
-        "POST",
-        "/batch/create",
-        {
-            "fromPhoneNumberId": "phone_demo",
-            "name": "in flight",
-            "contacts": [{"phone": f"+1202555{1000 + i}"} for i in range(200)],
-            "concurrentCallLimit": 5,
-        },
-    )
-    assert status == 201, created
-    job_id = created["batchJobId"]
-    svc.wait(lambda: job_status(svc, job_id)["statusBreakdown"]["dialing"] == 5)
+    five_live(svc, "in flight", 200)
     slow = socket.create_connection(("127.0.0.1", svc.port))
     slow.sendall(
         b"POST /batch/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
