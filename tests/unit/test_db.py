@@ -7,11 +7,14 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from storage import connection
 from storage import db as dbmod
 from storage.rows import ContactRow
+from storage.store import Store
 
 TABLES = {"jobs", "contacts", "attempts", "job_status_counts", "organization_spend", "api_keys"}
 TRIGGERS = {"contacts_count_insert", "contacts_count_update"}
@@ -274,3 +277,56 @@ def test_json_rows_list_the_columns_of_their_row_class(
     """Queries that answer JSON arrays list columns in the order their row class reads them."""
     fields = [f.name for f in dataclasses.fields(row_class)]
     assert _json_array_columns(dbmod.queries()[query]) == fields + extra
+
+
+class _SwitchedMeanwhile(sqlite3.Connection):
+    """A connection whose first switches to WAL find the file being switched by another process
+    (SQLite answers SQLITE_BUSY at once then, without waiting for its busy timeout)."""
+
+    refusals = 0
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("PRAGMA journal_mode") and _SwitchedMeanwhile.refusals > 0:
+            _SwitchedMeanwhile.refusals -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().execute(sql, *args)
+
+
+@pytest.fixture
+def switched_meanwhile(monkeypatch: pytest.MonkeyPatch) -> type[_SwitchedMeanwhile]:
+    real = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return real(*args, **kwargs, factory=_SwitchedMeanwhile)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return _SwitchedMeanwhile
+
+
+async def test_opening_a_database_another_process_switches_to_wal_waits_for_it(
+    tmp_path: Path, switched_meanwhile: type[_SwitchedMeanwhile]
+) -> None:
+    """`dialer keys create` beside a starting `dialer serve` on a new database exited 2 with
+    'database is locked' (the switch to WAL is not retried by SQLite's busy handler): each
+    connection tries the pragmas again for a while."""
+    path = str(tmp_path / "dialer.db")
+    switched_meanwhile.refusals = 3
+    db = dbmod.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    switched_meanwhile.refusals = 3
+    store = await Store.open(path)
+    await store.close()
+    assert switched_meanwhile.refusals == 0
+
+
+async def test_a_database_that_stays_locked_is_refused_after_the_retries(
+    tmp_path: Path, switched_meanwhile: type[_SwitchedMeanwhile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dbmod, "PRAGMA_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(connection, "PRAGMA_RETRY_SECONDS", 0.05)
+    switched_meanwhile.refusals = 1_000_000
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        dbmod.connect(str(tmp_path / "a.db"))
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await connection.Connection.open(str(tmp_path / "b.db"), "writer")
