@@ -306,14 +306,12 @@ def _reason(exc: BaseException) -> str:
 T = TypeVar("T")
 
 
-async def _with_store(
-    path: str, work: Callable[[Store], Awaitable[T]], *, create: bool = False
-) -> T:
-    """Run `work` on the database (its directory made first with `create`). A database that
-    cannot be used (not a database, a path under a file, no permission) is a StorageError
-    naming it, which `main` prints in one line."""
+async def _with_store(path: str, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `work` on the database (its directory made first: any command may be the first run
+    on a new deployment). A database that cannot be used (not a database, a path under a file,
+    no permission) is a StorageError naming it, which `main` prints in one line."""
     try:
-        if create:
+        if path != ":memory:":
             make_private_dirs(Path(path).parent)
         store = await Store.open(path)
     except (StorageError, sqlite3.Error, OSError) as exc:
@@ -335,7 +333,7 @@ def keys_create(args: argparse.Namespace) -> int:
         row, plaintext = await keys.create_key(store, SystemClock(), args.org, args.name)
         return row.id, plaintext
 
-    key_id, plaintext = asyncio.run(_with_store(config.storage.path, work, create=True))
+    key_id, plaintext = asyncio.run(_with_store(config.storage.path, work))
     print(f"created API key {key_id} for organization {args.org}; it is shown only once:")
     print(plaintext)
     return 0
@@ -403,7 +401,7 @@ def dnc_add(args: argparse.Namespace) -> int:
         return await dnc.add(store, args.org, args.numbers, args.reason, "cli", time.time())
 
     try:
-        added = asyncio.run(_with_store(config.storage.path, work, create=True))
+        added = asyncio.run(_with_store(config.storage.path, work))
     except ServiceError as exc:
         return _dnc_failed(exc)
     print(f"added {added.added}, already listed {added.already_listed}")
@@ -419,7 +417,7 @@ def dnc_remove(args: argparse.Namespace) -> int:
         return await dnc.remove(store, args.org, args.number)
 
     try:
-        removed = asyncio.run(_with_store(config.storage.path, work, create=True))
+        removed = asyncio.run(_with_store(config.storage.path, work))
     except ServiceError as exc:
         return _dnc_failed(exc)
     print(f"removed {removed}")
@@ -440,7 +438,7 @@ def dnc_list(args: argparse.Namespace) -> int:
         rows, _ = await store.dnc_page(args.org, number, -1, 0)
         return rows
 
-    rows = asyncio.run(_with_store(config.storage.path, work, create=True))
+    rows = asyncio.run(_with_store(config.storage.path, work))
     print(f"{'number':<17} {'source':<7} {'added':<21} reason")
     for row in rows:
         print(f"{row['number']:<17} {row['source']:<7} {row['addedAt']:<21} {row['reason'] or ''}")
@@ -463,7 +461,7 @@ def dnc_import(args: argparse.Namespace) -> int:
         )
 
     try:
-        added, parsed = asyncio.run(_with_store(config.storage.path, work, create=True))
+        added, parsed = asyncio.run(_with_store(config.storage.path, work))
     except intake.IntakeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1

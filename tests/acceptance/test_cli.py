@@ -220,6 +220,20 @@ def test_cli_arguments_are_checked(tmp_path: Path) -> None:
     assert result.returncode == 2 and "unknown organization 'org_nope'" in result.stderr
 
 
+def test_keys_commands_before_serve_made_the_database_directory(tmp_path: Path) -> None:
+    """On a new deployment `keys list` and `keys revoke` may run before `serve` made the
+    database's directory: they make it as `keys create` does (they exited 2 with `[Errno 2] No
+    such file or directory`, depending on which came first)."""
+    db = tmp_path / "fresh" / "dialer.db"
+    config = _example_config(tmp_path, str(db))
+    listed = run("keys", "list", "--config", str(config), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip().splitlines()[1:] == []  # the header alone
+    revoked = run("keys", "revoke", "key_1", "--config", str(config), cwd=tmp_path)
+    assert (revoked.returncode, revoked.stderr.strip()) == (1, "error: no active key 'key_1'")
+    assert os.stat(db.parent).st_mode & 0o777 == 0o700
+
+
 def test_serve_on_port_zero_prints_the_port_it_listens_on(tmp_path: Path) -> None:
     """`--port 0` takes any free port; the banner names that one, not 0, it answers there, and
     the database's new directory is its owner's only."""
